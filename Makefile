@@ -1,0 +1,43 @@
+# convzoo: `make run` serves the bundled models, `make test` runs the tests. Both set themselves up.
+PYTHON ?= python3
+VENV := .venv
+SERVE_VENV := .venv-serve
+CONVZOO_HOST ?= 127.0.0.1
+CONVZOO_PORT ?= 8000
+export CONVZOO_HOST CONVZOO_PORT
+
+.PHONY: run test models data bench soak audit test-docker lint clean help
+
+help:
+	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
+	@echo "make test   the default test suite"
+	@echo "make models retrain and re-export the Fashion-MNIST zoo into models/ and registry.yaml"
+
+# Serving environment: onnxruntime, no torch.
+$(SERVE_VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(SERVE_VENV)
+	$(SERVE_VENV)/bin/pip install -q --upgrade pip
+	$(SERVE_VENV)/bin/pip install -q -e .
+	touch $@
+
+# Development environment: serving + export (torch) + tests.
+$(VENV)/.stamp: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q -e '.[export,test]'
+	touch $@
+
+data:
+	@bash scripts/ensure-data.sh
+
+run: $(SERVE_VENV)/.stamp
+	$(SERVE_VENV)/bin/python -m service
+
+test: $(VENV)/.stamp data
+	$(VENV)/bin/python -m pytest -q
+
+models: $(VENV)/.stamp data
+	$(VENV)/bin/python -m export build --zoo fashion
+
+clean:
+	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache

@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Fashion-MNIST comes from Debian's dataset-fashion-mnist package; install it when missing.
+set -euo pipefail
+dir=/usr/share/datasets/fashion-mnist
+[ -f "$dir/t10k-images-idx3-ubyte.gz" ] && exit 0
+sudo=""
+[ "$(id -u)" -eq 0 ] || sudo="sudo"
+echo "Fashion-MNIST not found in $dir: installing the dataset-fashion-mnist package" >&2
+$sudo apt-get update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist

@@ -1,0 +1,252 @@
+"""The model registry: one strict schema, shared by the export stage (writer) and the service (reader).
+
+`registry.yaml` is trusted configuration, but it is still validated field by field at load time:
+an unknown or missing field fails loudly and names the entry it belongs to.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+SCHEMA_VERSION = 1
+NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+
+WeightsKind = Literal["trained", "pretrained", "random"]
+AccuracySource = Literal["measured", "published"]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InputSpec(Strict):
+    name: str
+    shape: list[int | str]  # NCHW, the batch axis named (dynamic), e.g. ["batch", 1, 28, 28]
+    dtype: Literal["float32", "float16"]
+    channels: Literal[1, 3]
+
+
+class Preprocessing(Strict):
+    """How an uploaded image becomes the model's input tensor, in this order."""
+
+    color_mode: Literal["L", "RGB"]
+    resize: int = Field(gt=0)  # shorter side resized to this many pixels
+    crop: int = Field(gt=0)  # then a centre crop of crop x crop
+    interpolation: Literal["nearest", "bilinear", "bicubic"]
+    mean: list[float]  # per channel, on pixel values scaled to [0, 1]
+    std: list[float]
+
+    @model_validator(mode="after")
+    def _per_channel(self) -> Preprocessing:
+        channels = 1 if self.color_mode == "L" else 3
+        if len(self.mean) != channels or len(self.std) != channels:
+            raise ValueError(f"mean and std need {channels} value(s) for colour mode {self.color_mode}")
+        if any(s <= 0 for s in self.std):
+            raise ValueError("std values must be positive")
+        if self.crop > self.resize:
+            raise ValueError("crop must not exceed resize")
+        return self
+
+
+class Artifact(Strict):
+    path: str  # relative to the model directory
+    bytes: int | None  # None while the artifact is not built
+    sha256: str | None = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Weights(Strict):
+    kind: WeightsKind
+    source: str
+
+
+class Metrics(Strict):
+    params: int = Field(ge=0)
+    depth: int = Field(ge=1)  # weight layers (Conv, Gemm, MatMul) on the longest path of the ONNX graph
+    gflops: float = Field(ge=0)  # multiply-accumulates per image, in billions, as torchvision counts
+    size_mb: float | None  # artifact size in MB (10^6 bytes); None while not built
+    top1: float | None = Field(ge=0, le=1)
+    top5: float | None = Field(ge=0, le=1)
+    accuracy_source: AccuracySource | None
+    accuracy_split: str | None  # e.g. "test" (Fashion-MNIST) or "val" (ImageNet-1k)
+    accuracy_samples: int | None
+    accuracy_date: dt.date | None
+
+    @model_validator(mode="after")
+    def _accuracy_consistent(self) -> Metrics:
+        if (self.top1 is None) != (self.accuracy_source is None):
+            raise ValueError("top1 and accuracy_source are given together or not at all")
+        if self.top1 is not None and self.top5 is not None and self.top5 < self.top1:
+            raise ValueError("top5 cannot be below top1")
+        return self
+
+
+class Host(Strict):
+    cpu: str
+    gpu: str | None
+    provider: str
+    intra_op_threads: int
+
+
+class Latency(Strict):
+    """Measured on a named host; never estimated."""
+
+    p50_ms: float = Field(gt=0)  # batch 1
+    p99_ms: float = Field(gt=0)
+    throughput_ips: float = Field(gt=0)  # images per second at `batch_size`
+    batch_size: int = Field(ge=1)
+    host: Host
+    date: dt.date
+
+
+class Parity(Strict):
+    """The exported ONNX file run by ONNX Runtime, against PyTorch, on one fixed batch."""
+
+    samples: int
+    max_abs_diff: float
+    logit_scale: float  # max |logit| of the PyTorch output
+    top1_agreement: float = Field(ge=0, le=1)
+
+
+class Recipe(Strict):
+    epochs: int
+    batch_size: int
+    optimizer: str
+    lr: float
+    weight_decay: float
+    schedule: str
+    augmentation: str
+    seed: int
+    train_samples: int
+    wall_s: float
+
+
+class Provenance(Strict):
+    exported: dt.date
+    opset: int
+    libraries: dict[str, str]
+    recipe: Recipe | None  # where trained here
+
+
+class Batching(Strict):
+    max_batch_size: int = Field(ge=1)
+    max_queue_delay_us: int = Field(ge=0)
+
+
+class ModelEntry(Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    version: str
+    dataset: str
+    architecture: str
+    paper: str  # citation of the architecture's paper
+    num_classes: int = Field(ge=2)
+    labels: str  # key into Registry.label_sets
+    input: InputSpec
+    preprocessing: Preprocessing
+    artifact: Artifact
+    weights: Weights
+    metrics: Metrics
+    parity: Parity | None  # None while not built
+    latency: Latency | None
+    provenance: Provenance | None  # None while not built
+    batching: Batching | None = None  # None: the service's settings apply
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ModelEntry:
+        if self.weights.kind == "random" and self.metrics.top1 is not None:
+            raise ValueError("a model with random weights carries no accuracy")
+        if self.input.channels != (1 if self.preprocessing.color_mode == "L" else 3):
+            raise ValueError("input channels do not match the preprocessing colour mode")
+        return self
+
+    @property
+    def built(self) -> bool:
+        return self.artifact.sha256 is not None
+
+
+class Registry(Strict):
+    schema_version: Literal[1]
+    default: str
+    label_sets: dict[str, list[str]]
+    models: list[ModelEntry]
+
+    @model_validator(mode="after")
+    def _references(self) -> Registry:
+        names = [m.name for m in self.models]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate model names: {duplicates}")
+        if self.default not in names:
+            raise ValueError(f"default model {self.default!r} is not in the registry")
+        for m in self.models:
+            labels = self.label_sets.get(m.labels)
+            if labels is None:
+                raise ValueError(f"model {m.name!r}: unknown label set {m.labels!r}")
+            if len(labels) != m.num_classes:
+                raise ValueError(f"model {m.name!r}: {len(labels)} labels for {m.num_classes} classes")
+        return self
+
+    def get(self, name: str) -> ModelEntry:
+        for m in self.models:
+            if m.name == name:
+                return m
+        raise ValueError(f"Unknown model {name}")
+
+    def labels_of(self, name: str) -> list[str]:
+        return self.label_sets[self.get(name).labels]
+
+
+class RegistryError(ValueError):
+    """The registry file cannot be read or does not match the schema."""
+
+
+def _entry_errors(raw_models: list[Any]) -> list[str]:
+    errors: list[str] = []
+    for i, raw in enumerate(raw_models):
+        name = raw.get("name", f"#{i}") if isinstance(raw, dict) else f"#{i}"
+        try:
+            ModelEntry.model_validate(raw)
+        except ValidationError as exc:
+            for err in exc.errors():
+                where = ".".join(str(p) for p in err["loc"]) or "(entry)"
+                errors.append(f"model {name!r}: {where}: {err['msg']}")
+    return errors
+
+
+def parse_registry(raw: Any) -> Registry:
+    """Validate a parsed registry document; every entry's errors are reported with its name."""
+    if not isinstance(raw, dict):
+        raise RegistryError("registry: the document must be a mapping")
+    errors = _entry_errors(raw.get("models") or [])
+    if errors:
+        raise RegistryError("registry is invalid:\n  " + "\n  ".join(errors))
+    try:
+        return Registry.model_validate(raw)
+    except ValidationError as exc:
+        raise RegistryError(f"registry is invalid: {exc}") from None
+
+
+def load_registry(path: Path) -> Registry:
+    """Read and strictly validate `registry.yaml`."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise RegistryError(f"cannot read registry {path.name}: {exc}") from None
+    return parse_registry(raw)
+
+
+def dump_registry(registry: Registry) -> str:
+    """The YAML text of a registry, fields in schema order, as the export stage writes it."""
+    data = registry.model_dump(mode="json")
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+
+
+def save_registry(registry: Registry, path: Path) -> None:
+    text = dump_registry(registry)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)

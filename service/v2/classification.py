@@ -1,0 +1,37 @@
+"""The classification extension: an output answered as its top-k classes, `"value:index:label"`.
+
+As Triton does, `value` is the output's own element (here the logit, not a softmax probability),
+printed with six decimals, and the ranking is by that value. Ties keep the lower index first, the
+order `POST /classify` gives, which ranks by softmax of the same logits (a monotonic map).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from service.v2 import datatypes
+from service.v2.codec import Tensor
+from service.v2.errors import bad_request
+
+
+def top_k(tensor: Tensor, k: int, labels: list[str]) -> Tensor:
+    """A BYTES tensor of shape [batch, min(k, classes)] from a [batch, classes] output."""
+    if tensor.datatype == datatypes.BYTES or tensor.datatype == "BOOL" or tensor.array.ndim != 2:
+        raise bad_request(f"output {tensor.name!r}: classification needs a numeric [batch, classes] output")
+    scores = tensor.array
+    count = min(k, scores.shape[1])
+    # A stable sort on the negated values: descending, ties by ascending index.
+    order = np.argsort(-scores.astype(np.float64), axis=1, kind="stable")[:, :count]
+    rows = [[_entry(float(row[i]), int(i), labels) for i in idx] for row, idx in zip(scores, order, strict=True)]
+    array = np.empty((scores.shape[0], count), dtype=np.object_)
+    for r, row_entries in enumerate(rows):
+        for c, entry in enumerate(row_entries):
+            array[r, c] = entry
+    return Tensor(tensor.name, datatypes.BYTES, array)
+
+
+def _entry(value: float, index: int, labels: list[str]) -> bytes:
+    text = f"{value:f}:{index}"
+    if index < len(labels):
+        text += f":{labels[index]}"
+    return text.encode("utf-8")

@@ -1,0 +1,28 @@
+"""`python -m service`: uvicorn on CONVZOO_HOST:CONVZOO_PORT with the app factory."""
+
+from __future__ import annotations
+
+import logging
+
+import uvicorn
+
+from service.settings import Settings
+
+
+def main() -> None:
+    settings = Settings()
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    uvicorn.run(
+        "service.main:create_app",
+        factory=True,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+    )
+
+
+if __name__ == "__main__":
+    main()

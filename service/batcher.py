@@ -1,0 +1,293 @@
+"""Dynamic batching: one bounded queue per model, cut into batches by size or delay, run on own threads."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from service.errors import DeadlineExceeded, InferenceFailed, ModelUnavailable, Overloaded, ServiceError
+
+log = logging.getLogger("convzoo.batcher")
+
+RunFn = Callable[[np.ndarray], np.ndarray]
+
+
+@dataclass(frozen=True)
+class BatchRecord:
+    """One executed batch, passed to every hook (metrics, statistics)."""
+
+    model: str
+    size: int
+    ok: bool
+    compute_ns: int
+    queue_ns: tuple[int, ...]  # per item, from enqueue to the start of the batch
+
+
+@dataclass
+class BatcherStats:
+    """Running counters of one model's batcher; read them, never write them outside the batcher."""
+
+    batches_by_size: Counter[int] = field(default_factory=Counter)
+    compute_ns_by_size: Counter[int] = field(default_factory=Counter)
+    items_ok: int = 0
+    items_failed: int = 0
+    items_expired: int = 0
+    items_rejected: int = 0
+    queue_ns_total: int = 0
+    compute_ns_total: int = 0
+    batches_ok: int = 0
+    batches_failed: int = 0
+
+
+@dataclass(frozen=True)
+class ItemTiming:
+    queue_ns: int
+    compute_ns: int
+    batch_size: int
+
+
+@dataclass
+class _Item:
+    sample: np.ndarray
+    deadline: float  # time.monotonic()
+    enqueued_ns: int
+    done: Callable[[np.ndarray | None, ItemTiming | None, ServiceError | None], None]
+    abandoned: bool = False
+
+
+class DynamicBatcher:
+    """Per-model queue: `submit` from the event loop; batches run on `threads` dedicated threads.
+
+    A batch is cut when it holds `max_batch_size` items or `max_queue_delay_us` after its first item
+    was queued. A full queue rejects with Overloaded; an item past its deadline is answered with
+    DeadlineExceeded and never run; an exception from `run` fails only that batch's items.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        run: RunFn,
+        *,
+        max_batch_size: int,
+        max_queue_delay_us: int,
+        max_queue_size: int,
+        threads: int = 1,
+    ) -> None:
+        if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0 or threads < 1:
+            raise ValueError("batcher sizes must be positive")
+        self.name = name
+        self._run = run
+        self.max_batch_size = max_batch_size
+        self.max_queue_delay_s = max_queue_delay_us / 1e6
+        self.max_queue_size = max_queue_size
+        self.stats = BatcherStats()
+        self.hooks: list[Callable[[BatchRecord], None]] = []
+        self._queue: deque[_Item] = deque()
+        self._cond = threading.Condition()
+        self._busy = 0  # batches executing now
+        self._stopping = False
+        self._threads = [
+            threading.Thread(target=self._worker, name=f"infer-{name}-{i}", daemon=True) for i in range(threads)
+        ]
+        for t in self._threads:
+            t.start()
+
+    # ---- event-loop side -------------------------------------------------------------------------
+
+    @property
+    def queued(self) -> int:
+        return len(self._queue)
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._queue and self._busy == 0
+
+    async def submit(self, batch: np.ndarray, *, deadline: float) -> tuple[np.ndarray, list[ItemTiming]]:
+        """Queue the N samples of `batch` (N x sample) and wait for their N output rows, in order."""
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[tuple[np.ndarray, ItemTiming]]] = [loop.create_future() for _ in batch]
+        items = [self._item(sample, deadline, fut, loop) for sample, fut in zip(batch, futures, strict=True)]
+        self._enqueue(items)
+        remaining = deadline - time.monotonic()
+        try:
+            async with asyncio.timeout(max(remaining, 0.0)):
+                results = await asyncio.gather(*futures)
+        except TimeoutError:
+            for item in items:
+                item.abandoned = True  # the worker drops it instead of running it late
+            with self._cond:
+                self.stats.items_expired += sum(1 for f in futures if not f.done())
+            raise DeadlineExceeded("The request's deadline passed before inference completed.") from None
+        except BaseException:
+            for item in items:
+                item.abandoned = True
+            raise
+        rows = np.stack([r[0] for r in results])
+        return rows, [r[1] for r in results]
+
+    def _item(
+        self,
+        sample: np.ndarray,
+        deadline: float,
+        fut: asyncio.Future[tuple[np.ndarray, ItemTiming]],
+        loop: asyncio.AbstractEventLoop,
+    ) -> _Item:
+        def settle(row: np.ndarray | None, timing: ItemTiming | None, error: ServiceError | None) -> None:
+            if fut.done():
+                return
+            if error is not None:
+                fut.set_exception(error)
+            else:
+                assert row is not None and timing is not None
+                fut.set_result((row, timing))
+
+        def done(row: np.ndarray | None, timing: ItemTiming | None, error: ServiceError | None) -> None:
+            try:
+                loop.call_soon_threadsafe(settle, row, timing, error)
+            except RuntimeError:
+                pass  # the loop is closed: nobody waits for this answer
+
+        return _Item(sample=sample, deadline=deadline, enqueued_ns=time.perf_counter_ns(), done=done)
+
+    def _enqueue(self, items: list[_Item]) -> None:
+        with self._cond:
+            if self._stopping:
+                raise ModelUnavailable(f"Model {self.name} is being unloaded; retry.", retry_after_s=1)
+            if len(self._queue) + len(items) > self.max_queue_size:
+                self.stats.items_rejected += len(items)
+                raise Overloaded(
+                    f"The queue of model {self.name} is full ({self.max_queue_size} images); retry shortly.",
+                    retry_after_s=self._retry_after_s(),
+                )
+            self._queue.extend(items)
+            self._cond.notify_all()
+
+    def _retry_after_s(self) -> float:
+        # Time to drain the queue at the measured per-image compute, at least one second.
+        done = self.stats.items_ok + self.stats.items_failed
+        per_item_s = self.stats.compute_ns_total / done / 1e9 if done else 0.0
+        return max(1.0, per_item_s * len(self._queue))
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Stop the workers after the batches already cut; queued items get ModelUnavailable."""
+        with self._cond:
+            self._stopping = True
+            pending = list(self._queue)
+            self._queue.clear()
+            self._cond.notify_all()
+        for item in pending:
+            item.done(None, None, ModelUnavailable(f"Model {self.name} was unloaded; retry.", retry_after_s=1))
+        for t in self._threads:
+            if t is not threading.current_thread():
+                t.join(timeout)
+
+    # ---- worker side -----------------------------------------------------------------------------
+
+    def _worker(self) -> None:
+        while True:
+            batch = self._next_batch()
+            if batch is None:
+                return
+            try:
+                self._execute(batch)
+            finally:
+                with self._cond:
+                    self._busy -= 1
+                    self._cond.notify_all()
+
+    def _next_batch(self) -> list[_Item] | None:
+        """Block until a batch is cut: full, or the delay since its first item has passed."""
+        with self._cond:
+            while True:
+                while not self._queue and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return None
+                self._drop_dead()
+                if not self._queue:
+                    continue
+                first = self._queue[0].enqueued_ns
+                cut_at = first / 1e9 + self.max_queue_delay_s
+                wait = cut_at - time.perf_counter_ns() / 1e9
+                if len(self._queue) >= self.max_batch_size or wait <= 0:
+                    n = min(self.max_batch_size, len(self._queue))
+                    batch = [self._queue.popleft() for _ in range(n)]
+                    self._busy += 1
+                    if self._queue:
+                        self._cond.notify_all()  # another worker may cut the next batch
+                    return batch
+                self._cond.wait(wait)
+
+    def _drop_dead(self) -> None:
+        """Answer expired or abandoned items now, so they never run late (lock held)."""
+        now = time.monotonic()
+        keep: deque[_Item] = deque()
+        for item in self._queue:
+            if item.abandoned:
+                continue
+            if item.deadline <= now:
+                self.stats.items_expired += 1
+                item.done(None, None, DeadlineExceeded("The request's deadline passed while it was queued."))
+                continue
+            keep.append(item)
+        self._queue = keep
+
+    def _execute(self, batch: list[_Item]) -> None:
+        start_ns = time.perf_counter_ns()
+        now = time.monotonic()
+        live: list[_Item] = []
+        for item in batch:
+            if item.abandoned:
+                continue
+            if item.deadline <= now:
+                with self._cond:
+                    self.stats.items_expired += 1
+                item.done(None, None, DeadlineExceeded("The request's deadline passed while it was queued."))
+                continue
+            live.append(item)
+        if not live:
+            return
+        queue_ns = tuple(start_ns - item.enqueued_ns for item in live)
+        try:
+            out = self._run(np.stack([item.sample for item in live]))
+            if len(out) != len(live):
+                raise RuntimeError(f"{len(out)} outputs for {len(live)} inputs")
+        except Exception:
+            compute_ns = time.perf_counter_ns() - start_ns
+            log.exception("inference failed in model %s for a batch of %d", self.name, len(live))
+            self._record(len(live), False, compute_ns, queue_ns)
+            for item in live:
+                item.done(None, None, InferenceFailed(f"Inference failed in model {self.name}."))
+            return
+        compute_ns = time.perf_counter_ns() - start_ns
+        self._record(len(live), True, compute_ns, queue_ns)
+        for item, row, q in zip(live, out, queue_ns, strict=True):
+            item.done(row, ItemTiming(queue_ns=q, compute_ns=compute_ns, batch_size=len(live)), None)
+
+    def _record(self, size: int, ok: bool, compute_ns: int, queue_ns: tuple[int, ...]) -> None:
+        with self._cond:
+            s = self.stats
+            s.batches_by_size[size] += 1
+            s.compute_ns_by_size[size] += compute_ns
+            s.compute_ns_total += compute_ns
+            s.queue_ns_total += sum(queue_ns)
+            if ok:
+                s.batches_ok += 1
+                s.items_ok += size
+            else:
+                s.batches_failed += 1
+                s.items_failed += size
+        record = BatchRecord(model=self.name, size=size, ok=ok, compute_ns=compute_ns, queue_ns=queue_ns)
+        for hook in list(self.hooks):
+            try:
+                hook(record)
+            except Exception:
+                log.exception("batch hook failed")

@@ -1,0 +1,188 @@
+"""Domain exceptions and the one table that maps them to HTTP problem details (RFC 9457)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.responses import JSONResponse, Response
+
+log = logging.getLogger("convzoo.errors")
+
+PROBLEM_JSON = "application/problem+json"
+PROBLEM_TYPE_BASE = "https://convzoo.dev/problems/"
+
+
+class ServiceError(Exception):
+    """A failure with a safe, user-facing `detail`; the class decides the status."""
+
+    def __init__(self, detail: str, *, retry_after_s: float | None = None) -> None:
+        super().__init__(detail)
+        self.detail = detail
+        self.retry_after_s = retry_after_s
+
+
+class UnknownModel(ServiceError): ...
+
+
+class ModelUnavailable(ServiceError): ...
+
+
+class NotReady(ServiceError): ...
+
+
+class Overloaded(ServiceError): ...
+
+
+class DeadlineExceeded(ServiceError): ...
+
+
+class BadImage(ServiceError): ...
+
+
+class UnsupportedMediaType(ServiceError): ...
+
+
+class PayloadTooLarge(ServiceError): ...
+
+
+class ImageTooLarge(ServiceError): ...
+
+
+class InvalidParameter(ServiceError): ...
+
+
+class InferenceFailed(ServiceError): ...
+
+
+@dataclass(frozen=True)
+class Problem:
+    status: int
+    slug: str
+    title: str
+    retry_after_s: float | None = None  # default Retry-After for 503s
+
+
+# The one mapping of domain exceptions to statuses.
+PROBLEMS: dict[type[ServiceError], Problem] = {
+    UnknownModel: Problem(404, "unknown-model", "Unknown model"),
+    ModelUnavailable: Problem(503, "model-unavailable", "Model unavailable", 30),
+    NotReady: Problem(503, "not-ready", "Service not ready", 5),
+    Overloaded: Problem(503, "overloaded", "Service overloaded", 1),
+    DeadlineExceeded: Problem(503, "deadline-exceeded", "Request deadline exceeded", 1),
+    BadImage: Problem(400, "bad-image", "Undecodable image"),
+    UnsupportedMediaType: Problem(415, "unsupported-media-type", "Unsupported media type"),
+    PayloadTooLarge: Problem(413, "payload-too-large", "Payload too large"),
+    ImageTooLarge: Problem(413, "image-too-large", "Image too large"),
+    InvalidParameter: Problem(422, "invalid-parameter", "Invalid parameter"),
+    InferenceFailed: Problem(500, "inference-failed", "Inference failed"),
+}
+
+
+def problem_of(exc: ServiceError) -> Problem:
+    for cls in type(exc).__mro__:
+        if cls in PROBLEMS:
+            return PROBLEMS[cls]  # type: ignore[index]
+    return Problem(500, "internal", "Internal error")
+
+
+# Bodies for errors on other prefixes (e.g. /v2 uses {"error": ...}); a router registers its own renderer.
+Renderer = Callable[[int, str, str, str], Response]
+
+
+def problem_response(
+    status: int, slug: str, title: str, detail: str, *, headers: dict[str, str] | None = None
+) -> Response:
+    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+
+
+def _renderer_for(request: Request) -> Renderer | None:
+    renderers: dict[str, Renderer] = getattr(request.app.state, "error_renderers", {})
+    path = request.url.path
+    for prefix, render in renderers.items():
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            return render
+    return None
+
+
+def render_error(
+    request: Request, status: int, slug: str, title: str, detail: str, retry_after_s: float | None = None
+) -> Response:
+    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s is not None else None
+    render = _renderer_for(request)
+    if render is not None:
+        response = render(status, slug, title, detail)
+        if headers:
+            response.headers.update(headers)
+        return response
+    return problem_response(status, slug, title, detail, headers=headers)
+
+
+def register_error_renderer(app: FastAPI, prefix: str, render: Renderer) -> None:
+    """Routes under `prefix` render errors with `render(status, slug, title, detail)` instead."""
+    if not hasattr(app.state, "error_renderers"):
+        app.state.error_renderers = {}
+    app.state.error_renderers[prefix] = render
+
+
+async def _service_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ServiceError)
+    p = problem_of(exc)
+    retry = exc.retry_after_s if exc.retry_after_s is not None else p.retry_after_s
+    if p.status >= 500 and p.status != 503:
+        log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.detail)
+    return render_error(request, p.status, p.slug, p.title, exc.detail, retry if p.status == 503 else None)
+
+
+def _validation_detail(exc: RequestValidationError) -> str:
+    parts = []
+    for err in exc.errors():
+        loc = [str(x) for x in err.get("loc", ()) if x not in ("query", "path", "body", "header")]
+        parts.append(f"{'.'.join(loc) or 'request'}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid request"
+
+
+async def _request_validation(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, RequestValidationError)
+    return render_error(request, 422, "invalid-parameter", "Invalid parameter", _validation_detail(exc))
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, StarletteHTTPException)
+    status = exc.status_code
+    try:
+        title = HTTPStatus(status).phrase
+    except ValueError:
+        title = "Error"
+    detail = exc.detail if isinstance(exc.detail, str) and status < 500 else title
+    if status == 404 and detail == "Not Found":
+        detail = f"No route {request.url.path}; see /docs for the API."
+    elif status == 405 and detail == "Method Not Allowed":
+        detail = f"Method {request.method} is not allowed on {request.url.path}."
+    response = render_error(request, status, title.lower().replace(" ", "-"), title, detail)
+    for key, value in (exc.headers or {}).items():
+        response.headers[key] = value
+    return response
+
+
+async def _unhandled(request: Request, exc: Exception) -> Response:
+    log.exception("unhandled error on %s", request.url.path)
+    return render_error(request, 500, "internal", "Internal error", "An unexpected error occurred.")
+
+
+Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Every error the app returns goes through the table above."""
+    app.add_exception_handler(ServiceError, _service_error)
+    app.add_exception_handler(RequestValidationError, _request_validation)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(Exception, _unhandled)

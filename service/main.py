@@ -1,0 +1,58 @@
+"""The application factory. Nothing is configured or loaded at import time."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from service.api.limits import UploadLimit
+from service.api.routes import classify, health, models
+from service.errors import install_error_handlers
+from service.manager import ModelManager
+from service.settings import Settings
+
+log = logging.getLogger("convzoo")
+
+# Routers of the app, in order; add new ones here.
+ROUTERS: list[APIRouter] = [health.router, models.router, classify.router]
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    settings: Settings = app.state.settings
+    manager = ModelManager.from_settings(settings)  # a bad registry fails start-up, loudly
+    manager.preload_names()  # unknown preload names too
+    app.state.manager = manager
+    # Decoding and preprocessing: their own threads, apart from the loop and from inference.
+    app.state.preprocess_pool = ThreadPoolExecutor(
+        max_workers=settings.preprocess_threads, thread_name_prefix="preprocess"
+    )
+    manager.start()
+    log.info("convzoo serving %d models; default %s", len(manager.states()), manager.default)
+    try:
+        yield
+    finally:
+        await manager.stop()
+        app.state.preprocess_pool.shutdown(wait=False, cancel_futures=True)
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A convzoo app; `settings` defaults to the environment's (CONVZOO_*)."""
+    settings = settings if settings is not None else Settings()
+    app = FastAPI(
+        title="convzoo",
+        summary="Classic convnets served through ONNX Runtime",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.error_renderers = {}
+    install_error_handlers(app)
+    for router in ROUTERS:
+        app.include_router(router)
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    return app

@@ -1,0 +1,170 @@
+"""ONNX Runtime sessions: providers, session options, warm-up and the on-host calibration."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from service.registry import ModelEntry
+from service.settings import Settings
+
+log = logging.getLogger("convzoo.runtime")
+
+CPU = "CPUExecutionProvider"
+CUDA = "CUDAExecutionProvider"
+_OPT_LEVELS = {
+    "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+    "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+    "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+    "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+}
+
+
+class RuntimeUnavailable(Exception):
+    """The model cannot run here; the message is safe to show to clients."""
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """Measured on this host by the service itself; never estimated."""
+
+    p50_ms: float
+    p99_ms: float
+    throughput_ips: float
+    batch_size: int
+    samples: int
+    provider: str
+
+
+@dataclass
+class LoadedModel:
+    session: ort.InferenceSession
+    input_name: str
+    output_name: str
+    input_dtype: np.dtype[np.generic]
+    sample_shape: tuple[int, ...]  # one image, CHW
+    max_batch_size: int  # the graph's own batch limit (fixed batch axis) or the configured one
+    providers: list[str]
+    calibration: Calibration | None = None
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """One synchronous forward pass; the caller picks the thread."""
+        feed = batch if batch.dtype == self.input_dtype else batch.astype(self.input_dtype)
+        (out,) = self.session.run([self.output_name], {self.input_name: feed})
+        return np.asarray(out, dtype=np.float32)
+
+
+def requested_providers(choice: str) -> list[str]:
+    """The provider list for a `providers` setting; an explicit `cuda` that is missing raises."""
+    available = ort.get_available_providers()
+    if choice == "cpu":
+        return [CPU]
+    if choice == "cuda":
+        if CUDA not in available:
+            raise RuntimeUnavailable(
+                "CONVZOO_PROVIDERS=cuda but the CUDA execution provider is not available "
+                "(install onnxruntime-gpu and a CUDA driver, or use auto/cpu)"
+            )
+        return [CUDA, CPU]
+    return [CUDA, CPU] if CUDA in available else [CPU]
+
+
+def _session_options(settings: Settings, level: str) -> ort.SessionOptions:
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = settings.intra_op_threads
+    opts.inter_op_num_threads = settings.inter_op_threads
+    opts.graph_optimization_level = _OPT_LEVELS[level]
+    opts.log_severity_level = 3  # errors only: ORT's warnings are not ours to print per request
+    return opts
+
+
+def _cache_file(settings: Settings, entry: ModelEntry, provider: str) -> Path | None:
+    if settings.optimized_model_cache_dir is None or entry.artifact.sha256 is None:
+        return None
+    tag = "cuda" if provider == CUDA else "cpu"
+    name = f"{entry.name}-{entry.artifact.sha256[:16]}-{settings.graph_optimization}-{tag}.onnx"
+    return settings.optimized_model_cache_dir / name
+
+
+def create_session(path: Path, entry: ModelEntry, settings: Settings) -> ort.InferenceSession:
+    """An InferenceSession with the configured providers and options, using the optimised-model cache."""
+    providers = requested_providers(settings.providers)
+    cache = _cache_file(settings, entry, providers[0])
+    if cache is not None and cache.is_file():
+        # Already optimised for this provider: loading it skips the graph optimisation.
+        session = ort.InferenceSession(str(cache), _session_options(settings, "disable"), providers=providers)
+    else:
+        opts = _session_options(settings, settings.graph_optimization)
+        if cache is not None:
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            opts.optimized_model_filepath = str(cache)
+        session = ort.InferenceSession(str(path), opts, providers=providers)
+    in_use = session.get_providers()
+    if settings.providers == "cuda" and CUDA not in in_use:
+        raise RuntimeUnavailable("CONVZOO_PROVIDERS=cuda but ONNX Runtime could not start the CUDA provider")
+    log.info("model %s runs on %s", entry.name, ", ".join(in_use))
+    return session
+
+
+def load_model(path: Path, entry: ModelEntry, settings: Settings, *, max_batch_size: int) -> LoadedModel:
+    """Build the session, check its signature against the registry entry, warm it up and calibrate it."""
+    session = create_session(path, entry, settings)
+    inputs, outputs = session.get_inputs(), session.get_outputs()
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise RuntimeUnavailable("the artifact does not have one input and an output")
+    shape = inputs[0].shape
+    batch_axis = shape[0] if shape else None
+    sample_shape = tuple(int(d) for d in entry.input.shape[1:] if isinstance(d, int))
+    if len(sample_shape) != len(entry.input.shape) - 1 or len(shape) != len(entry.input.shape):
+        raise RuntimeUnavailable("the artifact's input shape does not match the registry")
+    graph_limit = batch_axis if isinstance(batch_axis, int) and batch_axis > 0 else None
+    model = LoadedModel(
+        session=session,
+        input_name=inputs[0].name,
+        output_name=outputs[0].name,
+        input_dtype=np.dtype(np.float16 if entry.input.dtype == "float16" else np.float32),
+        sample_shape=sample_shape,
+        max_batch_size=min(max_batch_size, graph_limit) if graph_limit else max_batch_size,
+        providers=session.get_providers(),
+    )
+    out = model.run(np.zeros((1, *sample_shape), dtype=np.float32))  # warm-up
+    if out.shape != (1, entry.num_classes):
+        raise RuntimeUnavailable(
+            f"the artifact outputs shape {list(out.shape)}, expected [1, {entry.num_classes}]"
+        )
+    return model
+
+
+def calibrate(model: LoadedModel, *, seconds: float) -> Calibration | None:
+    """Measure batch-1 p50/p99 latency and throughput at the model's max batch, in about `seconds`."""
+    if seconds <= 0:
+        return None
+    one = np.random.default_rng(0).standard_normal((1, *model.sample_shape)).astype(np.float32)
+    latencies: list[float] = []
+    stop = time.perf_counter() + seconds / 2
+    while len(latencies) < 5 or (time.perf_counter() < stop and len(latencies) < 2000):
+        t0 = time.perf_counter_ns()
+        model.run(one)
+        latencies.append((time.perf_counter_ns() - t0) / 1e6)
+    batch = np.repeat(one, model.max_batch_size, axis=0)
+    runs, images, start = 0, 0, time.perf_counter()
+    stop = start + seconds / 2
+    while runs < 2 or time.perf_counter() < stop:
+        model.run(batch)
+        runs += 1
+        images += len(batch)
+    elapsed = time.perf_counter() - start
+    arr = np.asarray(latencies)
+    return Calibration(
+        p50_ms=float(np.percentile(arr, 50)),
+        p99_ms=float(np.percentile(arr, 99)),
+        throughput_ips=images / elapsed,
+        batch_size=model.max_batch_size,
+        samples=len(latencies),
+        provider=model.providers[0],
+    )

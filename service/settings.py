@@ -1,0 +1,80 @@
+"""Service configuration: environment variables prefixed `CONVZOO_`, validated at start-up."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+Providers = Literal["auto", "cpu", "cuda"]
+GraphOptimization = Literal["disable", "basic", "extended", "all"]
+LogLevel = Literal["debug", "info", "warning", "error", "critical"]
+
+
+class Settings(BaseSettings):
+    """Every setting of the service; see docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="CONVZOO_", extra="forbid", frozen=True)
+
+    # Network
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=1, le=65535)
+
+    # Models
+    registry_path: Path = Path("registry.yaml")
+    models_dir: Path = Path("models")
+    preload: Annotated[list[str] | None, NoDecode] = None  # None: the registry's default model
+    allow_random_weights: bool = False
+    memory_budget_mb: float = Field(default=2048.0, gt=0)
+
+    # ONNX Runtime
+    providers: Providers = "auto"
+    intra_op_threads: int = Field(default=0, ge=0)  # 0: ONNX Runtime's choice (one per core)
+    inter_op_threads: int = Field(default=1, ge=0)
+    graph_optimization: GraphOptimization = "all"
+    optimized_model_cache_dir: Path | None = None
+    calibration_s: float = Field(default=0.5, ge=0)  # 0 disables calibration
+
+    # Requests
+    max_upload_mb: float = Field(default=16.0, gt=0)
+    max_image_pixels: int = Field(default=40_000_000, gt=0)
+    max_files_per_request: int = Field(default=64, ge=1)
+    request_timeout_s: float = Field(default=10.0, gt=0)
+
+    # Dynamic batching (a registry entry's `batching` overrides the first two)
+    max_batch_size: int = Field(default=32, ge=1)
+    max_queue_delay_us: int = Field(default=1000, ge=0)
+    max_queue_size: int = Field(default=256, ge=1)
+    inference_threads: int = Field(default=1, ge=1)  # per model
+
+    # Process
+    log_level: LogLevel = "info"
+    graceful_shutdown_s: float = Field(default=10.0, ge=0)
+    preprocess_threads: int = Field(default=2, ge=1)
+
+    @field_validator("preload", mode="before")
+    @classmethod
+    def _split_names(cls, value: object) -> object:
+        # CONVZOO_PRELOAD=a,b or a JSON list; an empty string preloads nothing.
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return json.loads(text)
+            return [n.strip() for n in text.split(",") if n.strip()]
+        return value
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lower(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1_000_000)
+
+    @property
+    def memory_budget_bytes(self) -> int:
+        return int(self.memory_budget_mb * 1_000_000)

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from service.api.limits import UploadLimit
-from service.api.routes import classify, health, models
+from service.api.routes import classify, health, models, ui
 from service.errors import install_error_handlers
 from service.manager import ModelManager
 from service.settings import Settings
@@ -18,7 +18,7 @@ from service.settings import Settings
 log = logging.getLogger("convzoo")
 
 # Routers of the app, in order; add new ones here.
-ROUTERS: list[APIRouter] = [health.router, models.router, classify.router]
+ROUTERS: list[APIRouter] = [health.router, models.router, classify.router, ui.router]
 
 
 @asynccontextmanager

@@ -1,0 +1,272 @@
+// Compare: the sortable table of models and the accuracy-against-cost scatter plot.
+
+import { AXES, formatCount, formatNumber, formatPercent, logDomain, logTicks, paretoFrontier, plotExclusion } from "./frontier.js";
+
+const accuracyText = (m) => (m.weights === "random" ? "none (random weights)" : m.accuracy_source ?? "none");
+
+export const COLUMNS = [
+  { key: "name", label: "Name", text: true },
+  { key: "dataset", label: "Dataset", text: true },
+  { key: "size_mb", label: "Size (MB)", format: (v) => formatNumber(v) },
+  { key: "top1", label: "Top-1", format: formatPercent },
+  { key: "top5", label: "Top-5", format: formatPercent },
+  { key: "params", label: "Parameters", format: formatCount },
+  { key: "depth", label: "Depth", format: (v) => formatNumber(v) },
+  { key: "gflops", label: "GFLOPs", format: (v) => formatNumber(v) },
+  { key: "latency_ms", label: "Latency (ms)", format: (v) => formatNumber(v) },
+  { key: "throughput_ips", label: "Throughput (img/s)", format: (v) => formatNumber(v) },
+  { key: "status", label: "Status", text: true },
+  { key: "accuracy_source", label: "Accuracy", text: true, value: accuracyText },
+];
+
+const SVG = "http://www.w3.org/2000/svg";
+const PALETTE = ["#2563eb", "#c2410c", "#15803d", "#7c3aed", "#be123c", "#0e7490"];
+
+const valueOf = (col, m) => (col.value ? col.value(m) : m[col.key]);
+const isMissing = (v) => v === null || v === undefined;
+
+/** Rows sorted by one column; missing values always go last. */
+export function sortModels(models, key, descending) {
+  const col = COLUMNS.find((c) => c.key === key);
+  const sign = descending ? -1 : 1;
+  return models.slice().sort((a, b) => {
+    const va = valueOf(col, a);
+    const vb = valueOf(col, b);
+    if (isMissing(va) || isMissing(vb)) return isMissing(va) - isMissing(vb);
+    const order = col.text ? String(va).localeCompare(String(vb)) : va - vb;
+    return sign * order || a.name.localeCompare(b.name);
+  });
+}
+
+function el(tag, attrs = {}, text) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+function svg(tag, attrs = {}, text) {
+  const node = document.createElementNS(SVG, tag);
+  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+/** Build the header once; `onSort(key)` is called when a heading is activated. */
+export function renderTableHead(table, onSort) {
+  const tr = table.querySelector("thead tr");
+  tr.replaceChildren();
+  for (const col of COLUMNS) {
+    const th = el("th", { scope: "col", "data-key": col.key, "aria-sort": "none" });
+    if (!col.text) th.classList.add("num");
+    const button = el("button", { type: "button", class: "sort" });
+    button.append(col.label, el("span", { class: "arrow", "aria-hidden": "true" }));
+    button.addEventListener("click", () => onSort(col.key));
+    th.append(button);
+    tr.append(th);
+  }
+}
+
+function cell(col, m) {
+  const v = valueOf(col, m);
+  if (col.key === "name") return el("th", { scope: "row" }, v);
+  const td = el("td", col.text ? {} : { class: "num" }, col.format ? col.format(v) : v ?? "—");
+  if (col.key === "status") {
+    td.classList.add(`status-${m.status}`);
+    if (m.status_reason) td.append(el("small", {}, m.status_reason));
+  }
+  return td;
+}
+
+export function renderTableBody(table, rows, sortKey, descending) {
+  for (const th of table.querySelectorAll("thead th")) {
+    const active = th.dataset.key === sortKey;
+    th.setAttribute("aria-sort", active ? (descending ? "descending" : "ascending") : "none");
+    th.querySelector(".arrow").textContent = active ? (descending ? "\u00a0▼" : "\u00a0▲") : "";
+  }
+  const body = table.querySelector("tbody");
+  body.replaceChildren();
+  for (const m of rows) {
+    const tr = el("tr", { "data-model": m.name });
+    for (const col of COLUMNS) tr.append(cell(col, m));
+    body.append(tr);
+  }
+}
+
+function describe(m, x) {
+  return [
+    ["Dataset", m.dataset],
+    ["Top-1", formatPercent(m.top1)],
+    ["Top-5", formatPercent(m.top5)],
+    [AXES[x].label, formatNumber(m[x])],
+    ["Parameters", formatCount(m.params)],
+    ["Depth", formatNumber(m.depth)],
+    ...Object.keys(AXES)
+      .filter((k) => k !== x)
+      .map((k) => [AXES[k].label, formatNumber(m[k])]),
+    ["Throughput (img/s)", formatNumber(m.throughput_ips)],
+    ["Status", m.status],
+    ["Accuracy", accuracyText(m)],
+  ];
+}
+
+function showTip(tip, m, x, px, py, onFrontier) {
+  const dl = el("dl");
+  for (const [k, v] of describe(m, x)) dl.append(el("dt", {}, k), el("dd", {}, v));
+  tip.replaceChildren(el("strong", {}, m.name + (onFrontier ? " (on the frontier)" : "")), dl);
+  tip.hidden = false;
+  const box = tip.parentElement.getBoundingClientRect();
+  const w = tip.offsetWidth;
+  const h = tip.offsetHeight;
+  const left = px + 14 + w > box.width ? Math.max(0, px - 14 - w) : px + 14;
+  const top = Math.max(0, Math.min(py - h / 2, box.height - h));
+  tip.style.left = `${left}px`;
+  tip.style.top = `${top}px`;
+}
+
+function yTicks(lo, hi) {
+  const span = hi - lo;
+  const step = [0.01, 0.02, 0.05, 0.1, 0.2].find((s) => span / s <= 6) ?? 0.25;
+  const ticks = [];
+  for (let v = Math.ceil(lo / step) * step; v <= hi + 1e-9; v += step) ticks.push(Number(v.toFixed(4)));
+  return ticks;
+}
+
+function label(text, x, y, width, cls) {
+  const anchor = x + 6 + text.length * 7 > width ? "end" : "start";
+  return svg("text", { x: anchor === "end" ? x - 6 : x + 6, y, "text-anchor": anchor, class: cls }, text);
+}
+
+/**
+ * Draw the scatter plot of the plottable models into `container` and list the others in `apartBox`.
+ * `onHover(name | null)` links the plot to the table.
+ */
+export function renderPlot({ container, tip, apartBox, models, x, onHover }) {
+  tip.hidden = true;
+  const plotted = models.filter((m) => plotExclusion(m, x) === null);
+  renderApart(apartBox, models, x);
+  container.replaceChildren();
+  if (plotted.length === 0) {
+    container.append(el("p", { class: "empty" }, "No model with accuracy has this measure yet."));
+    return;
+  }
+  const width = Math.max(280, container.clientWidth);
+  const height = Math.round(Math.min(440, Math.max(260, width * 0.55)));
+  const m = { left: 50, right: 14, top: 14, bottom: 44 };
+  const [x0, x1] = logDomain(plotted.map((d) => d[x]));
+  const ys = plotted.map((d) => d.top1);
+  const ypad = Math.max(0.01, (Math.max(...ys) - Math.min(...ys)) * 0.12);
+  const y0 = Math.max(0, Math.min(...ys) - ypad);
+  const y1 = Math.min(1, Math.max(...ys) + ypad);
+  const sx = (v) => m.left + ((Math.log10(v) - Math.log10(x0)) / (Math.log10(x1) - Math.log10(x0))) * (width - m.left - m.right);
+  const sy = (v) => height - m.bottom - ((v - y0) / (y1 - y0 || 1)) * (height - m.top - m.bottom);
+  const root = svg("svg", {
+    width,
+    height,
+    viewBox: `0 0 ${width} ${height}`,
+    role: "group",
+    "aria-labelledby": "plot-caption",
+  });
+
+  drawAxes(root, { x, x0, x1, y0, y1, sx, sy, width, height, m });
+
+  const datasets = [...new Set(plotted.map((d) => d.dataset))];
+  const color = (d) => PALETTE[datasets.indexOf(d.dataset) % PALETTE.length];
+  const frontierNames = new Set();
+  for (const ds of datasets) {
+    const frontier = paretoFrontier(plotted.filter((d) => d.dataset === ds), x);
+    frontier.forEach((d) => frontierNames.add(d.name));
+    const points = frontier.map((d) => `${sx(d[x]).toFixed(1)},${sy(d.top1).toFixed(1)}`).join(" ");
+    root.append(svg("polyline", { class: "frontier", points, stroke: PALETTE[datasets.indexOf(ds) % PALETTE.length] }));
+  }
+
+  const maxParams = Math.max(...plotted.map((d) => d.params || 0), 1);
+  const radius = (d) => Math.max(3.5, Math.sqrt((d.params || 0) / maxParams) * 18);
+  const marks = svg("g", { class: "marks" });
+  for (const d of plotted.slice().sort((a, b) => radius(b) - radius(a))) {
+    const on = frontierNames.has(d.name);
+    const cx = sx(d[x]);
+    const cy = sy(d.top1);
+    const c = svg("circle", {
+      cx: cx.toFixed(1),
+      cy: cy.toFixed(1),
+      r: radius(d).toFixed(1),
+      class: on ? "point on-frontier" : "point",
+      fill: color(d),
+      tabindex: 0,
+      role: "img",
+      "data-model": d.name,
+      "aria-label": `${d.name}: top-1 ${formatPercent(d.top1)}, ${AXES[x].short} ${formatNumber(d[x])}, ${formatCount(d.params)} parameters${on ? ", on the Pareto frontier" : ""}`,
+    });
+    const enter = () => {
+      showTip(tip, d, x, cx, cy, on);
+      onHover(d.name);
+    };
+    const leave = () => {
+      tip.hidden = true;
+      onHover(null);
+    };
+    c.addEventListener("mouseenter", enter);
+    c.addEventListener("focus", enter);
+    c.addEventListener("mouseleave", leave);
+    c.addEventListener("blur", leave);
+    marks.append(c);
+  }
+  root.append(marks);
+
+  const labels = svg("g", { class: "frontier-labels", "aria-hidden": "true" });
+  for (const d of plotted.filter((p) => frontierNames.has(p.name))) {
+    labels.append(label(d.name, sx(d[x]) + radius(d) - 3, sy(d.top1) - radius(d) - 2, width, "frontier-label"));
+  }
+  root.append(labels);
+  if (datasets.length > 1) root.append(legend(datasets, width, m));
+  container.append(root);
+}
+
+function drawAxes(root, { x, x0, x1, y0, y1, sx, sy, width, height, m }) {
+  const axes = svg("g", { class: "axes" });
+  for (const t of logTicks(x0, x1, width < 480 ? 4 : 7)) {
+    const px = sx(t);
+    axes.append(svg("line", { x1: px, x2: px, y1: m.top, y2: height - m.bottom, class: "grid" }));
+    axes.append(svg("text", { x: px, y: height - m.bottom + 16, "text-anchor": "middle" }, formatNumber(t)));
+  }
+  for (const t of yTicks(y0, y1)) {
+    const py = sy(t);
+    axes.append(svg("line", { x1: m.left, x2: width - m.right, y1: py, y2: py, class: "grid" }));
+    axes.append(svg("text", { x: m.left - 6, y: py + 4, "text-anchor": "end" }, `${Math.round(t * 100)}%`));
+  }
+  axes.append(svg("line", { x1: m.left, x2: width - m.right, y1: height - m.bottom, y2: height - m.bottom, class: "axis" }));
+  axes.append(svg("line", { x1: m.left, x2: m.left, y1: m.top, y2: height - m.bottom, class: "axis" }));
+  axes.append(svg("text", { x: (m.left + width - m.right) / 2, y: height - 8, "text-anchor": "middle", class: "axis-title" }, `${AXES[x].label}, log scale`));
+  axes.append(
+    svg("text", { x: 12, y: (m.top + height - m.bottom) / 2, "text-anchor": "middle", class: "axis-title", transform: `rotate(-90 12 ${(m.top + height - m.bottom) / 2})` }, "Top-1 accuracy"),
+  );
+  root.append(axes);
+}
+
+function legend(datasets, width, m) {
+  const g = svg("g", { class: "legend" });
+  datasets.forEach((ds, i) => {
+    const y = height0(m) + i * 16;
+    g.append(svg("circle", { cx: width - m.right - 120, cy: y - 4, r: 5, fill: PALETTE[i % PALETTE.length] }));
+    g.append(svg("text", { x: width - m.right - 110, y }, ds));
+  });
+  return g;
+}
+
+const height0 = (m) => m.top + 14;
+
+function renderApart(box, models, x) {
+  const apart = models.map((d) => [d, plotExclusion(d, x)]).filter(([, why]) => why !== null);
+  box.replaceChildren();
+  box.hidden = apart.length === 0;
+  if (apart.length === 0) return;
+  box.append(el("h3", {}, `Not on the plot (${apart.length})`));
+  const ul = el("ul");
+  for (const [d, why] of apart) {
+    const li = el("li", { "data-model": d.name });
+    li.append(el("strong", {}, d.name), ` ${why}`);
+    ul.append(li);
+  }
+  box.append(ul);
+}

@@ -120,11 +120,11 @@ class DynamicBatcher:
         try:
             async with asyncio.timeout(max(remaining, 0.0)):
                 results = await asyncio.gather(*futures)
-        except TimeoutError:
+        except (TimeoutError, DeadlineExceeded):
             for item in items:
                 item.abandoned = True  # the worker drops it instead of running it late
             with self._cond:
-                self.stats.items_expired += sum(1 for f in futures if not f.done())
+                self.stats.items_expired += len(items)
             raise DeadlineExceeded("The request's deadline passed before inference completed.") from None
         except BaseException:
             for item in items:
@@ -234,7 +234,6 @@ class DynamicBatcher:
             if item.abandoned:
                 continue
             if item.deadline <= now:
-                self.stats.items_expired += 1
                 item.done(None, None, DeadlineExceeded("The request's deadline passed while it was queued."))
                 continue
             keep.append(item)
@@ -248,8 +247,6 @@ class DynamicBatcher:
             if item.abandoned:
                 continue
             if item.deadline <= now:
-                with self._cond:
-                    self.stats.items_expired += 1
                 item.done(None, None, DeadlineExceeded("The request's deadline passed while it was queued."))
                 continue
             live.append(item)

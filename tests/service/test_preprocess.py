@@ -1,0 +1,168 @@
+"""Decoding (formats, limits, corrupt data, every PIL mode, EXIF) and the registry's preprocessing."""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
+from service.preprocess import decode, to_base_mode, to_tensor
+from service.registry import Preprocessing
+from tests.service.conftest import encode
+
+GREY = Preprocessing(color_mode="L", resize=28, crop=28, interpolation="bilinear", mean=[0.5], std=[0.25])
+RGB = Preprocessing(
+    color_mode="RGB", resize=32, crop=24, interpolation="bicubic", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]
+)
+BIG = 10_000_000
+
+
+def gradient(w: int = 40, h: int = 30) -> Image.Image:
+    x = np.linspace(0, 255, w, dtype=np.float64)[None, :].repeat(h, 0)
+    y = np.linspace(0, 255, h, dtype=np.float64)[:, None].repeat(w, 1)
+    return Image.fromarray(np.stack([x, y, 255 - x], -1).astype(np.uint8), "RGB")
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF"])
+def test_every_accepted_format_decodes(fmt: str) -> None:
+    image = decode(encode(gradient(), fmt), max_pixels=BIG)
+    assert image.size == (40, 30)
+    assert to_tensor(image, RGB).shape == (3, 24, 24)
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "PPM", "TGA", "PCX"])
+def test_other_image_formats_are_415(fmt: str) -> None:
+    with pytest.raises(UnsupportedMediaType, match=fmt if fmt != "PPM" else "PPM"):
+        decode(encode(gradient(16, 16), fmt), max_pixels=BIG)
+
+
+def test_bytes_that_are_no_image_are_400() -> None:
+    with pytest.raises(BadImage):
+        decode(b"this is not an image at all", max_pixels=BIG)
+    with pytest.raises(BadImage):
+        decode(b"", max_pixels=BIG)
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "TIFF", "BMP"])
+def test_truncated_images_are_400(fmt: str) -> None:
+    data = encode(gradient(64, 64), fmt)
+    with pytest.raises(BadImage):
+        decode(data[: len(data) // 2], max_pixels=BIG)
+
+
+def test_pixel_cap_is_checked_from_the_header() -> None:
+    data = encode(Image.new("L", (5000, 4000)), "PNG")
+    with pytest.raises(ImageTooLarge, match="20000000"):
+        decode(data, max_pixels=19_999_999)
+
+
+def test_a_decompression_bomb_header_is_413_before_decoding() -> None:
+    # A PNG header claiming 100000 x 100000 pixels, with no pixel data: decoding would need 10 GB.
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 0, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    png = b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+    png += struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND"))
+    with pytest.raises(ImageTooLarge):
+        decode(png, max_pixels=BIG)
+
+
+MODES = ["1", "L", "P", "LA", "RGBA", "CMYK", "I;16", "I", "F", "RGB", "YCbCr"]
+
+
+def _in_mode(mode: str) -> tuple[Image.Image, str]:
+    base = gradient()
+    if mode == "I;16":
+        arr = (np.asarray(base.convert("L"), dtype=np.uint16) * 257).astype(np.uint16)
+        return Image.fromarray(arr), "PNG"  # uint16 arrays are mode I;16
+    if mode == "I":
+        return Image.fromarray(np.asarray(base.convert("L"), dtype=np.int32) * 257, "I"), "TIFF"
+    if mode == "F":
+        return Image.fromarray(np.asarray(base.convert("L"), dtype=np.float32) / 255.0, "F"), "TIFF"
+    fmt = {"CMYK": "JPEG", "LA": "PNG", "YCbCr": "JPEG"}.get(mode, "PNG" if mode != "RGBA" else "WEBP")
+    if mode == "YCbCr":
+        return base, fmt  # JPEG stores YCbCr
+    return base.convert(mode), "TIFF" if mode == "CMYK" else fmt
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_every_pil_mode_becomes_a_tensor(mode: str) -> None:
+    image, fmt = _in_mode(mode)
+    decoded = decode(encode(image, fmt), max_pixels=BIG)
+    for pp in (GREY, RGB):
+        tensor = to_tensor(decoded, pp)
+        assert tensor.dtype == np.float32
+        assert tensor.shape == (len(pp.mean), pp.crop, pp.crop)
+        assert np.isfinite(tensor).all()
+    # the grey level survives every mode within quantisation (binary "1" is dithered, so only its range)
+    grey = np.asarray(to_base_mode(decoded).convert("L"), dtype=np.float64)
+    reference = np.asarray(gradient().convert("L"), dtype=np.float64)
+    if mode not in ("1", "P", "CMYK"):
+        assert np.abs(grey - reference).mean() < 6, mode
+
+
+def test_sixteen_bit_values_are_scaled_not_clipped() -> None:
+    arr = np.full((8, 8), 32896, dtype=np.uint16)  # 128 * 257
+    decoded = decode(encode(Image.fromarray(arr), "PNG"), max_pixels=BIG)
+    assert decoded.mode == "I;16"
+    assert np.asarray(to_base_mode(decoded)).max() == 128
+
+
+@pytest.mark.parametrize("mode", ["RGBA", "LA", "P"])
+def test_transparency_is_composited_over_white(mode: str) -> None:
+    clear = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    image = clear.convert(mode) if mode != "P" else clear.convert("RGB").convert("P")
+    if mode == "P":
+        image.info["transparency"] = 0
+    decoded = decode(encode(image, "PNG"), max_pixels=BIG)
+    assert np.asarray(to_base_mode(decoded).convert("L")).min() == 255
+
+
+def test_exif_orientation_is_applied() -> None:
+    wide = Image.new("L", (40, 20), 0)
+    wide.paste(255, (0, 0, 20, 20))  # left half white
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    decoded = decode(encode(wide, "JPEG", exif=exif.tobytes()), max_pixels=BIG)
+    assert decoded.size == (20, 40)
+    arr = np.asarray(decoded.convert("L"), dtype=np.float64)
+    assert arr[:20].mean() > 200 and arr[20:].mean() < 50  # the left half is now on top
+
+
+def test_animations_use_their_first_frame() -> None:
+    frames = [Image.new("L", (16, 16), v) for v in (0, 255, 128)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "GIF", save_all=True, append_images=frames[1:], duration=50)
+    decoded = decode(buf.getvalue(), max_pixels=BIG)
+    assert np.asarray(decoded.convert("L")).max() < 10
+
+
+def test_large_jpegs_decode_in_draft_mode() -> None:
+    data = encode(gradient(2000, 1600), "JPEG")
+    decoded = decode(data, max_pixels=BIG, draft_size=224)
+    assert min(decoded.size) >= 224 and decoded.size[0] <= 500  # reduced by the JPEG decoder itself
+    assert decode(data, max_pixels=BIG).size == (2000, 1600)
+
+
+def test_tensor_matches_the_registry_arithmetic() -> None:
+    arr = np.arange(28 * 28, dtype=np.uint16).reshape(28, 28) % 256
+    image = Image.fromarray(arr.astype(np.uint8), "L")
+    tensor = to_tensor(image, GREY)
+    expected = (arr.astype(np.float32) / 255.0 - 0.5) / 0.25
+    np.testing.assert_allclose(tensor[0], expected, rtol=1e-6, atol=1e-6)
+
+
+def test_shorter_side_resize_then_centre_crop() -> None:
+    image = Image.new("RGB", (64, 32))
+    image.paste((255, 255, 255), (24, 0, 40, 32))  # a white band in the middle
+    tensor = to_tensor(image, Preprocessing(
+        color_mode="L", resize=16, crop=16, interpolation="nearest", mean=[0.0], std=[1.0]
+    ))
+    assert tensor.shape == (1, 16, 16)
+    column = tensor[0].mean(axis=0)
+    assert column[4:12].min() > 0.9 and column[:2].max() < 0.1  # band centred after crop

@@ -1,0 +1,171 @@
+"""The Open Inference Protocol (KServe V2 / Triton HTTP) under `/v2`; errors are `{"error": "..."}`."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from fastapi import APIRouter, Request
+from fastapi.routing import APIRoute
+from starlette.responses import JSONResponse, Response
+
+from service.api.deps import ManagerDep, SettingsDep
+from service.v2 import handlers
+from service.v2.codec import HEADER_LENGTH
+from service.v2.errors import V2Error
+from service.v2.statistics import Statistics
+
+PREFIX = "/v2"
+# The protocol's error statuses: what the rest of the service answers 413/415/422 is a bad request here.
+_AS_BAD_REQUEST = {413, 415, 422}
+
+
+def error_response(status: int, message: str) -> Response:
+    return JSONResponse({"error": message}, status_code=status)
+
+
+def render_error(status: int, slug: str, title: str, detail: str) -> Response:
+    """The renderer of the service's own errors (unknown route, overload, ...) under `/v2`."""
+    return error_response(400 if status in _AS_BAD_REQUEST else status, detail)
+
+
+class _V2Route(APIRoute):
+    def get_route_handler(self) -> Callable[[Request], Awaitable[Response]]:
+        handler = super().get_route_handler()
+
+        async def handle(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except V2Error as exc:
+                return error_response(exc.status, exc.message)
+
+        return handle
+
+
+router = APIRouter(prefix=PREFIX, tags=["v2 (Open Inference Protocol)"], route_class=_V2Route)
+
+
+def _statistics(request: Request) -> Statistics:
+    stats: Statistics = request.app.state.v2_statistics
+    return stats
+
+
+def _json(content: object) -> Response:
+    return JSONResponse(content)
+
+
+# --- server -----------------------------------------------------------------------------------------------
+
+
+@router.get("", summary="Server metadata")
+async def server_metadata(request: Request) -> Response:
+    return _json(handlers.server_metadata(request.app.version))
+
+
+@router.get("/health/live", summary="Server live")
+async def server_live() -> Response:
+    return Response(status_code=200)
+
+
+@router.get("/health/ready", summary="Server ready: the default model is loaded and warmed up")
+async def server_ready(manager: ManagerDep) -> Response:
+    ok, reason = manager.ready()
+    if not ok:
+        raise V2Error(503, reason)
+    return Response(status_code=200)
+
+
+# --- statistics (before /models/{name}, which would take "stats" as a name) --------------------------------
+
+
+@router.get("/models/stats", summary="Statistics of every model")
+async def all_stats(request: Request, manager: ManagerDep) -> Response:
+    return _json(handlers.statistics(manager, _statistics(request)))
+
+
+@router.get("/models/{name}/stats", summary="Statistics of a model")
+async def model_stats(request: Request, name: str, manager: ManagerDep) -> Response:
+    return _json(handlers.statistics(manager, _statistics(request), name))
+
+
+@router.get("/models/{name}/versions/{version}/stats", summary="Statistics of a model version")
+async def version_stats(request: Request, name: str, version: str, manager: ManagerDep) -> Response:
+    return _json(handlers.statistics(manager, _statistics(request), name, version))
+
+
+# --- models -----------------------------------------------------------------------------------------------
+
+
+@router.get("/models/{name}", summary="Model metadata")
+async def model_metadata(name: str, manager: ManagerDep) -> Response:
+    return _json(handlers.model_metadata(handlers.resolve(manager, name)))
+
+
+@router.get("/models/{name}/versions/{version}", summary="Model version metadata")
+async def version_metadata(name: str, version: str, manager: ManagerDep) -> Response:
+    return _json(handlers.model_metadata(handlers.resolve(manager, name, version)))
+
+
+@router.get("/models/{name}/ready", summary="Model ready")
+async def model_ready(name: str, manager: ManagerDep) -> Response:
+    handlers.model_ready(handlers.resolve(manager, name))
+    return Response(status_code=200)
+
+
+@router.get("/models/{name}/versions/{version}/ready", summary="Model version ready")
+async def version_ready(name: str, version: str, manager: ManagerDep) -> Response:
+    handlers.model_ready(handlers.resolve(manager, name, version))
+    return Response(status_code=200)
+
+
+async def _infer(request: Request, manager: ManagerDep, settings: SettingsDep, name: str, version: str | None) -> Response:
+    state = handlers.resolve(manager, name, version)
+    request.state.model = state.entry.name
+    body = handlers.read_body(
+        await request.body(), request.headers.get("content-encoding"), settings.max_upload_bytes
+    )
+    answer = await handlers.infer(
+        manager,
+        state,
+        body,
+        request.headers.get(HEADER_LENGTH),
+        timeout_s=settings.request_timeout_s,
+        max_images=settings.max_queue_size,
+    )
+    request.state.timings = {"queue": answer.timings.queue_ms, "inference": answer.timings.inference_ms}
+    if answer.header_length is None:
+        return Response(answer.body, media_type="application/json")
+    return Response(
+        answer.body,
+        media_type="application/octet-stream",
+        headers={HEADER_LENGTH: str(answer.header_length)},
+    )
+
+
+@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor data)")
+async def model_infer(request: Request, name: str, manager: ManagerDep, settings: SettingsDep) -> Response:
+    return await _infer(request, manager, settings, name, None)
+
+
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference on a model version")
+async def version_infer(
+    request: Request, name: str, version: str, manager: ManagerDep, settings: SettingsDep
+) -> Response:
+    return await _infer(request, manager, settings, name, version)
+
+
+# --- model repository (read-only) -------------------------------------------------------------------------
+
+
+@router.post("/repository/index", summary="The registry's models and their states (read-only)")
+async def repository_index(request: Request, manager: ManagerDep) -> Response:
+    return _json(handlers.repository_index(manager, await request.body()))
+
+
+@router.post("/repository/models/{name}/load", summary="Refused: models come from the registry only")
+async def repository_load(name: str, manager: ManagerDep) -> Response:
+    raise handlers.refuse_model_control(manager, name)
+
+
+@router.post("/repository/models/{name}/unload", summary="Refused: models come from the registry only")
+async def repository_unload(name: str, manager: ManagerDep) -> Response:
+    raise handlers.refuse_model_control(manager, name)

@@ -1,0 +1,201 @@
+"""What each `/v2` endpoint answers, on top of the model manager. No endpoint loads or registers models
+from outside the registry: names are looked up in the registry only, never on the filesystem."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import zlib
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from service.errors import UnknownModel
+from service.manager import InferTimings, ModelManager, ModelState
+from service.registry import NAME_PATTERN, ModelEntry
+from service.v2 import datatypes
+from service.v2.classification import top_k
+from service.v2.codec import Output, Request, Tensor, decode_request, encode_response
+from service.v2.errors import V2Error, bad_request, not_found, unavailable
+from service.v2.statistics import Statistics
+
+SERVER_NAME = "convzoo"
+EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_repository"]
+PLATFORM = "onnx_onnxv1"
+OUTPUT_NAME = "logits"
+_NAME = re.compile(NAME_PATTERN)
+_REPOSITORY_STATE = {"loaded": "READY", "loading": "LOADING", "available": "UNAVAILABLE", "unavailable": "UNAVAILABLE"}
+
+
+def server_metadata(version: str) -> dict[str, Any]:
+    return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
+
+
+def resolve(manager: ModelManager, name: str, version: str | None = None) -> ModelState:
+    """The model's state; 404 for a name not in the registry or a version it does not have."""
+    if not _NAME.match(name):
+        raise not_found(f"Unknown model '{name}'")
+    try:
+        state = manager.state(name)
+    except UnknownModel:
+        raise not_found(f"Unknown model '{name}'") from None
+    if version is not None and version != state.entry.version:
+        raise not_found(f"Model '{name}' has no version '{version}'; it has version '{state.entry.version}'")
+    return state
+
+
+def model_ready(state: ModelState) -> None:
+    if state.status != "loaded":
+        reason = f": {state.reason}" if state.reason else " (it loads on its first inference request)"
+        raise unavailable(f"Model '{state.entry.name}' is {state.status}{reason}")
+
+
+def _input_shape(entry: ModelEntry) -> list[int]:
+    return [d if isinstance(d, int) else -1 for d in entry.input.shape]
+
+
+def model_metadata(state: ModelState) -> dict[str, Any]:
+    entry = state.entry
+    return {
+        "name": entry.name,
+        "versions": [entry.version],
+        "platform": PLATFORM,
+        "inputs": [
+            {
+                "name": entry.input.name,
+                "datatype": datatypes.from_registry_dtype(entry.input.dtype),
+                "shape": _input_shape(entry),
+            }
+        ],
+        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, entry.num_classes]}],
+    }
+
+
+def repository_index(manager: ModelManager, body: bytes) -> list[dict[str, Any]]:
+    """Every registry model with its state; `{"ready": true}` keeps the loaded ones only."""
+    ready_only = False
+    if body.strip():
+        try:
+            options = json.loads(body)
+        except (UnicodeDecodeError, ValueError):
+            raise bad_request("the repository index request is not valid JSON") from None
+        if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
+            raise bad_request('the repository index request takes {"ready": true|false}')
+        ready_only = options.get("ready", False)
+    index = []
+    for state in manager.states():
+        if ready_only and state.status != "loaded":
+            continue
+        item: dict[str, Any] = {
+            "name": state.entry.name,
+            "version": state.entry.version,
+            "state": _REPOSITORY_STATE[state.status],
+        }
+        if state.status == "available":
+            item["reason"] = "not loaded; it loads on its first inference request"
+        elif state.reason:
+            item["reason"] = state.reason
+        index.append(item)
+    return index
+
+
+def refuse_model_control(manager: ModelManager, name: str) -> V2Error:
+    resolve(manager, name)
+    return bad_request(
+        "explicit model load / unload is not allowed: the server serves the models of its registry "
+        "and loads them on first use"
+    )
+
+
+def statistics(
+    manager: ModelManager, stats: Statistics, name: str | None = None, version: str | None = None
+) -> dict[str, Any]:
+    states = [resolve(manager, name, version)] if name is not None else manager.states()
+    return {"model_stats": [stats.model_stat(s.entry.name, s.entry.version) for s in states]}
+
+
+# --- infer ------------------------------------------------------------------------------------------------
+
+
+def read_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
+    """The request body, decompressed (gzip or deflate, as tritonclient sends) up to `limit` bytes."""
+    encoding = (content_encoding or "identity").strip().lower()
+    if encoding == "identity":
+        return raw
+    if encoding not in ("gzip", "deflate"):
+        raise bad_request(f"Content-Encoding '{encoding}' is not supported; use gzip, deflate or none")
+    decompressor = zlib.decompressobj(wbits=31 if encoding == "gzip" else 15)
+    try:
+        body = decompressor.decompress(raw, limit + 1)
+    except zlib.error:
+        raise bad_request(f"the body is not valid {encoding} data") from None
+    if len(body) > limit:
+        raise bad_request(f"the decompressed body is larger than the limit of {limit} bytes")
+    return body
+
+
+@dataclass(frozen=True)
+class InferAnswer:
+    body: bytes
+    header_length: int | None
+    timings: InferTimings
+
+
+def _model_input(request: Request, entry: ModelEntry, max_images: int) -> np.ndarray:
+    expected = datatypes.from_registry_dtype(entry.input.dtype)
+    names = [t.name for t in request.inputs]
+    if names != [entry.input.name]:
+        raise bad_request(f"model '{entry.name}' takes one input named '{entry.input.name}', got {names}")
+    (tensor,) = request.inputs
+    if tensor.datatype != expected:
+        raise bad_request(
+            f"input '{tensor.name}': datatype {tensor.datatype}, model '{entry.name}' expects {expected}"
+        )
+    shape = _input_shape(entry)
+    got = list(tensor.array.shape)
+    if len(got) != len(shape) or any(d != -1 and d != g for d, g in zip(shape, got, strict=True)):
+        raise bad_request(f"input '{tensor.name}': shape {got} does not match the model's {shape}")
+    if not 1 <= got[0] <= max_images:
+        raise bad_request(f"input '{tensor.name}': the batch must hold 1 to {max_images} samples, got {got[0]}")
+    if not np.isfinite(tensor.array).all():
+        raise bad_request(f"input '{tensor.name}' holds NaN or infinite values")
+    return tensor.array
+
+
+def _outputs(request: Request, logits: Tensor, labels: list[str]) -> list[Output]:
+    if request.outputs is None:
+        return [Output(logits, request.binary_output)]
+    outputs = []
+    for wanted in request.outputs:
+        if wanted.name != OUTPUT_NAME:
+            raise bad_request(f"unknown output '{wanted.name}'; the model's output is '{OUTPUT_NAME}'")
+        tensor = top_k(logits, wanted.classification, labels) if wanted.classification else logits
+        outputs.append(Output(tensor, wanted.binary))
+    return outputs
+
+
+async def infer(
+    manager: ModelManager,
+    state: ModelState,
+    body: bytes,
+    header_length: str | None,
+    *,
+    timeout_s: float,
+    max_images: int,
+) -> InferAnswer:
+    """Decode, validate against the model's metadata, run through the batcher, encode."""
+    request = decode_request(body, header_length)
+    entry = state.entry
+    batch = _model_input(request, entry, max_images)
+    # Validate the requested outputs before spending inference on the request.
+    _outputs(request, Tensor(OUTPUT_NAME, "FP32", np.zeros((0, entry.num_classes), np.float32)), [])
+    deadline = time.monotonic() + timeout_s
+    logits, timings = await manager.infer(entry.name, batch, deadline=deadline)
+    tensor = Tensor(OUTPUT_NAME, "FP32", np.asarray(logits, dtype=np.float32))
+    outputs = _outputs(request, tensor, manager.labels(entry.name))
+    payload, length = encode_response(
+        model_name=entry.name, model_version=entry.version, request_id=request.id, outputs=outputs
+    )
+    return InferAnswer(payload, length, timings)

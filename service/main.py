@@ -10,7 +10,8 @@ from contextlib import asynccontextmanager
 from fastapi import APIRouter, FastAPI
 
 from service.api.limits import UploadLimit
-from service.api.routes import classify, health, models, ui
+from service import observability
+from service.api.routes import classify, health, metrics, models, ui, v2
 from service.errors import install_error_handlers
 from service.manager import ModelManager
 from service.settings import Settings
@@ -18,7 +19,7 @@ from service.settings import Settings
 log = logging.getLogger("convzoo")
 
 # Routers of the app, in order; add new ones here.
-ROUTERS: list[APIRouter] = [health.router, models.router, classify.router, ui.router]
+ROUTERS: list[APIRouter] = [health.router, models.router, classify.router, ui.router, metrics.router, v2.router]
 
 
 @asynccontextmanager
@@ -27,6 +28,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager = ModelManager.from_settings(settings)  # a bad registry fails start-up, loudly
     manager.preload_names()  # unknown preload names too
     app.state.manager = manager
+    observability.attach(app, manager)
     # Decoding and preprocessing: their own threads, apart from the loop and from inference.
     app.state.preprocess_pool = ThreadPoolExecutor(
         max_workers=settings.preprocess_threads, thread_name_prefix="preprocess"
@@ -55,4 +57,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for router in ROUTERS:
         app.include_router(router)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
+    observability.install(app, settings)  # last: its request log wraps every response
     return app

@@ -322,7 +322,7 @@ class ModelManager:
             "weights": e.weights.kind,
             "status": state.status,
             "status_reason": state.reason,
-            "latency_ms": round(cal.p50_ms, 4) if cal else None,
+            "latency_ms": round(cal.p50_ms, 5) if cal else None,
             "throughput_ips": round(cal.throughput_ips, 1) if cal else None,
         }
 

@@ -46,6 +46,7 @@ class ModelState:
     calibration: Calibration | None = None  # kept after eviction: it was measured here
     last_used: float = 0.0
     in_flight: int = 0
+    loads: int = 0  # completed loads, evictions included
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
@@ -236,6 +237,7 @@ class ModelManager:
         for hook in self.batch_hooks:
             state.batcher.hooks.append(hook)
         state.model, state.calibration = model, model.calibration
+        state.loads += 1
         state.status, state.reason = "loaded", None
         state.last_used = time.monotonic()
 

@@ -6,7 +6,7 @@ CONVZOO_HOST ?= 127.0.0.1
 CONVZOO_PORT ?= 8000
 export CONVZOO_HOST CONVZOO_PORT
 
-.PHONY: run test models data bench soak audit test-docker lint clean help
+.PHONY: run test models data browser bench soak audit test-docker lint clean help
 
 help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
@@ -30,10 +30,13 @@ $(VENV)/.stamp: pyproject.toml
 data:
 	@bash scripts/ensure-data.sh
 
+browser:
+	@bash scripts/ensure-browser.sh
+
 run: $(SERVE_VENV)/.stamp
 	$(SERVE_VENV)/bin/python -m service
 
-test: $(VENV)/.stamp data
+test: $(VENV)/.stamp data browser
 	$(VENV)/bin/python -m pytest -q
 
 models: $(VENV)/.stamp data

@@ -159,7 +159,9 @@ function wireCompare() {
   for (const ds of datasets) $("dataset").append(new Option(ds, ds));
   const preferred = state.models.find((m) => m.name === state.defaultModel);
   if (datasets.length > 1 && preferred) $("dataset").value = preferred.dataset;
-  if (!state.models.some((m) => m.latency_ms)) $("x-axis").value = "size_mb";
+  // Latency is measured once a model is loaded; until every plotted model has one, start on size.
+  const ranked = visibleModels().filter((m) => m.top1 !== null && m.weights !== "random");
+  if (ranked.some((m) => !m.latency_ms)) $("x-axis").value = "size_mb";
   renderTableHead($("models"), onSort);
   $("dataset").addEventListener("change", renderCompare);
   $("x-axis").addEventListener("change", renderCompare);

@@ -1,0 +1,133 @@
+"""A real convzoo process on a free loopback port, and Debian's Chromium driven by Playwright.
+
+Shared by the browser tests and by scripts/screenshot.py.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[2]
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+CHROMIUM = Path("/usr/bin/chromium")
+# Headless, and nothing that reaches outside this machine.
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def zoo_root() -> Path:
+    """The directory holding registry.yaml and models/: the repository, or CONVZOO_TEST_ZOO."""
+    return Path(os.environ.get("CONVZOO_TEST_ZOO", REPO))
+
+
+@dataclass
+class Server:
+    url: str
+    process: subprocess.Popen[bytes]
+    log_path: Path
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_ready(server: Server, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"convzoo exited with {server.process.returncode}:\n{server.log()}")
+        try:
+            if httpx.get(server.url + "/health/ready", timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"convzoo was not ready after {timeout_s} s:\n{server.log()}")
+
+
+@contextmanager
+def running_service(root: Path, log_path: Path, *, calibration_s: float = 0.05) -> Iterator[Server]:
+    """`python -m service` on 127.0.0.1 and a free port, serving `root`'s registry; stopped on exit."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONVZOO_HOST": "127.0.0.1",
+        "CONVZOO_PORT": str(port),
+        "CONVZOO_REGISTRY_PATH": str(root / "registry.yaml"),
+        "CONVZOO_MODELS_DIR": str(root / "models"),
+        "CONVZOO_INTRA_OP_THREADS": "1",
+        "CONVZOO_CALIBRATION_S": str(calibration_s),
+        "CONVZOO_LOG_LEVEL": "warning",
+        "OMP_NUM_THREADS": "1",
+    }
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
+        )
+    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    try:
+        _wait_ready(server, timeout_s=60)
+        yield server
+    finally:
+        process.terminate()
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def launch_options() -> dict[str, object]:
+    """Playwright launch options for Debian's Chromium; never a downloaded browser."""
+    if not CHROMIUM.is_file():
+        raise RuntimeError(f"{CHROMIUM} is missing: run scripts/ensure-browser.sh (Debian package chromium)")
+    return {"executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS, "headless": True}
+
+
+def _read_idx(path: Path) -> np.ndarray:
+    raw = gzip.open(path, "rb").read()
+    ndim = raw[3]
+    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
+
+
+@dataclass(frozen=True)
+class FashionTestImage:
+    png: bytes
+    label: int
+
+
+def fashion_test_image(index: int) -> FashionTestImage:
+    """One image of the Fashion-MNIST test split, encoded as PNG, with its true class index."""
+    images = _read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")
+    labels = _read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
+    buf = io.BytesIO()
+    Image.fromarray(images[index]).save(buf, "PNG")
+    return FashionTestImage(buf.getvalue(), int(labels[index]))

@@ -1,0 +1,172 @@
+"""The web page at `/`, in headless Chromium against a real convzoo process serving the committed zoo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, Page, expect
+
+from tests.ui.conftest import open_page
+from tests.ui.live import Server, fashion_test_image
+
+# Test image 2 of Fashion-MNIST: a trouser, the class every model of the zoo gets right.
+TROUSER = 2
+
+
+def labels_of(server: Server, model: str) -> list[str]:
+    labels: list[str] = httpx.get(f"{server.url}/models/{model}/labels", timeout=10).json()["labels"]
+    return labels
+
+
+def frontier(models: list[dict[str, Any]], x: str) -> set[str]:
+    """The Pareto frontier computed here, independently of the page's script."""
+    ranked = [m for m in models if m["weights"] != "random" and m["top1"] is not None and m[x]]
+    ranked.sort(key=lambda m: (m[x], -m["top1"]))
+    best, names = -1.0, set()
+    for m in ranked:
+        if m["top1"] > best:
+            best = m["top1"]
+            names.add(m["name"])
+    return names
+
+
+def test_page_and_assets_are_served_offline(server: Server) -> None:
+    page = httpx.get(server.url + "/", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'none'" in csp and "script-src 'self'" in csp and "http" not in csp
+    types = {"app.js": "text/javascript", "style.css": "text/css"}
+    for name, media in types.items():
+        asset = httpx.get(f"{server.url}/static/{name}", timeout=10)
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(media)
+        assert "https://" not in asset.text and "http://" not in asset.text
+    missing = httpx.get(server.url + "/static/nothing.js", timeout=10)
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+    assert httpx.get(server.url + "/static/..%2Fmain.py", timeout=10).status_code == 404
+
+
+def test_upload_shows_the_right_top_label(page: Page, server: Server, catalogue: dict[str, Any]) -> None:
+    expect(page.locator("#model")).to_have_value(catalogue["default"])
+    image = fashion_test_image(TROUSER)
+    page.set_input_files("#file", files=[{"name": "trouser.png", "mimeType": "image/png", "buffer": image.png}])
+    result = page.locator(".result")
+    expect(result.locator(".top-label")).to_have_text(labels_of(server, catalogue["default"])[image.label])
+    expect(result.locator(".bar-row")).to_have_count(5)
+    expect(page.locator(".timing")).to_contain_text("inference")
+    thumb = result.locator("img.thumb")
+    expect(thumb).to_have_js_property("naturalWidth", 28)
+    expect(page.locator("#error")).to_be_hidden()
+
+
+@pytest.mark.parametrize("gesture", ["drop", "paste"])
+def test_drop_and_paste_classify(page: Page, server: Server, catalogue: dict[str, Any], gesture: str) -> None:
+    image = fashion_test_image(TROUSER)
+    page.fill("#top-k", "3")
+    page.dispatch_event("#top-k", "change")
+    # A real DataTransfer holding a File, delivered as the drop or paste event the browser would send.
+    page.evaluate(
+        """([bytes, gesture]) => {
+            const data = new DataTransfer();
+            data.items.add(new File([new Uint8Array(bytes)], "trouser.png", { type: "image/png" }));
+            const event = gesture === "drop"
+                ? new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true })
+                : new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true });
+            (gesture === "drop" ? document.getElementById("drop") : document).dispatchEvent(event);
+        }""",
+        [list(image.png), gesture],
+    )
+    expect(page.locator(".top-label")).to_have_text(labels_of(server, catalogue["default"])[image.label])
+    expect(page.locator(".bar-row")).to_have_count(3)
+
+
+def test_a_non_image_shows_a_clear_error(page: Page) -> None:
+    page.set_input_files(
+        "#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image at all\n"}]
+    )
+    error = page.locator("#error")
+    expect(error).to_be_visible()
+    expect(error).to_contain_text("That file is not an image we can read.")
+    expect(error.locator(".detail")).not_to_be_empty()  # the service's own explanation
+    expect(page.locator(".result")).to_have_count(0)
+
+
+def column(page: Page, index: int) -> list[str]:
+    return page.locator(f"#models tbody tr > :nth-child({index})").all_inner_texts()
+
+
+def numbers(cells: list[str]) -> list[float]:
+    """The numeric cells in order; a missing value ("—") may only come after all of them."""
+    present = [c for c in cells if c != "—"]
+    assert cells[: len(present)] == present, f"missing values are not last: {cells}"
+    return [float(c.replace(",", "")) for c in present]
+
+
+def test_table_sorts_by_any_column_with_mouse_and_keyboard(page: Page, catalogue: dict[str, Any]) -> None:
+    expect(page.locator("#models tbody tr")).to_have_count(len(catalogue["models"]))
+    size_heading = page.locator("#models th[data-key='size_mb']")
+    size_heading.get_by_role("button").click()
+    expect(size_heading).to_have_attribute("aria-sort", "ascending")
+    sizes = numbers(column(page, 3))
+    assert sizes == sorted(sizes) and len(sizes) == sum(m["size_mb"] is not None for m in catalogue["models"])
+    size_heading.get_by_role("button").click()
+    expect(size_heading).to_have_attribute("aria-sort", "descending")
+    sizes = numbers(column(page, 3))
+    assert sizes == sorted(sizes, reverse=True)
+
+    depth_heading = page.locator("#models th[data-key='depth']")
+    depth_heading.get_by_role("button").focus()
+    page.keyboard.press("Enter")
+    expect(depth_heading).to_have_attribute("aria-sort", "ascending")
+    expect(size_heading).to_have_attribute("aria-sort", "none")
+    depths = numbers(column(page, 7))
+    assert depths == sorted(depths)
+
+    page.select_option("#dataset", "fashion-mnist")
+    expect(page.locator("#models tbody tr")).to_have_count(
+        sum(m["dataset"] == "fashion-mnist" for m in catalogue["models"])
+    )
+
+
+def test_one_plot_point_per_model_with_accuracy(page: Page, catalogue: dict[str, Any]) -> None:
+    page.select_option("#dataset", "")  # every dataset
+    page.select_option("#x-axis", "gflops")  # every registry entry has GFLOPs
+    ranked = [m for m in catalogue["models"] if m["top1"] is not None and m["weights"] != "random"]
+    points = page.locator("#plot .point")
+    expect(points).to_have_count(len(ranked))
+    assert {p.get_attribute("data-model") for p in points.all()} == {m["name"] for m in ranked}
+    expected: set[str] = set()
+    for dataset in {m["dataset"] for m in ranked}:
+        expected |= frontier([m for m in ranked if m["dataset"] == dataset], "gflops")
+    on_frontier = {p.get_attribute("data-model") for p in page.locator("#plot .point.on-frontier").all()}
+    assert on_frontier == expected
+    expect(page.locator("#plot .frontier-label")).to_have_count(len(expected))
+    apart = page.locator("#apart li")
+    expect(apart).to_have_count(len(catalogue["models"]) - len(ranked))
+
+
+def test_hover_and_focus_show_the_row(page: Page) -> None:
+    point = page.locator("#plot .point").first
+    name = point.get_attribute("data-model")
+    point.hover()
+    expect(page.locator("#tip")).to_be_visible()
+    expect(page.locator("#tip")).to_contain_text(str(name))
+    expect(page.locator(f"#models tbody tr[data-model='{name}']")).to_have_class("highlight")
+    page.mouse.move(0, 0)
+    expect(page.locator("#tip")).to_be_hidden()
+    point.focus()
+    expect(page.locator("#tip")).to_be_visible()
+
+
+def test_readable_at_360_px(browser: Browser, server: Server) -> None:
+    page, errors = open_page(browser, server, 360)
+    overflow = page.evaluate("document.documentElement.scrollWidth")
+    assert overflow <= 360, f"the page is {overflow} px wide at a 360 px viewport"
+    assert page.locator("#plot svg").bounding_box()["width"] <= 360  # type: ignore[index]
+    for control in ["#model", "#top-k", "#file", "#dataset", "#x-axis"]:
+        assert page.locator(f"label[for='{control[1:]}']").count() == 1
+    page.close()
+    assert errors == []

@@ -61,3 +61,11 @@ def test_unknown_preload_name_fails_start_up(tmp_path, source_zoo) -> None:  # t
     manager = ModelManager.from_settings(settings_for(source_zoo, preload=["no-such-model"]))
     with pytest.raises(ValueError, match="Unknown model no-such-model"):
         manager.preload_names()
+
+
+def test_every_setting_is_documented() -> None:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    missing = [f for f in Settings.model_fields if f"`CONVZOO_{f.upper()}`" not in text]
+    assert not missing, f"settings missing from docs/configuration.md: {missing}"

@@ -26,7 +26,7 @@ _request_id: ContextVar[str | None] = ContextVar("convzoo_request_id", default=N
 access_log = logging.getLogger("convzoo.access")
 
 # LogRecord attributes that are not extra fields.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "color_message"}
 
 
 def current_request_id() -> str | None:
@@ -58,6 +58,17 @@ class JsonFormatter(logging.Formatter):
 _HANDLER_MARK = "_convzoo_json"
 
 
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to the `sys.stderr` of the moment, so a replaced stderr (a test's capture) is followed."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+
 def _plain_console(handler: logging.Handler) -> bool:
     # A console handler of logging.basicConfig: replaced, so that every line on the console is JSON.
     return type(handler) is logging.StreamHandler and handler.stream in (sys.stderr, sys.stdout)
@@ -72,7 +83,7 @@ def configure_logging(level: str) -> None:
     root = logging.getLogger()
     for handler in [h for h in root.handlers if getattr(h, _HANDLER_MARK, False) or _plain_console(h)]:
         root.removeHandler(handler)
-    handler = logging.StreamHandler(sys.stderr)
+    handler = _Stderr()
     handler.setFormatter(JsonFormatter())
     setattr(handler, _HANDLER_MARK, True)
     root.addHandler(handler)

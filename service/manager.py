@@ -322,8 +322,9 @@ class ModelManager:
             "top5": m.top5,
             "accuracy_source": m.accuracy_source,
             "weights": e.weights.kind,
-            "status": state.status,
-            "status_reason": state.reason,
+            # The contract's three states: a model being loaded is still `available`, with a reason.
+            "status": "available" if state.status == "loading" else state.status,
+            "status_reason": "loading" if state.status == "loading" else state.reason,
             "latency_ms": round(cal.p50_ms, 5) if cal else None,
             "throughput_ips": round(cal.throughput_ips, 1) if cal else None,
         }

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, problem_response
+from service.errors import PayloadTooLarge, render_error
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -58,7 +59,8 @@ class UploadLimit:
         await self._respond(scope, receive, send)
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = problem_response(413, "payload-too-large", "Payload too large", self._detail())
+        # Through the app's renderers, so that /v2 answers in its own error shape.
+        response = render_error(Request(scope), 413, "payload-too-large", "Payload too large", self._detail())
         response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, receive, send)
 

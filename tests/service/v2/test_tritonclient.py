@@ -202,3 +202,4 @@ def test_server_log_is_json_lines_with_request_ids(live: Server) -> None:
     mine = [r for r in records if r.get("request_id") == "trace-v2-42"]
     assert len(mine) == 1
     assert mine[0]["status"] == 200 and mine[0]["route"] == "/v2/health/live"
+

@@ -1,0 +1,3 @@
+from export.cli import app
+
+app(prog_name="python -m export")

@@ -1,0 +1,63 @@
+"""Writing the registry: merging freshly built entries into registry.yaml, and the export provenance."""
+
+from __future__ import annotations
+
+import datetime as dt
+import platform
+from importlib import metadata
+from pathlib import Path
+
+from service.registry import SCHEMA_VERSION, ModelEntry, Registry, load_registry, save_registry
+
+ROOT = Path(__file__).resolve().parents[1]
+REGISTRY_PATH = ROOT / "registry.yaml"
+MODELS_DIR = ROOT / "models"
+FASHION_DATASET = "fashion-mnist"
+_LIBRARIES = ("torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "numpy")
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in _LIBRARIES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return versions
+
+
+def today() -> dt.date:
+    return dt.datetime.now(dt.UTC).date()
+
+
+def _default_model(models: list[ModelEntry], previous: str | None) -> str:
+    """The best measured Fashion-MNIST model; otherwise the previous default while it still exists."""
+    measured = [m for m in models if m.dataset == FASHION_DATASET and m.metrics.top1 is not None]
+    if measured:
+        return max(measured, key=lambda m: (m.metrics.top1 or 0.0, m.name)).name
+    names = [m.name for m in models]
+    return previous if previous in names else names[0]
+
+
+def merge_into_registry(
+    path: Path, entries: list[ModelEntry], label_sets: dict[str, list[str]]
+) -> Registry:
+    """Replace same-named entries (others stay, in order; new ones are appended) and write `path`."""
+    current = load_registry(path) if path.exists() else None
+    models = list(current.models) if current else []
+    sets = dict(current.label_sets) if current else {}
+    sets.update(label_sets)
+    for entry in entries:
+        index = next((i for i, m in enumerate(models) if m.name == entry.name), None)
+        if index is None:
+            models.append(entry)
+        else:
+            models[index] = entry
+    registry = Registry(
+        schema_version=SCHEMA_VERSION,  # type: ignore[arg-type]
+        default=_default_model(models, current.default if current else None),
+        label_sets=sets,
+        models=models,
+    )
+    save_registry(registry, path)
+    return registry

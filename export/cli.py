@@ -1,0 +1,142 @@
+"""Command line of the export stage: `python -m export build|eval|table`."""
+
+from __future__ import annotations
+
+import os
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from export.build import MODELS_DIR, REGISTRY_PATH, merge_into_registry
+from export.table import render
+from service.registry import load_registry
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, export and measure the convzoo models.")
+
+
+class Zoo(str, Enum):
+    fashion = "fashion"
+    imagenet = "imagenet"
+
+
+RegistryOpt = Annotated[Path, typer.Option("--registry", help="registry.yaml to update")]
+ModelsOpt = Annotated[Path, typer.Option("--out", help="model directory (artifact paths are relative to it)")]
+
+
+def _names(models: str | None) -> list[str]:
+    return [n.strip() for n in models.split(",") if n.strip()] if models else []
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=2)
+
+
+@app.command()
+def build(
+    zoo: Annotated[Zoo, typer.Option(help="which zoo to build")],
+    models: Annotated[str | None, typer.Option(help="comma-separated model names (default: all)")] = None,
+    data: Annotated[Path | None, typer.Option(help="Fashion-MNIST IDX directory")] = None,
+    epochs: Annotated[int | None, typer.Option(help="override every model's epochs (quick runs)")] = None,
+    train_samples: Annotated[int | None, typer.Option(help="train on this many images (quick runs)")] = None,
+    threads: Annotated[int, typer.Option(help="torch threads for training")] = 2,
+    weights_file: Annotated[Path | None, typer.Option(help="local torchvision checkpoint (ImageNet)")] = None,
+    random_weights: Annotated[bool, typer.Option(help="ImageNet: export with random weights")] = False,
+    fp16: Annotated[bool, typer.Option(help="ImageNet: export in float16")] = False,
+    out: ModelsOpt = MODELS_DIR,
+    registry: RegistryOpt = REGISTRY_PATH,
+) -> None:
+    """Build a zoo's artifacts and merge their entries into the registry, then print the table."""
+    import torch
+
+    torch.set_num_threads(threads)
+    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
+    try:
+        if zoo is Zoo.fashion:
+            _build_fashion(_names(models), out=out, data=data, epochs=epochs, train_samples=train_samples, registry=registry)
+        else:
+            from export import imagenet
+
+            entries = imagenet.build(
+                _names(models),
+                out_dir=out / "imagenet",
+                weights_file=weights_file,
+                random_weights=random_weights,
+                fp16=fp16,
+            )
+            merge_into_registry(registry, entries, imagenet_label_sets())
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(render(load_registry(registry)))
+
+
+def imagenet_label_sets() -> dict[str, list[str]]:
+    from export import imagenet
+
+    label_sets = getattr(imagenet, "label_sets", None)
+    return dict(label_sets()) if callable(label_sets) else {}
+
+
+def _build_fashion(
+    names: list[str], *, out: Path, data: Path | None, epochs: int | None, train_samples: int | None, registry: Path
+) -> None:
+    from export.fashion import zoo
+    from export.fashion.data import LABELS
+
+    def record(entry: object) -> None:
+        # each model is written as soon as it is built, so an interrupted run keeps what it finished
+        merge_into_registry(registry, [entry], {"fashion-mnist": LABELS})  # type: ignore[list-item]
+
+    zoo.build(
+        names,
+        out_dir=out,
+        data_dir=data,
+        overrides=zoo.Overrides(epochs=epochs, train_samples=train_samples),
+        on_entry=record,
+    )
+
+
+@app.command("eval")
+def evaluate(
+    model: Annotated[str, typer.Option(help="model name")],
+    data: Annotated[Path | None, typer.Option(help="ImageNet val folder, or the Fashion-MNIST IDX directory")] = None,
+    out: ModelsOpt = MODELS_DIR,
+    registry: RegistryOpt = REGISTRY_PATH,
+) -> None:
+    """Measure a model's accuracy on a dataset and record it as `measured` in the registry."""
+    try:
+        if model.startswith("fmnist-"):
+            entry = _reevaluate_fashion(model, out=out, data=data, registry=registry)
+        else:
+            from export import imagenet
+
+            if data is None:
+                raise ValueError("--data DIR (an ImageNet validation folder) is required for ImageNet models")
+            entry = imagenet.evaluate(model, data)
+        merge_into_registry(registry, [entry], {})
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(render(load_registry(registry)))
+
+
+def _reevaluate_fashion(name: str, *, out: Path, data: Path | None, registry: Path):  # type: ignore[no-untyped-def]
+    from export.build import today
+    from export.fashion import zoo
+
+    entry = load_registry(registry).get(name)
+    top1, top5 = zoo.evaluate(name, models_dir=out, entry=entry, data_dir=data)
+    metrics = entry.metrics.model_copy(
+        update={"top1": round(top1, 4), "top5": round(top5, 4), "accuracy_source": "measured", "accuracy_date": today()}
+    )
+    return entry.model_copy(update={"metrics": metrics})
+
+
+@app.command()
+def table(registry: RegistryOpt = REGISTRY_PATH) -> None:
+    """Print the registry as the comparison table."""
+    try:
+        typer.echo(render(load_registry(registry)))
+    except ValueError as exc:
+        raise _fail(str(exc)) from None

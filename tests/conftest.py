@@ -1,0 +1,42 @@
+"""Fixtures shared across the test tree: the repository's paths, the committed registry, Fashion-MNIST."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from service.registry import Registry, load_registry
+
+REPO = Path(__file__).resolve().parents[1]
+FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO
+
+
+@pytest.fixture(scope="session")
+def registry_path() -> Path:
+    """The committed registry.yaml."""
+    return REPO / "registry.yaml"
+
+
+@pytest.fixture(scope="session")
+def models_dir() -> Path:
+    """The committed model directory that registry.yaml's artifact paths are relative to."""
+    return REPO / "models"
+
+
+@pytest.fixture(scope="session")
+def committed_registry(registry_path: Path) -> Registry:
+    return load_registry(registry_path)
+
+
+@pytest.fixture(scope="session")
+def fashion_dir() -> Path:
+    """The Fashion-MNIST IDX directory (`make test` installs dataset-fashion-mnist when missing)."""
+    if not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+        pytest.fail(f"Fashion-MNIST is missing from {FASHION_DIR}: run `make data`")
+    return FASHION_DIR

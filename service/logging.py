@@ -64,7 +64,7 @@ class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
     def __init__(self) -> None:
         logging.Handler.__init__(self)
 
-    @property  # type: ignore[override]
+    @property
     def stream(self) -> Any:
         return sys.stderr
 
@@ -111,7 +111,7 @@ class RequestRecord:
 def _header(scope: Scope, name: bytes) -> str | None:
     for key, value in scope.get("headers", []):
         if key == name:
-            return value.decode("latin-1")
+            return bytes(value).decode("latin-1")
     return None
 
 
@@ -139,7 +139,7 @@ def _model_of(scope: Scope, known: Container[str], default: Callable[[str], str 
         return name
     query = parse_qs(scope.get("query_string", b"").decode("latin-1")).get("model")
     if query and query[0] in known:
-        return query[0]
+        return str(query[0])
     # Only names from the registry become labels: a client cannot create metric series.
     return default(_route_of(scope)) or ""
 

@@ -247,7 +247,7 @@ def _from_json(spec: RequestInput, count: int, where: str) -> np.ndarray:
     if not ok:
         raise bad_request(f"{where}: elements must be JSON values of datatype {spec.datatype}")
     if dtype.kind in "iu" and values:
-        info = np.iinfo(dtype)
+        info = np.iinfo(dtype.type)  # type: ignore[type-var]
         if min(values) < info.min or max(values) > info.max:
             raise bad_request(f"{where}: a value is out of range for {spec.datatype}")
     return np.array(values, dtype=dtype.newbyteorder("="))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -12,6 +13,7 @@ from fastapi import APIRouter, FastAPI
 from service.api.limits import UploadLimit
 from service import observability
 from service.api.routes import classify, health, metrics, models, ui, v2
+from service import preprocess
 from service.errors import install_error_handlers
 from service.manager import ModelManager
 from service.settings import Settings
@@ -33,6 +35,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.preprocess_pool = ThreadPoolExecutor(
         max_workers=settings.preprocess_threads, thread_name_prefix="preprocess"
     )
+    await asyncio.get_running_loop().run_in_executor(app.state.preprocess_pool, preprocess.warm_up)
     manager.start()
     log.info("convzoo serving %d models; default %s", len(manager.states()), manager.default)
     try:

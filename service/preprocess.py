@@ -152,3 +152,15 @@ def to_tensor(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
     mean = np.asarray(preprocessing.mean, dtype=np.float32)
     std = np.asarray(preprocessing.std, dtype=np.float32)
     return np.ascontiguousarray(((arr - mean) / std).transpose(2, 0, 1), dtype=np.float32)
+
+
+def warm_up() -> None:
+    """Import Pillow's format plugins now, so the first upload does not pay for it."""
+    Image.init()
+    decode(_TINY_PNG, max_pixels=1)
+
+
+_TINY_PNG = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000001000000010800000000"
+    "3a7e9b550000000a4944415478da6360000000020001e221bc330000000049454e44ae426082"
+)

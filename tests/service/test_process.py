@@ -72,3 +72,32 @@ def test_sigterm_shuts_down_cleanly(zoo: Zoo, serve) -> None:
     log = server.log()
     assert "Application shutdown complete" in log and "Finished server process" in log
     assert "Traceback" not in log
+
+
+def test_the_service_never_imports_torch(zoo: Zoo, fashion: FashionSample) -> None:
+    import subprocess
+    import sys
+
+    script = f"""
+import asyncio, sys
+import httpx
+from service.main import create_app
+from service.settings import Settings
+
+async def main():
+    app = create_app(Settings(registry_path={str(zoo.registry_path)!r}, models_dir={str(zoo.models_dir)!r},
+                              calibration_s=0.01))
+    async with app.router.lifespan_context(app):
+        await app.state.manager.wait_preloaded()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            r = await client.post("/classify", content=sys.stdin.buffer.read(), headers={{"content-type": "image/png"}})
+            assert r.status_code == 200, r.text
+
+asyncio.run(main())
+loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
+print("TORCH" if loaded else "NO-TORCH")
+"""
+    out = subprocess.run([sys.executable, "-c", script], input=fashion.png(0), capture_output=True, timeout=60)
+    assert out.returncode == 0, out.stderr.decode()[-2000:]
+    assert out.stdout.decode().strip().endswith("NO-TORCH")

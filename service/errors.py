@@ -16,7 +16,7 @@ from starlette.responses import JSONResponse, Response
 log = logging.getLogger("convzoo.errors")
 
 PROBLEM_JSON = "application/problem+json"
-PROBLEM_TYPE_BASE = "https://convzoo.dev/problems/"
+PROBLEM_TYPE_BASE = "urn:convzoo:problem:"  # a stable identifier per problem kind
 
 
 class ServiceError(Exception):

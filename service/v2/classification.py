@@ -1,8 +1,8 @@
 """The classification extension: an output answered as its top-k classes, `"value:index:label"`.
 
 As Triton does, `value` is the output's own element (here the logit, not a softmax probability),
-printed with six decimals, and the ranking is by that value. Ties keep the lower index first, the
-order `POST /classify` gives, which ranks by softmax of the same logits (a monotonic map).
+printed with six decimals. The ranking is the one `POST /classify` gives: by the softmax of the
+same logits (a monotonic map of them), ties keeping the lower index first.
 """
 
 from __future__ import annotations
@@ -20,14 +20,23 @@ def top_k(tensor: Tensor, k: int, labels: list[str]) -> Tensor:
         raise bad_request(f"output {tensor.name!r}: classification needs a numeric [batch, classes] output")
     scores = tensor.array
     count = min(k, scores.shape[1])
-    # A stable sort on the negated values: descending, ties by ascending index.
-    order = np.argsort(-scores.astype(np.float64), axis=1, kind="stable")[:, :count]
+    # Ranked exactly as /classify ranks: a stable sort of the float64 softmax, descending, so that
+    # ties (including probabilities that underflow alike) keep the lower index first.
+    order = np.argsort(-_softmax(scores), axis=1, kind="stable")[:, :count]
     rows = [[_entry(float(row[i]), int(i), labels) for i in idx] for row, idx in zip(scores, order, strict=True)]
     array = np.empty((scores.shape[0], count), dtype=np.object_)
     for r, row_entries in enumerate(rows):
         for c, entry in enumerate(row_entries):
             array[r, c] = entry
     return Tensor(tensor.name, datatypes.BYTES, array)
+
+
+def _softmax(scores: np.ndarray) -> np.ndarray:
+    z = scores.astype(np.float64)
+    z -= z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    result: np.ndarray = e / e.sum(axis=-1, keepdims=True)
+    return result
 
 
 def _entry(value: float, index: int, labels: list[str]) -> bytes:

@@ -20,8 +20,12 @@ PREFIX = "/v2"
 _AS_BAD_REQUEST = {413, 415, 422}
 
 
+RETRY_AFTER_S = 5  # for the 503s raised here (not ready); the service's own 503s carry their own
+
+
 def error_response(status: int, message: str) -> Response:
-    return JSONResponse({"error": message}, status_code=status)
+    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
+    return JSONResponse({"error": message}, status_code=status, headers=headers)
 
 
 def render_error(status: int, slug: str, title: str, detail: str) -> Response:

@@ -136,7 +136,7 @@ function highlight(name) {
 
 function renderCompare() {
   const models = visibleModels();
-  renderTableBody($("models"), sortModels(models, state.sortKey, state.descending), state.sortKey, state.descending);
+  renderTableBody($("models"), $("status-notes"), sortModels(models, state.sortKey, state.descending), state.sortKey, state.descending);
   renderPlot({ container: $("plot"), tip: $("tip"), apartBox: $("apart"), models, x: $("x-axis").value, onHover: highlight });
   for (const tr of $("models").querySelectorAll("tbody tr")) {
     tr.addEventListener("mouseenter", () => highlight(tr.dataset.model));

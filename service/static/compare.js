@@ -2,14 +2,15 @@
 
 import { AXES, formatCount, formatNumber, formatPercent, logDomain, logTicks, paretoFrontier, plotExclusion } from "./frontier.js";
 
-const accuracyText = (m) => (m.weights === "random" ? "none (random weights)" : m.accuracy_source ?? "none");
+const accuracyText = (m) => (m.weights === "random" ? "none (random)" : m.accuracy_source ?? "none");
+const noteId = (m) => `note-${m.name}`;
 
 export const COLUMNS = [
   { key: "name", label: "Name", text: true },
   { key: "dataset", label: "Dataset", text: true },
   { key: "size_mb", label: "Size (MB)", format: (v) => formatNumber(v) },
-  { key: "top1", label: "Top-1", format: formatPercent },
-  { key: "top5", label: "Top-5", format: formatPercent },
+  { key: "top1", label: "Top\u20111", format: formatPercent },
+  { key: "top5", label: "Top\u20115", format: formatPercent },
   { key: "params", label: "Parameters", format: formatCount },
   { key: "depth", label: "Depth", format: (v) => formatNumber(v) },
   { key: "gflops", label: "GFLOPs", format: (v) => formatNumber(v) },
@@ -73,12 +74,28 @@ function cell(col, m) {
   const td = el("td", col.text ? {} : { class: "num" }, col.format ? col.format(v) : v ?? "—");
   if (col.key === "status") {
     td.classList.add(`status-${m.status}`);
-    if (m.status_reason) td.append(el("small", {}, m.status_reason));
+    if (m.status_reason) {
+      // The reason is a note under the table, so that long reasons do not widen the column.
+      td.setAttribute("aria-describedby", noteId(m));
+      td.append(el("sup", { "aria-hidden": "true" }, "*"));
+    }
   }
   return td;
 }
 
-export function renderTableBody(table, rows, sortKey, descending) {
+function renderNotes(box, rows) {
+  const withReason = rows.filter((m) => m.status_reason);
+  box.replaceChildren();
+  box.hidden = withReason.length === 0;
+  for (const m of withReason) {
+    const li = el("li", { id: noteId(m) });
+    li.append(el("strong", {}, m.name), ` ${m.status}: ${m.status_reason}`);
+    box.append(li);
+  }
+}
+
+export function renderTableBody(table, notes, rows, sortKey, descending) {
+  renderNotes(notes, rows);
   for (const th of table.querySelectorAll("thead th")) {
     const active = th.dataset.key === sortKey;
     th.setAttribute("aria-sort", active ? (descending ? "descending" : "ascending") : "none");
@@ -118,8 +135,18 @@ function showTip(tip, m, x, px, py, onFrontier) {
   const box = tip.parentElement.getBoundingClientRect();
   const w = tip.offsetWidth;
   const h = tip.offsetHeight;
-  const left = px + 14 + w > box.width ? Math.max(0, px - 14 - w) : px + 14;
-  const top = Math.max(0, Math.min(py - h / 2, box.height - h));
+  const plotHeight = tip.parentElement.querySelector("svg")?.getBoundingClientRect().height ?? 0;
+  let left;
+  let top;
+  if (box.width < 520) {
+    // Narrow screens: below the plot, where it hides none of the markers.
+    left = 0;
+    top = plotHeight + 4;
+  } else {
+    // Open on the side with more room, so the tip covers as little of the plot as it can.
+    left = px > box.width / 2 ? Math.max(0, px - 14 - w) : Math.min(px + 14, Math.max(0, box.width - w));
+    top = Math.max(0, Math.min(py - h / 2, box.height - h));
+  }
   tip.style.left = `${left}px`;
   tip.style.top = `${top}px`;
 }
@@ -132,9 +159,28 @@ function yTicks(lo, hi) {
   return ticks;
 }
 
-function label(text, x, y, width, cls) {
-  const anchor = x + 6 + text.length * 7 > width ? "end" : "start";
-  return svg("text", { x: anchor === "end" ? x - 6 : x + 6, y, "text-anchor": anchor, class: cls }, text);
+// Frontier labels: try four places around the marker, keep the first that overlaps no earlier label
+// and stays inside the plot. Text width is estimated; 12 px bold runs about 7 px a character.
+function placeLabels(items, width, height) {
+  const placed = [];
+  const nodes = [];
+  for (const { text, cx, cy, r } of items) {
+    const w = text.length * 7;
+    const h = 13;
+    const spots = [
+      [cx + r + 3, cy - r - 2, "start"],
+      [cx + r + 3, cy + r + h, "start"],
+      [cx - r - 3, cy - r - 2, "end"],
+      [cx - r - 3, cy + r + h, "end"],
+    ];
+    const box = ([x, y, anchor]) => ({ x0: anchor === "end" ? x - w : x, x1: anchor === "end" ? x : x + w, y0: y - h, y1: y });
+    const fits = (b) => b.x0 >= 0 && b.x1 <= width && b.y0 >= 0 && b.y1 <= height;
+    const clear = (b) => placed.every((p) => b.x1 < p.x0 || b.x0 > p.x1 || b.y1 < p.y0 || b.y0 > p.y1);
+    const spot = spots.find((sp) => fits(box(sp)) && clear(box(sp))) ?? spots.find((sp) => fits(box(sp))) ?? spots[0];
+    placed.push(box(spot));
+    nodes.push(svg("text", { x: spot[0], y: spot[1], "text-anchor": spot[2], class: "frontier-label" }, text));
+  }
+  return nodes;
 }
 
 /**
@@ -215,12 +261,14 @@ export function renderPlot({ container, tip, apartBox, models, x, onHover }) {
   root.append(marks);
 
   const labels = svg("g", { class: "frontier-labels", "aria-hidden": "true" });
-  for (const d of plotted.filter((p) => frontierNames.has(p.name))) {
-    labels.append(label(d.name, sx(d[x]) + radius(d) - 3, sy(d.top1) - radius(d) - 2, width, "frontier-label"));
-  }
+  const items = plotted
+    .filter((p) => frontierNames.has(p.name))
+    .sort((a, b) => b.top1 - a.top1) // the best models choose their place first
+    .map((d) => ({ text: d.name, cx: sx(d[x]), cy: sy(d.top1), r: radius(d) * 0.7 }));
+  labels.append(...placeLabels(items, width, height));
   root.append(labels);
-  if (datasets.length > 1) root.append(legend(datasets, width, m));
   container.append(root);
+  if (datasets.length > 1) container.append(legend(datasets));
 }
 
 function drawAxes(root, { x, x0, x1, y0, y1, sx, sy, width, height, m }) {
@@ -244,17 +292,17 @@ function drawAxes(root, { x, x0, x1, y0, y1, sx, sy, width, height, m }) {
   root.append(axes);
 }
 
-function legend(datasets, width, m) {
-  const g = svg("g", { class: "legend" });
+function legend(datasets) {
+  const list = el("ul", { class: "legend", "aria-label": "Marker colour: dataset" });
   datasets.forEach((ds, i) => {
-    const y = height0(m) + i * 16;
-    g.append(svg("circle", { cx: width - m.right - 120, cy: y - 4, r: 5, fill: PALETTE[i % PALETTE.length] }));
-    g.append(svg("text", { x: width - m.right - 110, y }, ds));
+    const swatch = el("span", { class: "swatch", "aria-hidden": "true" });
+    swatch.style.background = PALETTE[i % PALETTE.length];
+    const item = el("li");
+    item.append(swatch, ds);
+    list.append(item);
   });
-  return g;
+  return list;
 }
-
-const height0 = (m) => m.top + 14;
 
 function renderApart(box, models, x) {
   const apart = models.map((d) => [d, plotExclusion(d, x)]).filter(([, why]) => why !== null);

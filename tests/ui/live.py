@@ -73,8 +73,13 @@ def _wait_ready(server: Server, timeout_s: float) -> None:
 
 
 @contextmanager
-def running_service(root: Path, log_path: Path, *, calibration_s: float = 0.05) -> Iterator[Server]:
-    """`python -m service` on 127.0.0.1 and a free port, serving `root`'s registry; stopped on exit."""
+def running_service(
+    root: Path, log_path: Path, *, calibration_s: float = 0.05, **settings: str
+) -> Iterator[Server]:
+    """`python -m service` on 127.0.0.1 and a free port, serving `root`'s registry; stopped on exit.
+
+    `settings` are further CONVZOO_* variables, e.g. preload="a,b".
+    """
     port = free_port()
     env = {
         **os.environ,
@@ -86,6 +91,7 @@ def running_service(root: Path, log_path: Path, *, calibration_s: float = 0.05) 
         "CONVZOO_CALIBRATION_S": str(calibration_s),
         "CONVZOO_LOG_LEVEL": "warning",
         "OMP_NUM_THREADS": "1",
+        **{f"CONVZOO_{k.upper()}": v for k, v in settings.items()},
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(

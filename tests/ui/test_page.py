@@ -94,6 +94,15 @@ def test_a_non_image_shows_a_clear_error(page: Page) -> None:
     expect(page.locator(".result")).to_have_count(0)
 
 
+def test_top_k_out_of_range_shows_the_service_detail(page: Page) -> None:
+    page.fill("#top-k", "11")  # ten classes in Fashion-MNIST
+    image = fashion_test_image(TROUSER)
+    page.set_input_files("#file", files=[{"name": "trouser.png", "mimeType": "image/png", "buffer": image.png}])
+    error = page.locator("#error")
+    expect(error).to_contain_text("A setting is out of range.")
+    expect(error.locator(".detail")).to_contain_text("top_k")
+
+
 def column(page: Page, index: int) -> list[str]:
     return page.locator(f"#models tbody tr > :nth-child({index})").all_inner_texts()
 
@@ -106,6 +115,7 @@ def numbers(cells: list[str]) -> list[float]:
 
 
 def test_table_sorts_by_any_column_with_mouse_and_keyboard(page: Page, catalogue: dict[str, Any]) -> None:
+    page.select_option("#dataset", "")  # every dataset
     expect(page.locator("#models tbody tr")).to_have_count(len(catalogue["models"]))
     size_heading = page.locator("#models th[data-key='size_mb']")
     size_heading.get_by_role("button").click()

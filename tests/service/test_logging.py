@@ -10,7 +10,7 @@ import pytest
 
 from service.logging import JsonFormatter, configure_logging
 from service.main import create_app
-from tests.service.conftest import ClientFactory, Zoo, settings_for
+from tests.service.conftest import ClientFactory, FashionSample, Zoo, settings_for
 
 pytestmark = pytest.mark.anyio
 
@@ -96,3 +96,16 @@ def test_level_comes_from_settings(zoo: Zoo) -> None:
         assert sum(1 for h in root.handlers if isinstance(h.formatter, JsonFormatter)) == 1
     finally:
         root.setLevel(level)
+
+
+async def test_classify_requests_log_their_model_and_timings(
+    client_for: ClientFactory, zoo: Zoo, caplog: pytest.LogCaptureFixture, fashion: FashionSample
+) -> None:
+    async with client_for(zoo) as client:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="convzoo.access"):
+            response = await client.post("/classify", content=fashion.png(0), headers={"Content-Type": "image/png"})
+    assert response.status_code == 200
+    (record,) = _access(caplog)
+    assert record.model == zoo.registry.default  # type: ignore[attr-defined]
+    assert set(record.timings_ms) == {"queue", "inference"}  # type: ignore[attr-defined]

@@ -15,8 +15,8 @@ from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.registry import load_registry  # noqa: E402
-from tests.ui.live import REPO, fashion_test_image, launch_options, running_service, zoo_root  # noqa: E402
+from service.registry import load_registry
+from tests.ui.live import REPO, fashion_test_image, launch_options, running_service, upload, zoo_root
 
 SHOTS = {1280: REPO / "docs" / "screenshot.png", 360: REPO / "docs" / "screenshot-360.png"}
 
@@ -25,9 +25,9 @@ def stage(page: Page, url: str, width: int) -> None:
     page.goto(url)
     page.wait_for_selector("body[data-ready]")
     image = fashion_test_image(0)
-    upload = [{"name": "ankle-boot.png", "mimeType": "image/png", "buffer": image.png}]
+    files = upload("ankle-boot.png", "image/png", image.png)
     for _ in range(2):  # the second request shows warm timings
-        page.set_input_files("#file", files=upload)
+        page.set_input_files("#file", files=files)
         page.wait_for_function("() => document.getElementById('busy').textContent === ''")
     page.wait_for_selector(".result")
     if width >= 800:
@@ -40,9 +40,11 @@ def stage(page: Page, url: str, width: int) -> None:
 def main() -> None:
     root = zoo_root()
     built = [m.name for m in load_registry(root / "registry.yaml").models if m.built]
-    with tempfile.TemporaryDirectory() as tmp, running_service(
-        root, Path(tmp) / "server.log", calibration_s=0.5, preload=",".join(built)
-    ) as server, sync_playwright() as playwright:
+    with (
+        tempfile.TemporaryDirectory() as tmp,
+        running_service(root, Path(tmp) / "server.log", calibration_s=0.5, preload=",".join(built)) as server,
+        sync_playwright() as playwright,
+    ):
         browser = playwright.chromium.launch(**launch_options())  # type: ignore[arg-type]
         for width, path in SHOTS.items():
             page = browser.new_page(viewport={"width": width, "height": 900})

@@ -20,6 +20,7 @@ from pathlib import Path
 import httpx
 import numpy as np
 from PIL import Image
+from playwright.sync_api import FilePayload
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -118,7 +119,8 @@ def launch_options() -> dict[str, object]:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    raw = gzip.open(path, "rb").read()
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
     ndim = raw[3]
     dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
     return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
@@ -137,3 +139,8 @@ def fashion_test_image(index: int) -> FashionTestImage:
     buf = io.BytesIO()
     Image.fromarray(images[index]).save(buf, "PNG")
     return FashionTestImage(buf.getvalue(), int(labels[index]))
+
+
+def upload(name: str, mime_type: str, data: bytes) -> list[FilePayload]:
+    """One in-memory file for `page.set_input_files`."""
+    return [{"name": name, "mimeType": mime_type, "buffer": data}]

@@ -9,7 +9,7 @@ import pytest
 from playwright.sync_api import Browser, Page, expect
 
 from tests.ui.conftest import open_page
-from tests.ui.live import Server, fashion_test_image
+from tests.ui.live import Server, fashion_test_image, upload
 
 # Test image 2 of Fashion-MNIST: a trouser, the class every model of the zoo gets right.
 TROUSER = 2
@@ -52,7 +52,7 @@ def test_page_and_assets_are_served_offline(server: Server) -> None:
 def test_upload_shows_the_right_top_label(page: Page, server: Server, catalogue: dict[str, Any]) -> None:
     expect(page.locator("#model")).to_have_value(catalogue["default"])
     image = fashion_test_image(TROUSER)
-    page.set_input_files("#file", files=[{"name": "trouser.png", "mimeType": "image/png", "buffer": image.png}])
+    page.set_input_files("#file", files=upload("trouser.png", "image/png", image.png))
     result = page.locator(".result")
     expect(result.locator(".top-label")).to_have_text(labels_of(server, catalogue["default"])[image.label])
     expect(result.locator(".bar-row")).to_have_count(5)
@@ -84,9 +84,7 @@ def test_drop_and_paste_classify(page: Page, server: Server, catalogue: dict[str
 
 
 def test_a_non_image_shows_a_clear_error(page: Page) -> None:
-    page.set_input_files(
-        "#file", files=[{"name": "notes.txt", "mimeType": "text/plain", "buffer": b"not an image at all\n"}]
-    )
+    page.set_input_files("#file", files=upload("notes.txt", "text/plain", b"not an image at all\n"))
     error = page.locator("#error")
     expect(error).to_be_visible()
     expect(error).to_contain_text("That file is not an image we can read.")
@@ -97,7 +95,7 @@ def test_a_non_image_shows_a_clear_error(page: Page) -> None:
 def test_top_k_out_of_range_shows_the_service_detail(page: Page) -> None:
     page.fill("#top-k", "11")  # ten classes in Fashion-MNIST
     image = fashion_test_image(TROUSER)
-    page.set_input_files("#file", files=[{"name": "trouser.png", "mimeType": "image/png", "buffer": image.png}])
+    page.set_input_files("#file", files=upload("trouser.png", "image/png", image.png))
     error = page.locator("#error")
     expect(error).to_contain_text("A setting is out of range.")
     expect(error.locator(".detail")).to_contain_text("top_k")
@@ -180,3 +178,16 @@ def test_readable_at_360_px(browser: Browser, server: Server) -> None:
         assert page.locator(f"label[for='{control[1:]}']").count() == 1
     page.close()
     assert errors == []
+
+
+def test_every_control_is_reachable_by_keyboard(page: Page) -> None:
+    reached: set[str] = set()
+    for _ in range(60):
+        page.keyboard.press("Tab")
+        reached.add(
+            page.evaluate(
+                """() => { const a = document.activeElement;
+                    return a.id || a.getAttribute("data-model") && "point" || a.className || a.tagName; }"""
+            )
+        )
+    assert {"model", "top-k", "file", "dataset", "x-axis", "sort", "point"} <= reached, reached

@@ -22,10 +22,13 @@ PROBLEM_TYPE_BASE = "urn:convzoo:problem:"  # a stable identifier per problem ki
 class ServiceError(Exception):
     """A failure with a safe, user-facing `detail`; the class decides the status."""
 
-    def __init__(self, detail: str, *, retry_after_s: float | None = None) -> None:
+    def __init__(
+        self, detail: str, *, retry_after_s: float | None = None, extensions: dict[str, Any] | None = None
+    ) -> None:
         super().__init__(detail)
         self.detail = detail
         self.retry_after_s = retry_after_s
+        self.extensions = extensions  # extra members of the problem details body (RFC 9457, section 3.2)
 
 
 class UnknownModel(ServiceError): ...
@@ -61,6 +64,9 @@ class InvalidParameter(ServiceError): ...
 class InferenceFailed(ServiceError): ...
 
 
+class NoModelFits(ServiceError): ...
+
+
 @dataclass(frozen=True)
 class Problem:
     status: int
@@ -81,6 +87,7 @@ PROBLEMS: dict[type[ServiceError], Problem] = {
     PayloadTooLarge: Problem(413, "payload-too-large", "Payload too large"),
     ImageTooLarge: Problem(413, "image-too-large", "Image too large"),
     InvalidParameter: Problem(422, "invalid-parameter", "Invalid parameter"),
+    NoModelFits: Problem(422, "no-model-fits", "No model meets the constraints"),
     InferenceFailed: Problem(500, "inference-failed", "Inference failed"),
 }
 
@@ -88,7 +95,7 @@ PROBLEMS: dict[type[ServiceError], Problem] = {
 def problem_of(exc: ServiceError) -> Problem:
     for cls in type(exc).__mro__:
         if cls in PROBLEMS:
-            return PROBLEMS[cls]  # type: ignore[index]
+            return PROBLEMS[cls]
     return Problem(500, "internal", "Internal error")
 
 
@@ -97,9 +104,16 @@ Renderer = Callable[[int, str, str, str], Response]
 
 
 def problem_response(
-    status: int, slug: str, title: str, detail: str, *, headers: dict[str, str] | None = None
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    *,
+    headers: dict[str, str] | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    body: dict[str, Any] = {**(extensions or {})}
+    body.update({"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 
@@ -113,7 +127,13 @@ def _renderer_for(request: Request) -> Renderer | None:
 
 
 def render_error(
-    request: Request, status: int, slug: str, title: str, detail: str, retry_after_s: float | None = None
+    request: Request,
+    status: int,
+    slug: str,
+    title: str,
+    detail: str,
+    retry_after_s: float | None = None,
+    extensions: dict[str, Any] | None = None,
 ) -> Response:
     headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s is not None else None
     render = _renderer_for(request)
@@ -122,7 +142,7 @@ def render_error(
         if headers:
             response.headers.update(headers)
         return response
-    return problem_response(status, slug, title, detail, headers=headers)
+    return problem_response(status, slug, title, detail, headers=headers, extensions=extensions)
 
 
 def register_error_renderer(app: FastAPI, prefix: str, render: Renderer) -> None:
@@ -138,7 +158,8 @@ async def _service_error(request: Request, exc: Exception) -> Response:
     retry = exc.retry_after_s if exc.retry_after_s is not None else p.retry_after_s
     if p.status >= 500 and p.status != 503:
         log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.detail)
-    return render_error(request, p.status, p.slug, p.title, exc.detail, retry if p.status == 503 else None)
+    retry = retry if p.status == 503 else None
+    return render_error(request, p.status, p.slug, p.title, exc.detail, retry, exc.extensions)
 
 
 def _validation_detail(exc: RequestValidationError) -> str:

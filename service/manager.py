@@ -50,6 +50,10 @@ class ModelState:
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     @property
+    def is_loaded(self) -> bool:
+        return self.status == "loaded"
+
+    @property
     def size_bytes(self) -> int:
         if self.entry.artifact.bytes is not None:
             return self.entry.artifact.bytes
@@ -191,7 +195,7 @@ class ModelManager:
         if state.status == "loaded":
             return state
         async with state.lock:
-            if state.status == "loaded":
+            if state.is_loaded:  # loaded by the caller that held the lock before us
                 return state
             if state.status == "unavailable":
                 raise ModelUnavailable(f"Model {name} is unavailable: {state.reason}.")

@@ -195,3 +195,26 @@ async def test_explicit_cuda_without_cuda_fails_readiness_with_the_reason(
         assert ready.status_code == 503 and "CUDA" in ready.json()["detail"]
         assert (await classify(client, fashion)).status_code == 503
         assert (await status_of(client, zoo.registry.default))["status"] == "unavailable"
+
+
+async def test_optimised_model_cache(
+    tmp_path: Path, zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
+    cache = tmp_path / "ort-cache"
+    scores = []
+    for _ in range(2):  # the first start writes the optimised graph, the second loads it
+        async with client_for(zoo, optimized_model_cache_dir=cache, graph_optimization="extended") as client:
+            r = await classify(client, fashion)
+            assert r.status_code == 200
+            scores.append(r.json()["results"][0]["predictions"][0]["score"])
+        files = sorted(p.name for p in cache.iterdir())
+        assert len(files) == 1 and files[0].startswith(zoo.registry.default) and "-extended-cpu" in files[0]
+    assert scores[0] == pytest.approx(scores[1], rel=1e-5)
+
+
+@pytest.mark.parametrize("level", ["disable", "basic"])
+async def test_graph_optimisation_levels(
+    level: str, zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
+    async with client_for(zoo, graph_optimization=level, intra_op_threads=1, inter_op_threads=1) as client:
+        assert (await classify(client, fashion)).status_code == 200

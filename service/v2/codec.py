@@ -128,6 +128,8 @@ def _parse_header(header: bytes) -> InferenceRequest:
         raw = json.loads(header.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
         raise bad_request(f"the inference request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise bad_request("the inference request is nested too deeply") from None
     if not isinstance(raw, dict):
         raise bad_request("the inference request must be a JSON object")
     try:
@@ -215,10 +217,15 @@ def _split_bytes(raw: memoryview, where: str) -> list[bytes]:
     return elements
 
 
-def _flatten(data: list[Any]) -> Iterator[Any]:
+MAX_NESTING = 32  # tensor data nests one level per dimension at most
+
+
+def _flatten(data: list[Any], depth: int = 1) -> Iterator[Any]:
+    if depth > MAX_NESTING:
+        raise bad_request(f"tensor data is nested deeper than {MAX_NESTING} levels")
     for item in data:
         if isinstance(item, list):
-            yield from _flatten(item)
+            yield from _flatten(item, depth + 1)
         else:
             yield item
 

@@ -3,10 +3,12 @@ from outside the registry: names are looked up in the registry only, never on th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 import zlib
+from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +27,7 @@ SERVER_NAME = "convzoo"
 EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_repository"]
 PLATFORM = "onnx_onnxv1"
 OUTPUT_NAME = "logits"
+OFF_LOOP_BYTES = 64 * 1024  # request bodies above this are decoded on a worker thread
 _NAME = re.compile(NAME_PATTERN)
 _REPOSITORY_STATE = {"loaded": "READY", "loading": "LOADING", "available": "UNAVAILABLE", "unavailable": "UNAVAILABLE"}
 
@@ -79,7 +82,7 @@ def repository_index(manager: ModelManager, body: bytes) -> list[dict[str, Any]]
     if body.strip():
         try:
             options = json.loads(body)
-        except (UnicodeDecodeError, ValueError):
+        except (UnicodeDecodeError, ValueError, RecursionError):
             raise bad_request("the repository index request is not valid JSON") from None
         if not isinstance(options, dict) or not isinstance(options.get("ready", False), bool):
             raise bad_request('the repository index request takes {"ready": true|false}')
@@ -184,9 +187,14 @@ async def infer(
     *,
     timeout_s: float,
     max_images: int,
+    pool: Executor | None = None,
 ) -> InferAnswer:
     """Decode, validate against the model's metadata, run through the batcher, encode."""
-    request = decode_request(body, header_length)
+    if len(body) > OFF_LOOP_BYTES:
+        # Parsing a large JSON tensor takes tens of milliseconds: not on the event loop.
+        request = await asyncio.get_running_loop().run_in_executor(pool, decode_request, body, header_length)
+    else:
+        request = decode_request(body, header_length)
     entry = state.entry
     batch = _model_input(request, entry, max_images)
     # Validate the requested outputs before spending inference on the request.

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Coroutine
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.routing import APIRoute
 from starlette.responses import JSONResponse, Response
 
-from service.api.deps import ManagerDep, SettingsDep
+from service.api.deps import ManagerDep, PreprocessPoolDep, SettingsDep
+from service.manager import ModelManager
+from service.settings import Settings
 from service.v2 import handlers
 from service.v2.codec import HEADER_LENGTH
 from service.v2.errors import V2Error
@@ -122,7 +125,14 @@ async def version_ready(name: str, version: str, manager: ManagerDep) -> Respons
     return Response(status_code=200)
 
 
-async def _infer(request: Request, manager: ManagerDep, settings: SettingsDep, name: str, version: str | None) -> Response:
+async def _infer(
+    request: Request,
+    manager: ModelManager,
+    settings: Settings,
+    pool: ThreadPoolExecutor,
+    name: str,
+    version: str | None,
+) -> Response:
     state = handlers.resolve(manager, name, version)
     request.state.model = state.entry.name
     body = handlers.read_body(
@@ -135,6 +145,7 @@ async def _infer(request: Request, manager: ManagerDep, settings: SettingsDep, n
         request.headers.get(HEADER_LENGTH),
         timeout_s=settings.request_timeout_s,
         max_images=settings.max_queue_size,
+        pool=pool,
     )
     request.state.timings = {"queue": answer.timings.queue_ms, "inference": answer.timings.inference_ms}
     if answer.header_length is None:
@@ -147,15 +158,17 @@ async def _infer(request: Request, manager: ManagerDep, settings: SettingsDep, n
 
 
 @router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor data)")
-async def model_infer(request: Request, name: str, manager: ManagerDep, settings: SettingsDep) -> Response:
-    return await _infer(request, manager, settings, name, None)
+async def model_infer(
+    request: Request, name: str, manager: ManagerDep, settings: SettingsDep, pool: PreprocessPoolDep
+) -> Response:
+    return await _infer(request, manager, settings, pool, name, None)
 
 
 @router.post("/models/{name}/versions/{version}/infer", summary="Inference on a model version")
 async def version_infer(
-    request: Request, name: str, version: str, manager: ManagerDep, settings: SettingsDep
+    request: Request, name: str, version: str, manager: ManagerDep, settings: SettingsDep, pool: PreprocessPoolDep
 ) -> Response:
-    return await _infer(request, manager, settings, name, version)
+    return await _infer(request, manager, settings, pool, name, version)
 
 
 # --- model repository (read-only) -------------------------------------------------------------------------

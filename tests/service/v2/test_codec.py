@@ -169,3 +169,12 @@ def test_malformed_binary_data_is_400(args: tuple[object, ...], message: str) ->
         decode_request(body, header_length)
     assert info.value.status == 400
     assert message in info.value.message
+
+
+@pytest.mark.parametrize("depth", [40, 5000])
+def test_deep_nesting_is_400(depth: int) -> None:
+    data = "[" * depth + "1.0" + "]" * depth
+    body = ('{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": ' + data + "}]}").encode()
+    with pytest.raises(V2Error) as info:
+        decode_request(body, None)
+    assert info.value.status == 400

@@ -48,3 +48,23 @@ async def test_infer_on_unknown_model_never_reads_the_body(client_for: ClientFac
     async with client_for(zoo) as client:
         response = await client.post("/v2/models/nope/infer", content=b"garbage")
     assert response.status_code == 404 and response.json() == {"error": "Unknown model 'nope'"}
+
+
+async def test_large_json_bodies_are_decoded_off_the_loop(client_for: ClientFactory, zoo: Zoo) -> None:
+    body = _body(zoo)
+    body["inputs"][0]["data"] = [[v] for v in body["inputs"][0]["data"]]  # type: ignore[index]
+    body["pad"] = "x" * 70_000  # over the off-loop threshold; unknown fields are ignored
+    async with client_for(zoo) as client:
+        response = await client.post(f"/v2/models/{zoo.registry.default}/infer", json=body)
+        broken = await client.post(f"/v2/models/{zoo.registry.default}/infer", content=b"[" * 70_000)
+    assert response.status_code == 200, response.text
+    assert broken.status_code == 400 and set(broken.json()) == {"error"}
+
+
+@pytest.mark.parametrize("body", [b"[" * 100_000, b"{not json", b'{"ready": "yes"}', b"[]"])
+async def test_bad_repository_index_requests_are_400(client_for: ClientFactory, zoo: Zoo, body: bytes) -> None:
+    async with client_for(zoo) as client:
+        response = await client.post("/v2/repository/index", content=body)
+        ready = await client.post("/v2/repository/index", json={"ready": True})
+    assert response.status_code == 400 and set(response.json()) == {"error"}
+    assert ready.status_code == 200 and [m["state"] for m in ready.json()] == ["READY"]

@@ -165,6 +165,8 @@ def _decode_inputs(inputs: list[RequestInput], binary: memoryview) -> list[Tenso
             raise bad_request(f"{where}: unsupported datatype {spec.datatype!r}")
         if any(d < 0 for d in spec.shape):
             raise bad_request(f"{where}: shape dimensions must be non-negative, got {spec.shape}")
+        if len(spec.shape) > MAX_NESTING:
+            raise bad_request(f"{where}: tensors have at most {MAX_NESTING} dimensions")
         count = math.prod(spec.shape)
         size = spec.parameters.get("binary_data_size")
         if size is None:

@@ -129,6 +129,7 @@ def _fp32_header(**fields: object) -> dict[str, object]:
         (json.dumps(_fp32_header(datatype="FP8")).encode(), None, "unsupported datatype"),
         (json.dumps(_fp32_header(shape=[3])).encode(), None, "2 elements"),
         (json.dumps(_fp32_header(shape=[-1, 2])).encode(), None, "non-negative"),
+        (json.dumps(_fp32_header(shape=[1] * 100, data=[1.0])).encode(), None, "at most"),
         (json.dumps(_fp32_header(data=["1", "2"])).encode(), None, "datatype FP32"),
         (json.dumps(_fp32_header(data=[True, 1.0])).encode(), None, "datatype FP32"),
         (b'{"inputs": [{"name": "x", "shape": [1], "datatype": "FP32", "data": [NaN]}]}', None, "NaN"),

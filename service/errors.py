@@ -112,8 +112,8 @@ def problem_response(
     headers: dict[str, str] | None = None,
     extensions: dict[str, Any] | None = None,
 ) -> Response:
-    body: dict[str, Any] = {**(extensions or {})}
-    body.update({"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail})
+    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
+    body.update({k: v for k, v in (extensions or {}).items() if k not in body})
     return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
 
 

@@ -1,0 +1,119 @@
+"""The service side of selection: candidates from the model manager with this host's latencies,
+and the dependency that resolves `model=auto` for /classify."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Query, Request
+
+from service import host
+from service.api.deps import ManagerDep, SettingsDep
+from service.errors import InvalidParameter, ModelUnavailable
+from service.live_latency import RecentLatencies
+from service.manager import ModelManager, ModelState
+from service.runtime import CPU, RuntimeUnavailable, requested_providers
+from service.selection import Candidate, Constraints, LatencySource, select
+from service.settings import Settings
+
+AUTO = "auto"
+
+
+def _serving_provider(state: ModelState, settings: Settings) -> str:
+    if state.model is not None:
+        return state.model.providers[0]
+    try:
+        return requested_providers(settings.providers)[0]
+    except RuntimeUnavailable:
+        return CPU
+
+
+def latency_here(
+    state: ModelState, settings: Settings, recent: RecentLatencies | None
+) -> tuple[float | None, LatencySource | None, int | None]:
+    """The model's p50 on this host: recent live traffic, else the service's calibration, else the
+    registry's figure when it was measured on this kind of machine with this provider."""
+    live = recent.p50_ms(state.entry.name) if recent is not None else None
+    if live is not None:
+        return live[0], "live", live[1]
+    if state.calibration is not None:
+        return state.calibration.p50_ms, "calibration", state.calibration.samples
+    measured = state.entry.latency
+    if measured is not None:
+        here = host.describe(provider=_serving_provider(state, settings), intra_op_threads=settings.intra_op_threads)
+        if host.same_machine(measured.host, here):
+            return measured.p50_ms, "registry", None
+    return None, None, None
+
+
+def candidates(manager: ModelManager, settings: Settings, recent: RecentLatencies | None) -> list[Candidate]:
+    out = []
+    for state in manager.states():
+        e, m = state.entry, state.entry.metrics
+        latency, source, samples = latency_here(state, settings, recent)
+        out.append(
+            Candidate(
+                name=e.name,
+                dataset=e.dataset,
+                weights=e.weights.kind,
+                status=state.status,
+                status_reason=state.reason,
+                top1=m.top1,
+                accuracy_source=m.accuracy_source,
+                size_mb=m.size_mb,
+                gflops=m.gflops,
+                latency_ms=latency,
+                latency_source=source,
+                latency_samples=samples,
+            )
+        )
+    return out
+
+
+def recent_of(request: Request) -> RecentLatencies | None:
+    recent: RecentLatencies | None = getattr(request.app.state, "live_latency", None)
+    return recent
+
+
+@dataclass(frozen=True)
+class ModelChoice:
+    name: str
+    selection: dict[str, Any] | None  # how `model=auto` chose; None for a named model
+
+
+async def choose_model(
+    request: Request,
+    manager: ManagerDep,
+    settings: SettingsDep,
+    model: Annotated[
+        str | None, Query(description="A registry model name, or `auto` to choose by the constraints below")
+    ] = None,
+    max_latency_ms: Annotated[
+        float | None, Query(gt=0, description="auto: p50 latency measured on this host, at most")
+    ] = None,
+    min_top1: Annotated[float | None, Query(ge=0, le=1, description="auto: top-1 accuracy, at least")] = None,
+    max_size_mb: Annotated[float | None, Query(gt=0, description="auto: artifact size, at most")] = None,
+    dataset: Annotated[
+        str | None, Query(description="auto: the dataset (required when the registry has several)")
+    ] = None,
+) -> ModelChoice:
+    """The model a request names, or the one `model=auto` chooses; a chosen model that fails to load
+    is marked unavailable by the manager, and the choice is made again without it."""
+    constraints = Constraints(max_latency_ms, min_top1, max_size_mb, dataset)
+    if model != AUTO:
+        if constraints.given():
+            raise InvalidParameter("max_latency_ms, min_top1, max_size_mb and dataset apply only with model=auto.")
+        return ModelChoice(model or manager.default, None)
+    for _ in manager.states():
+        selection = select(candidates(manager, settings, recent_of(request)), constraints)
+        try:
+            await manager.ensure_loaded(selection.chosen.name)
+        except ModelUnavailable:
+            continue
+        return ModelChoice(selection.chosen.name, selection.as_dict())
+    select(candidates(manager, settings, recent_of(request)), constraints)  # raises NoModelFits
+    raise ModelUnavailable("No model meeting the constraints could be loaded.")
+
+
+ModelChoiceDep = Annotated[ModelChoice, Depends(choose_model)]

@@ -1,0 +1,153 @@
+"""POST /compare: one image through several models at once, with how far they agree."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from typing import Annotated, Any
+
+import numpy as np
+from fastapi import APIRouter, Query, Request
+from PIL import Image
+
+from service.api.deps import ManagerDep, PreprocessPoolDep, SettingsDep
+from service.api.routes.classify import _read_uploads, softmax, top_predictions
+from service.errors import InvalidParameter, ServiceError, problem_of
+from service.manager import ModelManager
+from service.preprocess import decode, to_tensor
+from service.selection import resolve_dataset
+from service.settings import Settings
+
+router = APIRouter(tags=["compare"])
+
+ALL = "all"
+
+
+def _names(models: str, dataset: str | None, manager: ModelManager) -> list[str]:
+    if models.strip() == ALL:
+        datasets = sorted({s.entry.dataset for s in manager.states()})
+        if dataset is None and len(datasets) > 1:
+            raise InvalidParameter(f"models=all needs dataset= one of: {', '.join(datasets)}.")
+        chosen = dataset or datasets[0]
+        if chosen not in datasets:
+            raise InvalidParameter(f"Unknown dataset {chosen!r}; the registry has: {', '.join(datasets)}.")
+        return [s.entry.name for s in manager.states() if s.entry.dataset == chosen]
+    if dataset is not None:
+        raise InvalidParameter("dataset applies only with models=all.")
+    names = list(dict.fromkeys(n.strip() for n in models.split(",") if n.strip()))
+    if not names:
+        raise InvalidParameter("models must name one or more models, comma-separated, or be `all`.")
+    for name in names:
+        manager.entry(name)  # an unknown name is the client's mistake: 404 for the request
+    return names
+
+
+def _error_entry(name: str, exc: ServiceError) -> dict[str, Any]:
+    p = problem_of(exc)
+    return {"model": name, "error": {"status": p.status, "title": p.title, "detail": exc.detail}}
+
+
+async def _one(
+    name: str, image: Image.Image, *, top_k: int, manager: ModelManager, pool: ThreadPoolExecutor, deadline: float
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    try:
+        entry = manager.entry(name)
+        loop = asyncio.get_running_loop()
+        t0 = time.perf_counter()
+        tensor = await loop.run_in_executor(pool, to_tensor, image, entry.preprocessing)
+        preprocess_ms = (time.perf_counter() - t0) * 1e3
+        logits, timings = await manager.infer(name, tensor[None], deadline=deadline)
+    except ServiceError as exc:
+        return _error_entry(name, exc)
+    probs = softmax(logits)[0]
+    return {
+        "model": name,
+        "version": entry.version,
+        "top1": entry.metrics.top1,
+        "predictions": top_predictions(probs, manager.labels(name), min(top_k, entry.num_classes)),
+        "timing_ms": {
+            "preprocess": round(preprocess_ms, 3),
+            "queue": round(timings.queue_ms, 3),
+            "inference": round(timings.inference_ms, 3),
+            "total": round((time.perf_counter() - started) * 1e3, 3),
+        },
+    }
+
+
+def agreement(entries: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many answering models share the most common top-1, and the overlap of every pair."""
+    ok = [e for e in entries if "predictions" in e]
+    tops = {e["model"]: e["predictions"][0] for e in ok}
+    counts = Counter((p["index"], p["label"]) for p in tops.values())
+    pairs = []
+    for a, b in itertools.combinations(ok, 2):
+        ka = {p["index"] for p in a["predictions"]}
+        kb = {p["index"] for p in b["predictions"]}
+        pairs.append(
+            {
+                "models": [a["model"], b["model"]],
+                "same_top1": tops[a["model"]]["index"] == tops[b["model"]]["index"],
+                "topk_overlap": round(len(ka & kb) / max(len(ka | kb), 1), 4),  # Jaccard of the top-k sets
+            }
+        )
+    if not counts:
+        return {"answered": 0, "top1": None, "share_top1": 0, "unanimous": False, "pairwise": pairs}
+    # Most common top-1; ties go to the lower class index, so the answer is stable.
+    (index, label), share = min(counts.items(), key=lambda kv: (-kv[1], kv[0][0]))
+    agreeing = sum(p["same_top1"] for p in pairs)
+    return {
+        "answered": len(ok),
+        "top1": {"index": index, "label": label, "models": [m for m, p in tops.items() if p["index"] == index]},
+        "share_top1": share,
+        "unanimous": share == len(ok),
+        "distinct_top1": len(counts),
+        "pairwise_top1_agreement": round(agreeing / len(pairs), 4) if pairs else None,
+        "pairwise": pairs,
+    }
+
+
+@router.post("/compare", summary="One image through several models concurrently, with their agreement")
+async def compare(
+    request: Request,
+    settings: SettingsDep,
+    manager: ManagerDep,
+    pool: PreprocessPoolDep,
+    models: Annotated[str, Query(description="Comma-separated model names, or `all` (with dataset=)")],
+    dataset: Annotated[str | None, Query(description="With models=all: the dataset")] = None,
+    top_k: Annotated[int, Query(ge=1, description="Predictions per model")] = 5,
+) -> dict[str, Any]:
+    started = time.perf_counter()
+    deadline = time.monotonic() + settings.request_timeout_s
+    names = _names(models, dataset, manager)
+    smallest = min(manager.entry(n).num_classes for n in names)
+    if top_k > smallest:
+        raise InvalidParameter(f"top_k must be between 1 and {smallest} for these models.")
+    image, upload, decode_ms = await _decode_one(request, settings, pool, names, manager)
+    entries = await asyncio.gather(
+        *(_one(n, image, top_k=top_k, manager=manager, pool=pool, deadline=deadline) for n in names)
+    )
+    return {
+        "image": {"filename": upload, "width": image.width, "height": image.height},
+        "models": list(entries),
+        "agreement": agreement(list(entries)),
+        "timing_ms": {"decode": round(decode_ms, 3), "total": round((time.perf_counter() - started) * 1e3, 3)},
+    }
+
+
+async def _decode_one(
+    request: Request, settings: Settings, pool: ThreadPoolExecutor, names: list[str], manager: ModelManager
+) -> tuple[Image.Image, str | None, float]:
+    uploads = await _read_uploads(request, settings)
+    if len(uploads) != 1:
+        raise InvalidParameter(f"/compare takes exactly one image; {len(uploads)} were sent.")
+    # Decode once, at the largest size any of the models resizes to.
+    draft = max(manager.entry(n).preprocessing.resize for n in names)
+    loop = asyncio.get_running_loop()
+    t0 = time.perf_counter()
+    image = await loop.run_in_executor(pool, lambda: decode(uploads[0].data, max_pixels=settings.max_image_pixels,
+                                                            draft_size=draft))
+    return image, uploads[0].filename, (time.perf_counter() - t0) * 1e3

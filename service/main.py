@@ -12,8 +12,8 @@ from fastapi import APIRouter, FastAPI
 
 from service.api.limits import UploadLimit
 from service import observability
-from service.api.routes import classify, health, metrics, models, ui, v2
-from service import preprocess
+from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
+from service import live_latency, preprocess
 from service.errors import install_error_handlers
 from service.manager import ModelManager
 from service.settings import Settings
@@ -21,7 +21,10 @@ from service.settings import Settings
 log = logging.getLogger("convzoo")
 
 # Routers of the app, in order; add new ones here.
-ROUTERS: list[APIRouter] = [health.router, models.router, classify.router, ui.router, metrics.router, v2.router]
+# /models/pareto before /models/{name}.
+ROUTERS: list[APIRouter] = [
+    health.router, pareto.router, models.router, classify.router, compare.router, ui.router, metrics.router, v2.router
+]
 
 
 @asynccontextmanager
@@ -31,6 +34,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager.preload_names()  # unknown preload names too
     app.state.manager = manager
     observability.attach(app, manager)
+    app.state.live_latency = live_latency.attach(manager)  # after attach(), which sets the hook list
     # Decoding and preprocessing: their own threads, apart from the loop and from inference.
     app.state.preprocess_pool = ThreadPoolExecutor(
         max_workers=settings.preprocess_threads, thread_name_prefix="preprocess"

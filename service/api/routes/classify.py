@@ -12,6 +12,7 @@ import numpy as np
 from fastapi import APIRouter, Query, Request
 from starlette.datastructures import UploadFile
 
+from service.api.choice import ModelChoiceDep
 from service.api.deps import ManagerDep, PreprocessPoolDep, SettingsDep
 from service.errors import InvalidParameter, UnsupportedMediaType
 from service.preprocess import ACCEPTED_MEDIA_TYPES, decode, to_tensor
@@ -103,12 +104,12 @@ async def classify(
     settings: SettingsDep,
     manager: ManagerDep,
     pool: PreprocessPoolDep,
-    model: Annotated[str | None, Query(description="A registry model name; default: the registry's default")] = None,
+    choice: ModelChoiceDep,
     top_k: Annotated[int, Query(ge=1, description="Predictions per image, 1..num_classes")] = 5,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     deadline = time.monotonic() + settings.request_timeout_s
-    name = model or manager.default
+    name = choice.name
     entry = manager.entry(name)
     if top_k > entry.num_classes:
         raise InvalidParameter(f"top_k must be between 1 and {entry.num_classes} for model {name}.")
@@ -128,9 +129,11 @@ async def classify(
         }
         for u, p, row in zip(uploads, prepared, probs, strict=True)
     ]
+    selection = {"selection": choice.selection} if choice.selection is not None else {}
     return {
         "model": entry.name,
         "version": entry.version,
+        **selection,
         "results": results,
         "timing_ms": {
             "decode": round(sum(p.decode_ms for p in prepared), 3),

@@ -191,3 +191,14 @@ def test_every_control_is_reachable_by_keyboard(page: Page) -> None:
             )
         )
     assert {"model", "top-k", "file", "dataset", "x-axis", "sort", "point"} <= reached, reached
+
+
+def test_the_file_picker_opens_from_the_keyboard(
+    page: Page, server: Server, catalogue: dict[str, Any]
+) -> None:
+    page.focus("#file")
+    with page.expect_file_chooser() as chooser:
+        page.keyboard.press("Enter")
+    image = fashion_test_image(TROUSER)
+    chooser.value.set_files(upload("trouser.png", "image/png", image.png))
+    expect(page.locator(".top-label")).to_have_text(labels_of(server, catalogue["default"])[image.label])

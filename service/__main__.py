@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import uvicorn
 
-from service.settings import Settings
+from service.settings import Settings, unknown_variables
 
 
 def main() -> None:
@@ -14,6 +15,8 @@ def main() -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    for name in unknown_variables(dict(os.environ)):
+        logging.getLogger("convzoo").warning("%s is not a convzoo setting; see docs/configuration.md", name)
     uvicorn.run(
         "service.main:create_app",
         factory=True,

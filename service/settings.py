@@ -78,3 +78,9 @@ class Settings(BaseSettings):
     @property
     def memory_budget_bytes(self) -> int:
         return int(self.memory_budget_mb * 1_000_000)
+
+
+def unknown_variables(environ: dict[str, str]) -> list[str]:
+    """CONVZOO_* variables that name no setting (typos are otherwise silently ignored)."""
+    known = {f"CONVZOO_{name.upper()}" for name in Settings.model_fields}
+    return sorted(k for k in environ if k.upper().startswith("CONVZOO_") and k.upper() not in known)

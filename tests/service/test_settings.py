@@ -69,3 +69,10 @@ def test_every_setting_is_documented() -> None:
     text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     missing = [f for f in Settings.model_fields if f"`CONVZOO_{f.upper()}`" not in text]
     assert not missing, f"settings missing from docs/configuration.md: {missing}"
+
+
+def test_unknown_variables_are_named() -> None:
+    from service.settings import unknown_variables
+
+    env = {"CONVZOO_PORT": "1", "CONVZOO_PROVIDER": "cuda", "HOME": "/root"}
+    assert unknown_variables(env) == ["CONVZOO_PROVIDER"]

@@ -140,3 +140,36 @@ def table(registry: RegistryOpt = REGISTRY_PATH) -> None:
         typer.echo(render(load_registry(registry)))
     except ValueError as exc:
         raise _fail(str(exc)) from None
+
+
+@app.command("calibrate")
+def calibrate_cmd(
+    models: Annotated[str | None, typer.Option(help="comma-separated model names (default: all)")] = None,
+    seconds: Annotated[float, typer.Option(help="measuring time per model")] = 1.0,
+    threads: Annotated[int, typer.Option(help="ONNX Runtime intra-op threads (0: one per core)")] = 1,
+    providers: Annotated[str, typer.Option(help="auto, cpu or cuda, as CONVZOO_PROVIDERS")] = "cpu",
+    batch_size: Annotated[int, typer.Option(help="batch size of the throughput run")] = 32,
+    out: ModelsOpt = MODELS_DIR,
+    registry: RegistryOpt = REGISTRY_PATH,
+) -> None:
+    """Re-measure latency and throughput of every available model on this host (ONNX Runtime, no
+    PyTorch) and write them to the registry with the host's CPU, GPU, provider and threads."""
+    from export import calibrate
+
+    if providers not in ("auto", "cpu", "cuda"):
+        raise _fail(f"--providers must be auto, cpu or cuda, not {providers!r}")
+    try:
+        outcomes = calibrate.calibrate(
+            registry_path=registry,
+            models_dir=out,
+            names=_names(models) or None,
+            seconds=seconds,
+            threads=threads,
+            providers=providers,  # type: ignore[arg-type]
+            batch_size=batch_size,
+        )
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(calibrate.render(outcomes))
+    if not any(o.latency is not None for o in outcomes):
+        raise _fail("no model could be measured")

@@ -76,6 +76,32 @@ def model_metadata(state: ModelState) -> dict[str, Any]:
     }
 
 
+def model_config(manager: ModelManager, state: ModelState) -> dict[str, Any]:
+    """Triton's model configuration (`GET .../config`), as far as it describes a registry model."""
+    entry = state.entry
+    batching = entry.batching
+    max_batch = state.model.max_batch_size if state.model is not None else manager.max_batch_size_of(entry)
+    delay_us = batching.max_queue_delay_us if batching else manager.settings.max_queue_delay_us
+    return {
+        "name": entry.name,
+        "platform": "onnxruntime_onnx",
+        "backend": "onnxruntime",
+        "version_policy": {"latest": {"num_versions": 1}},
+        "max_batch_size": max_batch,
+        "input": [
+            {
+                "name": entry.input.name,
+                "data_type": "TYPE_" + datatypes.from_registry_dtype(entry.input.dtype),
+                "dims": _input_shape(entry)[1:],
+            }
+        ],
+        "output": [
+            {"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [entry.num_classes]}
+        ],
+        "dynamic_batching": {"max_queue_delay_microseconds": delay_us},
+    }
+
+
 def repository_index(manager: ModelManager, body: bytes) -> list[dict[str, Any]]:
     """Every registry model with its state; `{"ready": true}` keeps the loaded ones only."""
     ready_only = False

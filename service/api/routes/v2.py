@@ -113,6 +113,16 @@ async def version_metadata(name: str, version: str, manager: ManagerDep) -> Resp
     return _json(handlers.model_metadata(handlers.resolve(manager, name, version)))
 
 
+@router.get("/models/{name}/config", summary="Model configuration (Triton's)")
+async def model_config(name: str, manager: ManagerDep) -> Response:
+    return _json(handlers.model_config(manager, handlers.resolve(manager, name)))
+
+
+@router.get("/models/{name}/versions/{version}/config", summary="Model version configuration (Triton's)")
+async def version_config(name: str, version: str, manager: ManagerDep) -> Response:
+    return _json(handlers.model_config(manager, handlers.resolve(manager, name, version)))
+
+
 @router.get("/models/{name}/ready", summary="Model ready")
 async def model_ready(name: str, manager: ManagerDep) -> Response:
     handlers.model_ready(handlers.resolve(manager, name))

@@ -80,6 +80,14 @@ def test_bad_model_paths_are_404_in_the_protocol_shape(live: Server, path: str) 
     assert set(response.json()) == {"error"}
 
 
+def test_model_config(client: object, default: ModelEntry) -> None:
+    config = client.get_model_config(default.name)  # type: ignore[attr-defined]
+    assert config["name"] == default.name and config["max_batch_size"] >= 1
+    assert config["input"][0]["data_type"] == "TYPE_FP32"
+    assert config["input"][0]["dims"] == [int(d) for d in default.input.shape[1:]]
+    assert config["output"][0]["dims"] == [default.num_classes]
+
+
 def test_unknown_version_is_404(client: object, default: ModelEntry) -> None:
     with pytest.raises(InferenceServerException) as info:
         client.get_model_metadata(default.name, "0")  # type: ignore[attr-defined]

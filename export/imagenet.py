@@ -1,0 +1,429 @@
+"""The ImageNet zoo: torchvision's classic convnets with the facts their weight enums publish.
+
+Registry entries take labels, preprocessing, parameter counts and the published acc@1/acc@5 from
+each model's DEFAULT weight enum (its meta works offline). Depth and GFLOPs are computed from the
+exported ONNX graph (`export.graph`), never typed in. Artifacts are built on demand, never committed.
+
+`evaluate` expects the ILSVRC2012 validation set in ImageFolder layout: DIR/<wnid>/<image>, with the
+1000 wnid folders (n01440764 ... n15075141). Sorted by name, the folders give torchvision's class
+order, which is how the published labels are indexed.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import onnx
+import torch
+from PIL import Image
+from torchvision.models import WeightsEnum, get_model, get_model_weights
+
+from export.build import MODELS_DIR, REGISTRY_PATH, library_versions, today
+from export.graph import gmacs, weight_layer_depth
+from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency, sha256_file
+from export.weights import Checkpoint, WeightsUnavailable, obtain, supplying
+from service.preprocess import to_tensor
+from service.registry import (
+    Artifact,
+    InputSpec,
+    Metrics,
+    ModelEntry,
+    Preprocessing,
+    Provenance,
+    Weights,
+    load_registry,
+)
+
+__all__ = ["IMAGENET_LABELS", "NAMES", "WeightsUnavailable", "build", "catalog", "evaluate", "label_sets"]
+
+DATASET = "imagenet-1k"
+IMAGENET_LABELS = "imagenet-1k"  # key of the label set in the registry
+SUBDIR = "imagenet"  # artifacts live in <model dir>/imagenet/<name>.onnx; paths are relative to <model dir>
+OPSET = 18
+SPLIT = "val"
+VAL_SAMPLES = 50_000
+PARITY_SAMPLES = 8
+RANDOM_SEED = 0
+IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp"})
+
+_ALEXNET = (
+    "Krizhevsky, Sutskever, Hinton. ImageNet classification with deep convolutional neural networks. NIPS 2012;"
+    " torchvision follows Krizhevsky. One weird trick for parallelizing convolutional neural networks. arXiv:1404.5997"
+)
+_VGG = "Simonyan, Zisserman. Very deep convolutional networks for large-scale image recognition. ICLR 2015, arXiv:1409.1556"
+_GOOGLENET = "Szegedy et al. Going deeper with convolutions. CVPR 2015, arXiv:1409.4842"
+_RESNET = "He, Zhang, Ren, Sun. Deep residual learning for image recognition. CVPR 2016, arXiv:1512.03385"
+_INCEPTION = "Szegedy et al. Rethinking the Inception architecture for computer vision. CVPR 2016, arXiv:1512.00567"
+_MOBILENET = "Sandler et al. MobileNetV2: inverted residuals and linear bottlenecks. CVPR 2018, arXiv:1801.04381"
+_DENSENET = "Huang, Liu, van der Maaten, Weinberger. Densely connected convolutional networks. CVPR 2017, arXiv:1608.06993"
+_EFFICIENTNET = "Tan, Le. EfficientNet: rethinking model scaling for convolutional neural networks. ICML 2019, arXiv:1905.11946"
+
+# name -> (architecture, paper); the figures come from torchvision and from the graph.
+ARCHITECTURES: dict[str, tuple[str, str]] = {
+    "alexnet": ("AlexNet (single-tower variant: 5 conv + 3 FC)", _ALEXNET),
+    "vgg16": ("VGG-16, configuration D (13 conv + 3 FC)", _VGG),
+    "vgg19": ("VGG-19, configuration E (16 conv + 3 FC)", _VGG),
+    "googlenet": ("GoogLeNet (Inception v1)", _GOOGLENET),
+    "resnet18": ("ResNet-18 (basic blocks)", _RESNET),
+    "resnet34": ("ResNet-34 (basic blocks)", _RESNET),
+    "resnet50": ("ResNet-50 v1.5 (bottleneck blocks, stride on the 3x3)", _RESNET),
+    "resnet101": ("ResNet-101 v1.5 (bottleneck blocks, stride on the 3x3)", _RESNET),
+    "resnet152": ("ResNet-152 v1.5 (bottleneck blocks, stride on the 3x3)", _RESNET),
+    "inception_v3": ("Inception v3", _INCEPTION),
+    "mobilenet_v2": ("MobileNetV2 (inverted residuals, linear bottlenecks)", _MOBILENET),
+    "densenet121": ("DenseNet-121 (growth rate 32)", _DENSENET),
+    "densenet169": ("DenseNet-169 (growth rate 32)", _DENSENET),
+    "densenet201": ("DenseNet-201 (growth rate 32)", _DENSENET),
+    **{f"efficientnet_b{i}": (f"EfficientNet-B{i}", _EFFICIENTNET) for i in range(8)},
+}
+NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
+
+
+class GraphFacts(NamedTuple):
+    depth: int
+    gflops: float
+
+
+# --- what torchvision publishes -------------------------------------------------------------------
+
+
+def default_weights(name: str) -> WeightsEnum:
+    if name not in ARCHITECTURES:
+        raise ValueError(f"Unknown model {name}")
+    weights: WeightsEnum = get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
+    return weights
+
+
+def label_sets() -> dict[str, list[str]]:
+    """The ImageNet-1k label set, keyed as the entries refer to it, in torchvision's class order."""
+    categories: list[str] = default_weights("resnet50").meta["categories"]
+    return {IMAGENET_LABELS: list(categories)}
+
+
+def preprocessing(weights: WeightsEnum) -> Preprocessing:
+    transform = weights.transforms()
+    return Preprocessing(
+        color_mode="RGB",
+        resize=int(transform.resize_size[0]),
+        crop=int(transform.crop_size[0]),
+        interpolation=transform.interpolation.value,
+        mean=[float(v) for v in transform.mean],
+        std=[float(v) for v in transform.std],
+    )
+
+
+def _metrics(weights: WeightsEnum, facts: GraphFacts, *, published: bool = True, size_mb: float | None = None) -> Metrics:
+    """Published accuracy only where the weights are torchvision's released checkpoint."""
+    scores = weights.meta["_metrics"]["ImageNet-1K"]
+    return Metrics(
+        params=int(weights.meta["num_params"]),
+        depth=facts.depth,
+        gflops=facts.gflops,
+        size_mb=size_mb,
+        top1=round(scores["acc@1"] / 100, 5) if published else None,
+        top5=round(scores["acc@5"] / 100, 5) if published else None,
+        accuracy_source="published" if published else None,
+        accuracy_split=SPLIT if published else None,
+        accuracy_samples=VAL_SAMPLES if published else None,
+        accuracy_date=None,  # torchvision publishes no evaluation date
+    )
+
+
+def _version(weights: WeightsEnum, kind: Weights) -> str:
+    return f"random-seed{RANDOM_SEED}" if kind.kind == "random" else weights.name
+
+
+def _entry(name: str, weights: WeightsEnum, *, artifact: Artifact, kind: Weights, metrics: Metrics) -> ModelEntry:
+    architecture, paper = ARCHITECTURES[name]
+    pre = preprocessing(weights)
+    return ModelEntry(
+        name=name,
+        version=_version(weights, kind),
+        dataset=DATASET,
+        architecture=architecture,
+        paper=paper,
+        num_classes=len(weights.meta["categories"]),
+        labels=IMAGENET_LABELS,
+        input=InputSpec(name="input", shape=["batch", 3, pre.crop, pre.crop], dtype="float32", channels=3),
+        preprocessing=pre,
+        artifact=artifact,
+        weights=kind,
+        metrics=metrics,
+        parity=None,
+        latency=None,
+        provenance=None,
+    )
+
+
+def _artifact_path(name: str) -> str:
+    return f"{SUBDIR}/{name}.onnx"
+
+
+# --- the catalog: published figures, graph facts, no artifact --------------------------------------
+
+
+def catalog(names: Sequence[str] | None = None) -> list[ModelEntry]:
+    """Registry entries for the ImageNet zoo (default: all of it) as torchvision publishes it, not built.
+
+    Depth and GFLOPs are computed by exporting a weightless graph of each model, one at a time
+    (about ten seconds per model on one core).
+    """
+    entries = []
+    for name in names or NAMES:
+        weights = default_weights(name)
+        entries.append(
+            _entry(
+                name,
+                weights,
+                artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
+                kind=Weights(kind="pretrained", source=f"torchvision {weights}"),
+                metrics=_metrics(weights, graph_facts(name)),
+            )
+        )
+    return entries
+
+
+def graph_facts(name: str) -> GraphFacts:
+    """Depth and GMACs of `name`, from a weightless ONNX export of a randomly initialised model."""
+    weights = default_weights(name)
+    module = _module(name, weights, _random_state_dict(name))
+    crop = preprocessing(weights).crop
+    with tempfile.TemporaryDirectory() as tmp:
+        proto = export_onnx(
+            module,
+            sample=torch.zeros(1, 3, crop, crop),
+            path=Path(tmp) / f"{name}.onnx",
+            metadata={},
+            opset=OPSET,
+            with_weights=False,
+        )
+    return _facts(proto, crop)
+
+
+def _facts(proto: onnx.ModelProto, crop: int) -> GraphFacts:
+    return GraphFacts(weight_layer_depth(proto), round(gmacs(proto, (3, crop, crop)), 4))
+
+
+# --- building the artifacts ------------------------------------------------------------------------
+
+
+def _random_state_dict(name: str) -> dict[str, torch.Tensor]:
+    torch.manual_seed(RANDOM_SEED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # GoogLeNet/Inception init-scheme notice
+        return get_model(name, weights=None).state_dict()
+
+
+def _module(name: str, weights: WeightsEnum, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
+    """torchvision's builder for the pretrained model, fed tensors we loaded ourselves."""
+    try:
+        with supplying(state_dict), warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "auxiliary heads are not pretrained"
+            module = get_model(name, weights=weights)
+    except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped keys
+        raise WeightsUnavailable(f"the checkpoint does not fit torchvision's {name}: {exc}") from None
+    return module.eval()
+
+
+def _calibrate_batchnorm(module: torch.nn.Module, batch: torch.Tensor) -> None:
+    """Give random weights data-derived batch-norm statistics, so that parity tests a real fold."""
+    norms = [m for m in module.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for norm in norms:
+        norm.reset_running_stats()
+        norm.momentum = None  # cumulative average over the calibration passes
+        norm.train()
+    with torch.no_grad():
+        module(batch)
+    module.eval()
+
+
+def parity_batch(pre: Preprocessing, samples: int = PARITY_SAMPLES) -> torch.Tensor:
+    """A fixed batch of smooth synthetic images, preprocessed as the model expects."""
+    generator = torch.Generator().manual_seed(1234)
+    coarse = torch.rand(samples, 3, 8, 8, generator=generator)
+    pixels = torch.nn.functional.interpolate(coarse, size=(pre.crop, pre.crop), mode="bicubic").clamp(0, 1)
+    mean = torch.tensor(pre.mean).view(1, 3, 1, 1)
+    std = torch.tensor(pre.std).view(1, 3, 1, 1)
+    return ((pixels - mean) / std).contiguous()
+
+
+def onnx_metadata(name: str, version: str, kind: Weights, pre: Preprocessing) -> dict[str, str]:
+    """What the artifact says about itself: name, weights, labels and preprocessing."""
+    return {
+        "convzoo.name": name,
+        "convzoo.version": version,
+        "convzoo.dataset": DATASET,
+        "convzoo.weights": kind.model_dump_json(),
+        "convzoo.labels": json.dumps(label_sets()[IMAGENET_LABELS]),
+        "convzoo.preprocessing": pre.model_dump_json(),
+        "convzoo.output": "logits (apply softmax for probabilities)",
+    }
+
+
+@dataclass(frozen=True)
+class _Source:
+    state_dict: dict[str, torch.Tensor]
+    weights: Weights
+    published: bool
+
+
+def _source(
+    name: str, weights: WeightsEnum, *, weights_file: Path | None, random_weights: bool, download: bool
+) -> _Source:
+    if random_weights and weights_file is None:
+        source = f"random initialisation (torch.manual_seed({RANDOM_SEED})), no pretrained weights"
+        return _Source(_random_state_dict(name), Weights(kind="random", source=source), published=False)
+    checkpoint: Checkpoint = obtain(weights, name, weights_file=weights_file, allow_download=download)
+    return _Source(checkpoint.state_dict, Weights(kind="pretrained", source=checkpoint.source), checkpoint.published)
+
+
+def build(
+    names: Sequence[str],
+    *,
+    out_dir: Path = MODELS_DIR / SUBDIR,
+    weights_file: Path | None = None,
+    random_weights: bool = False,
+    fp16: bool = False,
+    download: bool = True,
+) -> list[ModelEntry]:
+    """Export `names` (default: all) to `out_dir`/<name>.onnx with parity checked; returns registry entries.
+
+    `out_dir` is the model directory's imagenet/ folder: entries record the path "imagenet/<name>.onnx".
+
+    Weights: `weights_file` (a state dict), else the torch hub cache, else a download (unless
+    `download` is off). Without any, `WeightsUnavailable` says how to supply them. `random_weights`
+    exports random weights on purpose (nothing is looked up): the entry says so and has no accuracy.
+    Published accuracy is kept only for torchvision's exact checkpoint.
+    """
+    if fp16:
+        raise ValueError("--fp16 is not supported for the ImageNet zoo yet")
+    names = list(names or NAMES)
+    if weights_file is not None and len(names) != 1:
+        raise ValueError("--weights-file holds one model's weights: name exactly one model")
+    for name in names:
+        default_weights(name)  # unknown names fail before any work
+    return [
+        _build_one(name, out_dir=out_dir, weights_file=weights_file, random_weights=random_weights, download=download)
+        for name in names
+    ]
+
+
+def _build_one(
+    name: str, *, out_dir: Path, weights_file: Path | None, random_weights: bool, download: bool
+) -> ModelEntry:
+    weights = default_weights(name)
+    source = _source(name, weights, weights_file=weights_file, random_weights=random_weights, download=download)
+    module = _module(name, weights, source.state_dict)
+    pre = preprocessing(weights)
+    batch = parity_batch(pre)
+    if source.weights.kind == "random":
+        _calibrate_batchnorm(module, batch)
+    path = out_dir / f"{name}.onnx"
+    metadata = onnx_metadata(name, _version(weights, source.weights), source.weights, pre)
+    proto = export_onnx(module, sample=batch[:1], path=path, metadata=metadata, opset=OPSET)
+    size = path.stat().st_size
+    metrics = _metrics(weights, _facts(proto, pre.crop), published=source.published, size_mb=round(size / 1e6, 3))
+    entry = _entry(
+        name,
+        weights,
+        artifact=Artifact(path=_artifact_path(name), bytes=size, sha256=sha256_file(path)),
+        kind=source.weights,
+        metrics=metrics,
+    )
+    return _revalidated(
+        entry,
+        parity=check_parity(module, path, batch),
+        latency=measure_latency(path, batch[:1].numpy(), batch_size=PARITY_SAMPLES),
+        provenance=Provenance(exported=today(), opset=OPSET, libraries=library_versions(), recipe=None),
+    )
+
+
+def _revalidated(entry: ModelEntry, **updates: object) -> ModelEntry:
+    # model_copy skips validation; the schema's cross-field rules must hold for what we return
+    return ModelEntry.model_validate(entry.model_copy(update=updates).model_dump())
+
+
+# --- measuring a built artifact on the user's validation folder -----------------------------------
+
+
+def _class_folders(data_dir: Path, num_classes: int) -> list[Path]:
+    if not data_dir.is_dir():
+        raise FileNotFoundError(f"{data_dir} is not a directory; expected DIR/<wnid>/<image> (ImageFolder layout)")
+    folders = sorted(p for p in data_dir.iterdir() if p.is_dir())
+    if len(folders) != num_classes:
+        raise ValueError(
+            f"{data_dir} has {len(folders)} class folders, expected {num_classes}: the ILSVRC2012 validation "
+            "images sorted into one folder per wnid (n01440764 ... n15075141)"
+        )
+    return folders
+
+
+def _samples(folders: list[Path]) -> list[tuple[Path, int]]:
+    samples = [
+        (path, index)
+        for index, folder in enumerate(folders)
+        for path in sorted(folder.iterdir())
+        if path.suffix.lower() in IMAGE_SUFFIXES
+    ]
+    if not samples:
+        raise ValueError("the class folders hold no images (.jpeg, .jpg, .png, .bmp, .webp)")
+    return samples
+
+
+def _chunks(samples: list[tuple[Path, int]], pre: Preprocessing, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for start in range(0, len(samples), size):
+        part = samples[start : start + size]
+        images = []
+        for path, _ in part:
+            with Image.open(path) as image:
+                images.append(to_tensor(image.convert("RGB"), pre))
+        yield np.stack(images), np.array([label for _, label in part], dtype=np.int64)
+
+
+def evaluate(
+    name: str,
+    data_dir: Path,
+    *,
+    registry_path: Path = REGISTRY_PATH,
+    models_dir: Path = MODELS_DIR,
+    chunk: int = 250,
+) -> ModelEntry:
+    """Top-1/top-5 of the built artifact of `name` on an ImageNet validation folder, through ONNX Runtime.
+
+    Returns the registry entry with the accuracy recorded as measured (the caller writes the registry).
+    """
+    entry = load_registry(registry_path).get(name)
+    if entry.dataset != DATASET:
+        raise ValueError(f"{name} is not an ImageNet model")
+    if entry.weights.kind == "random":
+        raise ValueError(f"{name} was built with random weights; it carries no accuracy")
+    path = models_dir / entry.artifact.path
+    if entry.artifact.sha256 is None or not path.is_file():
+        raise FileNotFoundError(f"{path} is not built; run: python -m export build --zoo imagenet --models {name}")
+    if sha256_file(path) != entry.artifact.sha256:
+        raise ValueError(f"{path} differs from the artifact the registry describes; rebuild it")
+    samples = _samples(_class_folders(data_dir, entry.num_classes))
+    hits1 = hits5 = 0
+    for images, labels in _chunks(samples, entry.preprocessing, chunk):
+        top1, top5 = evaluate_onnx(path, images, labels, batch_size=min(chunk, 50))
+        hits1 += round(top1 * len(labels))
+        hits5 += round(top5 * len(labels))
+    metrics = entry.metrics.model_copy(
+        update={
+            "top1": round(hits1 / len(samples), 5),
+            "top5": round(hits5 / len(samples), 5),
+            "accuracy_source": "measured",
+            "accuracy_split": SPLIT,
+            "accuracy_samples": len(samples),
+            "accuracy_date": today(),
+        }
+    )
+    return _revalidated(entry, metrics=metrics)
+

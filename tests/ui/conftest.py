@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -10,6 +11,8 @@ import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
 from tests.ui.live import Server, launch_options, running_service, zoo_root
+
+EXPECTED_4XX = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
 
 
 @pytest.fixture(scope="session")
@@ -39,10 +42,17 @@ def browser() -> Iterator[Browser]:
 
 
 def open_page(browser: Browser, server: Server, width: int) -> tuple[Page, list[str]]:
-    """The page loaded and its model list rendered; the list collects uncaught script errors."""
+    """The page loaded and its model list rendered; the list collects uncaught script errors and console
+    errors such as Content-Security-Policy refusals (a 4xx answer the page is meant to show is no error)."""
     page = browser.new_page(viewport={"width": width, "height": 900})
     errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.on(
+        "console",
+        lambda msg: (
+            errors.append(msg.text) if msg.type == "error" and not EXPECTED_4XX.match(msg.text) else None
+        ),
+    )
     page.goto(server.url + "/")
     page.wait_for_selector("body[data-ready]", timeout=10_000)
     return page, errors

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -11,6 +13,8 @@ from playwright.sync_api import Browser, Page, expect
 from tests.ui.conftest import open_page
 from tests.ui.live import Server, fashion_test_image, upload
 
+STATIC = Path(__file__).resolve().parents[2] / "service" / "static"
+SVG_NAMESPACE = "http://www.w3.org/2000/svg"
 # Test image 2 of Fashion-MNIST: a trouser, the class every model of the zoo gets right.
 TROUSER = 2
 
@@ -38,11 +42,12 @@ def test_page_and_assets_are_served_offline(server: Server) -> None:
     assert page.headers["content-type"].startswith("text/html")
     csp = page.headers["content-security-policy"]
     assert "default-src 'none'" in csp and "script-src 'self'" in csp and "http" not in csp
-    types = {"app.js": "text/javascript", "style.css": "text/css"}
-    for name, media in types.items():
-        asset = httpx.get(f"{server.url}/static/{name}", timeout=10)
-        assert asset.status_code == 200 and asset.headers["content-type"].startswith(media)
-        assert "https://" not in asset.text and "http://" not in asset.text
+    types = {".js": "text/javascript", ".css": "text/css", ".html": "text/html"}
+    for path in sorted(STATIC.iterdir()):
+        asset = httpx.get(f"{server.url}/static/{path.name}", timeout=10)
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(types[path.suffix])
+        # Nothing is fetched from elsewhere: the only absolute URL is SVG's namespace name.
+        assert re.findall(r"https?://[^\s\"']+", asset.text) in ([], [SVG_NAMESPACE]), path.name
     missing = httpx.get(server.url + "/static/nothing.js", timeout=10)
     assert missing.status_code == 404
     assert missing.headers["content-type"] == "application/problem+json"

@@ -42,5 +42,9 @@ test: $(VENV)/.stamp data browser
 models: $(VENV)/.stamp data
 	$(VENV)/bin/python -m export build --zoo fashion
 
+# Docker images and docker-compose end to end (installs and starts Docker when none runs).
+test-docker:
+	bash scripts/compose-smoke.sh
+
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache

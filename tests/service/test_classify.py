@@ -200,3 +200,25 @@ async def test_chunked_body_over_the_limit_is_413(zoo: Zoo, client_for: ClientFa
         r = await client.post("/classify", content=chunks(), headers={"content-type": "image/png"})
     assert r.status_code == 413
     problem(r)
+
+
+async def test_concurrent_requests_get_their_own_results(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
+    import asyncio
+
+    async with client_for(zoo, max_queue_delay_us=5_000) as client:
+
+        async def top(i: int) -> tuple[int, float]:
+            r = await client.post("/classify", content=fashion.png(i), headers={"content-type": "image/png"})
+            assert r.status_code == 200
+            p = r.json()["results"][0]["predictions"][0]
+            return p["index"], p["score"]
+
+        sequential = [await top(i) for i in range(24)]
+        concurrent = await asyncio.gather(*(top(i) for i in range(24)))
+        manager = client._transport.app.state.manager  # type: ignore[attr-defined]
+        sizes = manager.state(zoo.registry.default).batcher.stats.batches_by_size
+    for (i_seq, s_seq), (i_con, s_con) in zip(sequential, concurrent, strict=True):
+        assert i_seq == i_con and s_seq == pytest.approx(s_con, rel=1e-4)
+    assert max(sizes) > 1  # the concurrent requests were batched together

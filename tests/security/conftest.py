@@ -1,0 +1,126 @@
+"""Fixtures of the security and reliability tests: the service fixtures (real app, real uvicorn, the
+committed zoo), plus helpers that point a registry entry at another artifact and read a process's RSS."""
+
+from __future__ import annotations
+
+import hashlib
+import socket
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from service.registry import ModelEntry, Registry
+from tests.service.conftest import (  # noqa: F401  (fixtures, re-exported for this directory)
+    anyio_backend,
+    client_for,
+    fashion,
+    serve,
+    source_zoo,
+    zoo,
+)
+from tests.service.conftest import Server, Zoo
+
+
+def with_entry(zoo: Zoo, name: str, **artifact: object) -> None:
+    """Rewrite one registry entry's artifact fields in the zoo."""
+    registry = zoo.registry
+    models = [
+        m.model_copy(update={"artifact": m.artifact.model_copy(update=artifact)}) if m.name == name else m
+        for m in registry.models
+    ]
+    zoo.save(Registry.model_validate({**registry.model_dump(), "models": [m.model_dump() for m in models]}))
+
+
+def install_artifact(zoo: Zoo, name: str, data: bytes, filename: str) -> Path:
+    """Write `data` into the zoo's model directory and point entry `name` at it, checksum included."""
+    path = zoo.models_dir / filename
+    path.write_bytes(data)
+    with_entry(zoo, name, path=filename, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    return path
+
+
+def make_default(zoo: Zoo, name: str) -> None:
+    registry = zoo.registry
+    zoo.save(Registry.model_validate({**registry.model_dump(), "default": name}))
+
+
+def smallest(registry: Registry, *, exclude: tuple[str, ...] = ()) -> ModelEntry:
+    pool = [m for m in registry.models if m.name not in exclude and m.weights.kind != "random"]
+    return min(pool, key=lambda m: m.artifact.bytes or 0)
+
+
+def slow_conv_model(entry: ModelEntry, *, channels: int = 64, layers: int = 4) -> bytes:
+    """A real ONNX graph with the entry's input and output shapes whose cost is convolutions at full
+    28x28 resolution (milliseconds per image on one thread), so that inference, not HTTP, is the
+    bottleneck of an overload test. The weights are fixed pseudo-random numbers."""
+    rng = np.random.default_rng(0)
+    c_in = int(entry.input.shape[1])
+    nodes, inits = [], []
+    prev, prev_c = entry.input.name, c_in
+    for i in range(layers):
+        w = (rng.standard_normal((channels, prev_c, 3, 3)) * 0.05).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes.append(helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"r{i}"]))
+        prev, prev_c = f"r{i}", channels
+    fc = (rng.standard_normal((channels, entry.num_classes)) * 0.05).astype(np.float32)
+    inits.append(numpy_helper.from_array(fc, "fc"))
+    nodes.append(helper.make_node("GlobalAveragePool", [prev], ["pooled"]))
+    nodes.append(helper.make_node("Flatten", ["pooled"], ["flat"]))
+    nodes.append(helper.make_node("MatMul", ["flat", "fc"], ["logits"]))
+    shape = ["batch", *entry.input.shape[1:]]
+    graph = helper.make_graph(
+        nodes,
+        "slow",
+        [helper.make_tensor_value_info(entry.input.name, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", entry.num_classes])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def rss_bytes(pid: int) -> int:
+    """Resident set size of a process, from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def open_fds(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/fd").iterdir()))
+
+
+def threads_of(pid: int) -> int:
+    return len(list(Path(f"/proc/{pid}/task").iterdir()))
+
+
+def address(server: Server) -> tuple[str, int]:
+    host, port = server.url.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+def raw_exchange(server: Server, head: bytes, chunks: list[bytes] | None = None, *, timeout: float = 10) -> bytes:
+    """Send a hand-written request (stopping when the server closes) and read the response head."""
+    with socket.create_connection(address(server), timeout=timeout) as sock:
+        sock.sendall(head)
+        for chunk in chunks or []:
+            try:
+                sock.sendall(chunk)
+            except OSError:
+                break  # answered and closed: the rest was never read
+        data = b""
+        while b"\r\n\r\n" not in data:
+            try:
+                part = sock.recv(65536)
+            except ConnectionResetError:
+                break
+            if not part:
+                break
+            data += part
+        return data

@@ -38,7 +38,7 @@ def server_metadata(version: str) -> dict[str, Any]:
 
 def resolve(manager: ModelManager, name: str, version: str | None = None) -> ModelState:
     """The model's state; 404 for a name not in the registry or a version it does not have."""
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise not_found(f"Unknown model '{name}'")
     try:
         state = manager.state(name)

@@ -29,7 +29,12 @@ async def test_fashion_test_images_are_classified_correctly(
 ) -> None:
     registry = zoo.registry
     # The best model by the accuracy the export stage measured with ONNX Runtime on the whole test split.
-    best = max((m for m in registry.models if m.metrics.top1 is not None), key=lambda m: m.metrics.top1 or 0.0)
+    measured = [
+        m
+        for m in registry.models
+        if m.dataset == "fashion-mnist" and m.metrics.accuracy_source == "measured" and zoo.artifact(m.name).is_file()
+    ]
+    best = max(measured, key=lambda m: m.metrics.top1 or 0.0)
     labels = registry.labels_of(best.name)
     correct = 0
     async with client_for(zoo) as client:
@@ -112,7 +117,11 @@ async def test_raw_bodies_of_every_accepted_type(
 
 async def test_another_model_by_name(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
     registry = zoo.registry
-    other = next(m for m in registry.models if m.name != registry.default and m.weights.kind != "random")
+    other = next(
+        m
+        for m in registry.models
+        if m.name != registry.default and m.weights.kind != "random" and zoo.artifact(m.name).is_file()
+    )
     async with client_for(zoo) as client:
         r = await client.post("/classify", params={"model": other.name}, files={"file": ("x.png", fashion.png(0))})
     assert r.status_code == 200, r.text

@@ -17,9 +17,14 @@ from tests.service.conftest import ClientFactory, FashionSample, Zoo
 pytestmark = pytest.mark.anyio
 
 
-def others(registry: Registry, n: int) -> list[ModelEntry]:
-    """`n` non-default models with real weights, smallest first."""
-    pool = [m for m in registry.models if m.name != registry.default and m.weights.kind != "random"]
+def others(zoo: Zoo, n: int) -> list[ModelEntry]:
+    """`n` non-default, built models with real weights whose artifacts are present, smallest first."""
+    registry = zoo.registry
+    pool = [
+        m
+        for m in registry.models
+        if m.name != registry.default and m.weights.kind != "random" and m.built and zoo.artifact(m.name).is_file()
+    ]
     pool.sort(key=lambda m: m.artifact.bytes or 0)
     assert len(pool) >= n, "the zoo needs more models for this test"
     return pool[:n]
@@ -49,7 +54,7 @@ async def classify(client: httpx.AsyncClient, fashion: FashionSample, model: str
 
 
 async def test_sha256_mismatch_isolates_that_model(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
-    (bad, good) = others(zoo.registry, 2)
+    (bad, good) = others(zoo, 2)
     with zoo.artifact(bad.name).open("ab") as f:
         f.write(b"\0")  # the file no longer matches the registry's sha256
     async with client_for(zoo) as client:
@@ -66,7 +71,7 @@ async def test_sha256_mismatch_isolates_that_model(zoo: Zoo, client_for: ClientF
 async def test_a_broken_default_model_fails_readiness_only(
     zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
-    (good,) = others(zoo.registry, 1)
+    (good,) = others(zoo, 1)
     zoo.artifact(zoo.registry.default).write_bytes(b"tampered")
     async with client_for(zoo) as client:
         ready = await client.get("/health/ready")
@@ -78,7 +83,7 @@ async def test_a_broken_default_model_fails_readiness_only(
 async def test_artifact_paths_must_stay_inside_the_model_directory(
     tmp_path: Path, zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
-    a, b, c = others(zoo.registry, 3)
+    a, b, c = others(zoo, 3)
     outside = tmp_path / "outside.onnx"
     outside.write_bytes(zoo.artifact(c.name).read_bytes())
     link = zoo.models_dir / "escape.onnx"
@@ -97,7 +102,7 @@ async def test_artifact_paths_must_stay_inside_the_model_directory(
 
 
 async def test_missing_and_corrupt_artifacts(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
-    missing, corrupt = others(zoo.registry, 2)
+    missing, corrupt = others(zoo, 2)
     zoo.artifact(missing.name).unlink()
     garbage = b"this is not an ONNX graph" * 10
     zoo.artifact(corrupt.name).write_bytes(garbage)
@@ -113,7 +118,7 @@ async def test_missing_and_corrupt_artifacts(zoo: Zoo, client_for: ClientFactory
 async def test_random_weights_need_explicit_permission(
     zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
-    (entry,) = others(zoo.registry, 1)
+    (entry,) = others(zoo, 1)
     no_accuracy = {"top1": None, "top5": None, "accuracy_source": None}
     replace_entry(zoo, entry.name, weights={"kind": "random"}, metrics=no_accuracy)
     async with client_for(zoo) as client:
@@ -129,7 +134,7 @@ async def test_random_weights_need_explicit_permission(
 async def test_lazy_loading_loads_once_under_concurrency(
     zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
-    (entry,) = others(zoo.registry, 1)
+    (entry,) = others(zoo, 1)
     async with client_for(zoo) as client:
         manager = client._transport.app.state.manager  # type: ignore[attr-defined]
         assert (await status_of(client, entry.name))["status"] == "available"
@@ -142,7 +147,7 @@ async def test_lazy_loading_loads_once_under_concurrency(
 
 
 async def test_preload_list(zoo: Zoo, client_for: ClientFactory) -> None:
-    a, b = others(zoo.registry, 2)
+    a, b = others(zoo, 2)
     async with client_for(zoo, preload=[zoo.registry.default, a.name]) as client:
         assert (await status_of(client, a.name))["status"] == "loaded"
         assert (await status_of(client, b.name))["status"] == "available"
@@ -153,7 +158,7 @@ async def test_memory_budget_evicts_the_least_recently_used_idle_model(
 ) -> None:
     registry = zoo.registry
     default = registry.get(registry.default)
-    a, b = others(registry, 2)
+    a, b = others(zoo, 2)
     size = {m.name: m.artifact.bytes or 0 for m in (default, a, b)}
     budget_mb = (size[default.name] + max(size[a.name], size[b.name]) + 1) / 1e6  # room for one more
     async with client_for(zoo, memory_budget_mb=budget_mb) as client:
@@ -173,7 +178,8 @@ async def test_memory_budget_evicts_the_least_recently_used_idle_model(
 
 async def test_a_model_over_the_whole_budget_is_unavailable(zoo: Zoo, client_for: ClientFactory) -> None:
     registry = zoo.registry
-    biggest = max(registry.models, key=lambda m: m.artifact.bytes or 0)
+    present = [m for m in registry.models if m.weights.kind != "random" and zoo.artifact(m.name).is_file()]
+    biggest = max(present, key=lambda m: m.artifact.bytes or 0)
     smaller = registry.get(registry.default).artifact.bytes or 0
     if biggest.name == registry.default or (biggest.artifact.bytes or 0) <= smaller:
         pytest.skip("the default model is the largest one")

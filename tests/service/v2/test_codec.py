@@ -8,10 +8,10 @@ import struct
 import numpy as np
 import pytest
 
-httpclient = pytest.importorskip("tritonclient.http")
+import tritonclient.http as httpclient
 
-from service.v2.codec import Output, Tensor, decode_request, encode_response, to_binary  # noqa: E402
-from service.v2.errors import V2Error  # noqa: E402
+from service.v2.codec import Output, Tensor, decode_request, encode_response, to_binary
+from service.v2.errors import V2Error
 
 Client = httpclient.InferenceServerClient
 

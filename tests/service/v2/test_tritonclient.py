@@ -10,13 +10,12 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+import tritonclient.http as httpclient
+from tritonclient.utils import InferenceServerException
 
 from service.preprocess import decode, to_tensor
 from service.registry import ModelEntry
 from tests.service.conftest import FashionSample, Server, Zoo
-
-httpclient = pytest.importorskip("tritonclient.http")
-from tritonclient.utils import InferenceServerException  # noqa: E402
 
 
 @pytest.fixture(scope="module")

@@ -110,6 +110,7 @@ async def classify(
     started = time.perf_counter()
     deadline = time.monotonic() + settings.request_timeout_s
     name = choice.name
+    request.state.model = name  # for the request log and metrics: model=auto resolves here
     entry = manager.entry(name)
     if top_k > entry.num_classes:
         raise InvalidParameter(f"top_k must be between 1 and {entry.num_classes} for model {name}.")

@@ -109,3 +109,17 @@ async def test_classify_requests_log_their_model_and_timings(
     (record,) = _access(caplog)
     assert record.model == zoo.registry.default  # type: ignore[attr-defined]
     assert set(record.timings_ms) == {"queue", "inference"}  # type: ignore[attr-defined]
+
+
+async def test_auto_selection_logs_the_chosen_model(
+    client_for: ClientFactory, zoo: Zoo, caplog: pytest.LogCaptureFixture, fashion: FashionSample
+) -> None:
+    async with client_for(zoo) as client:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="convzoo.access"):
+            response = await client.post(
+                "/classify", params={"model": "auto"}, content=fashion.png(0), headers={"Content-Type": "image/png"}
+            )
+    assert response.status_code == 200, response.text
+    (record,) = _access(caplog)
+    assert record.model == response.json()["model"]  # type: ignore[attr-defined]

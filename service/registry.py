@@ -242,7 +242,7 @@ def load_registry(path: Path) -> Registry:
 def dump_registry(registry: Registry) -> str:
     """The YAML text of a registry, fields in schema order, as the export stage writes it."""
     data = registry.model_dump(mode="json")
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110)
+    return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
 
 
 def save_registry(registry: Registry, path: Path) -> None:

@@ -50,11 +50,11 @@ def measure(model: LoadedModel, *, seconds: float, batch_size: int, threads: int
         times.append((time.perf_counter_ns() - t0) / 1e6)
     batch = np.repeat(one, batch_size, axis=0)
     model.run(batch)
-    runs, t0 = 0, time.perf_counter()
-    while runs < MIN_BATCH_RUNS or time.perf_counter() - t0 < seconds / 2:
+    runs, start = 0, time.perf_counter()
+    while runs < MIN_BATCH_RUNS or time.perf_counter() - start < seconds / 2:
         model.run(batch)
         runs += 1
-    elapsed = time.perf_counter() - t0
+    elapsed = time.perf_counter() - start
     ms = np.asarray(times)
     return Latency(
         p50_ms=round(float(np.percentile(ms, 50)), 4),
@@ -74,7 +74,7 @@ def calibrate_entry(
         model = load_model(path, entry, settings, max_batch_size=batch_size)
     except (ArtifactProblem, RuntimeUnavailable) as exc:
         return Outcome(entry.name, None, str(exc))
-    except Exception as exc:  # ONNX Runtime's own errors: one bad artifact never stops the others
+    except Exception as exc:  # noqa: BLE001 -- ONNX Runtime's own errors: one bad artifact never stops the others
         return Outcome(entry.name, None, f"ONNX Runtime could not load it ({type(exc).__name__})")
     size = min(batch_size, model.max_batch_size)  # a graph with a fixed batch axis limits it
     return Outcome(
@@ -103,7 +103,9 @@ def calibrate(
         registry_path=registry_path, models_dir=models_dir, intra_op_threads=threads, providers=providers
     )
     chosen = [m for m in registry.models if not names or m.name in names]
-    outcomes = [calibrate_entry(m, models_dir, settings, seconds=seconds, batch_size=batch_size) for m in chosen]
+    outcomes = [
+        calibrate_entry(m, models_dir, settings, seconds=seconds, batch_size=batch_size) for m in chosen
+    ]
     measured = {o.name: o.latency for o in outcomes if o.latency is not None}
     if measured:
         save_registry(_with_latencies(registry, measured), registry_path)
@@ -111,7 +113,10 @@ def calibrate(
 
 
 def _with_latencies(registry: Registry, measured: dict[str, Latency]) -> Registry:
-    models = [m.model_copy(update={"latency": measured[m.name]}) if m.name in measured else m for m in registry.models]
+    models = [
+        m.model_copy(update={"latency": measured[m.name]}) if m.name in measured else m
+        for m in registry.models
+    ]
     return registry.model_copy(update={"models": models})
 
 

@@ -109,7 +109,11 @@ def _round(value: float | None) -> float | None:
 
 
 def _reason(c: Candidate, fits: int) -> str:
-    latency = "latency not measured here" if c.latency_ms is None else f"{c.latency_ms:.4g} ms p50 ({c.latency_source})"
+    latency = (
+        "latency not measured here"
+        if c.latency_ms is None
+        else f"{c.latency_ms:.4g} ms p50 ({c.latency_source})"
+    )
     return (
         f"the most accurate of {fits} model(s) meeting every constraint: "
         f"top-1 {c.top1:.4f} ({c.accuracy_source}), {latency}"
@@ -126,7 +130,9 @@ def resolve_dataset(candidates: list[Candidate], dataset: str | None) -> str:
             f"The registry has models of several datasets; pass dataset= one of: {', '.join(datasets)}."
         )
     if dataset not in datasets:
-        raise InvalidParameter(f"Unknown dataset {dataset!r}; the registry has: {', '.join(datasets) or 'none'}.")
+        raise InvalidParameter(
+            f"Unknown dataset {dataset!r}; the registry has: {', '.join(datasets) or 'none'}."
+        )
     return dataset
 
 
@@ -152,14 +158,20 @@ def judge(c: Candidate, k: Constraints) -> Verdict:
             )
     if k.min_top1 is not None and c.top1 is not None and c.top1 < k.min_top1:
         failures.append(
-            Failure("min_top1", f"top-1 {c.top1:.4f} < {k.min_top1:g}", (k.min_top1 - c.top1) / max(k.min_top1, 1e-9))
+            Failure(
+                "min_top1",
+                f"top-1 {c.top1:.4f} < {k.min_top1:g}",
+                (k.min_top1 - c.top1) / max(k.min_top1, 1e-9),
+            )
         )
     if k.max_size_mb is not None:
         if c.size_mb is None:
             failures.append(Failure("max_size_mb", "size unknown (artifact not built)"))
         elif c.size_mb > k.max_size_mb:
             failures.append(
-                Failure("max_size_mb", f"{c.size_mb:g} MB > {k.max_size_mb:g} MB", c.size_mb / k.max_size_mb - 1)
+                Failure(
+                    "max_size_mb", f"{c.size_mb:g} MB > {k.max_size_mb:g} MB", c.size_mb / k.max_size_mb - 1
+                )
             )
     return Verdict(c, tuple(failures))
 
@@ -184,7 +196,11 @@ def select(candidates: list[Candidate], constraints: Constraints) -> Selection:
         named = "; ".join(f"{v.candidate.name}: " + ", ".join(f.detail for f in v.failures) for v in closest)
         raise NoModelFits(
             f"No {dataset} model meets the constraints"
-            + (f". Closest: {named}." if named else "; no model of it has real weights, an accuracy and an artifact."),
+            + (
+                f". Closest: {named}."
+                if named
+                else "; no model of it has real weights, an accuracy and an artifact."
+            ),
             extensions={
                 "dataset": dataset,
                 "constraints": constraints.given(),
@@ -208,7 +224,9 @@ def pareto(candidates: list[Candidate], axis: CostAxis) -> list[FrontierPoint]:
     points = [
         FrontierPoint(c, cost)
         for c in candidates
-        if c.weights != "random" and c.top1 is not None and c.status != "unavailable"
+        if c.weights != "random"
+        and c.top1 is not None
+        and c.status != "unavailable"
         and (cost := c.cost(axis)) is not None
     ]
     points.sort(key=lambda p: (p.cost, -(p.candidate.top1 or 0.0), p.candidate.name))

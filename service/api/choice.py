@@ -41,7 +41,9 @@ def latency_here(
         return state.calibration.p50_ms, "calibration", state.calibration.samples
     measured = state.entry.latency
     if measured is not None:
-        here = host.describe(provider=_serving_provider(state, settings), intra_op_threads=settings.intra_op_threads)
+        here = host.describe(
+            provider=_serving_provider(state, settings), intra_op_threads=settings.intra_op_threads
+        )
         if host.same_machine(measured.host, here):
             return measured.p50_ms, "registry", None
     return None, None, None
@@ -103,7 +105,9 @@ async def choose_model(
     constraints = Constraints(max_latency_ms, min_top1, max_size_mb, dataset)
     if model != AUTO:
         if constraints.given():
-            raise InvalidParameter("max_latency_ms, min_top1, max_size_mb and dataset apply only with model=auto.")
+            raise InvalidParameter(
+                "max_latency_ms, min_top1, max_size_mb and dataset apply only with model=auto."
+            )
         return ModelChoice(model or manager.default, None)
     for _ in manager.states():
         selection = select(candidates(manager, settings, recent_of(request)), constraints)

@@ -74,15 +74,42 @@ def test_cli_runs_without_torch(small_zoo: tuple[Path, Path, list[str]]) -> None
     registry_path, models, names = small_zoo
     # `torch` set to None in sys.modules: any import of it fails, so the command must not need it.
     code = "import sys; sys.modules['torch'] = None; import runpy; runpy.run_module('export', run_name='__main__')"
-    args = ["calibrate", "--registry", str(registry_path), "--out", str(models), "--models", names[1],
-            "--seconds", "0.05", "--threads", "2", "--batch-size", "4"]
+    args = [
+        "calibrate",
+        "--registry",
+        str(registry_path),
+        "--out",
+        str(models),
+        "--models",
+        names[1],
+        "--seconds",
+        "0.05",
+        "--threads",
+        "2",
+        "--batch-size",
+        "4",
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    run = subprocess.run([sys.executable, "-c", code, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=120)
+    run = subprocess.run(
+        [sys.executable, "-c", code, *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert run.returncode == 0, run.stderr
     assert names[1] in run.stdout and "CPUExecutionProvider, 2 thread(s)" in run.stdout
     lat = load_registry(registry_path).get(names[1]).latency
     assert lat is not None and lat.host.intra_op_threads == 2 and lat.batch_size == 4
-    bad = subprocess.run([sys.executable, "-c", code, *args[:5], "--models", "nope"], cwd=REPO, env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [sys.executable, "-c", code, *args[:5], "--models", "nope"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert bad.returncode == 2 and "Unknown model nope" in bad.stderr

@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from service.api.routes.compare import agreement
-from tests.service.conftest import ClientFactory, FashionSample, Zoo, encode
+from tests.service.conftest import ClientFactory, FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio
 
@@ -35,8 +35,12 @@ async def test_one_failing_model_yields_an_error_entry(
         f.write(b"\0")  # sha256 mismatch, found when loading
     async with client_for(zoo) as client:
         r = await compare(client, fashion.png(0), models=f"{a},{bad},{c}", top_k=3)
-        single = await client.post("/classify", params={"model": c, "top_k": 3}, content=fashion.png(0),
-                                   headers={"content-type": "image/png"})
+        single = await client.post(
+            "/classify",
+            params={"model": c, "top_k": 3},
+            content=fashion.png(0),
+            headers={"content-type": "image/png"},
+        )
     assert r.status_code == 200, r.text
     body = r.json()
     assert [m["model"] for m in body["models"]] == [a, bad, c]
@@ -99,7 +103,10 @@ async def test_bad_requests(zoo: Zoo, client_for: ClientFactory, fashion: Fashio
 
 def test_agreement_counts_and_pairwise_overlap() -> None:
     def entry(model: str, *indices: int) -> dict[str, Any]:
-        return {"model": model, "predictions": [{"index": i, "label": f"c{i}", "score": 0.1} for i in indices]}
+        return {
+            "model": model,
+            "predictions": [{"index": i, "label": f"c{i}", "score": 0.1} for i in indices],
+        }
 
     entries = [entry("a", 1, 2, 3), entry("b", 1, 3, 4), entry("c", 2, 1, 3), {"model": "d", "error": {}}]
     agree = agreement(entries)

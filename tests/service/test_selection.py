@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
 import time
 from typing import Any
 
@@ -88,7 +89,7 @@ def test_constraints_combined() -> None:
     assert failed(s, "big") == {"max_latency_ms", "max_size_mb"}
     assert failed(s, "mid") == {"max_size_mb"}
     assert failed(s, "tiny") == {"min_top1"}
-    assert [v.candidate.name for v in s.considered][0] == "small"
+    assert s.considered[0].candidate.name == "small"
     assert s.as_dict()["constraints"] == {"max_latency_ms": 5, "max_size_mb": 10, "min_top1": 0.7}
 
 
@@ -103,9 +104,19 @@ def test_unmeasured_latency_fails_a_latency_constraint_only() -> None:
 
 
 def test_ties_go_to_lower_latency_then_name() -> None:
-    pool = [cand("b-slow", 0.9, 3.0), cand("c-fast", 0.9, 1.0), cand("a-fast", 0.9, 1.0), cand("d", 0.9, None)]
+    pool = [
+        cand("b-slow", 0.9, 3.0),
+        cand("c-fast", 0.9, 1.0),
+        cand("a-fast", 0.9, 1.0),
+        cand("d", 0.9, None),
+    ]
     assert chosen(Constraints(), pool) == "a-fast"
-    assert [v.candidate.name for v in select(pool, Constraints()).considered] == ["a-fast", "c-fast", "b-slow", "d"]
+    assert [v.candidate.name for v in select(pool, Constraints()).considered] == [
+        "a-fast",
+        "c-fast",
+        "b-slow",
+        "d",
+    ]
     assert chosen(Constraints(), list(reversed(pool))) == "a-fast"
 
 
@@ -188,6 +199,7 @@ def test_recent_latencies_need_enough_samples_in_the_window() -> None:
 
 # ---- over HTTP: a registry with known figures ----------------------------------------------------------
 
+
 def known_zoo(zoo: Zoo, figures: list[tuple[float, float, float]], **changes: dict[str, Any]) -> list[str]:
     """Keep the default and the next len(figures)-1 models; give them `figures` (top1, p50, size) in order."""
     registry = zoo.registry
@@ -199,7 +211,12 @@ def known_zoo(zoo: Zoo, figures: list[tuple[float, float, float]], **changes: di
         raw = entry.model_dump()
         raw["metrics"].update(top1=top1, top5=max(top1, raw["metrics"]["top5"] or 0), size_mb=size)
         raw["latency"] = Latency(
-            p50_ms=p50, p99_ms=p50 * 2, throughput_ips=1000.0, batch_size=32, host=here, date=entry.version
+            p50_ms=p50,
+            p99_ms=p50 * 2,
+            throughput_ips=1000.0,
+            batch_size=32,
+            host=here,
+            date=dt.date(2026, 1, 1),
         ).model_dump()
         for key, update in changes.get(entry.name, {}).items():
             raw[key] = {**raw[key], **update} if isinstance(update, dict) else update
@@ -209,7 +226,9 @@ def known_zoo(zoo: Zoo, figures: list[tuple[float, float, float]], **changes: di
 
 
 async def classify(client: httpx.AsyncClient, fashion: FashionSample, **params: Any) -> httpx.Response:
-    return await client.post("/classify", params=params, content=fashion.png(0), headers={"content-type": "image/png"})
+    return await client.post(
+        "/classify", params=params, content=fashion.png(0), headers={"content-type": "image/png"}
+    )
 
 
 # Calibration off: the registry's figures for this host are the measured latency.
@@ -239,7 +258,9 @@ async def test_auto_chooses_and_explains(zoo: Zoo, client_for: ClientFactory, fa
 
 
 @pytest.mark.anyio
-async def test_auto_without_a_fit_is_422_with_the_closest(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
+async def test_auto_without_a_fit_is_422_with_the_closest(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
     known_zoo(zoo, [(0.90, 5.0, 1.0), (0.80, 1.0, 1.0)])
     async with client_for(zoo, **FIXED) as client:
         r = await classify(client, fashion, model="auto", max_latency_ms=2, min_top1=0.85)
@@ -280,8 +301,12 @@ async def test_random_weights_never_chosen_and_a_broken_choice_falls_back(
     known_zoo(
         zoo,
         [(0.70, 1.0, 1.0), (0.90, 1.0, 1.0), (0.80, 0.1, 1.0)],
-        **{c: {"weights": {"kind": "random", "source": "untrained"}, "metrics": {"top1": None, "top5": None,
-                                                                                  "accuracy_source": None}}},
+        **{
+            c: {
+                "weights": {"kind": "random", "source": "untrained"},
+                "metrics": {"top1": None, "top5": None, "accuracy_source": None},
+            }
+        },
     )
     with zoo.artifact(b).open("ab") as f:
         f.write(b"\0")  # found only when loading: the sha256 no longer matches

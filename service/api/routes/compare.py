@@ -9,7 +9,6 @@ from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated, Any
 
-import numpy as np
 from fastapi import APIRouter, Query, Request
 from PIL import Image
 
@@ -18,7 +17,6 @@ from service.api.routes.classify import _read_uploads, softmax, top_predictions
 from service.errors import InvalidParameter, ServiceError, problem_of
 from service.manager import ModelManager
 from service.preprocess import decode, to_tensor
-from service.selection import resolve_dataset
 from service.settings import Settings
 
 router = APIRouter(tags=["compare"])
@@ -51,7 +49,13 @@ def _error_entry(name: str, exc: ServiceError) -> dict[str, Any]:
 
 
 async def _one(
-    name: str, image: Image.Image, *, top_k: int, manager: ModelManager, pool: ThreadPoolExecutor, deadline: float
+    name: str,
+    image: Image.Image,
+    *,
+    top_k: int,
+    manager: ModelManager,
+    pool: ThreadPoolExecutor,
+    deadline: float,
 ) -> dict[str, Any]:
     started = time.perf_counter()
     try:
@@ -101,7 +105,11 @@ def agreement(entries: list[dict[str, Any]]) -> dict[str, Any]:
     agreeing = sum(p["same_top1"] for p in pairs)
     return {
         "answered": len(ok),
-        "top1": {"index": index, "label": label, "models": [m for m, p in tops.items() if p["index"] == index]},
+        "top1": {
+            "index": index,
+            "label": label,
+            "models": [m for m, p in tops.items() if p["index"] == index],
+        },
         "share_top1": share,
         "unanimous": share == len(ok),
         "distinct_top1": len(counts),
@@ -134,7 +142,10 @@ async def compare(
         "image": {"filename": upload, "width": image.width, "height": image.height},
         "models": list(entries),
         "agreement": agreement(list(entries)),
-        "timing_ms": {"decode": round(decode_ms, 3), "total": round((time.perf_counter() - started) * 1e3, 3)},
+        "timing_ms": {
+            "decode": round(decode_ms, 3),
+            "total": round((time.perf_counter() - started) * 1e3, 3),
+        },
     }
 
 
@@ -148,6 +159,7 @@ async def _decode_one(
     draft = max(manager.entry(n).preprocessing.resize for n in names)
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
-    image = await loop.run_in_executor(pool, lambda: decode(uploads[0].data, max_pixels=settings.max_image_pixels,
-                                                            draft_size=draft))
+    image = await loop.run_in_executor(
+        pool, lambda: decode(uploads[0].data, max_pixels=settings.max_image_pixels, draft_size=draft)
+    )
     return image, uploads[0].filename, (time.perf_counter() - t0) * 1e3

@@ -20,7 +20,9 @@ async def get_pareto(
     request: Request,
     manager: ManagerDep,
     settings: SettingsDep,
-    dataset: Annotated[str | None, Query(description="Required when the registry has several datasets")] = None,
+    dataset: Annotated[
+        str | None, Query(description="Required when the registry has several datasets")
+    ] = None,
     x: Annotated[CostAxis, Query(description="The cost axis")] = "latency",
 ) -> dict[str, Any]:
     pool = candidates(manager, settings, recent_of(request))

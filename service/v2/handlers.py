@@ -4,6 +4,7 @@ from outside the registry: names are looked up in the registry only, never on th
 from __future__ import annotations
 
 import asyncio
+import gzip
 import json
 import re
 import time
@@ -163,6 +164,26 @@ def read_body(raw: bytes, content_encoding: str | None, limit: int) -> bytes:
     if len(body) > limit:
         raise bad_request(f"the decompressed body is larger than the limit of {limit} bytes")
     return body
+
+
+def _accepted(accept_encoding: str) -> list[str]:
+    codings = []
+    for part in accept_encoding.split(","):
+        name, _, params = part.strip().lower().partition(";")
+        if params.replace(" ", "") not in ("q=0", "q=0.0", "q=0.00", "q=0.000"):
+            codings.append(name.strip())
+    return codings
+
+
+def compress(body: bytes, accept_encoding: str | None) -> tuple[bytes, str | None]:
+    """The response body compressed with gzip or deflate when the client asks for it (tritonclient's
+    `response_compression_algorithm`), with the Content-Encoding to send; else unchanged."""
+    accepted = _accepted(accept_encoding or "")
+    if "gzip" in accepted:
+        return gzip.compress(body, compresslevel=6, mtime=0), "gzip"
+    if "deflate" in accepted:
+        return zlib.compress(body, 6), "deflate"  # HTTP's "deflate" is the zlib format
+    return body, None
 
 
 @dataclass(frozen=True)

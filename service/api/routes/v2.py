@@ -158,13 +158,15 @@ async def _infer(
         pool=pool,
     )
     request.state.timings = {"queue": answer.timings.queue_ms, "inference": answer.timings.inference_ms}
-    if answer.header_length is None:
-        return Response(answer.body, media_type="application/json")
-    return Response(
-        answer.body,
-        media_type="application/octet-stream",
-        headers={HEADER_LENGTH: str(answer.header_length)},
-    )
+    headers: dict[str, str] = {}
+    if answer.header_length is not None:
+        # The length of the JSON part before compression, as the binary data extension reads it.
+        headers[HEADER_LENGTH] = str(answer.header_length)
+    payload, encoding = handlers.compress(answer.body, request.headers.get("accept-encoding"))
+    if encoding is not None:
+        headers["Content-Encoding"] = encoding
+    media = "application/json" if answer.header_length is None else "application/octet-stream"
+    return Response(payload, media_type=media, headers=headers)
 
 
 @router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor data)")

@@ -68,3 +68,16 @@ async def test_bad_repository_index_requests_are_400(client_for: ClientFactory, 
         ready = await client.post("/v2/repository/index", json={"ready": True})
     assert response.status_code == 400 and set(response.json()) == {"error"}
     assert ready.status_code == 200 and [m["state"] for m in ready.json()] == ["READY"]
+
+
+@pytest.mark.parametrize(("accept", "encoding"), [("gzip", "gzip"), ("deflate", "deflate"), ("identity", None), ("gzip;q=0", None)])
+async def test_response_compression_follows_accept_encoding(
+    client_for: ClientFactory, zoo: Zoo, accept: str, encoding: str | None
+) -> None:
+    async with client_for(zoo) as client:
+        response = await client.post(
+            f"/v2/models/{zoo.registry.default}/infer", json=_body(zoo), headers={"Accept-Encoding": accept}
+        )
+    assert response.status_code == 200
+    assert response.headers.get("content-encoding") == encoding
+    assert response.json()["outputs"][0]["name"] == "logits"  # httpx decompresses

@@ -200,6 +200,16 @@ def test_compressed_requests(client: object, default: ModelEntry, fashion: Fashi
     plain = client.infer(default.name, [tensor]).as_numpy("logits")  # type: ignore[attr-defined]
     packed = client.infer(default.name, [tensor], request_compression_algorithm=algorithm)  # type: ignore[attr-defined]
     np.testing.assert_array_equal(packed.as_numpy("logits"), plain)
+    for binary in (True, False):
+        wanted = httpclient.InferRequestedOutput("logits", binary_data=binary, class_count=2)
+        both = client.infer(  # type: ignore[attr-defined]
+            default.name,
+            [tensor],
+            outputs=[wanted],
+            request_compression_algorithm=algorithm,
+            response_compression_algorithm=algorithm,
+        )
+        assert both.as_numpy("logits").shape == (1, 2)
 
 
 def test_server_log_is_json_lines_with_request_ids(live: Server) -> None:

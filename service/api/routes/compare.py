@@ -60,6 +60,8 @@ async def _one(
     started = time.perf_counter()
     try:
         entry = manager.entry(name)
+        await manager.ensure_loaded(name)  # a lazy load is timed apart from the inference
+        load_ms = (time.perf_counter() - started) * 1e3
         loop = asyncio.get_running_loop()
         t0 = time.perf_counter()
         tensor = await loop.run_in_executor(pool, to_tensor, image, entry.preprocessing)
@@ -74,6 +76,7 @@ async def _one(
         "top1": entry.metrics.top1,
         "predictions": top_predictions(probs, manager.labels(name), min(top_k, entry.num_classes)),
         "timing_ms": {
+            "load": round(load_ms, 3),
             "preprocess": round(preprocess_ms, 3),
             "queue": round(timings.queue_ms, 3),
             "inference": round(timings.inference_ms, 3),
@@ -87,6 +90,9 @@ def agreement(entries: list[dict[str, Any]]) -> dict[str, Any]:
     ok = [e for e in entries if "predictions" in e]
     tops = {e["model"]: e["predictions"][0] for e in ok}
     counts = Counter((p["index"], p["label"]) for p in tops.values())
+    scores: Counter[int] = Counter()
+    for p in tops.values():
+        scores[p["index"]] += p["score"]
     pairs = []
     for a, b in itertools.combinations(ok, 2):
         ka = {p["index"] for p in a["predictions"]}
@@ -100,8 +106,8 @@ def agreement(entries: list[dict[str, Any]]) -> dict[str, Any]:
         )
     if not counts:
         return {"answered": 0, "top1": None, "share_top1": 0, "unanimous": False, "pairwise": pairs}
-    # Most common top-1; ties go to the lower class index, so the answer is stable.
-    (index, label), share = min(counts.items(), key=lambda kv: (-kv[1], kv[0][0]))
+    # Most common top-1; a tie goes to the higher summed score, then the lower class index.
+    (index, label), share = min(counts.items(), key=lambda kv: (-kv[1], -scores[kv[0][0]], kv[0][0]))
     agreeing = sum(p["same_top1"] for p in pairs)
     return {
         "answered": len(ok),

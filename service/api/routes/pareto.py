@@ -37,7 +37,7 @@ async def get_pareto(
         "frontier": [
             {
                 "name": p.candidate.name,
-                "cost": p.cost,
+                "cost": round(p.cost, 4) if x == "latency" else p.cost,  # latency: as /classify shows it
                 "top1": p.candidate.top1,
                 "accuracy_source": p.candidate.accuracy_source,
                 "latency_source": p.candidate.latency_source if x == "latency" else None,

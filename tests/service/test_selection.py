@@ -254,6 +254,9 @@ async def test_auto_chooses_and_explains(zoo: Zoo, client_for: ClientFactory, fa
         assert "top-1 0.8000" in sel["reason"]
         # no constraint: the most accurate; a named model carries no selection
         assert (await classify(client, fashion, model="auto")).json()["model"] == a
+        metrics = (await client.get("/metrics")).text
+        # requests are counted under the chosen model
+        assert f'convzoo_requests_total{{model="{b}",route="/classify",status="200"}} 1.0' in metrics
         assert "selection" not in (await classify(client, fashion, model=d)).json()
 
 

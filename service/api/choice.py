@@ -115,7 +115,6 @@ async def choose_model(
             await manager.ensure_loaded(selection.chosen.name)
         except ModelUnavailable:
             continue
-        request.state.model = selection.chosen.name  # the request log and metrics name the chosen model
         return ModelChoice(selection.chosen.name, selection.as_dict())
     select(candidates(manager, settings, recent_of(request)), constraints)  # raises NoModelFits
     raise ModelUnavailable("No model meeting the constraints could be loaded.")

@@ -45,6 +45,9 @@ def build(
     weights_file: Annotated[Path | None, typer.Option(help="local torchvision checkpoint (ImageNet)")] = None,
     random_weights: Annotated[bool, typer.Option(help="ImageNet: export with random weights")] = False,
     fp16: Annotated[bool, typer.Option(help="ImageNet: export in float16")] = False,
+    catalog_only: Annotated[
+        bool, typer.Option(help="ImageNet: record the published catalog, depth/GFLOPs from the graphs, nothing built")
+    ] = False,
     out: ModelsOpt = MODELS_DIR,
     registry: RegistryOpt = REGISTRY_PATH,
 ) -> None:
@@ -59,7 +62,7 @@ def build(
         else:
             from export import imagenet
 
-            entries = imagenet.build(
+            entries = imagenet.catalog(_names(models)) if catalog_only else imagenet.build(
                 _names(models),
                 out_dir=out / "imagenet",
                 weights_file=weights_file,
@@ -114,7 +117,7 @@ def evaluate(
 
             if data is None:
                 raise ValueError("--data DIR (an ImageNet validation folder) is required for ImageNet models")
-            entry = imagenet.evaluate(model, data)
+            entry = imagenet.evaluate(model, data, registry_path=registry, models_dir=out)
         merge_into_registry(registry, [entry], {})
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None

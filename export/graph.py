@@ -66,6 +66,13 @@ def gmacs(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> float:
     return total / 1e9
 
 
+def sort_topologically(model: onnx.ModelProto) -> None:
+    """Reorder the graph's nodes in place so that every value is produced before it is used."""
+    nodes = _topological(model.graph)
+    del model.graph.node[:]
+    model.graph.node.extend(nodes)
+
+
 def _require_flat(model: onnx.ModelProto) -> None:
     local = {(f.domain, f.name) for f in model.functions}
     for node in model.graph.node:

@@ -26,7 +26,7 @@ from PIL import Image
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 
 from export.build import MODELS_DIR, REGISTRY_PATH, library_versions, today
-from export.graph import gmacs, weight_layer_depth
+from export.graph import gmacs, sort_topologically, weight_layer_depth
 from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency, sha256_file
 from export.weights import Checkpoint, WeightsUnavailable, obtain, supplying
 from service.preprocess import to_tensor
@@ -301,23 +301,25 @@ def build(
     `download` is off). Without any, `WeightsUnavailable` says how to supply them. `random_weights`
     exports random weights on purpose (nothing is looked up): the entry says so and has no accuracy.
     Published accuracy is kept only for torchvision's exact checkpoint.
+    `fp16` adds a variant "<name>-fp16" per model: weights and arithmetic in float16, float32 input
+    and output, parity against the float32 PyTorch model recorded, no accuracy until measured.
     """
-    if fp16:
-        raise ValueError("--fp16 is not supported for the ImageNet zoo yet")
     names = list(names or NAMES)
     if weights_file is not None and len(names) != 1:
         raise ValueError("--weights-file holds one model's weights: name exactly one model")
     for name in names:
         default_weights(name)  # unknown names fail before any work
-    return [
-        _build_one(name, out_dir=out_dir, weights_file=weights_file, random_weights=random_weights, download=download)
-        for name in names
-    ]
+    entries = []
+    for name in names:
+        entries += _build_one(
+            name, out_dir=out_dir, weights_file=weights_file, random_weights=random_weights, download=download, fp16=fp16
+        )
+    return entries
 
 
 def _build_one(
-    name: str, *, out_dir: Path, weights_file: Path | None, random_weights: bool, download: bool
-) -> ModelEntry:
+    name: str, *, out_dir: Path, weights_file: Path | None, random_weights: bool, download: bool, fp16: bool
+) -> list[ModelEntry]:
     weights = default_weights(name)
     source = _source(name, weights, weights_file=weights_file, random_weights=random_weights, download=download)
     module = _module(name, weights, source.state_dict)
@@ -333,16 +335,53 @@ def _build_one(
     entry = _entry(
         name,
         weights,
-        artifact=Artifact(path=_artifact_path(name), bytes=size, sha256=sha256_file(path)),
+        artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
         kind=source.weights,
         metrics=metrics,
     )
+    built = _checked(entry, module, path, batch)
+    if not fp16:
+        return [built]
+    return [built, _fp16_variant(built, module, path, batch)]
+
+
+def _checked(entry: ModelEntry, module: torch.nn.Module, path: Path, batch: torch.Tensor) -> ModelEntry:
+    """The entry of the artifact at `path`, with parity, latency and provenance measured here."""
     return _revalidated(
         entry,
+        artifact=Artifact(path=entry.artifact.path, bytes=path.stat().st_size, sha256=sha256_file(path)),
         parity=check_parity(module, path, batch),
         latency=measure_latency(path, batch[:1].numpy(), batch_size=PARITY_SAMPLES),
         provenance=Provenance(exported=today(), opset=OPSET, libraries=library_versions(), recipe=None),
     )
+
+
+def _fp16_variant(entry: ModelEntry, module: torch.nn.Module, path: Path, batch: torch.Tensor) -> ModelEntry:
+    """Convert the float32 artifact to float16 inside, float32 at the edges, and describe it."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    name = f"{entry.name}-fp16"
+    weights = Weights(kind=entry.weights.kind, source=f"{entry.weights.source}, converted to float16")
+    half = convert_float_to_float16(onnx.load(str(path)), keep_io_types=True)
+    sort_topologically(half)  # the converter appends its input casts at the end of the node list
+    described = {"convzoo.name": name, "convzoo.weights": weights.model_dump_json()}
+    for prop in half.metadata_props:
+        prop.value = described.get(prop.key, prop.value)
+    half_path = path.with_name(f"{name}.onnx")
+    onnx.save_model(half, str(half_path))
+    onnx.checker.check_model(str(half_path), full_check=True)
+    no_accuracy = {k: None for k in ("top1", "top5", "accuracy_source", "accuracy_split", "accuracy_samples")}
+    variant = _revalidated(
+        entry,
+        name=name,
+        architecture=f"{entry.architecture}, float16 weights and arithmetic",
+        artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
+        weights=weights,
+        metrics=entry.metrics.model_copy(
+            update={**no_accuracy, "size_mb": round(half_path.stat().st_size / 1e6, 3)}  # published: float32 only
+        ),
+    )
+    return _checked(variant, module, half_path, batch)
 
 
 def _revalidated(entry: ModelEntry, **updates: object) -> ModelEntry:

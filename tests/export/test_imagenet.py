@@ -102,7 +102,7 @@ def _run(path: Path, batch: np.ndarray) -> np.ndarray:
 
 
 def test_random_weights_build_a_working_artifact_without_accuracy(tmp_path: Path) -> None:
-    [entry] = imagenet.build(["resnet18"], out_dir=tmp_path, weights_file=None, random_weights=True)
+    entry, half = imagenet.build(["resnet18"], out_dir=tmp_path, weights_file=None, random_weights=True, fp16=True)
     path = tmp_path / "resnet18.onnx"
     assert entry.weights.kind == "random" and entry.version == "random-seed0"
     assert (entry.metrics.top1, entry.metrics.top5, entry.metrics.accuracy_source) == (None, None, None)
@@ -115,6 +115,16 @@ def test_random_weights_build_a_working_artifact_without_accuracy(tmp_path: Path
     assert len(json.loads(meta["convzoo.labels"])) == 1000
     logits = _run(path, imagenet.parity_batch(entry.preprocessing, 3).numpy())
     assert logits.shape == (3, 1000) and np.isfinite(logits).all()
+
+    # the float16 variant: half the bytes, float32 at the edges, parity against the float32 PyTorch model
+    assert half.name == "resnet18-fp16" and half.artifact.path == "imagenet/resnet18-fp16.onnx"
+    assert half.weights.kind == "random" and half.metrics.top1 is None
+    assert half.artifact.bytes is not None and half.artifact.bytes < 0.55 * entry.artifact.bytes
+    assert half.metrics.depth == 18 and half.input.dtype == "float32"
+    assert half.parity is not None and half.parity.top1_agreement >= 0.75
+    assert half.parity.max_abs_diff <= 1e-2 * half.parity.logit_scale
+    half_logits = _run(tmp_path / "resnet18-fp16.onnx", imagenet.parity_batch(entry.preprocessing, 3).numpy())
+    assert half_logits.dtype == np.float32 and half_logits.shape == (3, 1000)
 
 
 class NotATensor:

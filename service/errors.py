@@ -11,6 +11,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
 log = logging.getLogger("convzoo.errors")
@@ -193,6 +194,13 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return response
 
 
+async def _client_disconnect(request: Request, exc: Exception) -> Response:
+    # The client left before its body arrived: no server error. Nobody reads this answer; the request log
+    # and metrics show 499, nginx's "client closed request".
+    detail = "The client closed the connection before the request body was received."
+    return render_error(request, 499, "client-closed-request", "Client closed request", detail)
+
+
 async def _unhandled(request: Request, exc: Exception) -> Response:
     log.exception("unhandled error on %s", request.url.path)
     return render_error(request, 500, "internal", "Internal error", "An unexpected error occurred.")
@@ -206,4 +214,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(ClientDisconnect, _client_disconnect)
     app.add_exception_handler(Exception, _unhandled)

@@ -22,6 +22,7 @@ def main() -> None:
         factory=True,
         host=settings.host,
         port=settings.port,
+        workers=settings.workers,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
     )

@@ -80,6 +80,10 @@ def _session_options(settings: Settings, level: str) -> ort.SessionOptions:
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[level]
     opts.log_severity_level = 3  # errors only: ORT's warnings are not ours to print per request
+    if not settings.intra_op_spinning:
+        # Idle intra-op threads otherwise spin for a while after each run, taking the cores that
+        # decoding, preprocessing and the event loop need (measured: docs/worker-model.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 

@@ -34,6 +34,7 @@ class Settings(BaseSettings):
     providers: Providers = "auto"
     intra_op_threads: int = Field(default=0, ge=0)  # 0: ONNX Runtime's choice (one per core)
     inter_op_threads: int = Field(default=1, ge=0)
+    intra_op_spinning: bool = False  # idle ORT threads busy-wait; off: docs/worker-model.md
     graph_optimization: GraphOptimization = "all"
     optimized_model_cache_dir: Path | None = None
     calibration_s: float = Field(default=0.5, ge=0)  # 0 disables calibration
@@ -51,6 +52,7 @@ class Settings(BaseSettings):
     inference_threads: int = Field(default=1, ge=1)  # per model
 
     # Process
+    workers: int = Field(default=1, ge=1)  # uvicorn worker processes; docs/worker-model.md
     log_level: LogLevel = "info"
     graceful_shutdown_s: float = Field(default=10.0, ge=0)
     preprocess_threads: int = Field(default=2, ge=1)

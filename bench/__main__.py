@@ -1,0 +1,213 @@
+"""`python -m bench` (make bench): one run, side by side, written to docs/bench.{json,md,png}.
+
+(a) raw ONNX Runtime in-process, (b) convzoo over HTTP at concurrency 1, 8 and 32, (c) a naive FastAPI +
+PyTorch eager endpoint, (d) a bare FastAPI route; then the worker-model sweep (processes x intra-op threads,
+batching on/off) for a small and a large model. Loopback only; every measurement has a fixed duration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from bench import images, load, report, servers, workspace
+from bench.load import Body
+from service.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL, LARGE = workspace.SMALL, workspace.LARGE
+LOGS = workspace.WORK / "logs"
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How the 2 cores are split: uvicorn worker processes x ONNX Runtime intra-op threads."""
+
+    label: str
+    workers: int
+    intra_op_threads: int
+    inference_threads: int = 1
+
+
+LAYOUTS = [
+    Layout("1 process x 2 threads", 1, 2),
+    Layout("2 processes x 1 thread", 2, 1),
+    Layout("1 process, 2 inference threads x 1 thread", 1, 1, inference_threads=2),
+]
+
+
+def defaults() -> dict[str, Any]:
+    fields = Settings.model_fields
+    names = ["workers", "intra_op_threads", "inference_threads", "preprocess_threads", "max_batch_size",
+             "max_queue_delay_us", "max_queue_size", "log_level"]
+    return {n: fields[n].default for n in names if n in fields}
+
+
+class Bench:
+    def __init__(self, seconds: float, raw_seconds: float, tool: str) -> None:
+        self.seconds, self.raw_seconds, self.tool = seconds, raw_seconds, tool
+        self.defaults = defaults()
+        bodies = workspace.WORK / "bodies"
+        bodies.mkdir(parents=True, exist_ok=True)
+        (bodies / "photo.jpg").write_bytes(images.photo_jpeg())
+        (bodies / "fashion.png").write_bytes(images.fashion_png())
+        self.bodies = {LARGE: Body(bodies / "photo.jpg", "image/jpeg"), SMALL: Body(bodies / "fashion.png", "image/png")}
+
+    def _paths(self, model: str) -> dict[str, str]:
+        return {
+            "CONVZOO_REGISTRY_PATH": str(workspace.registry_for(model)),
+            "CONVZOO_MODELS_DIR": str(workspace.WORK / "models"),
+            "CONVZOO_ALLOW_RANDOM_WEIGHTS": "true",
+            "CONVZOO_PRELOAD": model,
+        }
+
+    def _layout_env(self, layout: Layout | None, batching: bool) -> dict[str, str]:
+        env: dict[str, str] = {}
+        if layout is not None:
+            env.update(
+                CONVZOO_WORKERS=str(layout.workers),
+                CONVZOO_INTRA_OP_THREADS=str(layout.intra_op_threads),
+                CONVZOO_INFERENCE_THREADS=str(layout.inference_threads),
+            )
+        if not batching:
+            env["CONVZOO_MAX_BATCH_SIZE"] = "1"
+        return env
+
+    # ---- (a) -------------------------------------------------------------------------------------------
+
+    def raw(self, model: str, layout: Layout | None = None) -> dict[str, Any]:
+        workers = layout.workers if layout else int(self.defaults.get("workers", 1))
+        env = servers.clean_env(**self._paths(model), **self._layout_env(layout, True))
+        cmd = [sys.executable, "-m", "bench.raw", "--registry", env["CONVZOO_REGISTRY_PATH"], "--model", model,
+               "--seconds", str(self.raw_seconds), "--processes", str(workers)]
+        out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=600)
+        return dict(json.loads(out.stdout.strip().splitlines()[-1]))
+
+    # ---- (b) -------------------------------------------------------------------------------------------
+
+    def convzoo(self, model: str, concurrencies: list[int], layout: Layout | None = None,
+                batching: bool = True) -> list[dict[str, Any]]:
+        port = servers.free_port()
+        env = servers.clean_env(**self._paths(model), **self._layout_env(layout, batching),
+                                CONVZOO_HOST=servers.HOST, CONVZOO_PORT=str(port))
+        name = f"convzoo-{model}-{layout.workers if layout else 'default'}"
+        with servers.serve([sys.executable, "-m", "service"], env, "/health/ready", port, LOGS / f"{name}.log") as base:
+            url = f"{base}/classify?model={model}&top_k=5"
+            return [self._load(url, c, self.bodies[model]) for c in concurrencies]
+
+    # ---- (c) and (d) ------------------------------------------------------------------------------------
+
+    def naive(self, concurrencies: list[int]) -> list[dict[str, Any]]:
+        port = servers.free_port()
+        cmd = servers.uvicorn_app("bench.naive_app:create_app", port, workers=1,
+                                  log_level=str(self.defaults.get("log_level", "info")))
+        with servers.serve(cmd, servers.clean_env(), "/health", port, LOGS / "naive.log") as base:
+            return [self._load(f"{base}/classify", c, self.bodies[LARGE]) for c in concurrencies]
+
+    def bare(self, concurrencies: list[int], tool: str | None = None) -> list[dict[str, Any]]:
+        port = servers.free_port()
+        cmd = servers.uvicorn_app("bench.bare_app:create_app", port, workers=int(self.defaults.get("workers", 1)),
+                                  log_level=str(self.defaults.get("log_level", "info")))
+        with servers.serve(cmd, servers.clean_env(), "/health", port, LOGS / "bare.log") as base:
+            return [self._load(f"{base}/classify", c, self.bodies[SMALL], tool=tool) for c in concurrencies]
+
+    def _load(self, url: str, concurrency: int, body: Body, tool: str | None = None) -> dict[str, Any]:
+        result = load.run(url, concurrency=concurrency, seconds=self.seconds, body=body, tool=tool or self.tool)
+        print(f"    c={concurrency:<3} {result['images_per_s']:9.1f} images/s  p50 {result['p50_ms']:8.2f} ms  "
+              f"p99 {result['p99_ms']:8.2f} ms  failed {result['failed']}", flush=True)
+        return result
+
+
+def host() -> dict[str, Any]:
+    cpu = "unknown"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import numpy
+    import onnxruntime
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__,
+        "numpy": numpy.__version__,
+        "load_average_at_start": list(os.getloadavg()),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per load point")
+    parser.add_argument("--raw-seconds", type=float, default=3.0, help="seconds per raw batch size")
+    parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where bench.json/md/png go")
+    parser.add_argument("--no-sweep", action="store_true", help="skip the worker-model sweep")
+    parser.add_argument("--tool", choices=["wrk", "python"], default=load.available_tool())
+    a = parser.parse_args()
+    started = time.monotonic()
+    print("bench: preparing the workspace", flush=True)
+    workspace.prepare()
+    b = Bench(a.seconds, a.raw_seconds, a.tool)
+    results: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "host": host(),
+        "settings": b.defaults,
+        "load_generator": a.tool,
+        "seconds_per_point": a.seconds,
+    }
+    conc = [1, 8, 32]
+    print("(a) raw ONNX Runtime, service defaults", flush=True)
+    results["raw"] = {m: b.raw(m) for m in (LARGE, SMALL)}
+    for m, r in results["raw"].items():
+        print(f"    {m}: best batch {r['best_batch']}: {r['images_per_s']:.1f} images/s, "
+              f"batch-1 p50 {r['batches']['1']['p50_ms']:.2f} ms", flush=True)
+    results["convzoo"] = {}
+    for m in (LARGE, SMALL):
+        print(f"(b) convzoo over HTTP, {m}", flush=True)
+        results["convzoo"][m] = b.convzoo(m, conc)
+    print("(c) naive FastAPI + PyTorch eager, resnet50", flush=True)
+    results["naive"] = {LARGE: b.naive([1, 8])}
+    print("(d) bare FastAPI constant JSON", flush=True)
+    results["bare"] = b.bare(conc)
+    if a.tool == "wrk":
+        print("    the same with the Python load generator (its own cost on these cores)", flush=True)
+        results["bare_python_loadgen"] = b.bare([32], tool="python")
+    if not a.no_sweep:
+        results["worker_model"] = sweep(b)
+    results["host"]["load_average_at_end"] = list(os.getloadavg())
+    results["wall_s"] = round(time.monotonic() - started, 1)
+    report.write(results, a.out)
+    print(f"bench: done in {results['wall_s']:.0f} s; wrote {a.out}/bench.json, bench.md, bench.png", flush=True)
+
+
+def sweep(b: Bench) -> list[dict[str, Any]]:
+    """Every layout, batching on and off: resnet50 at concurrency 1 and 8, fmnist-lenet5 at 32."""
+    rows: list[dict[str, Any]] = []
+    plan = {LARGE: [1, 8], SMALL: [32]}
+    for layout in LAYOUTS:
+        raw = b.raw(LARGE, layout) if layout.inference_threads == 1 else None
+        for model, concurrencies in plan.items():
+            for batching in (True, False):
+                print(f"worker model: {layout.label}, batching {'on' if batching else 'off'}, {model}", flush=True)
+                for result in b.convzoo(model, concurrencies, layout, batching):
+                    rows.append({"layout": asdict(layout), "batching": batching, "model": model, **result,
+                                 "raw_images_per_s": raw["images_per_s"] if raw and model == LARGE else None})
+    return rows
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Start and stop the servers under test: real uvicorn processes on the loopback interface."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+HOST = "127.0.0.1"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind((HOST, 0))
+        return int(s.getsockname()[1])
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The environment without the caller's CONVZOO_* variables (the bench measures the defaults)."""
+    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("CONVZOO_")}
+    env.update(extra)
+    return env
+
+
+def _ready(url: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2) as r:
+            return bool(r.status == 200)
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return False
+
+
+@contextmanager
+def serve(cmd: list[str], env: dict[str, str], ready_path: str, port: int, log: Path, timeout_s: float = 180) -> Iterator[str]:
+    """Run `cmd` until the block ends; yields the base URL once `ready_path` answers 200."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("wb") as out:
+        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+    base = f"http://{HOST}:{port}"
+    try:
+        deadline = time.monotonic() + timeout_s
+        while not _ready(base + ready_path):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{' '.join(cmd[:4])} did not become ready; see {log}")
+            time.sleep(0.2)
+        yield base
+    finally:
+        _stop(proc)
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)  # our own process group, started above
+            proc.wait(5)
+
+
+def convzoo(port: int, env: dict[str, str]) -> list[str]:
+    return [sys.executable, "-m", "service"]
+
+
+def uvicorn_app(app: str, port: int, *, workers: int, log_level: str) -> list[str]:
+    """The same uvicorn settings as `python -m service`: factory, host, port, workers, log level."""
+    return [sys.executable, "-m", "uvicorn", app, "--factory", "--host", HOST, "--port", str(port),
+            "--workers", str(workers), "--log-level", log_level]

@@ -11,6 +11,7 @@ export CONVZOO_HOST CONVZOO_PORT
 help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
 	@echo "make test   the default test suite"
+	@echo "make bench  benchmark against raw ONNX Runtime and a naive PyTorch endpoint (docs/bench.md)"
 	@echo "make models retrain and re-export the Fashion-MNIST zoo into models/ and registry.yaml"
 
 # Serving environment: onnxruntime, no torch.
@@ -41,6 +42,15 @@ test: $(VENV)/.stamp data browser
 
 models: $(VENV)/.stamp data
 	$(VENV)/bin/python -m export build --zoo fashion
+
+# Benchmark (docs/bench.md): raw ONNX Runtime, convzoo over HTTP, a naive PyTorch endpoint, a bare route.
+$(VENV)/.bench-stamp: $(VENV)/.stamp pyproject.toml
+	$(VENV)/bin/pip install -q -e '.[export,bench]'
+	touch $@
+
+bench: $(VENV)/.bench-stamp data
+	@bash bench/ensure-wrk.sh
+	$(VENV)/bin/python -m bench
 
 # Docker images and docker-compose end to end (installs and starts Docker when none runs).
 test-docker:

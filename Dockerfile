@@ -26,8 +26,9 @@ ENV PIP_CERT=/tmp/ca-bundle.pem \
     REQUESTS_CA_BUNDLE=/tmp/ca-bundle.pem
 
 # ---------------------------------------------------------------------------------------------
-# build: the serving virtualenv in /opt/venv, with the ONNX Runtime package chosen by ORT_PACKAGE.
-FROM base-build AS build
+# deps: the serving dependencies in /opt/venv, with the ONNX Runtime package chosen by ORT_PACKAGE.
+# No project code here, so that code changes reinstall neither these nor torch.
+FROM base-build AS deps
 # onnxruntime (CPU) or 'onnxruntime-gpu[cuda,cudnn]' (CUDA and cuDNN come as pip wheels).
 ARG ORT_PACKAGE=onnxruntime
 RUN python -m venv /opt/venv
@@ -35,11 +36,14 @@ ENV PATH=/opt/venv/bin:$PATH
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY deploy/docker/requirements.py deploy/docker/requirements.py
-# Serving dependencies from pyproject.toml, with onnxruntime swapped for ORT_PACKAGE; a layer of its
-# own so that code changes do not reinstall them.
+# Serving dependencies from pyproject.toml, with onnxruntime swapped for ORT_PACKAGE.
 RUN python deploy/docker/requirements.py --ort "$ORT_PACKAGE" > /tmp/requirements.txt \
  && cat /tmp/requirements.txt \
  && pip install -r /tmp/requirements.txt
+
+# ---------------------------------------------------------------------------------------------
+# build: the project itself installed into the virtualenv.
+FROM deps AS build
 COPY service/ service/
 COPY export/ export/
 RUN pip install --no-deps . \
@@ -52,8 +56,8 @@ ARG ORT_PACKAGE=onnxruntime
 LABEL org.opencontainers.image.title="convzoo" \
       org.opencontainers.image.description="Inference service for classic convnets on ONNX Runtime" \
       org.convzoo.onnxruntime-package="${ORT_PACKAGE}"
-RUN groupadd --system --gid 10001 convzoo \
- && useradd --system --uid 10001 --gid convzoo --no-create-home --home-dir /nonexistent \
+RUN groupadd --gid 10001 convzoo \
+ && useradd --uid 10001 --gid convzoo --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin convzoo
 COPY --from=build /opt/venv /opt/venv
 # CUDA/cuDNN from pip wheels: let the dynamic linker find them (an empty list for the CPU build).
@@ -82,13 +86,8 @@ HEALTHCHECK --interval=10s --timeout=5s --start-period=60s --retries=3 \
 CMD ["python", "-m", "service"]
 
 # ---------------------------------------------------------------------------------------------
-# export-build: the serving venv plus torch and the export tools.
-FROM base-build AS export-build
-COPY --from=build /opt/venv /opt/venv
-ENV PATH=/opt/venv/bin:$PATH
-WORKDIR /src
-COPY pyproject.toml README.md ./
-COPY deploy/docker/requirements.py deploy/docker/requirements.py
+# export-build: the serving dependencies plus torch and the export tools (no project code).
+FROM deps AS export-build
 # TORCH_INDEX_URL: e.g. https://download.pytorch.org/whl/cpu for CPU-only torch (much smaller).
 ARG TORCH_INDEX_URL=
 RUN python deploy/docker/requirements.py --extra export > /tmp/requirements-export.txt \
@@ -101,21 +100,24 @@ RUN apt-get update \
 
 # ---------------------------------------------------------------------------------------------
 # export: trains/exports the models and writes the registry into /var/lib/convzoo (a volume).
+# Runs from the source tree in /opt/convzoo (`python -m export` finds it in the working directory).
 FROM ${PYTHON_IMAGE} AS export
-RUN groupadd --system --gid 10001 convzoo \
- && useradd --system --uid 10001 --gid convzoo --create-home --home-dir /home/convzoo convzoo \
+RUN groupadd --gid 10001 convzoo \
+ && useradd --uid 10001 --gid convzoo --create-home --home-dir /home/convzoo convzoo \
  && mkdir -p /var/lib/convzoo/models && chown -R convzoo:convzoo /var/lib/convzoo
 COPY --from=export-build /opt/venv /opt/venv
 COPY --from=export-build /usr/share/datasets/fashion-mnist /usr/share/datasets/fashion-mnist
 WORKDIR /opt/convzoo
-COPY --chown=10001:10001 pyproject.toml README.md ./
-COPY --chown=10001:10001 service/ service/
-COPY --chown=10001:10001 export/ export/
-COPY --chown=10001:10001 registry.yaml registry.yaml
+COPY pyproject.toml README.md ./
+COPY service/ service/
+COPY export/ export/
+# The bundled registry and models seed a new volume, so that a build merges into them.
+COPY --chown=10001:10001 registry.yaml /var/lib/convzoo/registry.yaml
+COPY --chown=10001:10001 models/ /var/lib/convzoo/models/
 ENV PATH=/opt/venv/bin:$PATH \
-    PYTHONUNBUFFERED=1 \
-    CONVZOO_REGISTRY_PATH=/var/lib/convzoo/registry.yaml \
-    CONVZOO_MODELS_DIR=/var/lib/convzoo/models
+    HOME=/home/convzoo \
+    PYTHONUNBUFFERED=1
 USER 10001:10001
 VOLUME ["/var/lib/convzoo"]
-CMD ["python", "-m", "export", "build", "--zoo", "fashion"]
+CMD ["python", "-m", "export", "build", "--zoo", "fashion", \
+     "--out", "/var/lib/convzoo/models", "--registry", "/var/lib/convzoo/registry.yaml"]

@@ -43,6 +43,14 @@ def test_targets_in_an_order_the_legacy_builder_can_use() -> None:
     assert names.index("runtime") < names.index("export-build") < names.index("export")
 
 
+def test_dependency_layers_do_not_depend_on_the_code() -> None:
+    # Code changes must not reinstall the serving dependencies or torch.
+    for stage in ("deps", "export-build"):
+        instructions = " ".join(stages()[stage])
+        assert "COPY service/" not in instructions and "COPY export/" not in instructions
+    assert stages()["export-build"][0] == "FROM deps AS export-build"
+
+
 def test_runtime_is_unprivileged_healthchecked_and_built_from_the_slim_base() -> None:
     runtime = stages()["runtime"]
     assert runtime[0] == "FROM ${PYTHON_IMAGE} AS runtime"

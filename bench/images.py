@@ -42,7 +42,8 @@ def photo_jpeg(width: int = 500, height: int = 375, quality: int = 90) -> bytes:
 def fashion_png(index: int = 0) -> bytes:
     """Fashion-MNIST test image `index` as a 28x28 greyscale PNG."""
     if FASHION_IMAGES.is_file():
-        raw = gzip.open(FASHION_IMAGES, "rb").read()
+        with gzip.open(FASHION_IMAGES, "rb") as f:
+            raw = f.read()
         pixels = np.frombuffer(raw, np.uint8, offset=16 + 784 * index, count=784).reshape(28, 28)
     else:  # the dataset package is missing: a synthetic garment-sized blob, same size and format
         y, x = np.mgrid[0:28, 0:28]

@@ -64,7 +64,8 @@ def run(
 
 def _once(url: str, *, concurrency: int, seconds: float, body: Body | None, tool: str) -> dict[str, Any]:
     cmd, env = _command(tool, url, concurrency, seconds, body)
-    proc = subprocess.run(cmd, env=env, cwd=HERE.parent, capture_output=True, text=True, timeout=seconds + 120)
+    proc = subprocess.run(cmd, env=env, cwd=HERE.parent, capture_output=True, text=True, timeout=seconds + 120,
+                          check=False)
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             return dict(json.loads(line.removeprefix("BENCH_JSON ")))

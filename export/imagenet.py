@@ -97,7 +97,7 @@ class GraphFacts(NamedTuple):
 def default_weights(name: str) -> WeightsEnum:
     if name not in ARCHITECTURES:
         raise ValueError(f"Unknown model {name}")
-    weights: WeightsEnum = get_model_weights(name).DEFAULT  # type: ignore[attr-defined]
+    weights: WeightsEnum = get_model_weights(name).DEFAULT
     return weights
 
 
@@ -218,7 +218,8 @@ def _random_state_dict(name: str) -> dict[str, torch.Tensor]:
     torch.manual_seed(RANDOM_SEED)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # GoogLeNet/Inception init-scheme notice
-        return get_model(name, weights=None).state_dict()
+        state: dict[str, torch.Tensor] = get_model(name, weights=None).state_dict()
+    return state
 
 
 def _module(name: str, weights: WeightsEnum, state_dict: dict[str, torch.Tensor]) -> torch.nn.Module:
@@ -226,7 +227,7 @@ def _module(name: str, weights: WeightsEnum, state_dict: dict[str, torch.Tensor]
     try:
         with supplying(state_dict), warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "auxiliary heads are not pretrained"
-            module = get_model(name, weights=weights)
+            module: torch.nn.Module = get_model(name, weights=weights)
     except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped keys
         raise WeightsUnavailable(f"the checkpoint does not fit torchvision's {name}: {exc}") from None
     return module.eval()

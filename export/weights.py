@@ -40,7 +40,8 @@ class Checkpoint:
 
 
 def release_file(weights: WeightsEnum) -> str:
-    return weights.url.rsplit("/", 1)[-1]
+    url: str = weights.url
+    return url.rsplit("/", 1)[-1]
 
 
 def hub_cache_path(weights: WeightsEnum) -> Path:
@@ -69,7 +70,7 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
     """A state dict from `path`, tensors only; a {'state_dict': ...} or {'model': ...} wrapper is opened."""
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # torch raises UnpicklingError, RuntimeError, OSError... for bad files
+    except Exception as exc:  # noqa: BLE001 (torch raises UnpicklingError, RuntimeError, OSError... for bad files)
         raise WeightsUnavailable(f"cannot read checkpoint {path}: {exc}") from None
     if isinstance(raw, dict):
         for key in ("state_dict", "model"):
@@ -90,7 +91,7 @@ def download(url: str, destination: Path, *, expected_prefix: str | None, timeou
     destination.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https enum URLs)
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             total = int(response.headers.get("Content-Length") or 0) or None
             with (
                 tempfile.NamedTemporaryFile(dir=destination.parent, delete=False, suffix=".partial") as out,

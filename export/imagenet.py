@@ -278,7 +278,7 @@ class _Source:
 def _source(
     name: str, weights: WeightsEnum, *, weights_file: Path | None, random_weights: bool, download: bool
 ) -> _Source:
-    if random_weights and weights_file is None:
+    if random_weights:
         source = f"random initialisation (torch.manual_seed({RANDOM_SEED})), no pretrained weights"
         return _Source(_random_state_dict(name), Weights(kind="random", source=source), published=False)
     checkpoint: Checkpoint = obtain(weights, name, weights_file=weights_file, allow_download=download)
@@ -306,6 +306,8 @@ def build(
     and output, parity against the float32 PyTorch model recorded, no accuracy until measured.
     """
     names = list(names or NAMES)
+    if weights_file is not None and random_weights:
+        raise ValueError("--weights-file and --random-weights exclude each other")
     if weights_file is not None and len(names) != 1:
         raise ValueError("--weights-file holds one model's weights: name exactly one model")
     for name in names:
@@ -422,6 +424,7 @@ def _chunks(samples: list[tuple[Path, int]], pre: Preprocessing, size: int) -> I
         part = samples[start : start + size]
         images = []
         for path, _ in part:
+            # the service's preprocessing; no EXIF rotation, as torchvision's ImageFolder loader does none
             with Image.open(path) as image:
                 images.append(to_tensor(image.convert("RGB"), pre))
         yield np.stack(images), np.array([label for _, label in part], dtype=np.int64)

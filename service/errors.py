@@ -209,8 +209,51 @@ async def _unhandled(request: Request, exc: Exception) -> Response:
 Handler = Callable[[Request, Exception], Awaitable[Response]]
 
 
+# The OpenAPI schema of a problem-details body; `extensions` members may follow the standard ones.
+PROBLEM_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+    },
+}
+
+
+def _error_content(app: FastAPI, path: str) -> dict[str, Any]:
+    renderers: dict[str, Renderer] = getattr(app.state, "error_renderers", {})
+    for prefix, render in renderers.items():
+        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
+            media = render(400, "bad-request", "Bad Request", "").media_type or "application/json"
+            return {media: {"schema": {"type": "object"}}}
+    return {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def _document_errors(app: FastAPI) -> None:
+    # FastAPI documents its own 422 body only; the schema should say what the handlers above return.
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            for path, operations in schema.get("paths", {}).items():
+                content = _error_content(app, path)
+                for operation in operations.values():
+                    responses = operation.setdefault("responses", {})
+                    if "422" in responses:
+                        responses["422"] = {"description": "Invalid parameter", "content": content}
+                    responses.setdefault("default", {"description": "Any other error", "content": content})
+        return app.openapi_schema  # type: ignore[return-value]
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
 def install_error_handlers(app: FastAPI) -> None:
-    """Every error the app returns goes through the table above."""
+    """Every error the app returns goes through the table above, and the OpenAPI schema says so."""
+    _document_errors(app)
     app.add_exception_handler(ServiceError, _service_error)
     app.add_exception_handler(RequestValidationError, _request_validation)
     app.add_exception_handler(StarletteHTTPException, _http_error)

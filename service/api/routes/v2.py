@@ -69,12 +69,14 @@ async def server_metadata(request: Request) -> Response:
     return _json(handlers.server_metadata(request.app.version))
 
 
-@router.get("/health/live", summary="Server live")
+@router.get("/health/live", summary="Server live", response_class=Response)
 async def server_live() -> Response:
     return Response(status_code=200)
 
 
-@router.get("/health/ready", summary="Server ready: the default model is loaded and warmed up")
+@router.get(
+    "/health/ready", summary="Server ready: the default model is loaded and warmed up", response_class=Response
+)
 async def server_ready(manager: ManagerDep) -> Response:
     ok, reason = manager.ready()
     if not ok:

@@ -67,7 +67,11 @@ def to_csv(summaries: list[dict[str, Any]]) -> str:
     return buf.getvalue()
 
 
-@router.get("", summary="Every registry model, with its status and measured latency")
+@router.get(
+    "",
+    summary="Every registry model, with its status and measured latency",
+    responses={200: {"content": {"text/markdown": {}, "text/csv": {}}}},  # format=markdown, format=csv
+)
 async def list_models(
     manager: ManagerDep,
     sort: Annotated[str | None, Query(description="A summary field; `-` prefix for descending")] = None,

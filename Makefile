@@ -12,13 +12,16 @@ help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
 	@echo "make test   the default test suite"
 	@echo "make bench  benchmark against raw ONNX Runtime and a naive PyTorch endpoint (docs/bench.md)"
+	@echo "make soak   SOAK_MINUTES (default 10) of mixed traffic; RSS and error counts (scripts/soak.py)"
+	@echo "make audit  pip-audit of requirements/serve.lock (needs a vulnerability service)"
 	@echo "make models retrain and re-export the Fashion-MNIST zoo into models/ and registry.yaml"
 
-# Serving environment: onnxruntime, no torch.
-$(SERVE_VENV)/.stamp: pyproject.toml
+# Serving environment: onnxruntime, no torch; the exact versions and hashes of requirements/serve.lock.
+$(SERVE_VENV)/.stamp: pyproject.toml requirements/serve.lock
 	$(PYTHON) -m venv $(SERVE_VENV)
 	$(SERVE_VENV)/bin/pip install -q --upgrade pip
-	$(SERVE_VENV)/bin/pip install -q -e .
+	$(SERVE_VENV)/bin/pip install -q --require-hashes -r requirements/serve.lock
+	$(SERVE_VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 # Development environment: serving + export (torch) + tests.
@@ -51,6 +54,16 @@ $(VENV)/.bench-stamp: $(VENV)/.stamp pyproject.toml
 bench: $(VENV)/.bench-stamp data
 	@bash bench/ensure-wrk.sh
 	$(VENV)/bin/python -m bench
+
+# Soak (not in `make test`): SOAK_MINUTES of valid and 10% malformed traffic against a real server.
+SOAK_MINUTES ?= 10
+soak: $(VENV)/.stamp
+	$(VENV)/bin/python scripts/soak.py --minutes $(SOAK_MINUTES)
+
+# Known vulnerabilities of the locked serving dependencies; needs a vulnerability service, so not in CI.
+audit: $(VENV)/.stamp
+	$(VENV)/bin/pip install -q pip-audit
+	$(VENV)/bin/pip-audit --require-hashes --disable-pip -r requirements/serve.lock
 
 # Docker images and docker-compose end to end (installs and starts Docker when none runs).
 test-docker:

@@ -1,0 +1,294 @@
+"""Soak test: N minutes of mixed traffic against a real `python -m service`, then a report.
+
+Nine requests in ten are valid (PNG, JPEG, WebP, GIF images of random sizes, one to three per request,
+multipart or raw); one in ten is malformed (garbage, truncated or unsupported images, pixel bombs, bodies
+over the upload cap, broken multipart, unknown models, bad parameters). The server's RSS is sampled
+throughout. It passes when the RSS grows by less than --max-growth-mib from the end of the warm-up to the
+end, and no request gets a 5xx (valid ones: none at all; malformed ones: none but 503).
+
+    python scripts/soak.py --minutes 10          # or: make soak SOAK_MINUTES=10
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import os
+import random
+import socket
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import zlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import numpy as np
+from PIL import Image
+
+REPO = Path(__file__).resolve().parents[1]
+MIB = 1 << 20
+
+
+def rss_bytes(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+# ---- traffic --------------------------------------------------------------------------------------------
+
+
+MODES = {"PNG": ["RGB", "L", "RGBA", "P", "LA"], "JPEG": ["RGB", "L", "CMYK"], "WEBP": ["RGB", "RGBA"], "GIF": ["P", "L"]}
+MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
+
+
+def _image(rng: random.Random) -> tuple[bytes, str]:
+    w, h = rng.randint(1, 640), rng.randint(1, 480)
+    arr = np.random.default_rng(rng.randrange(1 << 30)).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    fmt = rng.choice(list(MODES))
+    image = Image.fromarray(arr, "RGB").convert(rng.choice(MODES[fmt]))
+    buf = io.BytesIO()
+    image.save(buf, fmt)
+    return buf.getvalue(), MEDIA[fmt]
+
+
+def _png_bomb(side: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    deflate = zlib.compressobj(9)
+    row = b"\0" * (1 + (side + 7) // 8)
+    data = b"".join(deflate.compress(row) for _ in range(side)) + deflate.flush()
+    header = struct.pack(">IIBBBBB", side, side, 1, 0, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", data) + chunk(b"IEND", b"")
+
+
+@dataclass
+class Traffic:
+    rng: random.Random
+    max_upload: int
+    bomb: bytes = field(default_factory=lambda: _png_bomb(20_000))
+
+    async def valid(self, client: httpx.AsyncClient) -> httpx.Response:
+        images = [_image(self.rng) for _ in range(self.rng.choice([1, 1, 1, 2, 3]))]
+        params = {"top_k": str(self.rng.randint(1, 5))}
+        if len(images) == 1 and self.rng.random() < 0.3:
+            data, media = images[0]
+            return await client.post("/classify", params=params, content=data, headers={"content-type": media})
+        files = [("file", (f"{i}.img", data, media)) for i, (data, media) in enumerate(images)]
+        return await client.post("/classify", params=params, files=files)
+
+    def choose(self) -> str:
+        return self.rng.choice(
+            ["garbage", "truncated", "unsupported", "bomb", "too-large", "boundary", "unknown-model", "top-k", "empty"]
+        )
+
+    async def malformed(self, client: httpx.AsyncClient, kind: str) -> httpx.Response:
+        png, _ = _image(self.rng)
+        post = client.post
+        if kind == "garbage":
+            r = await post("/classify", files={"file": ("x.jpg", self.rng.randbytes(self.rng.randint(1, 4096)))})
+        elif kind == "truncated":
+            r = await post("/classify", files={"file": ("x.png", png[: max(1, len(png) // 3)])})
+        elif kind == "unsupported":
+            buf = io.BytesIO()
+            Image.new("RGB", (16, 16)).save(buf, "ICO")
+            r = await post("/classify", files={"file": ("x.ico", buf.getvalue())})
+        elif kind == "bomb":
+            r = await post("/classify", content=self.bomb, headers={"content-type": "image/png"})
+        elif kind == "too-large":
+            r = await post("/classify", content=b"\0" * (self.max_upload + 1), headers={"content-type": "image/png"})
+        elif kind == "boundary":
+            junk = b"\r\n" * self.rng.randint(1, 50_000) + b"junk" * 1000
+            r = await post("/classify", content=junk, headers={"content-type": "multipart/form-data; boundary=zz"})
+        elif kind == "unknown-model":
+            r = await post("/classify", params={"model": "../registry.yaml"}, files={"file": ("x.png", png)})
+        elif kind == "top-k":
+            r = await post("/classify", params={"top_k": "0"}, files={"file": ("x.png", png)})
+        else:
+            r = await post("/classify", content=b"", headers={"content-type": "image/png"})
+        return r
+
+
+@dataclass
+class Tally:
+    by_status: Counter[tuple[str, int]] = field(default_factory=Counter)
+    malformed_kinds: Counter[tuple[str, int]] = field(default_factory=Counter)
+    transport_errors: Counter[str] = field(default_factory=Counter)
+
+    def count(self, valid: bool) -> int:
+        label = "valid" if valid else "malformed"
+        return sum(n for (k, _), n in self.by_status.items() if k == label)
+
+
+async def drive(url: str, traffic: Traffic, seconds: float, concurrency: int, tally: Tally) -> None:
+    stop = time.monotonic() + seconds
+    async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+
+        async def worker() -> None:
+            while time.monotonic() < stop:
+                valid = traffic.rng.random() >= 0.1
+                kind = "valid"
+                try:
+                    if valid:
+                        r = await traffic.valid(client)
+                    else:
+                        kind = traffic.choose()
+                        r = await traffic.malformed(client, kind)
+                        tally.malformed_kinds[(kind, r.status_code)] += 1
+                    tally.by_status[("valid" if valid else "malformed", r.status_code)] += 1
+                except httpx.HTTPError as exc:
+                    if kind == "too-large":  # answered 413 and closed before the body was sent: expected
+                        tally.malformed_kinds[(kind + " (closed early)", 0)] += 1
+                        tally.by_status[("malformed", 413)] += 1
+                    else:
+                        tally.transport_errors[f"{kind}: {type(exc).__name__}"] += 1
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+# ---- the server -----------------------------------------------------------------------------------------
+
+
+def start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+    port = free_port()
+    env = {
+        **os.environ,
+        "CONVZOO_HOST": "127.0.0.1",
+        "CONVZOO_PORT": str(port),
+        "CONVZOO_REGISTRY_PATH": str(args.registry),
+        "CONVZOO_MODELS_DIR": str(args.models_dir),
+        "CONVZOO_MAX_UPLOAD_MB": str(args.max_upload_mb),
+        "CONVZOO_LOG_LEVEL": "warning",
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SystemExit(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+        try:
+            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
+                return proc, url
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    proc.kill()
+    raise SystemExit("the server did not become ready within 120 s")
+
+
+async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], url: str) -> dict[str, object]:
+    traffic = Traffic(random.Random(args.seed), int(args.max_upload_mb * 1_000_000))
+    tally = Tally()
+    total = args.minutes * 60
+    warmup = min(args.warmup_s, total / 2)
+    rss_start = rss_bytes(proc.pid)
+    await drive(url, traffic, warmup, args.concurrency, tally)
+    rss_warm = rss_bytes(proc.pid)
+    samples = [(round(warmup), rss_warm)]
+    started = time.monotonic()
+    while (elapsed := time.monotonic() - started) < total - warmup:
+        await drive(url, traffic, min(30.0, total - warmup - elapsed), args.concurrency, tally)
+        samples.append((round(warmup + time.monotonic() - started), rss_bytes(proc.pid)))
+    rss_end = rss_bytes(proc.pid)
+    valid_5xx = sum(n for (k, st), n in tally.by_status.items() if k == "valid" and st >= 500)
+    malformed_5xx = sum(n for (k, st), n in tally.by_status.items() if k == "malformed" and st >= 500 and st != 503)
+    growth = rss_end - rss_warm
+    ok = (
+        growth < args.max_growth_mib * MIB
+        and valid_5xx == 0
+        and malformed_5xx == 0
+        and not tally.transport_errors
+        and proc.poll() is None
+    )
+    return {
+        "minutes": args.minutes,
+        "warmup_s": warmup,
+        "concurrency": args.concurrency,
+        "requests": {"valid": tally.count(True), "malformed": tally.count(False)},
+        "rss_mib": {
+            "start": round(rss_start / MIB, 1),
+            "after_warmup": round(rss_warm / MIB, 1),
+            "end": round(rss_end / MIB, 1),
+            "growth_after_warmup": round(growth / MIB, 1),
+            "samples": [(t, round(b / MIB, 1)) for t, b in samples],
+        },
+        "status_counts": {f"{k} {st}": n for (k, st), n in sorted(tally.by_status.items())},
+        "malformed_by_kind": {f"{k} {st}": n for (k, st), n in sorted(tally.malformed_kinds.items())},
+        "transport_errors": dict(tally.transport_errors),
+        "valid_5xx": valid_5xx,
+        "malformed_5xx_other_than_503": malformed_5xx,
+        "passed": ok,
+    }
+
+
+def print_report(report: dict[str, object]) -> None:
+    rss = report["rss_mib"]
+    assert isinstance(rss, dict)
+    print(f"soak: {report['minutes']} min, {report['concurrency']} clients, warm-up {report['warmup_s']:.0f} s")
+    print(f"requests: {report['requests']}")
+    print(
+        f"RSS MiB: start {rss['start']}, after warm-up {rss['after_warmup']}, end {rss['end']} "
+        f"(growth after warm-up {rss['growth_after_warmup']})"
+    )
+    print("status counts:")
+    for key, n in report["status_counts"].items():  # type: ignore[attr-defined]
+        print(f"  {key}: {n}")
+    print("malformed requests by kind and status (0: connection closed by the server's early 413):")
+    for key, n in report["malformed_by_kind"].items():  # type: ignore[attr-defined]
+        print(f"  {key}: {n}")
+    if report["transport_errors"]:
+        print(f"transport errors: {report['transport_errors']}")
+    print("PASS" if report["passed"] else "FAIL")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--minutes", type=float, default=10.0)
+    parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--warmup-s", type=float, default=60.0, help="RSS growth is measured from its end")
+    parser.add_argument("--max-growth-mib", type=float, default=50.0)
+    parser.add_argument("--max-upload-mb", type=float, default=2.0, help="a low cap keeps oversized bodies cheap")
+    parser.add_argument("--registry", type=Path, default=REPO / "registry.yaml")
+    parser.add_argument("--models-dir", type=Path, default=REPO / "models")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--json", type=Path, help="also write the report here")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        log = Path(tmp) / "server.log"
+        proc, url = start_server(args, log)
+        try:
+            report = asyncio.run(soak(args, proc, url))
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        server_log = log.read_text(errors="replace")
+    if "Traceback" in server_log:
+        report["passed"] = False
+        report["server_tracebacks"] = server_log.count("Traceback")
+    print_report(report)
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+    return 0 if report["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

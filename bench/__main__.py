@@ -36,31 +36,49 @@ class Layout:
     workers: int
     intra_op_threads: int
     inference_threads: int = 1
+    spinning: bool = False
 
 
 LAYOUTS = [
-    Layout("1 process x 2 threads", 1, 2),
+    Layout("1 process x 2 threads, 1 inference thread", 1, 2),
+    Layout("1 process x 2 threads, 1 inference thread, ORT spinning on", 1, 2, spinning=True),
     Layout("2 processes x 1 thread", 2, 1),
     Layout("1 process, 2 inference threads x 1 thread", 1, 1, inference_threads=2),
+    Layout("1 process, 2 inference threads x 2 threads", 1, 2, inference_threads=2),
 ]
 
 
 def defaults() -> dict[str, Any]:
     fields = Settings.model_fields
-    names = ["workers", "intra_op_threads", "inference_threads", "preprocess_threads", "max_batch_size",
-             "max_queue_delay_us", "max_queue_size", "log_level"]
+    names = [
+        "workers",
+        "intra_op_threads",
+        "inference_threads",
+        "intra_op_spinning",
+        "preprocess_threads",
+        "max_batch_size",
+        "max_queue_delay_us",
+        "max_queue_size",
+        "log_level",
+    ]
     return {n: fields[n].default for n in names if n in fields}
 
 
 class Bench:
-    def __init__(self, seconds: float, raw_seconds: float, tool: str) -> None:
+    def __init__(self, seconds: float, large_seconds: float, raw_seconds: float, tool: str) -> None:
         self.seconds, self.raw_seconds, self.tool = seconds, raw_seconds, tool
+        # resnet50 answers in waves of a batch (up to ~1.5 s at c32 on 2 cores): a longer window keeps
+        # the count of completed requests from under-reading by a wave.
+        self.seconds_for = {LARGE: large_seconds, SMALL: seconds}
         self.defaults = defaults()
         bodies = workspace.WORK / "bodies"
         bodies.mkdir(parents=True, exist_ok=True)
         (bodies / "photo.jpg").write_bytes(images.photo_jpeg())
         (bodies / "fashion.png").write_bytes(images.fashion_png())
-        self.bodies = {LARGE: Body(bodies / "photo.jpg", "image/jpeg"), SMALL: Body(bodies / "fashion.png", "image/png")}
+        self.bodies = {
+            LARGE: Body(bodies / "photo.jpg", "image/jpeg"),
+            SMALL: Body(bodies / "fashion.png", "image/png"),
+        }
 
     def _paths(self, model: str) -> dict[str, str]:
         return {
@@ -77,6 +95,7 @@ class Bench:
                 CONVZOO_WORKERS=str(layout.workers),
                 CONVZOO_INTRA_OP_THREADS=str(layout.intra_op_threads),
                 CONVZOO_INFERENCE_THREADS=str(layout.inference_threads),
+                CONVZOO_INTRA_OP_SPINNING=str(layout.spinning).lower(),
             )
         if not batching:
             env["CONVZOO_MAX_BATCH_SIZE"] = "1"
@@ -84,46 +103,101 @@ class Bench:
 
     # ---- (a) -------------------------------------------------------------------------------------------
 
-    def raw(self, model: str, layout: Layout | None = None) -> dict[str, Any]:
+    def raw(self, model: str, layout: Layout | None = None, batches: str = "1,8,32") -> dict[str, Any]:
         workers = layout.workers if layout else int(self.defaults.get("workers", 1))
         env = servers.clean_env(**self._paths(model), **self._layout_env(layout, True))
-        cmd = [sys.executable, "-m", "bench.raw", "--registry", env["CONVZOO_REGISTRY_PATH"], "--model", model,
-               "--seconds", str(self.raw_seconds), "--processes", str(workers)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "bench.raw",
+            "--registry",
+            env["CONVZOO_REGISTRY_PATH"],
+            "--model",
+            model,
+            "--seconds",
+            str(self.raw_seconds),
+            "--processes",
+            str(workers),
+            "--batches",
+            batches,
+        ]
         out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True, timeout=600)
         return dict(json.loads(out.stdout.strip().splitlines()[-1]))
 
     # ---- (b) -------------------------------------------------------------------------------------------
 
-    def convzoo(self, model: str, concurrencies: list[int], layout: Layout | None = None,
-                batching: bool = True) -> list[dict[str, Any]]:
+    def convzoo(
+        self, model: str, concurrencies: list[int], layout: Layout | None = None, batching: bool = True
+    ) -> list[dict[str, Any]]:
         port = servers.free_port()
-        env = servers.clean_env(**self._paths(model), **self._layout_env(layout, batching),
-                                CONVZOO_HOST=servers.HOST, CONVZOO_PORT=str(port))
+        env = servers.clean_env(
+            **self._paths(model),
+            **self._layout_env(layout, batching),
+            CONVZOO_HOST=servers.HOST,
+            CONVZOO_PORT=str(port),
+        )
         name = f"convzoo-{model}-{layout.workers if layout else 'default'}"
-        with servers.serve([sys.executable, "-m", "service"], env, "/health/ready", port, LOGS / f"{name}.log") as base:
-            url = f"{base}/classify?model={model}&top_k=5"
-            return [self._load(url, c, self.bodies[model]) for c in concurrencies]
+        with servers.serve(
+            [sys.executable, "-m", "service"], env, "/health/ready", port, LOGS / f"{name}.log"
+        ) as srv:
+            url = f"{srv.url}/classify?model={model}&top_k=5"
+            return [
+                self._load(srv, url, c, self.bodies[model], seconds=self.seconds_for[model])
+                for c in concurrencies
+            ]
 
     # ---- (c) and (d) ------------------------------------------------------------------------------------
 
     def naive(self, concurrencies: list[int]) -> list[dict[str, Any]]:
         port = servers.free_port()
-        cmd = servers.uvicorn_app("bench.naive_app:create_app", port, workers=1,
-                                  log_level=str(self.defaults.get("log_level", "info")))
-        with servers.serve(cmd, servers.clean_env(), "/health", port, LOGS / "naive.log") as base:
-            return [self._load(f"{base}/classify", c, self.bodies[LARGE]) for c in concurrencies]
+        cmd = servers.uvicorn_app(
+            "bench.naive_app:create_app",
+            port,
+            workers=1,
+            log_level=str(self.defaults.get("log_level", "info")),
+        )
+        with servers.serve(cmd, servers.clean_env(), "/health", port, LOGS / "naive.log") as srv:
+            return [
+                self._load(srv, f"{srv.url}/classify", c, self.bodies[LARGE], seconds=self.seconds_for[LARGE])
+                for c in concurrencies
+            ]
 
     def bare(self, concurrencies: list[int], tool: str | None = None) -> list[dict[str, Any]]:
         port = servers.free_port()
-        cmd = servers.uvicorn_app("bench.bare_app:create_app", port, workers=int(self.defaults.get("workers", 1)),
-                                  log_level=str(self.defaults.get("log_level", "info")))
-        with servers.serve(cmd, servers.clean_env(), "/health", port, LOGS / "bare.log") as base:
-            return [self._load(f"{base}/classify", c, self.bodies[SMALL], tool=tool) for c in concurrencies]
+        cmd = servers.uvicorn_app(
+            "bench.bare_app:create_app",
+            port,
+            workers=int(self.defaults.get("workers", 1)),
+            log_level=str(self.defaults.get("log_level", "info")),
+        )
+        with servers.serve(cmd, servers.clean_env(), "/health", port, LOGS / "bare.log") as srv:
+            return [
+                self._load(srv, f"{srv.url}/classify", c, self.bodies[SMALL], tool=tool)
+                for c in concurrencies
+            ]
 
-    def _load(self, url: str, concurrency: int, body: Body, tool: str | None = None) -> dict[str, Any]:
-        result = load.run(url, concurrency=concurrency, seconds=self.seconds, body=body, tool=tool or self.tool)
-        print(f"    c={concurrency:<3} {result['images_per_s']:9.1f} images/s  p50 {result['p50_ms']:8.2f} ms  "
-              f"p99 {result['p99_ms']:8.2f} ms  failed {result['failed']}", flush=True)
+    def _load(
+        self,
+        srv: servers.Running,
+        url: str,
+        concurrency: int,
+        body: Body,
+        tool: str | None = None,
+        seconds: float | None = None,
+    ) -> dict[str, Any]:
+        tool = tool or self.tool
+        load.run(url, concurrency=concurrency, seconds=1, body=body, tool=tool, warmup_s=0)  # warm-up
+        cpu0 = srv.cpu_s()
+        result = load.run(
+            url, concurrency=concurrency, seconds=seconds or self.seconds, body=body, tool=tool, warmup_s=0
+        )
+        result["server_cpu_ms_per_request"] = (srv.cpu_s() - cpu0) * 1e3 / max(result["requests"], 1)
+        print(
+            f"    c={concurrency:<3} {result['images_per_s']:9.1f} images/s  p50 {result['p50_ms']:8.2f} ms  "
+            f"p99 {result['p99_ms']:8.2f} ms  server CPU {result['server_cpu_ms_per_request']:.2f} ms/request  "
+            f"failed {result['failed']}",
+            flush=True,
+        )
         return result
 
 
@@ -153,6 +227,7 @@ def host() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per load point")
+    parser.add_argument("--large-seconds", type=float, default=10.0, help="the same for resnet50")
     parser.add_argument("--raw-seconds", type=float, default=3.0, help="seconds per raw batch size")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where bench.json/md/png go")
     parser.add_argument("--no-sweep", action="store_true", help="skip the worker-model sweep")
@@ -161,20 +236,23 @@ def main() -> None:
     started = time.monotonic()
     print("bench: preparing the workspace", flush=True)
     workspace.prepare()
-    b = Bench(a.seconds, a.raw_seconds, a.tool)
+    b = Bench(a.seconds, a.large_seconds, a.raw_seconds, a.tool)
     results: dict[str, Any] = {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "host": host(),
         "settings": b.defaults,
         "load_generator": a.tool,
-        "seconds_per_point": a.seconds,
+        "seconds_per_point": {SMALL: a.seconds, LARGE: a.large_seconds},
     }
     conc = [1, 8, 32]
     print("(a) raw ONNX Runtime, service defaults", flush=True)
     results["raw"] = {m: b.raw(m) for m in (LARGE, SMALL)}
     for m, r in results["raw"].items():
-        print(f"    {m}: best batch {r['best_batch']}: {r['images_per_s']:.1f} images/s, "
-              f"batch-1 p50 {r['batches']['1']['p50_ms']:.2f} ms", flush=True)
+        print(
+            f"    {m}: best batch {r['best_batch']}: {r['images_per_s']:.1f} images/s, "
+            f"batch-1 alone p50 {r['batches']['1']['alone_p50_ms']:.2f} ms",
+            flush=True,
+        )
     results["convzoo"] = {}
     for m in (LARGE, SMALL):
         print(f"(b) convzoo over HTTP, {m}", flush=True)
@@ -191,21 +269,39 @@ def main() -> None:
     results["host"]["load_average_at_end"] = list(os.getloadavg())
     results["wall_s"] = round(time.monotonic() - started, 1)
     report.write(results, a.out)
-    print(f"bench: done in {results['wall_s']:.0f} s; wrote {a.out}/bench.json, bench.md, bench.png", flush=True)
+    if a.out.resolve() == (ROOT / "docs").resolve():
+        report.update_readme(results, ROOT / "README.md")
+    print(
+        f"bench: done in {results['wall_s']:.0f} s; wrote {a.out}/bench.json, bench.md, bench.png", flush=True
+    )
 
 
 def sweep(b: Bench) -> list[dict[str, Any]]:
-    """Every layout, batching on and off: resnet50 at concurrency 1 and 8, fmnist-lenet5 at 32."""
+    """Every layout: resnet50 at c1 and c8 with batching, c8 without; fmnist-lenet5 at c32 with and without.
+
+    The spinning variant is measured with batching only. Each layout's raw limit runs the same processes
+    and inference threads in-process.
+    """
     rows: list[dict[str, Any]] = []
-    plan = {LARGE: [1, 8], SMALL: [32]}
+    plan = [(LARGE, True, [1, 8]), (LARGE, False, [8]), (SMALL, True, [32]), (SMALL, False, [32])]
     for layout in LAYOUTS:
-        raw = b.raw(LARGE, layout) if layout.inference_threads == 1 else None
-        for model, concurrencies in plan.items():
-            for batching in (True, False):
-                print(f"worker model: {layout.label}, batching {'on' if batching else 'off'}, {model}", flush=True)
-                for result in b.convzoo(model, concurrencies, layout, batching):
-                    rows.append({"layout": asdict(layout), "batching": batching, "model": model, **result,
-                                 "raw_images_per_s": raw["images_per_s"] if raw and model == LARGE else None})
+        raw = b.raw(LARGE, layout, batches="8")
+        for model, batching, concurrencies in plan:
+            if layout.spinning and not batching:
+                continue
+            print(
+                f"worker model: {layout.label}, batching {'on' if batching else 'off'}, {model}", flush=True
+            )
+            for result in b.convzoo(model, concurrencies, layout, batching):
+                rows.append(
+                    {
+                        "layout": asdict(layout),
+                        "batching": batching,
+                        "model": model,
+                        **result,
+                        "raw_images_per_s": raw["images_per_s"] if model == LARGE else None,
+                    }
+                )
     return rows
 
 

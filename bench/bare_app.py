@@ -9,7 +9,10 @@ from typing import Any
 
 from fastapi import FastAPI
 
-CONSTANT: dict[str, Any] = {"model": "constant", "results": [{"predictions": [{"index": 0, "label": "x", "score": 1.0}]}]}
+CONSTANT: dict[str, Any] = {
+    "model": "constant",
+    "results": [{"predictions": [{"index": 0, "label": "x", "score": 1.0}]}],
+}
 
 
 def create_app() -> FastAPI:

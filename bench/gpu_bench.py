@@ -33,8 +33,13 @@ BATCHES = [1, 8, 32, 64]
 
 def gpu_name() -> str:
     try:
-        out = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
-                             capture_output=True, text=True, check=True, timeout=20)
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name,driver_version,memory.total", "--format=csv,noheader"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=20,
+        )
         return out.stdout.strip().splitlines()[0]
     except (OSError, subprocess.SubprocessError, IndexError):
         return "unknown NVIDIA GPU"
@@ -51,19 +56,11 @@ def _time(model: LoadedModel, batch: np.ndarray, seconds: float) -> dict[str, fl
         times.append(time.perf_counter() - t0)
     elapsed = time.perf_counter() - start
     arr = np.asarray(times) * 1e3
-    return {"images_per_s": len(batch) * len(times) / elapsed, "p50_ms": float(np.percentile(arr, 50)),
-            "p99_ms": float(np.percentile(arr, 99))}
-
-
-def fp16_artifact(fp32: Path) -> Path:
-    """The FP16 variant of an artifact (weights and activations in float16, float32 input and output)."""
-    import onnx
-    from onnxruntime.transformers.float16 import convert_float_to_float16
-
-    out = fp32.with_name(fp32.stem + "-fp16.onnx")
-    if not out.is_file() or out.stat().st_mtime < fp32.stat().st_mtime:
-        onnx.save(convert_float_to_float16(onnx.load(str(fp32)), keep_io_types=True), str(out))
-    return out
+    return {
+        "images_per_s": len(batch) * len(times) / elapsed,
+        "p50_ms": float(np.percentile(arr, 50)),
+        "p99_ms": float(np.percentile(arr, 99)),
+    }
 
 
 def raw(seconds: float, provider: str) -> dict[str, Any]:
@@ -71,27 +68,40 @@ def raw(seconds: float, provider: str) -> dict[str, Any]:
     entry = registry.get(workspace.LARGE)
     settings = Settings(providers=provider, calibration_s=0, models_dir=workspace.WORK / "models")  # type: ignore[arg-type]
     fp32 = workspace.artifact(workspace.LARGE)
+    built = load_registry(workspace.WORK / "built.yaml")
+    half_entry = built.get(f"{workspace.LARGE}-fp16")  # the export's variant: python -m export build --fp16
     bound = load_model(fp32, entry, settings, max_batch_size=max(BATCHES))
     if provider == "cuda":
         assert bound.bind_device == "cuda" and bound.providers[0] == CUDA
     else:  # the dry run: the same code with IOBinding on the CPU device
         bound = dataclasses.replace(bound, bind_device="cpu")
     plain = dataclasses.replace(bound, bind_device=None)
-    half = dataclasses.replace(load_model(fp16_artifact(fp32), entry, settings, max_batch_size=max(BATCHES)),
-                               bind_device=bound.bind_device)
+    half_path = workspace.WORK / "models" / half_entry.artifact.path
+    half = dataclasses.replace(
+        load_model(half_path, half_entry, settings, max_batch_size=max(BATCHES)),
+        bind_device=bound.bind_device,
+    )
     rng = np.random.default_rng(0)
     rows: list[dict[str, Any]] = []
     for size in BATCHES:
         batch = rng.standard_normal((size, *bound.sample_shape)).astype(np.float32)
         for label, model in (("fp32 run()", plain), ("fp32 IOBinding", bound), ("fp16 IOBinding", half)):
             rows.append({"variant": label, "batch": size, **_time(model, batch, seconds)})
-            print(f"  {label:15} batch {size:3}: {rows[-1]['images_per_s']:9.1f} images/s  "
-                  f"p50 {rows[-1]['p50_ms']:.2f} ms", flush=True)
+            print(
+                f"  {label:15} batch {size:3}: {rows[-1]['images_per_s']:9.1f} images/s  "
+                f"p50 {rows[-1]['p50_ms']:.2f} ms",
+                flush=True,
+            )
     check = rng.standard_normal((64, *bound.sample_shape)).astype(np.float32)
     a, b = bound.run(check), half.run(check)
-    parity = {"samples": 64, "max_abs_diff": float(np.abs(a - b).max()), "logit_scale": float(np.abs(a).max()),
-              "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
-              "note": "FP16 against FP32 on the CUDA provider, random-normal inputs, random weights"}
+    parity = {
+        "samples": 64,
+        "max_abs_diff": float(np.abs(a - b).max()),
+        "logit_scale": float(np.abs(a).max()),
+        "top1_agreement": float((a.argmax(1) == b.argmax(1)).mean()),
+        "note": f"FP16 against FP32 on the {provider} provider, random-normal inputs, random weights",
+        "export_parity": half_entry.parity.model_dump() if half_entry.parity else None,
+    }
     return {"rows": rows, "fp16_parity": parity}
 
 
@@ -102,34 +112,64 @@ def http(seconds: float, provider: str) -> list[dict[str, Any]]:
     port = servers.free_port()
     env = servers.clean_env(
         CONVZOO_REGISTRY_PATH=str(workspace.registry_for(workspace.LARGE)),
-        CONVZOO_MODELS_DIR=str(workspace.WORK / "models"), CONVZOO_ALLOW_RANDOM_WEIGHTS="true",
-        CONVZOO_PRELOAD=workspace.LARGE, CONVZOO_PROVIDERS=provider, CONVZOO_HOST=servers.HOST, CONVZOO_PORT=str(port),
+        CONVZOO_MODELS_DIR=str(workspace.WORK / "models"),
+        CONVZOO_ALLOW_RANDOM_WEIGHTS="true",
+        CONVZOO_PRELOAD=workspace.LARGE,
+        CONVZOO_PROVIDERS=provider,
+        CONVZOO_HOST=servers.HOST,
+        CONVZOO_PORT=str(port),
     )
     results = []
     log = workspace.WORK / "logs" / "convzoo-gpu.log"
-    with servers.serve([sys.executable, "-m", "service"], env, "/health/ready", port, log) as base:
+    with servers.serve([sys.executable, "-m", "service"], env, "/health/ready", port, log) as srv:
         for c in (1, 8, 32, 64) if provider == "cuda" else (1, 8):
-            r = load.run(f"{base}/classify?model={workspace.LARGE}", concurrency=c, seconds=seconds,
-                         body=Body(body_path, "image/jpeg"), tool=load.available_tool())
-            print(f"  convzoo c{c}: {r['images_per_s']:.1f} images/s  p50 {r['p50_ms']:.2f} ms  "
-                  f"p99 {r['p99_ms']:.2f} ms  failed {r['failed']}", flush=True)
+            r = load.run(
+                f"{srv.url}/classify?model={workspace.LARGE}",
+                concurrency=c,
+                seconds=seconds,
+                body=Body(body_path, "image/jpeg"),
+                tool=load.available_tool(),
+            )
+            print(
+                f"  convzoo c{c}: {r['images_per_s']:.1f} images/s  p50 {r['p50_ms']:.2f} ms  "
+                f"p99 {r['p99_ms']:.2f} ms  failed {r['failed']}",
+                flush=True,
+            )
             results.append(r)
     return results
 
 
 def markdown(r: dict[str, Any]) -> str:
-    lines = [f"# GPU benchmark: {r['gpu']}", "",
-             (f"One run, {r['date']}, onnxruntime {r['onnxruntime']}, provider {r['provider']}. "
-              "resnet50 with **random weights** (speed does not depend on them)."), "",
-             "| Variant | Batch | images/s | p50 ms | p99 ms |", "|---|---:|---:|---:|---:|"]
-    lines += [f"| {x['variant']} | {x['batch']} | {x['images_per_s']:,.1f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} |"
-              for x in r["raw"]["rows"]]
+    lines = [
+        f"# GPU benchmark: {r['gpu']}",
+        "",
+        (
+            f"One run, {r['date']}, onnxruntime {r['onnxruntime']}, provider {r['provider']}. "
+            "resnet50 with **random weights** (speed does not depend on them)."
+        ),
+        "",
+        "| Variant | Batch | images/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|---:|",
+    ]
+    lines += [
+        f"| {x['variant']} | {x['batch']} | {x['images_per_s']:,.1f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} |"
+        for x in r["raw"]["rows"]
+    ]
     p = r["raw"]["fp16_parity"]
-    lines += ["", (f"FP16 parity against FP32: max |diff| {p['max_abs_diff']:.4g} (logit scale {p['logit_scale']:.3g}), "
-              f"top-1 agreement {p['top1_agreement']:.3f} on {p['samples']} inputs."), "",
-              "| convzoo over HTTP (500x375 JPEG) | images/s | p50 ms | p99 ms |", "|---|---:|---:|---:|"]
-    lines += [f"| c{x['concurrency']} | {x['images_per_s']:,.1f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} |"
-              for x in r["http"]]
+    lines += [
+        "",
+        (
+            f"FP16 parity against FP32: max |diff| {p['max_abs_diff']:.4g} (logit scale {p['logit_scale']:.3g}), "
+            f"top-1 agreement {p['top1_agreement']:.3f} on {p['samples']} inputs."
+        ),
+        "",
+        "| convzoo over HTTP (500x375 JPEG) | images/s | p50 ms | p99 ms |",
+        "|---|---:|---:|---:|",
+    ]
+    lines += [
+        f"| c{x['concurrency']} | {x['images_per_s']:,.1f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} |"
+        for x in r["http"]
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -137,20 +177,29 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--out", type=Path, default=ROOT / "docs")
-    parser.add_argument("--dry-run-on-cpu", action="store_true",
-                        help="check the script on a host without a GPU: the same steps on the CPU, batch 1 and 8")
+    parser.add_argument(
+        "--dry-run-on-cpu",
+        action="store_true",
+        help="check the script on a host without a GPU: the same steps on the CPU, batch 1 and 8",
+    )
     a = parser.parse_args()
     provider = "cpu" if a.dry_run_on_cpu else "cuda"
     if a.dry_run_on_cpu:
         BATCHES[:] = [1, 8]
     elif CUDA not in ort.get_available_providers():
-        print(f"no CUDA provider in onnxruntime {ort.__version__} ({ort.get_available_providers()}): "
-              "install onnxruntime-gpu on a machine with an NVIDIA driver", file=sys.stderr)
+        print(
+            f"no CUDA provider in onnxruntime {ort.__version__} ({ort.get_available_providers()}): "
+            "install onnxruntime-gpu on a machine with an NVIDIA driver",
+            file=sys.stderr,
+        )
         return 2
-    workspace.prepare()
-    result: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-                              "gpu": gpu_name() if provider == "cuda" else "none (dry run on the CPU)",
-                              "onnxruntime": ort.__version__, "provider": provider}
+    workspace.prepare(fp16=True)
+    result: dict[str, Any] = {
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "gpu": gpu_name() if provider == "cuda" else "none (dry run on the CPU)",
+        "onnxruntime": ort.__version__,
+        "provider": provider,
+    }
     print(f"GPU: {result['gpu']}", flush=True)
     result["raw"] = raw(a.seconds, provider)
     result["http"] = http(a.seconds, provider)

@@ -21,7 +21,11 @@ def photo_jpeg(width: int = 500, height: int = 375, quality: int = 90) -> bytes:
     rng = np.random.default_rng(2026)
     y, x = np.mgrid[0:height, 0:width].astype(np.float32)
     base = np.stack(
-        [110 + 80 * np.sin(x / 97.0) * np.cos(y / 61.0), 120 + 60 * np.cos(x / 53.0 + y / 89.0), 90 + 70 * y / height],
+        [
+            110 + 80 * np.sin(x / 97.0) * np.cos(y / 61.0),
+            120 + 60 * np.cos(x / 53.0 + y / 89.0),
+            90 + 70 * y / height,
+        ],
         axis=-1,
     )
     image = Image.fromarray(np.clip(base, 0, 255).astype(np.uint8), "RGB")

@@ -24,16 +24,36 @@ def available_tool() -> str:
     return "wrk" if shutil.which("wrk") else "python"
 
 
-def _command(tool: str, url: str, concurrency: int, seconds: float, body: Body | None) -> tuple[list[str], dict[str, str]]:
+def _command(
+    tool: str, url: str, concurrency: int, seconds: float, body: Body | None
+) -> tuple[list[str], dict[str, str]]:
     env = dict(os.environ)
     if tool == "wrk":
         env["BENCH_BODY"] = str(body.path) if body else ""
         env["BENCH_CONTENT_TYPE"] = body.content_type if body else ""
         # One wrk thread: it keeps all connections busy and leaves the cores to the server.
-        cmd = ["wrk", "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s", "--timeout", "30s",
-               "-s", str(HERE / "wrk_post.lua"), url]
+        cmd = [
+            "wrk",
+            "-t1",
+            f"-c{concurrency}",
+            f"-d{max(1, round(seconds))}s",
+            "--timeout",
+            "30s",
+            "-s",
+            str(HERE / "wrk_post.lua"),
+            url,
+        ]
         return cmd, env
-    cmd = [sys.executable, "-m", "bench.pyload", url, "--concurrency", str(concurrency), "--seconds", str(seconds)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "bench.pyload",
+        url,
+        "--concurrency",
+        str(concurrency),
+        "--seconds",
+        str(seconds),
+    ]
     if body:
         cmd += ["--body", str(body.path), "--content-type", body.content_type]
     return cmd, env
@@ -64,8 +84,9 @@ def run(
 
 def _once(url: str, *, concurrency: int, seconds: float, body: Body | None, tool: str) -> dict[str, Any]:
     cmd, env = _command(tool, url, concurrency, seconds, body)
-    proc = subprocess.run(cmd, env=env, cwd=HERE.parent, capture_output=True, text=True, timeout=seconds + 120,
-                          check=False)
+    proc = subprocess.run(
+        cmd, env=env, cwd=HERE.parent, capture_output=True, text=True, timeout=seconds + 120, check=False
+    )
     for line in proc.stdout.splitlines():
         if line.startswith("BENCH_JSON "):
             return dict(json.loads(line.removeprefix("BENCH_JSON ")))

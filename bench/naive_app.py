@@ -47,7 +47,8 @@ def create_app() -> FastAPI:
         top = torch.topk(probs, 5)
         return {
             "predictions": [
-                {"index": int(i), "score": float(s)} for s, i in zip(top.values.tolist(), top.indices.tolist())
+                {"index": int(i), "score": float(s)}
+                for s, i in zip(top.values.tolist(), top.indices.tolist())
             ]
         }
 

@@ -17,7 +17,9 @@ import httpx
 import numpy as np
 
 
-async def _run(url: str, concurrency: int, seconds: float, body: bytes | None, content_type: str) -> dict[str, object]:
+async def _run(
+    url: str, concurrency: int, seconds: float, body: bytes | None, content_type: str
+) -> dict[str, object]:
     latencies: list[float] = []
     errors = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)

@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -39,12 +40,34 @@ def _ready(url: str) -> bool:
         return False
 
 
+@dataclass(frozen=True)
+class Running:
+    url: str
+    pid: int  # also the process group of the server and its workers
+
+    def cpu_s(self) -> float:
+        """CPU seconds (user + system) used so far by every process of the server's group."""
+        total = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.pid:  # fields[2]: the process group
+                total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+
 @contextmanager
-def serve(cmd: list[str], env: dict[str, str], ready_path: str, port: int, log: Path, timeout_s: float = 180) -> Iterator[str]:
-    """Run `cmd` until the block ends; yields the base URL once `ready_path` answers 200."""
+def serve(
+    cmd: list[str], env: dict[str, str], ready_path: str, port: int, log: Path, timeout_s: float = 180
+) -> Iterator[Running]:
+    """Run `cmd` until the block ends; yields it once `ready_path` answers 200."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
     base = f"http://{HOST}:{port}"
     try:
         deadline = time.monotonic() + timeout_s
@@ -52,7 +75,7 @@ def serve(cmd: list[str], env: dict[str, str], ready_path: str, port: int, log: 
             if proc.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"{' '.join(cmd[:4])} did not become ready; see {log}")
             time.sleep(0.2)
-        yield base
+        yield Running(base, proc.pid)
     finally:
         _stop(proc)
 
@@ -67,11 +90,20 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
             proc.wait(5)
 
 
-def convzoo(port: int, env: dict[str, str]) -> list[str]:
-    return [sys.executable, "-m", "service"]
-
-
 def uvicorn_app(app: str, port: int, *, workers: int, log_level: str) -> list[str]:
     """The same uvicorn settings as `python -m service`: factory, host, port, workers, log level."""
-    return [sys.executable, "-m", "uvicorn", app, "--factory", "--host", HOST, "--port", str(port),
-            "--workers", str(workers), "--log-level", log_level]
+    return [
+        sys.executable,
+        "-m",
+        "uvicorn",
+        app,
+        "--factory",
+        "--host",
+        HOST,
+        "--port",
+        str(port),
+        "--workers",
+        str(workers),
+        "--log-level",
+        log_level,
+    ]

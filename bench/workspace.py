@@ -19,30 +19,33 @@ WORK = ROOT / ".cache" / "bench"
 SMALL, LARGE = "fmnist-lenet5", "resnet50"
 
 
-def _resnet50_built(registry_path: Path, models_dir: Path) -> bool:
+def _built(registry_path: Path, models_dir: Path, name: str) -> bool:
     if not registry_path.is_file():
         return False
     try:
-        entry = load_registry(registry_path).get(LARGE)
+        entry = load_registry(registry_path).get(name)
     except ValueError:
         return False
     path = models_dir / entry.artifact.path
     return entry.built and path.is_file() and sha256_of(path) == entry.artifact.sha256
 
 
-def prepare(work: Path = WORK) -> Path:
-    """Make `work`/registry.yaml and `work`/models with both models built; returns the registry path."""
+def prepare(work: Path = WORK, *, fp16: bool = False) -> Path:
+    """Make `work`/registry.yaml and `work`/models with both models built; returns the registry path.
+
+    `fp16` also builds the export's float16 variant, resnet50-fp16 (its entry stays in `work`/built.yaml).
+    """
     models_dir = work / "models"
     models_dir.mkdir(parents=True, exist_ok=True)
-    built = work / "built.yaml"  # the export's own registry copy, holding the resnet50 entry
-    if not _resnet50_built(built, models_dir):
+    built = work / "built.yaml"  # the export's own registry copy, holding the resnet50 entries
+    names = [LARGE, f"{LARGE}-fp16"] if fp16 else [LARGE]
+    if not all(_built(built, models_dir, n) for n in names):
         shutil.copyfile(ROOT / "registry.yaml", built)
         print("bench: exporting resnet50 with random weights (once) ...", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "export", "build", "--zoo", "imagenet", "--models", LARGE, "--random-weights",
-             "--out", str(models_dir), "--registry", str(built)],
-            cwd=ROOT, check=True, stdout=subprocess.DEVNULL,
-        )
+        flags = ["--random-weights", *(["--fp16"] if fp16 else [])]
+        cmd = [sys.executable, "-m", "export", "build", "--zoo", "imagenet", "--models", LARGE, *flags]
+        cmd += ["--out", str(models_dir), "--registry", str(built)]
+        subprocess.run(cmd, cwd=ROOT, check=True, stdout=subprocess.DEVNULL)
     source = load_registry(ROOT / "registry.yaml")
     small = source.get(SMALL)
     shutil.copyfile(ROOT / "models" / small.artifact.path, models_dir / small.artifact.path)

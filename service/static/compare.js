@@ -3,7 +3,6 @@
 import { AXES, formatCount, formatNumber, formatPercent, logDomain, logTicks, paretoFrontier, plotExclusion } from "./frontier.js";
 
 const accuracyText = (m) => (m.weights === "random" ? "none (random)" : m.accuracy_source ?? "none");
-const noteId = (m) => `note-${m.name}`;
 
 export const COLUMNS = [
   { key: "name", label: "Name", text: true },
@@ -68,7 +67,7 @@ export function renderTableHead(table, onSort) {
   }
 }
 
-function cell(col, m) {
+function cell(col, m, noteIds) {
   const v = valueOf(col, m);
   if (col.key === "name") return el("th", { scope: "row" }, v);
   const td = el("td", col.text ? {} : { class: "num" }, col.format ? col.format(v) : v ?? "—");
@@ -76,7 +75,7 @@ function cell(col, m) {
     td.classList.add(`status-${m.status}`);
     if (m.status_reason) {
       // The reason is a note under the table, so that long reasons do not widen the column.
-      td.setAttribute("aria-describedby", noteId(m));
+      td.setAttribute("aria-describedby", noteIds.get(m.name));
       td.append(el("sup", { "aria-hidden": "true" }, "*"));
     }
   }
@@ -84,18 +83,28 @@ function cell(col, m) {
 }
 
 function renderNotes(box, rows) {
-  const withReason = rows.filter((m) => m.status_reason);
+  // One note per distinct reason, naming its models: many unbuilt artifacts make one line, not many.
+  const byReason = new Map();
+  for (const m of rows.filter((r) => r.status_reason)) {
+    const key = `${m.status}: ${m.status_reason}`;
+    if (!byReason.has(key)) byReason.set(key, []);
+    byReason.get(key).push(m);
+  }
+  const noteIds = new Map();
   box.replaceChildren();
-  box.hidden = withReason.length === 0;
-  for (const m of withReason) {
-    const li = el("li", { id: noteId(m) });
-    li.append(el("strong", {}, m.name), ` ${m.status}: ${m.status_reason}`);
+  box.hidden = byReason.size === 0;
+  let i = 0;
+  for (const [reason, models] of byReason) {
+    const li = el("li", { id: `note-${i++}` });
+    li.append(el("strong", {}, models.map((m) => m.name).join(", ")), ` ${reason}`);
+    for (const m of models) noteIds.set(m.name, li.id);
     box.append(li);
   }
+  return noteIds;
 }
 
 export function renderTableBody(table, notes, rows, sortKey, descending) {
-  renderNotes(notes, rows);
+  const noteIds = renderNotes(notes, rows);
   for (const th of table.querySelectorAll("thead th")) {
     const active = th.dataset.key === sortKey;
     th.setAttribute("aria-sort", active ? (descending ? "descending" : "ascending") : "none");
@@ -105,7 +114,7 @@ export function renderTableBody(table, notes, rows, sortKey, descending) {
   body.replaceChildren();
   for (const m of rows) {
     const tr = el("tr", { "data-model": m.name });
-    for (const col of COLUMNS) tr.append(cell(col, m));
+    for (const col of COLUMNS) tr.append(cell(col, m, noteIds));
     body.append(tr);
   }
 }
@@ -159,25 +168,31 @@ function yTicks(lo, hi) {
   return ticks;
 }
 
-// Frontier labels: try four places around the marker, keep the first that overlaps no earlier label
-// and stays inside the plot. Text width is estimated; 12 px bold runs about 7 px a character.
+// Frontier labels: try places around the marker, keep the first that overlaps no earlier label and
+// stays inside the plot. Text width is estimated; 12 px bold runs about 7 px a character.
 function placeLabels(items, width, height) {
   const placed = [];
   const nodes = [];
   for (const { text, cx, cy, r } of items) {
     const w = text.length * 7;
     const h = 13;
-    const spots = [
-      [cx + r + 3, cy - r - 2, "start"],
-      [cx + r + 3, cy + r + h, "start"],
-      [cx - r - 3, cy - r - 2, "end"],
-      [cx - r - 3, cy + r + h, "end"],
-    ];
+    // Beside the marker first, then further up or down, right before left.
+    const spots = [];
+    for (const dy of [0, 1, -1, 2, -2, 3, -3]) {
+      spots.push([cx + r + 3, cy - r - 2 + dy * (h + 2), "start"], [cx + r + 3, cy + r + h + dy * (h + 2), "start"]);
+    }
+    for (const dy of [0, 1, -1, 2, -2]) {
+      spots.push([cx - r - 3, cy - r - 2 + dy * (h + 2), "end"], [cx - r - 3, cy + r + h + dy * (h + 2), "end"]);
+    }
     const box = ([x, y, anchor]) => ({ x0: anchor === "end" ? x - w : x, x1: anchor === "end" ? x : x + w, y0: y - h, y1: y });
     const fits = (b) => b.x0 >= 0 && b.x1 <= width && b.y0 >= 0 && b.y1 <= height;
     const clear = (b) => placed.every((p) => b.x1 < p.x0 || b.x0 > p.x1 || b.y1 < p.y0 || b.y0 > p.y1);
     const spot = spots.find((sp) => fits(box(sp)) && clear(box(sp))) ?? spots.find((sp) => fits(box(sp))) ?? spots[0];
     placed.push(box(spot));
+    if (spots.indexOf(spot) >= 2) {
+      // Moved away from its marker: a leader line says whose label it is.
+      nodes.push(svg("line", { x1: cx, y1: cy, x2: spot[0], y2: spot[1] - h / 2, class: "leader" }));
+    }
     nodes.push(svg("text", { x: spot[0], y: spot[1], "text-anchor": spot[2], class: "frontier-label" }, text));
   }
   return nodes;

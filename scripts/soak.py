@@ -52,7 +52,12 @@ def free_port() -> int:
 # ---- traffic --------------------------------------------------------------------------------------------
 
 
-MODES = {"PNG": ["RGB", "L", "RGBA", "P", "LA"], "JPEG": ["RGB", "L", "CMYK"], "WEBP": ["RGB", "RGBA"], "GIF": ["P", "L"]}
+MODES = {
+    "PNG": ["RGB", "L", "RGBA", "P", "LA"],
+    "JPEG": ["RGB", "L", "CMYK"],
+    "WEBP": ["RGB", "RGBA"],
+    "GIF": ["P", "L"],
+}
 MEDIA = {"PNG": "image/png", "JPEG": "image/jpeg", "WEBP": "image/webp", "GIF": "image/gif"}
 
 
@@ -88,20 +93,34 @@ class Traffic:
         params = {"top_k": str(self.rng.randint(1, 5))}
         if len(images) == 1 and self.rng.random() < 0.3:
             data, media = images[0]
-            return await client.post("/classify", params=params, content=data, headers={"content-type": media})
+            return await client.post(
+                "/classify", params=params, content=data, headers={"content-type": media}
+            )
         files = [("file", (f"{i}.img", data, media)) for i, (data, media) in enumerate(images)]
         return await client.post("/classify", params=params, files=files)
 
     def choose(self) -> str:
         return self.rng.choice(
-            ["garbage", "truncated", "unsupported", "bomb", "too-large", "boundary", "unknown-model", "top-k", "empty"]
+            [
+                "garbage",
+                "truncated",
+                "unsupported",
+                "bomb",
+                "too-large",
+                "boundary",
+                "unknown-model",
+                "top-k",
+                "empty",
+            ]
         )
 
     async def malformed(self, client: httpx.AsyncClient, kind: str) -> httpx.Response:
         png, _ = _image(self.rng)
         post = client.post
         if kind == "garbage":
-            r = await post("/classify", files={"file": ("x.jpg", self.rng.randbytes(self.rng.randint(1, 4096)))})
+            r = await post(
+                "/classify", files={"file": ("x.jpg", self.rng.randbytes(self.rng.randint(1, 4096)))}
+            )
         elif kind == "truncated":
             r = await post("/classify", files={"file": ("x.png", png[: max(1, len(png) // 3)])})
         elif kind == "unsupported":
@@ -111,10 +130,14 @@ class Traffic:
         elif kind == "bomb":
             r = await post("/classify", content=self.bomb, headers={"content-type": "image/png"})
         elif kind == "too-large":
-            r = await post("/classify", content=b"\0" * (self.max_upload + 1), headers={"content-type": "image/png"})
+            r = await post(
+                "/classify", content=b"\0" * (self.max_upload + 1), headers={"content-type": "image/png"}
+            )
         elif kind == "boundary":
             junk = b"\r\n" * self.rng.randint(1, 50_000) + b"junk" * 1000
-            r = await post("/classify", content=junk, headers={"content-type": "multipart/form-data; boundary=zz"})
+            r = await post(
+                "/classify", content=junk, headers={"content-type": "multipart/form-data; boundary=zz"}
+            )
         elif kind == "unknown-model":
             r = await post("/classify", params={"model": "../registry.yaml"}, files={"file": ("x.png", png)})
         elif kind == "top-k":
@@ -176,7 +199,9 @@ def start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[
         "CONVZOO_LOG_LEVEL": "warning",
     }
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -207,7 +232,9 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], url: str
         samples.append((round(warmup + time.monotonic() - started), rss_bytes(proc.pid)))
     rss_end = rss_bytes(proc.pid)
     valid_5xx = sum(n for (k, st), n in tally.by_status.items() if k == "valid" and st >= 500)
-    malformed_5xx = sum(n for (k, st), n in tally.by_status.items() if k == "malformed" and st >= 500 and st != 503)
+    malformed_5xx = sum(
+        n for (k, st), n in tally.by_status.items() if k == "malformed" and st >= 500 and st != 503
+    )
     growth = rss_end - rss_warm
     ok = (
         growth < args.max_growth_mib * MIB
@@ -240,7 +267,9 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], url: str
 def print_report(report: dict[str, object]) -> None:
     rss = report["rss_mib"]
     assert isinstance(rss, dict)
-    print(f"soak: {report['minutes']} min, {report['concurrency']} clients, warm-up {report['warmup_s']:.0f} s")
+    print(
+        f"soak: {report['minutes']} min, {report['concurrency']} clients, warm-up {report['warmup_s']:.0f} s"
+    )
     print(f"requests: {report['requests']}")
     print(
         f"RSS MiB: start {rss['start']}, after warm-up {rss['after_warmup']}, end {rss['end']} "
@@ -263,7 +292,9 @@ def main() -> int:
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--warmup-s", type=float, default=60.0, help="RSS growth is measured from its end")
     parser.add_argument("--max-growth-mib", type=float, default=50.0)
-    parser.add_argument("--max-upload-mb", type=float, default=2.0, help="a low cap keeps oversized bodies cheap")
+    parser.add_argument(
+        "--max-upload-mb", type=float, default=2.0, help="a low cap keeps oversized bodies cheap"
+    )
     parser.add_argument("--registry", type=Path, default=REPO / "registry.yaml")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     parser.add_argument("--seed", type=int, default=0)

@@ -13,6 +13,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from service.registry import ModelEntry, Registry
 from tests.service.conftest import (  # noqa: F401  (fixtures, re-exported for this directory)
+    Server,
+    Zoo,
     anyio_backend,
     client_for,
     fashion,
@@ -20,34 +22,34 @@ from tests.service.conftest import (  # noqa: F401  (fixtures, re-exported for t
     source_zoo,
     zoo,
 )
-from tests.service.conftest import Server, Zoo
 
 
-def with_entry(zoo: Zoo, name: str, **artifact: object) -> None:
+def with_entry(target: Zoo, name: str, **artifact: object) -> None:
     """Rewrite one registry entry's artifact fields in the zoo."""
-    registry = zoo.registry
+    registry = target.registry
     models = [
         m.model_copy(update={"artifact": m.artifact.model_copy(update=artifact)}) if m.name == name else m
         for m in registry.models
     ]
-    zoo.save(Registry.model_validate({**registry.model_dump(), "models": [m.model_dump() for m in models]}))
+    target.save(
+        Registry.model_validate({**registry.model_dump(), "models": [m.model_dump() for m in models]})
+    )
 
 
-def install_artifact(zoo: Zoo, name: str, data: bytes, filename: str) -> Path:
+def install_artifact(target: Zoo, name: str, data: bytes, filename: str) -> Path:
     """Write `data` into the zoo's model directory and point entry `name` at it, checksum included."""
-    path = zoo.models_dir / filename
+    path = target.models_dir / filename
     path.write_bytes(data)
-    with_entry(zoo, name, path=filename, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
+    with_entry(target, name, path=filename, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
     return path
 
 
-def make_default(zoo: Zoo, name: str) -> None:
-    registry = zoo.registry
-    zoo.save(Registry.model_validate({**registry.model_dump(), "default": name}))
-
-
 def smallest(registry: Registry, *, exclude: tuple[str, ...] = ()) -> ModelEntry:
-    pool = [m for m in registry.models if m.name not in exclude and m.weights.kind != "random"]
+    pool = [
+        m
+        for m in registry.models
+        if m.name not in exclude and m.built and m.weights.kind != "random" and m.dataset == "fashion-mnist"
+    ]
     return min(pool, key=lambda m: m.artifact.bytes or 0)
 
 
@@ -105,7 +107,9 @@ def address(server: Server) -> tuple[str, int]:
     return host, int(port)
 
 
-def raw_exchange(server: Server, head: bytes, chunks: list[bytes] | None = None, *, timeout: float = 10) -> bytes:
+def raw_exchange(
+    server: Server, head: bytes, chunks: list[bytes] | None = None, *, timeout: float = 10
+) -> bytes:
     """Send a hand-written request (stopping when the server closes) and read the response head."""
     with socket.create_connection(address(server), timeout=timeout) as sock:
         sock.sendall(head)

@@ -45,7 +45,9 @@ async def test_onnx_runtime_raising_fails_only_that_batch(
 
         def classify(i: int, model: str | None = None):  # type: ignore[no-untyped-def]
             params = {"model": model} if model else {}
-            return client.post("/classify", params=params, files={"file": (f"{i}.png", fashion.png(i), "image/png")})
+            return client.post(
+                "/classify", params=params, files={"file": (f"{i}.png", fashion.png(i), "image/png")}
+            )
 
         fault.armed.set()
         # three requests that share one batch of the default model, one on another model meanwhile
@@ -65,7 +67,9 @@ async def test_onnx_runtime_raising_fails_only_that_batch(
         assert batcher.stats.batches_failed == 1 and batcher.stats.items_failed == 3
 
 
-async def test_auto_providers_without_cuda_serve_on_the_cpu(zoo: Zoo, client_for, fashion: FashionSample) -> None:
+async def test_auto_providers_without_cuda_serve_on_the_cpu(
+    zoo: Zoo, client_for, fashion: FashionSample
+) -> None:
     # The readiness rule: `auto` falls back to the CPU and is ready; an explicit `cuda` that cannot start
     # makes the default model unavailable and readiness 503 with the reason (tests/service/test_manager.py).
     if "CUDAExecutionProvider" in ort.get_available_providers():

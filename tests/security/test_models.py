@@ -9,14 +9,13 @@ import logging
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import httpx
 import onnx
 import pytest
 from fastapi import FastAPI
-from onnx.external_data_helper import convert_model_to_external_data
 
 from tests.security.conftest import install_artifact, smallest
 from tests.service.conftest import REPO, FashionSample, Zoo
@@ -31,8 +30,14 @@ def _save_external(zoo: Zoo, name: str, onnx_name: str, weights_path: Path) -> b
     model = onnx.load(str(zoo.artifact(name)))
     tmp = zoo.models_dir.parent / "staging"
     tmp.mkdir(exist_ok=True)
-    onnx.save_model(model, str(tmp / onnx_name), save_as_external_data=True, all_tensors_to_one_file=True,
-                    location="weights.bin", size_threshold=1024)
+    onnx.save_model(
+        model,
+        str(tmp / onnx_name),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="weights.bin",
+        size_threshold=1024,
+    )
     weights_path.parent.mkdir(parents=True, exist_ok=True)
     (tmp / "weights.bin").replace(weights_path)
     proto = onnx.load(str(tmp / onnx_name), load_external_data=False)
@@ -109,9 +114,9 @@ class FileAccess:
     """Records files opened and directories listed by this process while `active` (a Python audit hook;
     hooks cannot be removed, so one is installed once and switched on and off)."""
 
-    active = False
-    seen: list[tuple[str, str]] = []
-    installed = False
+    active: ClassVar[bool] = False
+    seen: ClassVar[list[tuple[str, str]]] = []
+    installed: ClassVar[bool] = False
 
     @classmethod
     def install(cls) -> None:
@@ -121,7 +126,14 @@ class FileAccess:
 
     @classmethod
     def _hook(cls, event: str, args: tuple[Any, ...]) -> None:
-        if cls.active and event in ("open", "os.listdir", "os.scandir", "os.remove", "os.rename", "os.symlink"):
+        if cls.active and event in (
+            "open",
+            "os.listdir",
+            "os.scandir",
+            "os.remove",
+            "os.rename",
+            "os.symlink",
+        ):
             cls.seen.append((event, str(args[0]) if args else ""))
 
 
@@ -131,13 +143,19 @@ def _interpreter_file(path: str) -> bool:
     return path.startswith(prefixes) and path.endswith((".py", ".pyc", ".so", ".pth", "__pycache__"))
 
 
-async def test_traversal_names_are_404_and_touch_no_file(zoo: Zoo, client_for, fashion: FashionSample) -> None:
+async def test_traversal_names_are_404_and_touch_no_file(
+    zoo: Zoo, client_for, fashion: FashionSample
+) -> None:
     FileAccess.install()
     png = fashion.png(0)
     async with client_for(zoo) as client:
 
         async def attempts(name: str) -> list[httpx.Response]:
-            out = [await client.post("/classify", params={"model": name}, files={"file": ("x.png", png, "image/png")})]
+            out = [
+                await client.post(
+                    "/classify", params={"model": name}, files={"file": ("x.png", png, "image/png")}
+                )
+            ]
             out.append(await client.post(f"/v2/models/{quote(name, safe='')}/infer", content=b"{}"))
             for template in PATH_TEMPLATES:
                 out.append(await client.get(template.format(quote(name, safe=""))))
@@ -176,7 +194,18 @@ REVIEWED_POSTS = {
     "/v2/repository/models/{name}/load",  # refused with 400: models come from the registry only
     "/v2/repository/models/{name}/unload",
 }
-CONTROL_WORDS = {"register", "registration", "upload", "logging", "log", "logs", "trace", "workers", "scale", "settings"}
+CONTROL_WORDS = {
+    "register",
+    "registration",
+    "upload",
+    "logging",
+    "log",
+    "logs",
+    "trace",
+    "workers",
+    "scale",
+    "settings",
+}
 
 
 def walk_routes(routes: list[Any]) -> Iterator[tuple[str, set[str]]]:
@@ -219,7 +248,10 @@ def _snapshot(app: FastAPI, zoo: Zoo) -> dict[str, Any]:
         "logging": {
             name: (
                 logging.getLogger(name).level,
-                [(type(h).__name__, getattr(h, "baseFilename", None), h.level) for h in logging.getLogger(name).handlers],
+                [
+                    (type(h).__name__, getattr(h, "baseFilename", None), h.level)
+                    for h in logging.getLogger(name).handlers
+                ],
             )
             for name in loggers
         },
@@ -247,7 +279,9 @@ ANCHOR_CONTROL = [  # management calls of TorchServe, Triton, KServe and BentoML
 ]
 
 
-async def test_no_route_changes_models_registry_or_logging(zoo: Zoo, client_for, fashion: FashionSample) -> None:
+async def test_no_route_changes_models_registry_or_logging(
+    zoo: Zoo, client_for, fashion: FashionSample
+) -> None:
     registry = zoo.registry
     other = smallest(registry, exclude=(registry.default,))  # not loaded: a load would show
     routes = _app_routes(zoo)
@@ -264,7 +298,9 @@ async def test_no_route_changes_models_registry_or_logging(zoo: Zoo, client_for,
                         url = "/static/app.js"
                     if method == "POST" and ("infer" in path or path in ("/classify", "/compare")):
                         continue  # inference is the one way a registry model loads; not a control call
-                    r = await client.request(method, url, content=b"{}", headers={"content-type": "application/json"})
+                    r = await client.request(
+                        method, url, content=b"{}", headers={"content-type": "application/json"}
+                    )
                     assert r.status_code < 500 or r.status_code == 503, (method, url, r.text)
             for method, path in ANCHOR_CONTROL:
                 r = await client.request(method, _fill(path, name, version), content=b"{}")
@@ -279,7 +315,17 @@ async def test_no_route_changes_models_registry_or_logging(zoo: Zoo, client_for,
 # ---- nothing unpickles ------------------------------------------------------------------------------------
 
 SCANNED = ["service", "export", "scripts", "bench"]
-PICKLE_MODULES = {"pickle", "_pickle", "cPickle", "cloudpickle", "dill", "joblib", "shelve", "marshal", "pandas"}
+PICKLE_MODULES = {
+    "pickle",
+    "_pickle",
+    "cPickle",
+    "cloudpickle",
+    "dill",
+    "joblib",
+    "shelve",
+    "marshal",
+    "pandas",
+}
 
 
 def _keyword(call: ast.Call, name: str) -> ast.expr | None:

@@ -3,10 +3,8 @@ forbids gives a 5xx other than 503, and every response conforms to the schema.""
 
 from __future__ import annotations
 
-import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
-from schemathesis import checks as sc
 from schemathesis.specs.openapi import checks as oc
 
 from tests.service.conftest import Server, Zoo
@@ -17,7 +15,9 @@ EXAMPLES = 12  # per operation: the whole run stays well under a minute on two s
 def _not_a_server_error_except_503(ctx, response, case):  # type: ignore[no-untyped-def]
     # 503 is the service's documented answer for overload, not-ready and unavailable models.
     if response.status_code >= 500 and response.status_code != 503:
-        raise AssertionError(f"{response.status_code} on {case.method} {case.formatted_path}: {response.text[:300]}")
+        raise AssertionError(
+            f"{response.status_code} on {case.method} {case.formatted_path}: {response.text[:300]}"
+        )
 
 
 CHECKS = [
@@ -36,15 +36,20 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(zoo: Zoo, serve) -> N
     failures: list[str] = []
     for operation in operations:
 
-        @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
-                  suppress_health_check=list(HealthCheck))
+        @settings(
+            max_examples=EXAMPLES,
+            deadline=None,
+            derandomize=True,
+            database=None,
+            suppress_health_check=list(HealthCheck),
+        )
         @given(case=operation.as_strategy())
         def check(case: schemathesis.Case) -> None:
             case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=30)
 
         try:
             check()
-        except BaseException as exc:  # noqa: BLE001  (collected: one report for every operation)
+        except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 raise
             failures.append(f"{operation.label}: {str(exc)[:1500]}")

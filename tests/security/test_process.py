@@ -10,12 +10,20 @@ import socket
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import numpy as np
 import pytest
 
-from tests.security.conftest import address, install_artifact, open_fds, rss_bytes, slow_conv_model, threads_of
+from tests.security.conftest import (
+    address,
+    install_artifact,
+    open_fds,
+    rss_bytes,
+    slow_conv_model,
+    threads_of,
+)
 from tests.service.conftest import FashionSample, Server, Zoo
 
 MIB = 1 << 20
@@ -32,7 +40,7 @@ def established(server: Server) -> int:
     """Server-side TCP connections in ESTABLISHED state on the server's port (from /proc/net/tcp)."""
     port = address(server)[1]
     count = 0
-    for line in open("/proc/net/tcp").read().splitlines()[1:]:
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
             count += 1
@@ -56,9 +64,11 @@ def test_sigterm_with_16_requests_in_flight(zoo: Zoo, serve, fashion: FashionSam
     def one(i: int) -> None:
         try:
             with httpx.Client(timeout=30) as client:
-                r = client.post(server.url + "/classify", files={"file": (f"{i}.png", fashion.png(i), "image/png")})
+                r = client.post(
+                    server.url + "/classify", files={"file": (f"{i}.png", fashion.png(i), "image/png")}
+                )
                 results[i] = r.status_code
-        except Exception as exc:  # recorded, asserted below
+        except Exception as exc:  # noqa: BLE001  (recorded, asserted below)
             results[i] = repr(exc)
 
     threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
@@ -88,7 +98,7 @@ def test_sigterm_with_16_requests_in_flight(zoo: Zoo, serve, fashion: FashionSam
 def _multipart(png: bytes) -> tuple[bytes, bytes]:
     boundary = b"cut-short"
     body = (
-        b"--" + boundary + b"\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+        b"--" + boundary + b'\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
         b"Content-Type: image/png\r\n\r\n" + png + b"\r\n--" + boundary + b"--\r\n"
     )
     return b"multipart/form-data; boundary=" + boundary, body
@@ -96,8 +106,11 @@ def _multipart(png: bytes) -> tuple[bytes, bytes]:
 
 def _head(content_type: bytes, length: int) -> bytes:
     return (
-        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: " + content_type
-        + b"\r\nContent-Length: " + str(length).encode() + b"\r\n\r\n"
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: "
+        + content_type
+        + b"\r\nContent-Length: "
+        + str(length).encode()
+        + b"\r\n\r\n"
     )
 
 
@@ -111,9 +124,12 @@ def test_clients_disconnecting_mid_upload_or_mid_inference_leak_nothing(
     def good_burst(n: int) -> list[int]:
         async def run() -> list[int]:
             async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-                rs = await asyncio.gather(*(
-                    client.post("/classify", files={"file": (f"{i}.png", fashion.png(i), "image/png")}) for i in range(n)
-                ))
+                rs = await asyncio.gather(
+                    *(
+                        client.post("/classify", files={"file": (f"{i}.png", fashion.png(i), "image/png")})
+                        for i in range(n)
+                    )
+                )
             return [r.status_code for r in rs]
 
         return asyncio.run(run())
@@ -170,7 +186,9 @@ class Phase:
 async def _post(client: httpx.AsyncClient, phase: Phase, png: bytes) -> int:
     t0 = time.perf_counter()
     r = await client.post("/classify", content=png, headers={"content-type": "image/png"})
-    phase.samples.append((t0 - phase.started, r.status_code, time.perf_counter() - t0, r.headers.get("retry-after")))
+    phase.samples.append(
+        (t0 - phase.started, r.status_code, time.perf_counter() - t0, r.headers.get("retry-after"))
+    )
     return r.status_code
 
 
@@ -272,7 +290,12 @@ def test_overload_at_twice_capacity(zoo: Zoo, serve, fashion: FashionSample) -> 
     # is the bottleneck even at twice capacity on two shared cores, as with ImageNet-sized models on a
     # CPU; one inference thread; a queue of QUEUE images.
     registry = zoo.registry
-    install_artifact(zoo, registry.default, slow_conv_model(registry.get(registry.default), channels=128, layers=10), "slow.onnx")
+    install_artifact(
+        zoo,
+        registry.default,
+        slow_conv_model(registry.get(registry.default), channels=128, layers=10),
+        "slow.onnx",
+    )
     server: Server = serve(
         zoo,
         CONVZOO_MAX_QUEUE_SIZE=str(QUEUE),
@@ -300,5 +323,7 @@ def test_overload_at_twice_capacity(zoo: Zoo, serve, fashion: FashionSample) -> 
     assert late and all(st == 200 for _, st in late), [st for _, st in late if st != 200][:10]
     assert "Traceback" not in server.log()
     if not runs[-1].latency_holds() and all(r.noisy() for r in runs):
-        pytest.skip(f"latencies not comparable on this loaded machine (load {os.getloadavg()[0]:.1f}): {reports}")
+        pytest.skip(
+            f"latencies not comparable on this loaded machine (load {os.getloadavg()[0]:.1f}): {reports}"
+        )
     assert runs[-1].latency_holds(), reports

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from tests.security.conftest import raw_exchange, rss_bytes
-from tests.service.conftest import FashionSample, Server, Zoo, encode
+from tests.service.conftest import FashionSample, Server, Zoo
 
 MIB = 1 << 20
 
@@ -59,10 +59,16 @@ async def test_multipart_parts_and_fields_are_limited(zoo: Zoo, client_for, fash
         boundary = "b0undary"
         headers = "".join(f"X-Filler-{i}: {'y' * 50}\r\n" for i in range(5000))
         body = (
-            f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n{headers}"
-            f"Content-Type: image/png\r\n\r\n"
-        ).encode() + png + f"\r\n--{boundary}--\r\n".encode()
-        r = await client.post("/classify", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"})
+            (
+                f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n{headers}'
+                f"Content-Type: image/png\r\n\r\n"
+            ).encode()
+            + png
+            + f"\r\n--{boundary}--\r\n".encode()
+        )
+        r = await client.post(
+            "/classify", content=body, headers={"content-type": f"multipart/form-data; boundary={boundary}"}
+        )
         assert 400 <= r.status_code < 500, r.text
         ok = await client.post("/classify", files={"file": ("a.png", png, "image/png")})
         assert ok.status_code == 200
@@ -78,11 +84,15 @@ BAD_BOUNDARIES = [
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("content_type", BAD_BOUNDARIES, ids=["none", "empty", "long", "backslashes", "semicolons"])
+@pytest.mark.parametrize(
+    "content_type", BAD_BOUNDARIES, ids=["none", "empty", "long", "backslashes", "semicolons"]
+)
 async def test_a_malicious_boundary_header_is_400_at_once(zoo: Zoo, client_for, content_type: str) -> None:
     async with client_for(zoo) as client:
         started = time.perf_counter()
-        r = await client.post("/classify", content=b"--a\r\n" + b"x" * 100_000, headers={"content-type": content_type})
+        r = await client.post(
+            "/classify", content=b"--a\r\n" + b"x" * 100_000, headers={"content-type": content_type}
+        )
         elapsed = time.perf_counter() - started
     assert r.status_code == 400, r.text
     assert r.headers["content-type"] == "application/problem+json"
@@ -91,10 +101,10 @@ async def test_a_malicious_boundary_header_is_400_at_once(zoo: Zoo, client_for, 
 
 def _junk_body(boundary: str, png: bytes, junk: bytes) -> bytes:
     part = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.png\"\r\n"
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.png"\r\n'
         f"Content-Type: image/png\r\n\r\n"
     ).encode()
-    return junk + b"\r\n" + part + png + f"\r\n--{boundary}--\r\n".encode() + junk[: MIB]
+    return junk + b"\r\n" + part + png + f"\r\n--{boundary}--\r\n".encode() + junk[:MIB]
 
 
 def _good_latencies(server: Server, png: bytes, stop: threading.Event, out: list[float]) -> None:
@@ -131,8 +141,12 @@ def test_junk_before_the_first_boundary_is_400_and_does_not_stall_others(
     def attack(junk: bytes) -> None:
         body = _junk_body("zzz", png, junk)
         t0 = time.perf_counter()
-        r = httpx.post(server.url + "/classify", content=body, timeout=30,
-                       headers={"content-type": "multipart/form-data; boundary=zzz"})
+        r = httpx.post(
+            server.url + "/classify",
+            content=body,
+            timeout=30,
+            headers={"content-type": "multipart/form-data; boundary=zzz"},
+        )
         results[junk[:1]] = (r.status_code, time.perf_counter() - t0)
 
     junks = [b"\r\n" * (3 * MIB), b"\n" * (6 * MIB), b"j" * (6 * MIB), b"\r" * (6 * MIB)]

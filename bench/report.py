@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 from typing import Any
 
@@ -62,6 +63,8 @@ def _row(
     system: str, model: str, point: str, images_per_s: float, p50: float, p99: float, cpu: float | None = None
 ) -> str:
     cpu_text = f"{cpu:.2f}" if cpu is not None else ""
+    if math.isnan(images_per_s):  # a latency-only row
+        return f"| {system} | {model} | {point} | | {p50:.2f} | {p99:.2f} | {cpu_text} |"
     return f"| {system} | {model} | {point} | {images_per_s:,.1f} | {p50:.2f} | {p99:.2f} | {cpu_text} |"
 
 
@@ -91,7 +94,7 @@ def table(r: dict[str, Any]) -> list[str]:
                         "(a) raw ONNX Runtime, in-process",
                         label,
                         "batch 1, one run alone",
-                        1e3 / m["alone_p50_ms"],
+                        float("nan"),
                         m["alone_p50_ms"],
                         m["alone_p99_ms"],
                     )
@@ -169,7 +172,8 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         (
             f"Server settings (the service defaults): {s.get('workers', 1)} process(es), intra-op threads "
-            f"{s['intra_op_threads']}, {s['inference_threads']} inference thread(s) per model, "
+            f"{s['intra_op_threads'] or 'one per core (0)'}, {s['inference_threads']} inference thread(s) per model, "
+            f"ONNX Runtime spinning {'on' if s.get('intra_op_spinning') else 'off'}, "
             f"{s['preprocess_threads']} preprocess threads, max batch {s['max_batch_size']}, queue delay "
             f"{s['max_queue_delay_us']} us. Load generator: `{r['load_generator']}` in its own process, "
             f"{r['seconds_per_point'][SMALL]:g} s per point ({r['seconds_per_point'][LARGE]:g} s for resnet50) after a "
@@ -217,7 +221,45 @@ def markdown(r: dict[str, Any]) -> str:
             *sweep_table(r["worker_model"]),
             "",
         ]
-    out += [f"Wall time of the run: {r['wall_s']:.0f} s.", ""]
+    out += [
+        "## How the systems are run",
+        "",
+        (
+            "- (a) `bench/raw.py`: the service's own session code (`service.runtime.load_model`) with the same "
+            "CONVZOO_* settings, in-process, no HTTP: per batch size, the service's inference threads run batches "
+            "back to back for a fixed time; images/s is summed over them. Batch latency p50/p99 is under that load; "
+            '"one run alone" is batch 1 with nothing else running, the figure the single-request target uses.'
+        ),
+        (
+            "- (b) `python -m service` (uvicorn, the service defaults), POST /classify with a raw image body, "
+            "driven by wrk at a fixed concurrency (connections) for a fixed time. Server CPU ms/request: user + "
+            "system CPU of the server's processes during the window, divided by the requests answered."
+        ),
+        (
+            "- (c) `bench/naive_app.py`: what a tutorial would write: an `async def` FastAPI handler that decodes "
+            "with PIL, applies torchvision's Resize/CenterCrop/ToTensor/Normalize and runs torchvision's resnet50 "
+            "(random weights) in eager mode under `torch.no_grad()`, inline, so one request at a time; torch uses "
+            "its default threads (one per core). Same uvicorn settings, one process."
+        ),
+        (
+            "- (d) `bench/bare_app.py`: a FastAPI POST route that returns constant JSON without touching the body, "
+            "under the same uvicorn settings and processes as (b): the floor for per-request cost."
+        ),
+        "",
+        "## GPU",
+        "",
+        (
+            "The GPU path (IOBinding on the CUDA provider, `service/runtime.py`; the export's float16 variant, "
+            "`python -m export build --zoo imagenet --fp16`) has a prepared benchmark, `bench/gpu_bench.sh`: "
+            "resnet50 plain run() against IOBinding and FP32 against FP16 at batch 1/8/32/64, FP16 parity, and "
+            "convzoo over HTTP on CUDA, written to docs/bench-gpu.md. It has **not been run**: no GPU machine was "
+            "available for this work, so there are no GPU figures here. `bench/gpu_bench.sh --dry-run-on-cpu` "
+            "checks the script's steps on a CPU host."
+        ),
+        "",
+        f"Wall time of the run: {r['wall_s']:.0f} s. Rerun: `make bench`.",
+        "",
+    ]
     return "\n".join(out)
 
 
@@ -290,12 +332,15 @@ def _is_default(x: dict[str, Any], s: dict[str, Any]) -> bool:
 
 
 def _verdict(rows: list[dict[str, Any]], s: dict[str, Any], what: str, key: str, higher: bool) -> str:
+    rows = [x for x in rows if x["requests"] > 0]  # a point with no answer in its window has no figures
+    if not rows:
+        return f"- {what}: no point answered within its window."
     best = (max if higher else min)(rows, key=lambda x: x[key])
     default = next((x for x in rows if _is_default(x, s)), None)
     unit = "images/s" if key == "images_per_s" else "ms p50"
     text = f"- {what}: best in this run **{_label(best)}** ({best[key]:,.1f} {unit})"
     if default is not None:
-        share = default[key] / best[key] if higher else best[key] / default[key]
+        share = (default[key] / best[key] if higher else best[key] / default[key]) if default[key] else 0.0
         text += f"; the default: {default[key]:,.1f} {unit} ({share:.0%} of the best)"
     return text + "."
 

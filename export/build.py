@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
+import os
 import platform
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -39,10 +43,28 @@ def _default_model(models: list[ModelEntry], previous: str | None) -> str:
     return previous if previous in names else names[0]
 
 
+@contextmanager
+def _locked(directory: Path) -> Iterator[None]:
+    # builds of different zoos may finish at the same moment: the read-modify-write of the registry
+    # is serialised on its directory, so no entry is lost
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
 def merge_into_registry(
     path: Path, entries: list[ModelEntry], label_sets: dict[str, list[str]]
 ) -> Registry:
     """Replace same-named entries (others stay, in order; new ones are appended) and write `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(path.parent):
+        return _merge(path, entries, label_sets)
+
+
+def _merge(path: Path, entries: list[ModelEntry], label_sets: dict[str, list[str]]) -> Registry:
     current = load_registry(path) if path.exists() else None
     models = list(current.models) if current else []
     sets = dict(current.label_sets) if current else {}

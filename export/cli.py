@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
@@ -41,7 +40,7 @@ def build(
     data: Annotated[Path | None, typer.Option(help="Fashion-MNIST IDX directory")] = None,
     epochs: Annotated[int | None, typer.Option(help="override every model's epochs (quick runs)")] = None,
     train_samples: Annotated[int | None, typer.Option(help="train on this many images (quick runs)")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads for training")] = 2,
+    threads: Annotated[int, typer.Option(help="torch threads for training (1 is fastest on a busy host)")] = 1,
     weights_file: Annotated[Path | None, typer.Option(help="local torchvision checkpoint (ImageNet)")] = None,
     random_weights: Annotated[bool, typer.Option(help="ImageNet: export with random weights")] = False,
     fp16: Annotated[bool, typer.Option(help="ImageNet: export in float16")] = False,
@@ -55,7 +54,6 @@ def build(
     import torch
 
     torch.set_num_threads(threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(threads))
     try:
         if zoo is Zoo.fashion:
             _build_fashion(_names(models), out=out, data=data, epochs=epochs, train_samples=train_samples, registry=registry)

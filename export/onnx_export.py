@@ -61,11 +61,14 @@ def export_onnx(
     for key, value in sorted(metadata.items()):
         proto.metadata_props.add(key=key, value=value)
     path.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save_model(proto, str(path), save_as_external_data=False)
+    # written beside and moved into place, so a reader never sees half a file
+    tmp = path.with_name(path.name + ".tmp")
+    onnx.save_model(proto, str(tmp), save_as_external_data=False)
     if with_weights:
-        onnx.checker.check_model(str(path), full_check=True)
+        onnx.checker.check_model(str(tmp), full_check=True)
     else:
         onnx.checker.check_model(proto)
+    tmp.replace(path)
     return proto
 
 

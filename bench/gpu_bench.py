@@ -163,6 +163,11 @@ def markdown(r: dict[str, Any]) -> str:
             f"top-1 agreement {p['top1_agreement']:.3f} on {p['samples']} inputs."
         ),
         "",
+        (
+            "Parity recorded by the export (FP16 ONNX Runtime on the CPU against PyTorch FP32): "
+            + json.dumps(p["export_parity"])
+        ),
+        "",
         "| convzoo over HTTP (500x375 JPEG) | images/s | p50 ms | p99 ms |",
         "|---|---:|---:|---:|",
     ]

@@ -217,6 +217,7 @@ def test_arbitrary_bytes_never_fail_the_server(data: bytes) -> None:
     _assert_4xx_or_tensor(data)
 
 
+@pytest.mark.filterwarnings("ignore::UserWarning")  # Pillow's notes on corrupt EXIF: expected here
 @FUZZ
 @given(mutated_images())
 def test_mutated_images_never_fail_the_server(data: bytes) -> None:

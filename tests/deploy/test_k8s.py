@@ -50,15 +50,24 @@ def container(deployment: Doc) -> Doc:
 def test_every_expected_manifest_is_there() -> None:
     kinds = sorted(d["kind"] for _, d in manifests())
     assert kinds == sorted(
-        ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "InferenceService",
-         "PodDisruptionBudget", "Service"]
+        [
+            "ConfigMap",
+            "Deployment",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "InferenceService",
+            "PodDisruptionBudget",
+            "Service",
+        ]
     )
     assert set(deployments()) == {"cpu/deployment.yaml", "gpu/deployment.yaml"}
 
 
 @pytest.mark.parametrize("version", VERSIONS)
 @pytest.mark.parametrize(
-    ("name", "doc"), [(f, d) for f, d in manifests() if d["apiVersion"] != KSERVE_API], ids=lambda v: str(v)[:40]
+    ("name", "doc"),
+    [(f, d) for f, d in manifests() if d["apiVersion"] != KSERVE_API],
+    ids=lambda v: str(v)[:40],
 )
 def test_manifest_validates_against_the_kubernetes_schema(name: str, doc: Doc, version: str) -> None:
     kubernetes_validate.validate(doc, version, strict=True)
@@ -96,7 +105,10 @@ def test_deployment_probes_resources_and_hardening(file: str) -> None:
 
 
 def test_gpu_variant_requests_an_nvidia_gpu_and_cpu_does_not() -> None:
-    gpu, cpu = container(deployments()["gpu/deployment.yaml"]), container(deployments()["cpu/deployment.yaml"])
+    gpu, cpu = (
+        container(deployments()["gpu/deployment.yaml"]),
+        container(deployments()["cpu/deployment.yaml"]),
+    )
     assert gpu["resources"]["limits"]["nvidia.com/gpu"] == "1"
     assert "nvidia.com/gpu" not in cpu["resources"]["limits"]
     assert {"name": "CONVZOO_PROVIDERS", "value": "cuda"} in gpu["env"]
@@ -130,9 +142,22 @@ def test_configmap_holds_only_real_settings() -> None:
 # Fields of KServe's v1beta1 PredictorSpec besides the inlined PodSpec (ComponentExtensionSpec and the
 # framework specs), from the CRD's Go types.
 PREDICTOR_EXTENSION_FIELDS = {
-    "minReplicas", "maxReplicas", "scaleTarget", "scaleMetric", "scaleMetricType", "containerConcurrency",
-    "timeout", "canaryTrafficPercent", "logger", "batcher", "labels", "annotations", "deploymentStrategy",
-    "autoScaling", "model", "workerSpec",
+    "minReplicas",
+    "maxReplicas",
+    "scaleTarget",
+    "scaleMetric",
+    "scaleMetricType",
+    "containerConcurrency",
+    "timeout",
+    "canaryTrafficPercent",
+    "logger",
+    "batcher",
+    "labels",
+    "annotations",
+    "deploymentStrategy",
+    "autoScaling",
+    "model",
+    "workerSpec",
 }
 
 

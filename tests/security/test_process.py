@@ -293,7 +293,7 @@ def test_overload_at_twice_capacity(zoo: Zoo, serve, fashion: FashionSample) -> 
     install_artifact(
         zoo,
         registry.default,
-        slow_conv_model(registry.get(registry.default), channels=128, layers=10),
+        slow_conv_model(registry.get(registry.default), channels=128, layers=20),
         "slow.onnx",
     )
     server: Server = serve(

@@ -37,6 +37,7 @@ class Layout:
     intra_op_threads: int
     inference_threads: int = 1
     spinning: bool = False
+    max_queue_delay_us: int | None = None  # None: the default
 
 
 LAYOUTS = [
@@ -45,6 +46,13 @@ LAYOUTS = [
     Layout("2 processes x 1 thread", 2, 1),
     Layout("1 process, 2 inference threads x 1 thread", 1, 1, inference_threads=2),
     Layout("1 process, 2 inference threads x 2 threads", 1, 2, inference_threads=2),
+    Layout(
+        "1 process, 2 inference threads x 2 threads, queue delay 0",
+        1,
+        2,
+        inference_threads=2,
+        max_queue_delay_us=0,
+    ),
 ]
 
 
@@ -97,6 +105,8 @@ class Bench:
                 CONVZOO_INFERENCE_THREADS=str(layout.inference_threads),
                 CONVZOO_INTRA_OP_SPINNING=str(layout.spinning).lower(),
             )
+            if layout.max_queue_delay_us is not None:
+                env["CONVZOO_MAX_QUEUE_DELAY_US"] = str(layout.max_queue_delay_us)
         if not batching:
             env["CONVZOO_MAX_BATCH_SIZE"] = "1"
         return env
@@ -227,7 +237,7 @@ def host() -> dict[str, Any]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per load point")
-    parser.add_argument("--large-seconds", type=float, default=10.0, help="the same for resnet50")
+    parser.add_argument("--large-seconds", type=float, default=8.0, help="the same for resnet50")
     parser.add_argument("--raw-seconds", type=float, default=3.0, help="seconds per raw batch size")
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where bench.json/md/png go")
     parser.add_argument("--no-sweep", action="store_true", help="skip the worker-model sweep")
@@ -279,15 +289,18 @@ def main() -> None:
 def sweep(b: Bench) -> list[dict[str, Any]]:
     """Every layout: resnet50 at c1 and c8 with batching, c8 without; fmnist-lenet5 at c32 with and without.
 
-    The spinning variant is measured with batching only. Each layout's raw limit runs the same processes
+    The spinning and queue-delay variants are measured with batching only. Each layout's raw limit runs the same processes
     and inference threads in-process.
     """
     rows: list[dict[str, Any]] = []
     plan = [(LARGE, True, [1, 8]), (LARGE, False, [8]), (SMALL, True, [32]), (SMALL, False, [32])]
+    raw: dict[str, Any] = {}
     for layout in LAYOUTS:
-        raw = b.raw(LARGE, layout, batches="8")
+        variant = layout.spinning or layout.max_queue_delay_us is not None  # measured with batching only
+        # The queue delay does not change the in-process limit: the same raw figure as its layout.
+        raw = b.raw(LARGE, layout, batches="8") if layout.max_queue_delay_us is None else raw
         for model, batching, concurrencies in plan:
-            if layout.spinning and not batching:
+            if variant and not batching:
                 continue
             print(
                 f"worker model: {layout.label}, batching {'on' if batching else 'off'}, {model}", flush=True

@@ -376,6 +376,14 @@ def worker_model_md(r: dict[str, Any]) -> str:
                 "session with two intra-op threads."
             ),
             "",
+            (
+                "How it was chosen: the latency of a lone request first (what an interactive client sees), "
+                "then images/s under load close to the best layout's, with one copy of each model in memory. "
+                "A server that only ever sees heavy traffic of tiny models can trade the first for two "
+                "processes (`CONVZOO_WORKERS=2`, `CONVZOO_INTRA_OP_THREADS=1`, "
+                "`CONVZOO_INFERENCE_THREADS=1`); the rows below measure that too."
+            ),
+            "",
             "What this run says about it:",
             "",
             _verdict(large_c8, s, "resnet50 throughput at c8", "images_per_s", True),

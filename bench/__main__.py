@@ -275,7 +275,12 @@ def main() -> None:
         print("    the same with the Python load generator (its own cost on these cores)", flush=True)
         results["bare_python_loadgen"] = b.bare([32], tool="python")
     if not a.no_sweep:
-        results["worker_model"] = sweep(b)
+        try:
+            results["worker_model"] = sweep(b)
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            # The side-by-side figures above still get written; the failure is named in the output.
+            print(f"bench: the worker-model sweep failed: {exc}", file=sys.stderr, flush=True)
+            results["worker_model_error"] = str(exc)
     results["host"]["load_average_at_end"] = list(os.getloadavg())
     results["wall_s"] = round(time.monotonic() - started, 1)
     report.write(results, a.out)

@@ -1,5 +1,5 @@
-# convzoo images. Build one target at a time; the builder runs the stages before it in file order,
-# so `runtime` comes before `export` and never pulls in torch:
+# convzoo images. Always name the target: without BuildKit every stage before the target is built,
+# so `runtime` comes before the torch stages and the file's last stage is `export`:
 #   docker build --target runtime -t convzoo:latest .
 #   docker build --target runtime --build-arg ORT_PACKAGE='onnxruntime-gpu[cuda,cudnn]' -t convzoo:gpu .
 #   docker build --target export -t convzoo-export:latest .

@@ -236,6 +236,31 @@ if docker exec "$api1" python -c "open('/var/lib/convzoo/registry.yaml', 'a')" 2
     fail "the models volume is writable"
 fi
 log "published on $binding, uid $uid, models read-only"
+if [ "${#ADDED_CERTS[@]}" -gt 0 ]; then
+    # The build trusted the host's CA certificates; none may be left in the runtime image.
+    markers=()
+    # A full 64-character line from the middle of each certificate's body: unique to it.
+    for f in "${ADDED_CERTS[@]}"; do
+        markers+=("$(grep -E '^[A-Za-z0-9+/]{64}$' "$f" | awk '{l[NR] = $0} END {print l[int((NR + 1) / 2)]}')")
+    done
+    docker exec -i "$api1" python - "${markers[@]}" <<'PY' || fail "a build-time CA certificate is in the runtime image"
+import os, sys
+markers = [m.encode() for m in sys.argv[1:] if m]
+for top in ("/etc", "/tmp", "/opt", "/usr/local", "/usr/share/ca-certificates", "/var/lib/convzoo"):
+    for root, _, files in os.walk(top):
+        for name in files:
+            path = os.path.join(root, name)
+            try:
+                if os.path.islink(path) or os.path.getsize(path) > 4_000_000:
+                    continue
+                data = open(path, "rb").read()
+            except OSError:
+                continue
+            if any(m in data for m in markers):
+                sys.exit(f"found in {path}")
+PY
+    log "no build-time CA certificate in the runtime image"
+fi
 out=$(classify "http://127.0.0.1:$API_PORT_SMOKE") || fail "classify through the published port: $out"
 log "classify via 127.0.0.1:$API_PORT_SMOKE: $out"
 

@@ -159,3 +159,11 @@ def test_requirements_extra_lists_the_export_group_and_rejects_unknown_ones() ->
         check=False,
     )
     assert done.returncode != 0 and "Unknown extra nope" in done.stderr
+
+
+@pytest.mark.parametrize("script", ["compose-smoke.sh", "build-base-image.sh"])
+def test_deploy_scripts_parse(script: str) -> None:
+    done = subprocess.run(
+        ["bash", "-n", str(REPO / "scripts" / script)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr

@@ -15,7 +15,7 @@ from tests.ui.live import Server, fashion_test_image, upload
 
 STATIC = Path(__file__).resolve().parents[2] / "service" / "static"
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
-# Test image 2 of Fashion-MNIST: a trouser, the class every model of the zoo gets right.
+# Test image 2 of Fashion-MNIST: a trouser, the class the models confuse least.
 TROUSER = 2
 
 

@@ -261,6 +261,9 @@ for top in ("/etc", "/tmp", "/opt", "/usr/local", "/usr/share/ca-certificates", 
 PY
     log "no build-time CA certificate in the runtime image"
 fi
+for path in /health/live /health/ready /v2/health/ready; do  # the last: KServe's probe
+    [ "$(http_get "http://127.0.0.1:$API_PORT_SMOKE$path")" = 200 ] || fail "GET $path is not 200"
+done
 out=$(classify "http://127.0.0.1:$API_PORT_SMOKE") || fail "classify through the published port: $out"
 log "classify via 127.0.0.1:$API_PORT_SMOKE: $out"
 

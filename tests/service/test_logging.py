@@ -118,7 +118,10 @@ async def test_auto_selection_logs_the_chosen_model(
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="convzoo.access"):
             response = await client.post(
-                "/classify", params={"model": "auto"}, content=fashion.png(0), headers={"Content-Type": "image/png"}
+                "/classify",
+                params={"model": "auto", "dataset": "fashion-mnist"},
+                content=fashion.png(0),
+                headers={"Content-Type": "image/png"},
             )
     assert response.status_code == 200, response.text
     (record,) = _access(caplog)

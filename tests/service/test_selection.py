@@ -348,9 +348,9 @@ async def test_live_latency_replaces_calibration_under_traffic(
 ) -> None:
     async with client_for(zoo, calibration_s=0.02) as client:
         default = zoo.registry.default
-        first = await classify(client, fashion, model="auto")
+        first = await classify(client, fashion, model="auto", dataset="fashion-mnist")
         await asyncio.gather(*(classify(client, fashion, model=default) for _ in range(30)))
-        r = await classify(client, fashion, model="auto")
+        r = await classify(client, fashion, model="auto", dataset="fashion-mnist")
     before = {row["name"]: row for row in first.json()["selection"]["considered"]}
     rows = {row["name"]: row for row in r.json()["selection"]["considered"]}
     assert before[default]["latency_source"] == "calibration"  # preloaded, calibrated, no traffic yet

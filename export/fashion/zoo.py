@@ -54,15 +54,15 @@ def _adamw(epochs: int, lr: float) -> TrainConfig:
 
 
 SPECS: tuple[FashionSpec, ...] = (
-    FashionSpec("fmnist-lenet5", "LeNet-5 (ReLU, max-pooling)", LENET, _adamw(12, 3e-3)),
-    FashionSpec("fmnist-alexnet", "AlexNet, scaled for 28x28 (5 conv + 3 FC, BN for LRN)", ALEXNET, _sgd(6)),
-    FashionSpec("fmnist-vgg16", "VGG16, configuration D, widths / 8, BN", VGG, _sgd(6)),
-    FashionSpec("fmnist-vgg19", "VGG19, configuration E, widths / 8, BN", VGG, _sgd(6)),
-    FashionSpec("fmnist-googlenet", "GoogLeNet (inception v1 modules), channels / 8, BN", GOOGLENET, _sgd(5)),
-    FashionSpec("fmnist-resnet-v1", "ResNet v1: the seed's resnet_v1 (two res_block_v1)", RESNET, _adamw(4, 2e-3)),
-    FashionSpec("fmnist-resnet-v2", "ResNet v2: the seed's resnet_v2 (two res_block_v2)", RESNET_V2, _adamw(4, 2e-3)),
-    FashionSpec("fmnist-plain20", "Plain-20: 19 conv + FC, no shortcuts (He et al. 2016, 4.2)", RESNET, _sgd(6)),
-    FashionSpec("fmnist-resnet20", "ResNet-20: plain-20 with identity shortcuts (option A)", RESNET, _sgd(6)),
+    FashionSpec("fmnist-lenet5", "LeNet-5 (ReLU, max-pooling)", LENET, _adamw(10, 3e-3)),
+    FashionSpec("fmnist-alexnet", "AlexNet, scaled for 28x28 (5 conv + 3 FC, BN for LRN)", ALEXNET, _sgd(5)),
+    FashionSpec("fmnist-vgg16", "VGG16, configuration D, widths / 8, BN", VGG, _sgd(30)),
+    FashionSpec("fmnist-vgg19", "VGG19, configuration E, widths / 8, BN", VGG, _sgd(3)),
+    FashionSpec("fmnist-googlenet", "GoogLeNet (inception v1 modules), channels / 8, BN", GOOGLENET, _sgd(2)),
+    FashionSpec("fmnist-resnet-v1", "ResNet v1: the seed's resnet_v1 (two res_block_v1)", RESNET, _adamw(2, 2e-3)),
+    FashionSpec("fmnist-resnet-v2", "ResNet v2: the seed's resnet_v2 (two res_block_v2)", RESNET_V2, _adamw(2, 2e-3)),
+    FashionSpec("fmnist-plain20", "Plain-20: 19 conv + FC, no shortcuts (He et al. 2016, 4.2)", RESNET, _sgd(2)),
+    FashionSpec("fmnist-resnet20", "ResNet-20: plain-20 with identity shortcuts (option A)", RESNET, _sgd(2)),
 )
 NAMES = tuple(s.name for s in SPECS)
 

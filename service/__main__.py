@@ -16,7 +16,7 @@ def main() -> None:
         level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
     for name in unknown_variables(dict(os.environ)):
-        logging.getLogger("convzoo").warning("%s is not a convzoo setting; see docs/configuration.md", name)
+        logging.getLogger("convzoo").warning("%s is not a convzoo setting; see the README, section Configuration", name)
     uvicorn.run(
         "service.main:create_app",
         factory=True,

@@ -10,10 +10,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
 
+from service import live_latency, observability, preprocess
 from service.api.limits import UploadLimit
-from service import observability
 from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
-from service import live_latency, preprocess
 from service.errors import install_error_handlers
 from service.manager import ModelManager
 from service.settings import Settings
@@ -23,7 +22,14 @@ log = logging.getLogger("convzoo")
 # Routers of the app, in order; add new ones here.
 # /models/pareto before /models/{name}.
 ROUTERS: list[APIRouter] = [
-    health.router, pareto.router, models.router, classify.router, compare.router, ui.router, metrics.router, v2.router
+    health.router,
+    pareto.router,
+    models.router,
+    classify.router,
+    compare.router,
+    ui.router,
+    metrics.router,
+    v2.router,
 ]
 
 
@@ -34,7 +40,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager.preload_names()  # unknown preload names too
     app.state.manager = manager
     observability.attach(app, manager)
-    app.state.live_latency = live_latency.attach(manager)  # after attach(), which sets the hook list
+    app.state.live_latency = live_latency.attach(manager)
     # Decoding and preprocessing: their own threads, apart from the loop and from inference.
     app.state.preprocess_pool = ThreadPoolExecutor(
         max_workers=settings.preprocess_threads, thread_name_prefix="preprocess"

@@ -43,8 +43,7 @@ def attach(app: FastAPI, manager: ModelManager) -> None:
     """In the lifespan, before preloading: every batcher reports to the metrics and the statistics."""
     metrics: Metrics = app.state.metrics
     stats: Statistics = app.state.v2_statistics
-    # An instance list, so that two apps in one process never share hooks.
-    manager.batch_hooks = [metrics.observe_batch, stats.record]
+    manager.batch_hooks.extend([metrics.observe_batch, stats.record])
     metrics.watch_models(
         lambda: [ModelGauge(s.entry.name, s.status == "loaded", s.size_bytes) for s in manager.states()]
     )

@@ -66,8 +66,9 @@ class DynamicBatcher:
     """Per-model queue: `submit` from the event loop; batches run on `threads` dedicated threads.
 
     A batch is cut when it holds `max_batch_size` items or `max_queue_delay_us` after its first item
-    was queued. A full queue rejects with Overloaded; an item past its deadline is answered with
-    DeadlineExceeded and never run; an exception from `run` fails only that batch's items.
+    was queued; with several threads, what is queued is shared between the idle ones. A full queue
+    rejects with Overloaded; an item past its deadline is answered with DeadlineExceeded and never run;
+    an exception from `run` fails only that batch's items.
     """
 
     def __init__(
@@ -218,13 +219,22 @@ class DynamicBatcher:
                 cut_at = first / 1e9 + self.max_queue_delay_s
                 wait = cut_at - time.perf_counter_ns() / 1e9
                 if len(self._queue) >= self.max_batch_size or wait <= 0:
-                    n = min(self.max_batch_size, len(self._queue))
+                    n = self._share(len(self._queue))
                     batch = [self._queue.popleft() for _ in range(n)]
                     self._busy += 1
                     if self._queue:
                         self._cond.notify_all()  # another worker may cut the next batch
                     return batch
                 self._cond.wait(wait)
+
+    def _share(self, queued: int) -> int:
+        """This worker's part of the queue, split evenly between the idle workers (lock held).
+
+        With several inference threads a burst then runs as parallel batches, one per thread, instead of
+        one batch while the other threads idle: on a CPU, two single-stream runs use the cores better
+        than one run's intra-op parallelism (docs/worker-model.md)."""
+        idle = max(1, len(self._threads) - self._busy)
+        return min(self.max_batch_size, -(-queued // idle))
 
     def _drop_dead(self) -> None:
         """Answer expired or abandoned items now, so they never run late (lock held)."""

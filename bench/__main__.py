@@ -15,6 +15,7 @@ import platform
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -291,6 +292,17 @@ def main() -> None:
     )
 
 
+def _retry_once(measure: Callable[..., list[dict[str, Any]]], *args: Any) -> list[dict[str, Any]]:
+    """One more try when a server went away mid-point (a shared host's other jobs can stop it)."""
+    try:
+        rows = measure(*args)
+        if all(r["failed"] == 0 for r in rows):
+            return rows
+    except RuntimeError as exc:
+        print(f"    retrying once: {exc}", flush=True)
+    return measure(*args)
+
+
 def sweep(b: Bench) -> list[dict[str, Any]]:
     """Every layout: resnet50 at c1 and c8 with batching, c8 without; fmnist-lenet5 at c32 with and without.
 
@@ -310,7 +322,7 @@ def sweep(b: Bench) -> list[dict[str, Any]]:
             print(
                 f"worker model: {layout.label}, batching {'on' if batching else 'off'}, {model}", flush=True
             )
-            for result in b.convzoo(model, concurrencies, layout, batching):
+            for result in _retry_once(b.convzoo, model, concurrencies, layout, batching):
                 rows.append(
                     {
                         "layout": asdict(layout),

@@ -33,7 +33,9 @@ def catalogue(server: Server) -> dict[str, Any]:
     return body
 
 
-@pytest.fixture(scope="session")
+# Package scope: the sync Playwright API leaves its event loop marked as running between calls, which
+# breaks the anyio tests of any directory that runs after this one in the same session.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(**launch_options())  # type: ignore[arg-type]

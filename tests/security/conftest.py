@@ -12,8 +12,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from service.registry import ModelEntry, Registry
+from tests.live import Server
 from tests.service.conftest import (  # noqa: F401  (fixtures, re-exported for this directory)
-    Server,
     Zoo,
     anyio_backend,
     client_for,

@@ -7,7 +7,8 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi import checks as oc
 
-from tests.service.conftest import Server, Zoo
+from tests.live import Server
+from tests.service.conftest import Zoo
 
 EXAMPLES = 12  # per operation: the whole run stays well under a minute on two shared cores
 

@@ -16,6 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.live import Server
 from tests.security.conftest import (
     address,
     install_artifact,
@@ -24,7 +25,7 @@ from tests.security.conftest import (
     slow_conv_model,
     threads_of,
 )
-from tests.service.conftest import FashionSample, Server, Zoo
+from tests.service.conftest import FashionSample, Zoo
 
 MIB = 1 << 20
 

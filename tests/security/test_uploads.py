@@ -11,8 +11,9 @@ import time
 import httpx
 import pytest
 
+from tests.live import Server
 from tests.security.conftest import raw_exchange, rss_bytes
-from tests.service.conftest import FashionSample, Server, Zoo
+from tests.service.conftest import FashionSample, Zoo
 
 MIB = 1 << 20
 

@@ -7,10 +7,6 @@ import gzip
 import io
 import os
 import shutil
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
@@ -25,6 +21,7 @@ from PIL import Image
 from service.main import create_app
 from service.registry import Registry, load_registry, save_registry
 from service.settings import Settings
+from tests.live import Server, start_service, stop_service
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -154,62 +151,24 @@ def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
 # ---- a real uvicorn process ---------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
 @pytest.fixture
 def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
-    """Start `python -m service` with CONVZOO_* settings; stopped after the test."""
+    """Start `python -m service` with CONVZOO_* settings, returned once it answers /health/live; stopped
+    after the test."""
     servers: list[Server] = []
 
     def start(zoo: Zoo, **env: str) -> Server:
-        port = free_port()
-        full = {
-            **os.environ,
-            "CONVZOO_HOST": "127.0.0.1",
-            "CONVZOO_PORT": str(port),
-            "CONVZOO_REGISTRY_PATH": str(zoo.registry_path),
-            "CONVZOO_MODELS_DIR": str(zoo.models_dir),
-            "CONVZOO_INTRA_OP_THREADS": "1",
-            "CONVZOO_CALIBRATION_S": "0.02",
-            "OMP_NUM_THREADS": "1",
-            **env,
-        }
-        log_path = tmp_path / f"server-{port}.log"
-        with log_path.open("wb") as log:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "service"], cwd=REPO, env=full, stdout=log, stderr=subprocess.STDOUT
-            )
-        server = Server(f"http://127.0.0.1:{port}", proc, log_path)
+        server = start_service(
+            registry_path=zoo.registry_path,
+            models_dir=zoo.models_dir,
+            log_path=tmp_path / f"server-{len(servers)}.log",
+            env=env,
+            probe="/health/live",
+            timeout_s=30,
+        )
         servers.append(server)
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if proc.poll() is not None:
-                raise AssertionError(f"server exited with {proc.returncode}:\n{server.log()}")
-            try:
-                httpx.get(server.url + "/health/live", timeout=1)
-                return server
-            except httpx.TransportError:
-                time.sleep(0.05)
-        raise AssertionError(f"server did not start:\n{server.log()}")
+        return server
 
     yield start
     for server in servers:
-        server.process.terminate()
-        try:
-            server.process.wait(10)
-        except subprocess.TimeoutExpired:
-            server.process.kill()
+        stop_service(server)

@@ -9,7 +9,8 @@ import time
 
 import httpx
 
-from tests.service.conftest import FashionSample, Server, Zoo
+from tests.live import Server
+from tests.service.conftest import FashionSample, Zoo
 
 
 def test_ready_only_after_the_default_model_is_warm(zoo: Zoo, serve, fashion: FashionSample) -> None:

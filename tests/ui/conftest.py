@@ -10,7 +10,8 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, sync_playwright
 
-from tests.ui.live import Server, launch_options, running_service, zoo_root
+from tests.live import Server
+from tests.ui.live import launch_options, running_service, zoo_root
 
 EXPECTED_4XX = re.compile(r"Failed to load resource: the server responded with a status of 4\d\d")
 

@@ -8,19 +8,16 @@ from __future__ import annotations
 import gzip
 import io
 import os
-import socket
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
 import numpy as np
 from PIL import Image
 from playwright.sync_api import FilePayload
+
+from tests.live import Server, start_service, stop_service
 
 REPO = Path(__file__).resolve().parents[2]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
@@ -43,72 +40,28 @@ def zoo_root() -> Path:
     return Path(os.environ.get("CONVZOO_TEST_ZOO", REPO))
 
 
-@dataclass
-class Server:
-    url: str
-    process: subprocess.Popen[bytes]
-    log_path: Path
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_ready(server: Server, timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if server.process.poll() is not None:
-            raise RuntimeError(f"convzoo exited with {server.process.returncode}:\n{server.log()}")
-        try:
-            if httpx.get(server.url + "/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"convzoo was not ready after {timeout_s} s:\n{server.log()}")
-
-
 @contextmanager
 def running_service(
     root: Path, log_path: Path, *, calibration_s: float = 0.05, **settings: str
 ) -> Iterator[Server]:
-    """`python -m service` on 127.0.0.1 and a free port, serving `root`'s registry; stopped on exit.
+    """`python -m service` on 127.0.0.1 and a free port, serving `root`'s registry, ready; stopped on exit.
 
     `settings` are further CONVZOO_* variables, e.g. preload="a,b".
     """
-    port = free_port()
-    env = {
-        **os.environ,
-        "CONVZOO_HOST": "127.0.0.1",
-        "CONVZOO_PORT": str(port),
-        "CONVZOO_REGISTRY_PATH": str(root / "registry.yaml"),
-        "CONVZOO_MODELS_DIR": str(root / "models"),
-        "CONVZOO_INTRA_OP_THREADS": "1",
-        "CONVZOO_CALIBRATION_S": str(calibration_s),
-        "CONVZOO_LOG_LEVEL": "warning",
-        "OMP_NUM_THREADS": "1",
-        **{f"CONVZOO_{k.upper()}": v for k, v in settings.items()},
-    }
-    with log_path.open("wb") as log:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT
-        )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    server = start_service(
+        registry_path=root / "registry.yaml",
+        models_dir=root / "models",
+        log_path=log_path,
+        env={
+            "CONVZOO_CALIBRATION_S": str(calibration_s),
+            "CONVZOO_LOG_LEVEL": "warning",
+            **{f"CONVZOO_{k.upper()}": v for k, v in settings.items()},
+        },
+    )
     try:
-        _wait_ready(server, timeout_s=60)
         yield server
     finally:
-        process.terminate()
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+        stop_service(server)
 
 
 def launch_options() -> dict[str, object]:

@@ -10,8 +10,9 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
+from tests.live import Server
 from tests.ui.conftest import open_page
-from tests.ui.live import Server, fashion_test_image, upload
+from tests.ui.live import fashion_test_image, upload
 
 STATIC = Path(__file__).resolve().parents[2] / "service" / "static"
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"

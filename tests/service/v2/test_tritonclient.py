@@ -15,7 +15,8 @@ from tritonclient.utils import InferenceServerException
 
 from service.preprocess import decode, to_tensor
 from service.registry import ModelEntry
-from tests.service.conftest import FashionSample, Server, Zoo
+from tests.live import Server
+from tests.service.conftest import FashionSample, Zoo
 
 
 @pytest.fixture(scope="module")

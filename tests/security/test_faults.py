@@ -37,7 +37,8 @@ async def test_onnx_runtime_raising_fails_only_that_batch(
     zoo: Zoo, client_for, fashion: FashionSample
 ) -> None:
     other = smallest(zoo.registry, exclude=(zoo.registry.default,))
-    async with client_for(zoo, max_queue_delay_us=300_000, max_batch_size=64) as client:
+    # One inference thread: with more, a burst is shared between idle threads and the three split up.
+    async with client_for(zoo, max_queue_delay_us=300_000, max_batch_size=64, inference_threads=1) as client:
         manager = client._transport.app.state.manager  # type: ignore[attr-defined]
         batcher = manager.state(manager.default).batcher
         fault = FailOnce(batcher._run)

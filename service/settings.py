@@ -49,7 +49,7 @@ class Settings(BaseSettings):
     max_batch_size: int = Field(default=32, ge=1)
     max_queue_delay_us: int = Field(default=1000, ge=0)
     max_queue_size: int = Field(default=256, ge=1)
-    inference_threads: int = Field(default=2, ge=1)  # per model; docs/worker-model.md
+    inference_threads: int = Field(default=1, ge=1)  # per model; docs/worker-model.md
 
     # Process
     workers: int = Field(default=1, ge=1)  # uvicorn worker processes; docs/worker-model.md

@@ -372,8 +372,8 @@ def worker_model_md(r: dict[str, Any]) -> str:
                 f"Runtime's choice: one per core, 2 here), `inference_threads={s['inference_threads']}`, "
                 f"`intra_op_spinning={str(s.get('intra_op_spinning', False)).lower()}`, batching on "
                 f"(`max_batch_size={s['max_batch_size']}`, `max_queue_delay_us={s['max_queue_delay_us']}`), "
-                f"`preprocess_threads={s['preprocess_threads']}`: one process whose two inference threads share one "
-                "session with two intra-op threads."
+                f"`preprocess_threads={s['preprocess_threads']}`: one process, one inference thread per model whose "
+                "session uses both cores (two intra-op threads)."
             ),
             "",
             (
@@ -399,11 +399,11 @@ def worker_model_md(r: dict[str, Any]) -> str:
                 "`CONVZOO_INTRA_OP_SPINNING=false` is the default."
             ),
             (
-                "- **Two inference threads, two intra-op threads.** With one inference thread the cores idle while the "
-                "next batch is decoded and cut; with two, one batch computes while the next is prepared, and at "
-                "concurrency 8 both cores stay busy. A lone request still gets both intra-op threads, so its latency is "
-                "that of intra-op 2; the `x 1 thread` layouts double it. The two threads share one session (one copy "
-                "of the weights)."
+                "- **One inference thread, two intra-op threads.** A lone request gets both cores, so its latency is "
+                "that of intra-op 2; the `x 1 thread` layouts nearly double it. Under load the batches follow each "
+                "other on that thread with both cores busy. Two inference threads (each batch on a share of the "
+                "queue, in parallel) measured no faster on 2 cores: compare the `2 inference threads` rows. They "
+                "stay available (`CONVZOO_INFERENCE_THREADS`) for hosts where one run does not fill the cores."
             ),
             (
                 "- **One process.** Two processes (`CONVZOO_WORKERS=2`) give each its own GIL, but also their own copy "
@@ -417,7 +417,7 @@ def worker_model_md(r: dict[str, Any]) -> str:
             ),
             (
                 "- **Queue delay.** `max_queue_delay_us` (default 1000) lets a batch fill while the inference "
-                "threads are idle; under load the queue fills by itself while both threads compute, so the delay "
+                "threads are idle; under load the queue fills by itself while a batch computes, so the delay "
                 "mostly adds to the latency of a lone request. The `queue delay 0` rows show both sides: c1 "
                 "latency and the small model's requests/s, where batches then stay small."
             ),

@@ -11,8 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.manager import sha256_of
-from service.registry import load_registry, save_registry
+from service.registry import load_registry, save_registry, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".cache" / "bench"
@@ -27,7 +26,7 @@ def _built(registry_path: Path, models_dir: Path, name: str) -> bool:
     except ValueError:
         return False
     path = models_dir / entry.artifact.path
-    return entry.built and path.is_file() and sha256_of(path) == entry.artifact.sha256
+    return entry.built and path.is_file() and sha256_file(path) == entry.artifact.sha256
 
 
 def prepare(work: Path = WORK, *, fp16: bool = False) -> Path:

@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from service import host
-from service.manager import ArtifactProblem, resolve_artifact, sha256_of
-from service.registry import Latency, ModelEntry, Registry, load_registry, save_registry
+from service.manager import ArtifactProblem, resolve_artifact
+from service.registry import Latency, ModelEntry, Registry, load_registry, save_registry, sha256_file
 from service.runtime import LoadedModel, RuntimeUnavailable, load_model
 from service.settings import Providers, Settings
 
@@ -32,7 +32,7 @@ def _checked_artifact(entry: ModelEntry, models_dir: Path) -> Path:
     if not entry.built:
         raise ArtifactProblem("the artifact is not built")
     path = resolve_artifact(models_dir, entry.artifact.path)
-    if sha256_of(path) != entry.artifact.sha256:
+    if sha256_file(path) != entry.artifact.sha256:
         raise ArtifactProblem("the artifact's sha256 does not match the registry")
     return path
 

@@ -27,7 +27,7 @@ from torchvision.models import WeightsEnum, get_model, get_model_weights
 
 from export.build import MODELS_DIR, REGISTRY_PATH, library_versions, today
 from export.graph import gmacs, sort_topologically, weight_layer_depth
-from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency, sha256_file
+from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency
 from export.weights import Checkpoint, WeightsUnavailable, obtain, supplying
 from service.preprocess import to_tensor
 from service.registry import (
@@ -39,6 +39,7 @@ from service.registry import (
     Provenance,
     Weights,
     load_registry,
+    sha256_file,
 )
 
 __all__ = ["IMAGENET_LABELS", "NAMES", "WeightsUnavailable", "build", "catalog", "evaluate", "label_sets"]

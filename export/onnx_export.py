@@ -7,7 +7,6 @@ deprecated and leaves Identity nodes behind.
 
 from __future__ import annotations
 
-import hashlib
 import platform
 import time
 import warnings
@@ -91,14 +90,6 @@ def _name_batch_axis(proto: onnx.ModelProto) -> None:
         dim = value.type.tensor_type.shape.dim[0]
         if not dim.HasField("dim_value"):
             dim.dim_param = BATCH_AXIS
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def session(onnx_path: Path, threads: int = 1) -> ort.InferenceSession:

@@ -24,6 +24,8 @@ import torch
 import torchvision.models._api as tv_api
 from torchvision.models import WeightsEnum
 
+from service.registry import sha256_file
+
 DOWNLOAD_TIMEOUT_S = 20.0
 _HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")  # torch hub's convention: name-<sha256 prefix>.pth
 
@@ -51,14 +53,6 @@ def hub_cache_path(weights: WeightsEnum) -> Path:
 def _hash_prefix(weights: WeightsEnum) -> str | None:
     match = _HASH_PREFIX.search(release_file(weights))
     return match.group(1) if match and match.group(1) else None
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def is_published(weights: WeightsEnum, digest: str) -> bool:
@@ -134,7 +128,7 @@ def obtain(weights: WeightsEnum, name: str, *, weights_file: Path | None, allow_
             download(weights.url, cache, expected_prefix=_hash_prefix(weights))
         except WeightsUnavailable as exc:
             raise WeightsUnavailable(refusal(weights, name, f"{cache} does not exist and the {exc}")) from None
-    if not is_published(weights, sha256_of(cache)):
+    if not is_published(weights, sha256_file(cache)):
         raise WeightsUnavailable(
             refusal(weights, name, f"the cached {cache} does not match the published checksum; delete it")
         )
@@ -144,7 +138,7 @@ def obtain(weights: WeightsEnum, name: str, *, weights_file: Path | None, allow_
 def _from_file(weights: WeightsEnum, path: Path) -> Checkpoint:
     if not path.is_file():
         raise WeightsUnavailable(f"--weights-file {path} does not exist")
-    digest = sha256_of(path)
+    digest = sha256_file(path)
     tensors = load_tensors(path)
     if is_published(weights, digest):
         return Checkpoint(tensors, f"torchvision {weights}, local copy {path.name}", published=True)

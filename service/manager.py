@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ import numpy as np
 
 from service.batcher import BatchRecord, DynamicBatcher
 from service.errors import ModelUnavailable, NotReady, Overloaded, UnknownModel
-from service.registry import ModelEntry, Registry, load_registry
+from service.registry import ModelEntry, Registry, load_registry, sha256_file
 from service.runtime import Calibration, LoadedModel, RuntimeUnavailable, calibrate, load_model
 from service.settings import Settings
 
@@ -75,14 +74,6 @@ def resolve_artifact(models_dir: Path, relative: str) -> Path:
     if not real.is_file():
         raise ArtifactProblem("the artifact is not a regular file")
     return real
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class ModelManager:
@@ -216,7 +207,7 @@ class ModelManager:
 
     def _load_blocking(self, entry: ModelEntry) -> LoadedModel:
         path = resolve_artifact(self.models_dir, entry.artifact.path)
-        if sha256_of(path) != entry.artifact.sha256:
+        if sha256_file(path) != entry.artifact.sha256:
             raise ArtifactProblem("the artifact's sha256 does not match the registry")
         started = time.perf_counter()
         model = load_model(path, entry, self.settings, max_batch_size=self.max_batch_size_of(entry))

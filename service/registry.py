@@ -7,6 +7,7 @@ an unknown or missing field fails loudly and names the entry it belongs to.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -243,6 +244,15 @@ def dump_registry(registry: Registry) -> str:
     """The YAML text of a registry, fields in schema order, as the export stage writes it."""
     data = registry.model_dump(mode="json")
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
+
+
+def sha256_file(path: Path) -> str:
+    """The artifact digest the registry records."""
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def save_registry(registry: Registry, path: Path) -> None:

@@ -16,7 +16,7 @@ from export.fashion.data import LABELS, Split, load_split, normalisation, to_inp
 from export.fashion.nets import build_net
 from export.fashion.train import TrainConfig, train
 from export.graph import gmacs, weight_layer_depth
-from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency, sha256_file
+from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency
 from service.registry import (
     Artifact,
     InputSpec,
@@ -25,6 +25,7 @@ from service.registry import (
     Preprocessing,
     Provenance,
     Weights,
+    sha256_file,
 )
 
 OPSET = 18

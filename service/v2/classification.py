@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from service.api.routes.classify import softmax
 from service.v2 import datatypes
 from service.v2.codec import Tensor
 from service.v2.errors import bad_request
@@ -22,21 +23,13 @@ def top_k(tensor: Tensor, k: int, labels: list[str]) -> Tensor:
     count = min(k, scores.shape[1])
     # Ranked exactly as /classify ranks: a stable sort of the float64 softmax, descending, so that
     # ties (including probabilities that underflow alike) keep the lower index first.
-    order = np.argsort(-_softmax(scores), axis=1, kind="stable")[:, :count]
+    order = np.argsort(-softmax(scores), axis=1, kind="stable")[:, :count]
     rows = [[_entry(float(row[i]), int(i), labels) for i in idx] for row, idx in zip(scores, order, strict=True)]
     array = np.empty((scores.shape[0], count), dtype=np.object_)
     for r, row_entries in enumerate(rows):
         for c, entry in enumerate(row_entries):
             array[r, c] = entry
     return Tensor(tensor.name, datatypes.BYTES, array)
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    z = scores.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    result: np.ndarray = e / e.sum(axis=-1, keepdims=True)
-    return result
 
 
 def _entry(value: float, index: int, labels: list[str]) -> bytes:

@@ -13,7 +13,8 @@ import pytest
 import torch
 
 from export.fashion.nets import build_net
-from export.onnx_export import check_parity, export_onnx, sha256_file
+from export.onnx_export import check_parity, export_onnx
+from service.registry import sha256_file
 
 ARCHITECTURES = [
     "fmnist-lenet5", "fmnist-alexnet", "fmnist-vgg16", "fmnist-googlenet",

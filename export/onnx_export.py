@@ -55,6 +55,7 @@ def export_onnx(
     assert program is not None
     proto = program.model_proto if with_weights else _without_weights(program.model_proto)
     _name_batch_axis(proto)
+    strip_trace_metadata(proto)
     proto.producer_name = "convzoo-export"
     del proto.metadata_props[:]
     for key, value in sorted(metadata.items()):
@@ -82,6 +83,14 @@ def _without_weights(proto: onnx.ModelProto) -> onnx.ModelProto:
             graph.input.append(onnx.helper.make_tensor_value_info(tensor.name, tensor.data_type, tensor.dims))
     del graph.initializer[:]
     return stripped
+
+
+def strip_trace_metadata(proto: onnx.ModelProto) -> None:
+    """Drop the exporter's per-node and per-value annotations (Python stack traces with the build
+    machine's file paths, FX node names): they describe the build, not the model."""
+    graph = proto.graph
+    for item in (*graph.node, *graph.value_info, *graph.initializer, *graph.input, *graph.output):
+        del item.metadata_props[:]
 
 
 def _name_batch_axis(proto: onnx.ModelProto) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 
 from export.fashion.data import load_split, to_input
@@ -43,3 +44,13 @@ def test_re_evaluation_matches_the_registry(
     assert abs(top1 - entry.metrics.top1) <= 0.002, (top1, entry.metrics.top1)
     assert abs(top5 - entry.metrics.top5) <= 0.002, (top5, entry.metrics.top5)
     assert np.isclose(entry.metrics.size_mb or 0, entry.artifact.bytes / 1e6, atol=1e-3)
+
+
+def test_artifacts_carry_no_build_traces(committed_registry: Registry, models_dir: Path) -> None:
+    # The exporter annotates nodes with Python stack traces naming the build machine's files.
+    for name in FASHION:
+        entry = committed_registry.get(name)
+        proto = onnx.load(str(models_dir / entry.artifact.path), load_external_data=False)
+        graph = proto.graph
+        annotated = [i.name for i in (*graph.node, *graph.value_info, *graph.initializer) if i.metadata_props]
+        assert not annotated, f"{entry.name}: {annotated[:3]}"

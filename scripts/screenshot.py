@@ -18,7 +18,7 @@ from playwright.sync_api import Page, sync_playwright
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from service.registry import load_registry
-from tests.ui.live import REPO, fashion_test_image, launch_options, running_service, upload, zoo_root
+from tests.ui.live import REPO, launch_options, photo_test_image, running_service, upload, zoo_root
 
 SHOTS = {1280: REPO / "docs" / "screenshot.png", 360: REPO / "docs" / "screenshot-360.png"}
 
@@ -35,8 +35,8 @@ COVERED = """() => {
 def stage(page: Page, url: str, width: int) -> None:
     page.goto(url)
     page.wait_for_selector("body[data-ready]")
-    image = fashion_test_image(0)
-    files = upload("ankle-boot.png", "image/png", image.png)
+    image = photo_test_image()
+    files = upload("coffee.png", "image/png", image.png)
     for _ in range(2):  # the second request shows warm timings
         page.set_input_files("#file", files=files)
         page.wait_for_function("() => document.getElementById('busy').textContent === ''")

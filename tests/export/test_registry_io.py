@@ -21,7 +21,7 @@ def test_merge_replaces_same_names_keeps_the_others_and_picks_the_best_default(
     committed_registry: Registry, tmp_path: Path
 ) -> None:
     path = tmp_path / "registry.yaml"
-    base = committed_registry.get(committed_registry.default)
+    base = committed_registry.get("fmnist-vgg16")
     save_registry(
         Registry(
             schema_version=1,

@@ -1,4 +1,4 @@
-"""Fixtures of the service tests: the committed fashion zoo (copied where a test changes it), Fashion-MNIST
+"""Fixtures of the service tests: the committed zoo, its Fashion-MNIST view (copied where a test changes it), Fashion-MNIST
 test images encoded as PNG, and clients against the real app (ASGI) or a real uvicorn process."""
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import pytest
 from PIL import Image
 
 from service.main import create_app
-from service.registry import Registry, load_registry, save_registry
+from service.registry import Artifact, ModelEntry, Registry, load_registry, save_registry
 from service.settings import Settings
 from tests.live import Server, start_service, stop_service
 
@@ -45,7 +45,7 @@ class Zoo:
         return self.models_dir / self.registry.get(name).artifact.path
 
 
-def _source_zoo() -> Zoo:
+def _committed_zoo() -> Zoo:
     # CONVZOO_TEST_ZOO names a directory laid out like the repository (registry.yaml + models/).
     root = Path(os.environ.get("CONVZOO_TEST_ZOO", REPO))
     zoo = Zoo(root / "registry.yaml", root / "models")
@@ -54,27 +54,66 @@ def _source_zoo() -> Zoo:
     return zoo
 
 
+def _copy(source: Zoo, registry: Registry, root: Path) -> Zoo:
+    """`registry` saved under `root` with the artifacts of its built entries copied from `source`."""
+    models = root / "models"
+    models.mkdir(parents=True)
+    for entry in registry.models:
+        src = source.models_dir / entry.artifact.path
+        if entry.built and src.is_file():
+            dst = models / entry.artifact.path
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dst)
+    copy = Zoo(root / "registry.yaml", models)
+    copy.save(registry)
+    return copy
+
+
+def fashion_view(registry: Registry) -> Registry:
+    """The committed registry with the best Fashion-MNIST model as the default and the ImageNet models
+    catalogued only (unbuilt): the zoo the tests of everything but the photo model run against. Small
+    and quick to start; tests/service/test_photos.py covers the committed default."""
+    fashion = [m for m in registry.models if m.dataset == "fashion-mnist" and m.metrics.top1 is not None]
+    best = max(fashion, key=lambda m: (m.metrics.top1 or 0.0, m.name))
+    models = [m if m.dataset == "fashion-mnist" else _unbuilt(m) for m in registry.models]
+    return registry.model_copy(update={"default": best.name, "models": models})
+
+
+def _unbuilt(entry: ModelEntry) -> ModelEntry:
+    return entry.model_copy(
+        update={
+            "artifact": Artifact(path=entry.artifact.path, bytes=None, sha256=None),
+            "metrics": entry.metrics.model_copy(update={"size_mb": None}),
+            "parity": None,
+            "latency": None,
+            "provenance": None,
+        }
+    )
+
+
 @pytest.fixture(scope="session")
-def source_zoo() -> Zoo:
-    """The committed zoo, read only."""
-    return _source_zoo()
+def committed_zoo() -> Zoo:
+    """The committed zoo as `make run` serves it (the photo model the default), read only."""
+    return _committed_zoo()
+
+
+@pytest.fixture(scope="session")
+def source_zoo(tmp_path_factory: pytest.TempPathFactory) -> Zoo:
+    """The committed Fashion-MNIST zoo (`fashion_view`), read only."""
+    committed = _committed_zoo()
+    return _copy(committed, fashion_view(committed.registry), tmp_path_factory.mktemp("fashion-zoo"))
 
 
 @pytest.fixture
 def zoo(tmp_path: Path, source_zoo: Zoo) -> Zoo:
-    """A private copy of the committed zoo that a test may change."""
-    registry = source_zoo.registry
-    models = tmp_path / "models"
-    models.mkdir()
-    for entry in registry.models:
-        src = source_zoo.models_dir / entry.artifact.path
-        if src.is_file():
-            dst = models / entry.artifact.path
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dst)
-    copy = Zoo(tmp_path / "registry.yaml", models)
-    copy.save(registry)
-    return copy
+    """A private copy of the Fashion-MNIST zoo that a test may change."""
+    return _copy(source_zoo, source_zoo.registry, tmp_path / "zoo")
+
+
+@pytest.fixture
+def photo_zoo(tmp_path: Path, committed_zoo: Zoo) -> Zoo:
+    """A private copy of the committed zoo, the photo model its default."""
+    return _copy(committed_zoo, committed_zoo.registry, tmp_path / "photo-zoo")
 
 
 def settings_for(zoo: Zoo, **overrides: Any) -> Settings:

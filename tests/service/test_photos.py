@@ -61,8 +61,8 @@ def assert_right(name: str, labels: list[str]) -> None:
     assert right & set(labels[:within]), f"{name}: top-5 {labels}"
 
 
-async def test_the_default_model_is_the_photo_model(zoo: Zoo, client_for: ClientFactory) -> None:
-    async with client_for(zoo) as client:
+async def test_the_default_model_is_the_photo_model(photo_zoo: Zoo, client_for: ClientFactory) -> None:
+    async with client_for(photo_zoo) as client:
         listing = (await client.get("/models")).json()
         labels = await classify(client, encode(photo("coffee"), "JPEG", quality=90), "image/jpeg")
     assert listing["default"] == PHOTO_MODEL
@@ -70,22 +70,22 @@ async def test_the_default_model_is_the_photo_model(zoo: Zoo, client_for: Client
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-async def test_real_photos_get_the_right_imagenet_class(zoo: Zoo, client_for: ClientFactory, fmt: str) -> None:
-    async with client_for(zoo) as client:
+async def test_real_photos_get_the_right_imagenet_class(photo_zoo: Zoo, client_for: ClientFactory, fmt: str) -> None:
+    async with client_for(photo_zoo) as client:
         for name in EXPECTED:
             image = photo(name)
             body = encode(image, fmt, quality=90) if fmt == "JPEG" else encode(image, fmt)
             assert_right(name, await classify(client, body, f"image/{fmt.lower()}"))
 
 
-async def test_grayscale_rgba_and_exif_rotated_copies(zoo: Zoo, client_for: ClientFactory) -> None:
+async def test_grayscale_rgba_and_exif_rotated_copies(photo_zoo: Zoo, client_for: ClientFactory) -> None:
     cat, coffee = photo("chelsea"), photo("coffee")
     rgba = cat.convert("RGBA")
     rgba.putalpha(Image.linear_gradient("L").resize(cat.size).point(lambda v: 128 + v // 2))  # half to opaque
     exif = Image.Exif()
     exif[0x0112] = 6  # orientation: the viewer rotates 90 degrees clockwise to show it upright
     stored = coffee.transpose(Image.Transpose.ROTATE_90)  # so the stored pixels are turned the other way
-    async with client_for(zoo) as client:
+    async with client_for(photo_zoo) as client:
         gray = await classify(client, encode(coffee.convert("L"), "PNG"), "image/png")
         translucent = await classify(client, encode(rgba, "PNG"), "image/png")
         rotated = await classify(client, encode(stored, "JPEG", quality=90, exif=exif), "image/jpeg")
@@ -111,9 +111,9 @@ def client_side_tensor(image: Image.Image, pre: dict[str, Any]) -> np.ndarray:
 
 
 async def test_the_same_photos_through_v2_with_client_side_preprocessing(
-    zoo: Zoo, client_for: ClientFactory
+    photo_zoo: Zoo, client_for: ClientFactory
 ) -> None:
-    async with client_for(zoo) as client:
+    async with client_for(photo_zoo) as client:
         pre = (await client.get(f"/models/{PHOTO_MODEL}")).json()["preprocessing"]
         for name in EXPECTED:
             x = client_side_tensor(photo(name), pre)
@@ -128,9 +128,9 @@ async def test_the_same_photos_through_v2_with_client_side_preprocessing(
 
 
 async def test_compare_runs_a_photo_through_the_photo_model_and_others(
-    zoo: Zoo, client_for: ClientFactory
+    photo_zoo: Zoo, client_for: ClientFactory
 ) -> None:
-    async with client_for(zoo) as client:
+    async with client_for(photo_zoo) as client:
         r = await client.post(
             "/compare",
             params={"models": f"{PHOTO_MODEL},fmnist-lenet5", "top_k": 5},

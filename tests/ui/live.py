@@ -94,6 +94,23 @@ def fashion_test_image(index: int) -> FashionTestImage:
     return FashionTestImage(buf.getvalue(), int(labels[index]))
 
 
+@dataclass(frozen=True)
+class PhotoTestImage:
+    png: bytes
+    label: str  # the ImageNet class the photo model gives it
+    width: int
+
+
+def photo_test_image() -> PhotoTestImage:
+    """scikit-image's CC0 photo of an espresso, as PNG; the bundled photo model calls it "espresso"."""
+    from skimage import data
+
+    buf = io.BytesIO()
+    image = Image.fromarray(data.coffee())
+    image.save(buf, "PNG")
+    return PhotoTestImage(buf.getvalue(), "espresso", image.width)
+
+
 def upload(name: str, mime_type: str, data: bytes) -> list[FilePayload]:
     """One in-memory file for `page.set_input_files`."""
     return [{"name": name, "mimeType": mime_type, "buffer": data}]

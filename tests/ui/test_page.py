@@ -12,7 +12,7 @@ from playwright.sync_api import Browser, Page, expect
 
 from tests.live import Server
 from tests.ui.conftest import open_page
-from tests.ui.live import fashion_test_image, upload
+from tests.ui.live import fashion_test_image, photo_test_image, upload
 
 STATIC = Path(__file__).resolve().parents[2] / "service" / "static"
 SVG_NAMESPACE = "http://www.w3.org/2000/svg"
@@ -56,28 +56,28 @@ def test_page_and_assets_are_served_offline(server: Server) -> None:
 
 
 def test_upload_shows_the_right_top_label(page: Page, server: Server, catalogue: dict[str, Any]) -> None:
-    expect(page.locator("#model")).to_have_value(catalogue["default"])
-    image = fashion_test_image(TROUSER)
-    page.set_input_files("#file", files=upload("trouser.png", "image/png", image.png))
+    expect(page.locator("#model")).to_have_value(catalogue["default"])  # the photo model
+    image = photo_test_image()
+    page.set_input_files("#file", files=upload("coffee.png", "image/png", image.png))
     result = page.locator(".result")
-    expect(result.locator(".top-label")).to_have_text(labels_of(server, catalogue["default"])[image.label])
+    expect(result.locator(".top-label")).to_have_text(image.label)
     expect(result.locator(".bar-row")).to_have_count(5)
     expect(page.locator(".timing")).to_contain_text("inference")
     thumb = result.locator("img.thumb")
-    expect(thumb).to_have_js_property("naturalWidth", 28)
+    expect(thumb).to_have_js_property("naturalWidth", image.width)
     expect(page.locator("#error")).to_be_hidden()
 
 
 @pytest.mark.parametrize("gesture", ["drop", "paste"])
 def test_drop_and_paste_classify(page: Page, server: Server, catalogue: dict[str, Any], gesture: str) -> None:
-    image = fashion_test_image(TROUSER)
+    image = photo_test_image()
     page.fill("#top-k", "3")
     page.dispatch_event("#top-k", "change")
     # A real DataTransfer holding a File, delivered as the drop or paste event the browser would send.
     page.evaluate(
         """([bytes, gesture]) => {
             const data = new DataTransfer();
-            data.items.add(new File([new Uint8Array(bytes)], "trouser.png", { type: "image/png" }));
+            data.items.add(new File([new Uint8Array(bytes)], "coffee.png", { type: "image/png" }));
             const event = gesture === "drop"
                 ? new DragEvent("drop", { dataTransfer: data, bubbles: true, cancelable: true })
                 : new ClipboardEvent("paste", { clipboardData: data, bubbles: true, cancelable: true });
@@ -85,7 +85,7 @@ def test_drop_and_paste_classify(page: Page, server: Server, catalogue: dict[str
         }""",
         [list(image.png), gesture],
     )
-    expect(page.locator(".top-label")).to_have_text(labels_of(server, catalogue["default"])[image.label])
+    expect(page.locator(".top-label")).to_have_text(image.label)
     expect(page.locator(".bar-row")).to_have_count(3)
 
 
@@ -99,6 +99,7 @@ def test_a_non_image_shows_a_clear_error(page: Page) -> None:
 
 
 def test_top_k_out_of_range_shows_the_service_detail(page: Page) -> None:
+    page.select_option("#model", "fmnist-vgg16")
     page.fill("#top-k", "11")  # ten classes in Fashion-MNIST
     image = fashion_test_image(TROUSER)
     page.set_input_files("#file", files=upload("trouser.png", "image/png", image.png))
@@ -214,6 +215,6 @@ def test_the_file_picker_opens_from_the_keyboard(
     page.focus("#file")
     with page.expect_file_chooser(timeout=5000) as chooser:
         page.keyboard.press("Enter")
-    image = fashion_test_image(TROUSER)
-    chooser.value.set_files(upload("trouser.png", "image/png", image.png))
-    expect(page.locator(".top-label")).to_have_text(labels_of(server, catalogue["default"])[image.label])
+    image = photo_test_image()
+    chooser.value.set_files(upload("coffee.png", "image/png", image.png))
+    expect(page.locator(".top-label")).to_have_text(image.label)

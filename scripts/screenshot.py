@@ -1,7 +1,7 @@
 """Screenshots of the web page for the docs: docs/screenshot.png (1280 px) and docs/screenshot-360.png.
 
 Serves the committed zoo with every built model preloaded, so that latency is measured on this host,
-classifies one Fashion-MNIST test image, and points at a model on the frontier.
+classifies a real photo with the default (photo) model, and points at a model on the frontier.
 Run: .venv/bin/python scripts/screenshot.py
 """
 
@@ -42,6 +42,7 @@ def stage(page: Page, url: str, width: int) -> None:
         page.wait_for_function("() => document.getElementById('busy').textContent === ''")
     page.wait_for_selector(".result")
     if width >= 800:
+        page.select_option("#dataset", "fashion-mnist")  # the zoo with the most models built
         # Show one model's row, choosing the model whose tip hides the fewest other markers and labels.
         points = page.locator("#plot .point").all()
         hidden = []

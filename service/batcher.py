@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
@@ -151,10 +152,8 @@ class DynamicBatcher:
                 fut.set_result((row, timing))
 
         def done(row: np.ndarray | None, timing: ItemTiming | None, error: ServiceError | None) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for this answer
                 loop.call_soon_threadsafe(settle, row, timing, error)
-            except RuntimeError:
-                pass  # the loop is closed: nobody waits for this answer
 
         return _Item(sample=sample, deadline=deadline, enqueued_ns=time.perf_counter_ns(), done=done)
 

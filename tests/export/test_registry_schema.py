@@ -71,7 +71,8 @@ def test_the_fashion_zoo_is_registered_with_measured_figures(registry_path: Path
 
 
 def _committed(registry_path: Path) -> dict[str, Any]:
-    return yaml.safe_load(registry_path.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = yaml.safe_load(registry_path.read_text(encoding="utf-8"))
+    return loaded
 
 
 def test_an_unknown_field_fails_naming_the_entry(registry_path: Path) -> None:

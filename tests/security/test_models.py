@@ -18,7 +18,7 @@ import pytest
 from fastapi import FastAPI
 
 from tests.security.conftest import install_artifact, smallest
-from tests.service.conftest import REPO, FashionSample, Zoo
+from tests.service.conftest import REPO, ClientFactory, FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +55,7 @@ def _point_external_data(data: bytes, location: str) -> bytes:
 
 
 async def test_onnx_external_data_outside_the_model_directory_is_refused(
-    tmp_path: Path, zoo: Zoo, client_for, fashion: FashionSample
+    tmp_path: Path, zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
     registry = zoo.registry
     inside = smallest(registry, exclude=(registry.default,))
@@ -144,7 +144,7 @@ def _interpreter_file(path: str) -> bool:
 
 
 async def test_traversal_names_are_404_and_touch_no_file(
-    zoo: Zoo, client_for, fashion: FashionSample
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
     FileAccess.install()
     png = fashion.png(0)
@@ -280,7 +280,7 @@ ANCHOR_CONTROL = [  # management calls of TorchServe, Triton, KServe and BentoML
 
 
 async def test_no_route_changes_models_registry_or_logging(
-    zoo: Zoo, client_for, fashion: FashionSample
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
     registry = zoo.registry
     other = smallest(registry, exclude=(registry.default,))  # not loaded: a load would show
@@ -353,7 +353,7 @@ def unpickling_calls(source: str) -> list[str]:
         func = _dotted(node.func)
         last = func.rsplit(".", 1)[-1]
         safe_weights = _keyword(node, "weights_only")
-        if func.endswith("torch.load") or func == "load" and safe_weights is not None:
+        if func.endswith("torch.load") or (func == "load" and safe_weights is not None):
             if not (isinstance(safe_weights, ast.Constant) and safe_weights.value is True):
                 problems.append(f"{node.lineno}: {func} without weights_only=True")
         elif func.endswith(("np.load", "numpy.load")):
@@ -362,7 +362,7 @@ def unpickling_calls(source: str) -> list[str]:
                 problems.append(f"{node.lineno}: {func} with allow_pickle")
         elif func.endswith(("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all")):
             problems.append(f"{node.lineno}: {func} (use yaml.safe_load)")
-        elif func.endswith(("torch.jit.load", "read_pickle")) or last in ("loads",) and "pickle" in func:
+        elif func.endswith(("torch.jit.load", "read_pickle")) or (last in ("loads",) and "pickle" in func):
             problems.append(f"{node.lineno}: {func}")
     return problems
 

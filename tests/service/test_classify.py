@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 from PIL import Image
 
@@ -11,12 +13,12 @@ from tests.service.conftest import ClientFactory, FashionSample, Zoo, encode
 pytestmark = pytest.mark.anyio
 
 
-def problem(response: object) -> dict[str, object]:
+def problem(response: object) -> dict[str, Any]:
     import httpx
 
     assert isinstance(response, httpx.Response)
     assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert set(body) == {"type", "title", "status", "detail"}
     assert body["status"] == response.status_code
     text = response.text
@@ -201,7 +203,7 @@ async def test_deadline_is_503(zoo: Zoo, client_for: ClientFactory, fashion: Fas
 
 
 async def test_chunked_body_over_the_limit_is_413(zoo: Zoo, client_for: ClientFactory) -> None:
-    async def chunks():  # no Content-Length: the limit applies as the body streams in
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies as the body streams in
         for _ in range(100):
             yield b"x" * 1000
 

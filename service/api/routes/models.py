@@ -54,7 +54,7 @@ def _cell(value: Any) -> str:
 def to_markdown(summaries: list[dict[str, Any]]) -> str:
     head = "| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |"
     rule = "|" + "|".join("---" if k in ("name", "status") else "---:" for k, _ in TABLE_COLUMNS) + "|"
-    rows = ["| " + " | ".join(_cell(s[k]) or "–" for k, _ in TABLE_COLUMNS) + " |" for s in summaries]
+    rows = ["| " + " | ".join(_cell(s[k]) or "–" for k, _ in TABLE_COLUMNS) + " |" for s in summaries]  # noqa: RUF001 -- an en dash marks an empty cell
     return "\n".join([head, rule, *rows]) + "\n"
 
 

@@ -17,6 +17,8 @@ import onnx
 import pytest
 from fastapi import FastAPI
 
+from service.services import Services
+from tests.asgi import services_of_client
 from tests.security.conftest import install_artifact, smallest
 from tests.service.conftest import REPO, ClientFactory, FashionSample, Zoo
 
@@ -212,8 +214,8 @@ def walk_routes(routes: list[Any]) -> Iterator[tuple[str, set[str]]]:
     for route in routes:
         if hasattr(route, "original_router"):  # FastAPI's included routers
             yield from walk_routes(route.original_router.routes)
-        elif hasattr(route, "routes") and not hasattr(route, "methods"):
-            yield from walk_routes(route.routes)
+        elif hasattr(route, "routes") and not hasattr(route, "methods"):  # a mounted app: its paths under the mount's
+            yield from ((route.path + path, methods) for path, methods in walk_routes(route.routes))
         else:
             yield route.path, set(getattr(route, "methods", None) or {"GET"})
 
@@ -236,15 +238,15 @@ def test_every_route_is_read_only_or_reviewed(zoo: Zoo) -> None:
         assert not words & CONTROL_WORDS, path
 
 
-def _snapshot(app: FastAPI, zoo: Zoo) -> dict[str, Any]:
-    manager = app.state.manager
+def _snapshot(services: Services, zoo: Zoo) -> dict[str, Any]:
+    manager = services.manager
     loggers = ["", "convzoo", "convzoo.access", "uvicorn", "uvicorn.access", "uvicorn.error"]
     return {
         "models": {s.entry.name: (s.status, s.loads) for s in manager.states()},
         "registry": zoo.registry_path.read_bytes(),
         "registry_object": id(manager.registry),
         "files": sorted((p.name, p.stat().st_mtime_ns) for p in zoo.models_dir.iterdir()),
-        "settings": app.state.settings.model_dump(),
+        "settings": services.settings.model_dump(),
         "logging": {
             name: (
                 logging.getLogger(name).level,
@@ -286,8 +288,8 @@ async def test_no_route_changes_models_registry_or_logging(
     other = smallest(registry, exclude=(registry.default,))  # not loaded: a load would show
     routes = _app_routes(zoo)
     async with client_for(zoo) as client:
-        app: FastAPI = client._transport.app  # type: ignore[attr-defined]
-        before = _snapshot(app, zoo)
+        services = services_of_client(client)
+        before = _snapshot(services, zoo)
         assert before["models"][other.name][0] == "available"
         for name in (other.name, "no-such-model"):
             version = registry.get(other.name).version
@@ -308,7 +310,7 @@ async def test_no_route_changes_models_registry_or_logging(
         # inference of the default model (already loaded) leaves the rest as it was
         r = await client.post("/classify", files={"file": ("x.png", fashion.png(0), "image/png")})
         assert r.status_code == 200
-        after = _snapshot(app, zoo)
+        after = _snapshot(services, zoo)
     assert after == before
 
 

@@ -21,6 +21,7 @@ from export.fashion.data import read_idx
 from service.main import create_app
 from service.registry import Registry, load_registry, save_registry
 from service.settings import Settings
+from tests.asgi import serving
 from tests.live import Server, start_service, stop_service
 from tests.paths import FASHION_TEST_IMAGES, FASHION_TEST_LABELS, REPO
 
@@ -101,10 +102,10 @@ def client_for() -> ClientFactory:
     @asynccontextmanager
     async def make(zoo: Zoo, *, wait_ready: bool = True, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(settings_for(zoo, **overrides))
-        async with app.router.lifespan_context(app):
+        async with serving(app) as served:
             if wait_ready:
-                await app.state.manager.wait_preloaded()
-            transport = httpx.ASGITransport(app=app)
+                await served.services.manager.wait_preloaded()
+            transport = httpx.ASGITransport(app=served)
             async with httpx.AsyncClient(transport=transport, base_url="http://convzoo.test") as client:
                 yield client
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.asgi import services_of_client
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, encode
 
 pytestmark = pytest.mark.anyio
@@ -228,8 +229,10 @@ async def test_concurrent_requests_get_their_own_results(
 
         sequential = [await top(i) for i in range(24)]
         concurrent = await asyncio.gather(*(top(i) for i in range(24)))
-        manager = client._transport.app.state.manager  # type: ignore[attr-defined]
-        sizes = manager.state(zoo.registry.default).batcher.stats.batches_by_size
+        manager = services_of_client(client).manager
+        batcher = manager.state(zoo.registry.default).batcher
+        assert batcher is not None
+        sizes = batcher.stats.batches_by_size
     for (i_seq, s_seq), (i_con, s_con) in zip(sequential, concurrent, strict=True):
         assert i_seq == i_con and s_seq == pytest.approx(s_con, rel=1e-4)
     assert max(sizes) > 1  # the concurrent requests were batched together

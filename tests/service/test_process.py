@@ -84,13 +84,14 @@ import asyncio, sys
 import httpx
 from service.main import create_app
 from service.settings import Settings
+from tests.asgi import serving
 
 async def main():
     app = create_app(Settings(registry_path={str(zoo.registry_path)!r}, models_dir={str(zoo.models_dir)!r},
                               calibration_s=0.01))
-    async with app.router.lifespan_context(app):
-        await app.state.manager.wait_preloaded()
-        transport = httpx.ASGITransport(app=app)
+    async with serving(app) as served:
+        await served.services.manager.wait_preloaded()
+        transport = httpx.ASGITransport(app=served)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             r = await client.post("/classify", content=sys.stdin.buffer.read(), headers={{"content-type": "image/png"}})
             assert r.status_code == 200, r.text

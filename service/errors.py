@@ -175,6 +175,11 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
+# The scope key of a path a mount rewrote on its way in (service.api.routes.v2.V2Mount): errors name the
+# path the client sent.
+ORIGINAL_PATH = "convzoo.original_path"
+
+
 def _http_reply(request: Request, exc: StarletteHTTPException) -> ErrorReply:
     status = exc.status_code
     try:
@@ -182,10 +187,11 @@ def _http_reply(request: Request, exc: StarletteHTTPException) -> ErrorReply:
     except ValueError:
         title = "Error"
     detail = exc.detail if isinstance(exc.detail, str) and status < 500 else title
+    path = request.scope.get(ORIGINAL_PATH) or request.url.path
     if status == 404 and detail == "Not Found":
-        detail = f"No route {request.url.path}; see /docs for the API."
+        detail = f"No route {path}; see /docs for the API."
     elif status == 405 and detail == "Method Not Allowed":
-        detail = f"Method {request.method} is not allowed on {request.url.path}."
+        detail = f"Method {request.method} is not allowed on {path}."
     return ErrorReply(status, title.lower().replace(" ", "-"), title, detail)
 
 

@@ -26,7 +26,7 @@ from service.errors import (
 from service.logging import configure_logging
 from service.metrics import Metrics
 from service.settings import Settings
-from service.v2.errors import ERROR_CONTENT, error_body
+from service.v2.errors import error_body
 
 VERSION = "0.1.0"
 
@@ -52,8 +52,7 @@ def _openapi(app: FastAPI, v2_app: FastAPI) -> Callable[[], dict[str, Any]]:
             schema = build()
             schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
             document_errors(schema, PROBLEM_CONTENT)
-            inner = v2_app.openapi()
-            document_errors(inner, ERROR_CONTENT)
+            inner = v2_app.openapi()  # with its own error body
             for path, operations in inner.get("paths", {}).items():
                 schema["paths"][(v2.PREFIX + path).rstrip("/")] = operations
             schema["components"]["schemas"].update(inner.get("components", {}).get("schemas", {}))

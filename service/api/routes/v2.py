@@ -11,11 +11,11 @@ from starlette.routing import Match, Mount
 from starlette.types import Receive, Scope, Send
 
 from service.api.deps import ServicesDep
-from service.errors import install_error_handlers
+from service.errors import ORIGINAL_PATH, document_errors, install_error_handlers
 from service.services import Services
 from service.v2 import handlers
 from service.v2.codec import HEADER_LENGTH
-from service.v2.errors import error_body, unavailable
+from service.v2.errors import ERROR_CONTENT, error_body, unavailable
 from service.v2.schemas import (
     InferenceResponse,
     ModelConfig,
@@ -187,12 +187,25 @@ async def repository_index(request: Request, services: ServicesDep) -> list[Repo
     return handlers.repository_index(services.manager, await request.body())
 
 
-@router.post("/repository/models/{name}/load", summary="Refused: models come from the registry only")
+_REFUSED: dict[int | str, dict[str, Any]] = {200: {"description": "Never: the answer is 400 (or 404)"}}
+
+
+@router.post(
+    "/repository/models/{name}/load",
+    summary="Refused: models come from the registry only",
+    response_class=Response,
+    responses=_REFUSED,
+)
 async def repository_load(name: str, services: ServicesDep) -> Response:
     raise handlers.refuse_model_control(services.manager, name)
 
 
-@router.post("/repository/models/{name}/unload", summary="Refused: models come from the registry only")
+@router.post(
+    "/repository/models/{name}/unload",
+    summary="Refused: models come from the registry only",
+    response_class=Response,
+    responses=_REFUSED,
+)
 async def repository_unload(name: str, services: ServicesDep) -> Response:
     raise handlers.refuse_model_control(services.manager, name)
 
@@ -211,9 +224,11 @@ def create_v2_app(version: str) -> FastAPI:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
             schema = build()
-            schema.setdefault("components", {}).setdefault("schemas", {})["InferenceResponse"] = (
-                InferenceResponse.model_json_schema(ref_template="#/components/schemas/{model}")
-            )
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            body = InferenceResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components["InferenceResponse"] = body
+            document_errors(schema, ERROR_CONTENT)
             app.openapi_schema = schema
         return app.openapi_schema
 
@@ -234,7 +249,7 @@ class V2Mount(Mount):
     def matches(self, scope: Scope) -> tuple[Match, Scope]:
         if self._is_root(scope):
             match, child = super().matches({**scope, "path": scope["path"] + "/"})
-            return match, {**child, "path": scope["path"] + "/"}
+            return match, {**child, "path": scope["path"] + "/", ORIGINAL_PATH: scope["path"]}
         return super().matches(scope)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -365,9 +365,7 @@ def plot(r: Run, path: Path) -> None:
             ax.set_yscale("log")
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:,.0f}" if v >= 100 else f"{v:.1f}", ha="center", va="bottom", fontsize=8)
-    fig.suptitle(
-        f"convzoo benchmark, one run, {r.host.cores} vCPU {r.host.cpu}, {r.date[:10]}"
-    )
+    fig.suptitle(f"convzoo benchmark, one run, {r.host.cores} vCPU {r.host.cpu}, {r.date[:10]}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -541,7 +539,10 @@ def readme_block(results: dict[str, Any]) -> str:
         ),
         *[_headline(f"resnet50, convzoo over HTTP, c{x.concurrency}", x, ".1f") for x in conv],
         _headline(f"resnet50, naive FastAPI + PyTorch eager, c{naive_best.concurrency}", naive_best, ".1f"),
-        *[_headline(f"fmnist-lenet5, convzoo over HTTP, c{x.concurrency}", x, ",.0f") for x in r.convzoo[SMALL]],
+        *[
+            _headline(f"fmnist-lenet5, convzoo over HTTP, c{x.concurrency}", x, ",.0f")
+            for x in r.convzoo[SMALL]
+        ],
         *[_headline(f"bare FastAPI route (constant JSON), c{x.concurrency}", x, ",.0f") for x in r.bare],
         "",
         *_targets_table(r),

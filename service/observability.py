@@ -33,7 +33,9 @@ def install(app: FastAPI, metrics: Metrics) -> None:
     """At app creation, after the other middleware: the request log then wraps every response."""
     app.add_middleware(
         RequestLog,
-        observe=lambda r: metrics.observe_request(route=r.route, model=r.model, status=r.status, seconds=r.seconds),
+        observe=lambda r: metrics.observe_request(
+            route=r.route, model=r.model, status=r.status, seconds=r.seconds
+        ),
         known_models=_known_models,
         default_model=_default_model,
     )

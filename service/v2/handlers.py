@@ -39,7 +39,12 @@ PLATFORM = "onnx_onnxv1"
 OUTPUT_NAME = "logits"
 OFF_LOOP_BYTES = 64 * 1024  # request bodies above this are decoded on a worker thread
 _NAME = re.compile(NAME_PATTERN)
-_REPOSITORY_STATE = {"loaded": "READY", "loading": "LOADING", "available": "UNAVAILABLE", "unavailable": "UNAVAILABLE"}
+_REPOSITORY_STATE = {
+    "loaded": "READY",
+    "loading": "LOADING",
+    "available": "UNAVAILABLE",
+    "unavailable": "UNAVAILABLE",
+}
 
 
 def server_metadata(version: str) -> ServerMetadata:
@@ -213,7 +218,9 @@ def _model_input(request: Request, entry: ModelEntry, max_images: int) -> np.nda
     if len(got) != len(shape) or any(d != -1 and d != g for d, g in zip(shape, got, strict=True)):
         raise bad_request(f"input '{tensor.name}': shape {got} does not match the model's {shape}")
     if not 1 <= got[0] <= max_images:
-        raise bad_request(f"input '{tensor.name}': the batch must hold 1 to {max_images} samples, got {got[0]}")
+        raise bad_request(
+            f"input '{tensor.name}': the batch must hold 1 to {max_images} samples, got {got[0]}"
+        )
     if not np.isfinite(tensor.array).all():
         raise bad_request(f"input '{tensor.name}' holds NaN or infinite values")
     return tensor.array

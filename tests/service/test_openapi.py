@@ -42,7 +42,10 @@ def test_every_route_documents_its_success_body() -> None:
         if (method, path) in NO_BODY:
             assert not content, (method, path)
             continue
-        assert content and all(_has_schema(c.get("schema", {})) for c in content.values() if c), (method, path)
+        assert content and all(_has_schema(c.get("schema", {})) for c in content.values() if c), (
+            method,
+            path,
+        )
         assert "default" in op["responses"], (method, path)  # the error body
 
 

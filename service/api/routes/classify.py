@@ -73,12 +73,18 @@ async def classify(
     prepared = await _prepare_all(uploads, entry, settings, pool)
     batch = np.stack([p.tensor for p in prepared])
     logits, timings = await manager.infer(name, batch, deadline=deadline)
-    request.state.timings = {"queue": timings.queue_ms, "inference": timings.inference_ms}  # for the request log
+    request.state.timings = {
+        "queue": timings.queue_ms,
+        "inference": timings.inference_ms,
+    }  # for the request log
     probs = softmax(logits)
     labels = manager.labels(name)
     results = [
         ImageResult(
-            filename=u.filename, width=p.width, height=p.height, predictions=top_predictions(row, labels, top_k)
+            filename=u.filename,
+            width=p.width,
+            height=p.height,
+            predictions=top_predictions(row, labels, top_k),
         )
         for u, p, row in zip(uploads, prepared, probs, strict=True)
     ]

@@ -60,7 +60,9 @@ def _names(models: str, dataset: str | None, manager: ModelManager) -> list[str]
 
 def _failure(name: str, exc: ServiceError) -> CompareFailure:
     p = problem_of(exc)
-    return CompareFailure(model=name, error=CompareErrorDetail(status=p.status, title=p.title, detail=exc.detail))
+    return CompareFailure(
+        model=name, error=CompareErrorDetail(status=p.status, title=p.title, detail=exc.detail)
+    )
 
 
 async def _one(
@@ -164,7 +166,9 @@ async def compare(
         image=CompareImage(filename=upload, width=image.width, height=image.height),
         models=list(entries),
         agreement=agreement(answers),
-        timing_ms=CompareTotals(decode=round(decode_ms, 3), total=round((time.perf_counter() - started) * 1e3, 3)),
+        timing_ms=CompareTotals(
+            decode=round(decode_ms, 3), total=round((time.perf_counter() - started) * 1e3, 3)
+        ),
     )
 
 

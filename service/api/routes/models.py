@@ -30,6 +30,7 @@ TABLE_COLUMNS: list[tuple[str, str]] = [
 ]
 
 
+EMPTY_CELL = "–"  # noqa: RUF001 -- an en dash marks an empty cell of the markdown table
 SORTABLE = list(ModelSummary.model_fields)
 
 
@@ -43,7 +44,9 @@ def sort_summaries(summaries: list[ModelSummary], sort: str) -> list[ModelSummar
     present = [s for s in summaries if values[id(s)] is not None]
     missing = [s for s in summaries if values[id(s)] is None]
     try:
-        present.sort(key=lambda s: v if not isinstance(v := values[id(s)], list) else str(v), reverse=descending)
+        present.sort(
+            key=lambda s: v if not isinstance(v := values[id(s)], list) else str(v), reverse=descending
+        )
     except TypeError:
         present.sort(key=lambda s: str(values[id(s)]), reverse=descending)
     return present + missing
@@ -60,7 +63,10 @@ def _cell(value: Any) -> str:
 def to_markdown(summaries: list[ModelSummary]) -> str:
     head = "| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |"
     rule = "|" + "|".join("---" if k in ("name", "status") else "---:" for k, _ in TABLE_COLUMNS) + "|"
-    rows = ["| " + " | ".join(_cell(getattr(s, k)) or "–" for k, _ in TABLE_COLUMNS) + " |" for s in summaries]  # noqa: RUF001 -- an en dash marks an empty cell
+    rows = [
+        "| " + " | ".join(_cell(getattr(s, k)) or EMPTY_CELL for k, _ in TABLE_COLUMNS) + " |"
+        for s in summaries
+    ]
     return "\n".join([head, rule, *rows]) + "\n"
 
 

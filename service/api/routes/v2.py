@@ -26,7 +26,9 @@ from service.v2.schemas import (
 )
 
 PREFIX = "/v2"
-_EMPTY: dict[int | str, dict[str, Any]] = {200: {"description": "Yes: an empty body"}}  # readiness and liveness answer with the status only
+_EMPTY: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Yes: an empty body"}
+}  # readiness and liveness answer with the status only
 
 router = APIRouter(tags=["v2 (Open Inference Protocol)"])
 
@@ -214,7 +216,7 @@ def create_v2_app(version: str) -> FastAPI:
     """The /v2 app; its routes get the Services from the lifespan state the parent app's server passes."""
     app = FastAPI(
         title="convzoo: Open Inference Protocol (v2)",
-        summary="KServe V2 / Triton HTTP; errors are {\"error\": \"...\"}",
+        summary='KServe V2 / Triton HTTP; errors are {"error": "..."}',
         version=version,
     )
     install_error_handlers(app, error_body)

@@ -127,9 +127,10 @@ def _route_of(scope: Scope) -> str:
     path = getattr(route, "path", None)
     if not isinstance(path, str):
         return "unmatched"
-    # In a mounted app (/v2) the route's path is relative to the mount: put the mount's path back.
+    # In a mounted app (/v2) the route's path is relative to the mount: put the mount's path back
+    # (its root route, "/", is the mount's own path: /v2).
     mount = str(scope.get("root_path", ""))[len(str(scope.get("app_root_path", ""))) :]
-    return mount + path
+    return mount if mount and path == "/" else mount + path
 
 
 def _model_of(scope: Scope, known: Container[str], default: Callable[[str], str | None]) -> str:

@@ -11,6 +11,7 @@ export CONVZOO_HOST CONVZOO_PORT
 help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
 	@echo "make test   the default test suite"
+	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests"
 	@echo "make bench  benchmark against raw ONNX Runtime and a naive PyTorch endpoint (docs/bench.md)"
 	@echo "make soak   SOAK_MINUTES (default 10) of mixed traffic; RSS and error counts (scripts/soak.py)"
 	@echo "make audit  pip-audit of requirements/serve.lock (needs a vulnerability service)"
@@ -54,6 +55,17 @@ $(VENV)/.bench-stamp: $(VENV)/.stamp pyproject.toml
 bench: $(VENV)/.bench-stamp data
 	@bash bench/ensure-wrk.sh
 	$(VENV)/bin/python -m bench
+
+# Lint: ruff (rules and format) and mypy --strict over the code and the tests; the checkers are pinned (lint extra).
+LINT_PATHS := service export bench tests
+$(VENV)/.lint-stamp: $(VENV)/.stamp pyproject.toml
+	$(VENV)/bin/pip install -q -e '.[export,test,lint]'
+	touch $@
+
+lint: $(VENV)/.lint-stamp
+	$(VENV)/bin/ruff check $(LINT_PATHS)
+	$(VENV)/bin/ruff format --check $(LINT_PATHS)
+	$(VENV)/bin/mypy --strict $(LINT_PATHS)
 
 # Soak (not in `make test`): SOAK_MINUTES of valid and 10% malformed traffic against a real server.
 SOAK_MINUTES ?= 10

@@ -16,6 +16,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
@@ -31,7 +32,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def get(url: str) -> tuple[int, dict]:
+def get(url: str) -> tuple[int, dict[str, Any]]:
     try:
         with urllib.request.urlopen(url, timeout=10) as r:
             return r.status, json.loads(r.read())
@@ -41,7 +42,8 @@ def get(url: str) -> tuple[int, dict]:
 
 def image_png() -> bytes:
     if FASHION.is_file():
-        raw = gzip.open(FASHION).read()
+        with gzip.open(FASHION) as f:
+            raw = f.read()
         pixels = np.frombuffer(raw, np.uint8, offset=16, count=28 * 28).reshape(28, 28)
     else:
         pixels = (np.arange(28 * 28) % 256).astype(np.uint8).reshape(28, 28)

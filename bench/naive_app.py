@@ -48,7 +48,7 @@ def create_app() -> FastAPI:
         return {
             "predictions": [
                 {"index": int(i), "score": float(s)}
-                for s, i in zip(top.values.tolist(), top.indices.tolist())
+                for s, i in zip(top.values.tolist(), top.indices.tolist(), strict=True)
             ]
         }
 

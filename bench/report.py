@@ -1,4 +1,5 @@
-"""docs/bench.json, docs/bench.md and docs/bench.png from one run's results."""
+"""docs/bench.json, docs/bench.md, docs/bench.png, docs/worker-model.md and the README block, from one
+run's results: parsed once into a typed `Run`, then small renderers."""
 
 from __future__ import annotations
 
@@ -7,45 +8,158 @@ import math
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict
+
 SMALL, LARGE = "fmnist-lenet5", "resnet50"
 
 
-def _at(rows: list[dict[str, Any]], concurrency: int) -> dict[str, Any]:
-    return next(r for r in rows if r["concurrency"] == concurrency)
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="allow")  # what a later run adds is kept in bench.json, unread here
 
 
-def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
-    raw = r["raw"][LARGE]
-    conv = r["convzoo"][LARGE]
-    naive_best = max(x["images_per_s"] for x in r["naive"][LARGE])
-    c8 = _at(conv, 8)["images_per_s"]
-    small32 = _at(r["convzoo"][SMALL], 32)["images_per_s"]
-    bare32 = _at(r["bare"], 32)["images_per_s"]
-    alone = raw["batches"]["1"]["alone_p50_ms"]
-    gap = _at(conv, 1)["p50_ms"] - alone
-    rows = [
-        (
+class Point(_Result):
+    """One load point over HTTP: a system at a fixed concurrency for a fixed time."""
+
+    concurrency: int
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+    requests: int = 0
+    server_cpu_ms_per_request: float | None = None
+
+
+class BatchPoint(_Result):
+    """Raw ONNX Runtime at one batch size; `alone_*` is batch 1 with nothing else running."""
+
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+    alone_p50_ms: float | None = None
+    alone_p99_ms: float | None = None
+
+
+class RawResult(_Result):
+    batches: dict[str, BatchPoint]
+    best_batch: int
+    images_per_s: float
+
+    @property
+    def best(self) -> BatchPoint:
+        return self.batches[str(self.best_batch)]
+
+    @property
+    def alone_p50_ms(self) -> float:
+        alone = self.batches["1"].alone_p50_ms
+        assert alone is not None, "the raw run measures batch 1 alone"
+        return alone
+
+
+class Layout(_Result):
+    label: str
+    workers: int
+    intra_op_threads: int
+    inference_threads: int
+    spinning: bool
+    max_queue_delay_us: int | None = None
+
+
+class SweepPoint(Point):
+    """A worker-model point: a layout, batching on or off, one model."""
+
+    layout: Layout
+    batching: bool
+    model: str
+    raw_images_per_s: float | None = None
+
+
+class Host(_Result):
+    cpu: str
+    cores: int
+    python: str
+    onnxruntime: str
+    load_average_at_start: list[float]
+    load_average_at_end: list[float]
+
+
+class ServerSettings(_Result):
+    workers: int = 1
+    intra_op_threads: int
+    inference_threads: int
+    intra_op_spinning: bool = False
+    preprocess_threads: int
+    max_batch_size: int
+    max_queue_delay_us: int
+
+
+class Systems(_Result):
+    """The four systems' figures; the targets are computed from these alone."""
+
+    raw: dict[str, RawResult]
+    convzoo: dict[str, list[Point]]
+    naive: dict[str, list[Point]]
+    bare: list[Point]
+
+
+class Target(BaseModel):
+    target: str
+    value: float
+    required: str
+    met: bool
+    figures: str
+
+
+class Run(Systems):
+    date: str
+    host: Host
+    settings: ServerSettings
+    load_generator: str
+    seconds_per_point: dict[str, float]
+    wall_s: float
+    bare_python_loadgen: list[Point] | None = None
+    worker_model: list[SweepPoint] | None = None
+    targets: list[Target] = []
+
+
+def _at(rows: list[Point], concurrency: int) -> Point:
+    return next(r for r in rows if r.concurrency == concurrency)
+
+
+def _target(target: str, value: float, required: str, met: bool, figures: str) -> Target:
+    return Target(target=target, value=round(value, 3), required=required, met=met, figures=figures)
+
+
+def targets(r: Systems) -> list[Target]:
+    raw = r.raw[LARGE]
+    conv = r.convzoo[LARGE]
+    naive_best = max(x.images_per_s for x in r.naive[LARGE])
+    c8 = _at(conv, 8).images_per_s
+    small32 = _at(r.convzoo[SMALL], 32).images_per_s
+    bare32 = _at(r.bare, 32).images_per_s
+    c1 = _at(conv, 1).p50_ms
+    gap = c1 - raw.alone_p50_ms
+    return [
+        _target(
             "resnet50: convzoo at c8 / raw ONNX Runtime (a), best batch",
-            c8 / raw["images_per_s"],
+            c8 / raw.images_per_s,
             ">= 0.85",
-            c8 / raw["images_per_s"] >= 0.85,
-            f"{c8:.1f} / {raw['images_per_s']:.1f} images/s",
+            c8 / raw.images_per_s >= 0.85,
+            f"{c8:.1f} / {raw.images_per_s:.1f} images/s",
         ),
-        (
+        _target(
             "resnet50: convzoo at c8 / naive PyTorch endpoint (c), its best concurrency",
             c8 / naive_best,
             ">= 2",
             c8 / naive_best >= 2,
             f"{c8:.1f} / {naive_best:.1f} images/s",
         ),
-        (
+        _target(
             "resnet50: convzoo c1 p50 - raw batch-1 p50",
             gap,
             "<= 3 ms",
             gap <= 3.0,
-            f"{_at(conv, 1)['p50_ms']:.2f} - {alone:.2f} ms",
+            f"{c1:.2f} - {raw.alone_p50_ms:.2f} ms",
         ),
-        (
+        _target(
             "fmnist-lenet5: convzoo requests/s at c32 / bare route (d) at c32",
             small32 / bare32,
             ">= 0.5",
@@ -53,9 +167,16 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
             f"{small32:.0f} / {bare32:.0f} requests/s",
         ),
     ]
+
+
+def _targets_table(r: Run) -> list[str]:
     return [
-        {"target": t, "value": round(v, 3), "required": q, "met": bool(m), "figures": f}
-        for t, v, q, m, f in rows
+        "| Target | Measured | Required | Met |",
+        "|---|---|---|---|",
+        *[
+            f"| {t.target} | {t.value:.3g} ({t.figures}) | {t.required} | {'yes' if t.met else '**no**'} |"
+            for t in r.targets
+        ],
     ]
 
 
@@ -68,78 +189,35 @@ def _row(
     return f"| {system} | {model} | {point} | {images_per_s:,.1f} | {p50:.2f} | {p99:.2f} | {cpu_text} |"
 
 
-def table(r: dict[str, Any]) -> list[str]:
+def _point_row(system: str, model: str, x: Point) -> str:
+    return _row(
+        system, model, f"c{x.concurrency}", x.images_per_s, x.p50_ms, x.p99_ms, x.server_cpu_ms_per_request
+    )
+
+
+def table(r: Run) -> list[str]:
     lines = [
         "| System | Model | Batch / concurrency | images/s | p50 ms | p99 ms | server CPU ms/request |",
         "|---|---|---|---:|---:|---:|---:|",
     ]
+    raw_system = "(a) raw ONNX Runtime, in-process"
     for model in (LARGE, SMALL):
-        raw = r["raw"][model]
+        raw = r.raw[model]
         label = f"{model} (random weights)" if model == LARGE else model
-        for size, m in raw["batches"].items():
-            best = " (best)" if int(size) == raw["best_batch"] else ""
-            lines.append(
-                _row(
-                    "(a) raw ONNX Runtime, in-process",
-                    label,
-                    f"batch {size}{best}",
-                    m["images_per_s"],
-                    m["p50_ms"],
-                    m["p99_ms"],
-                )
-            )
-            if "alone_p50_ms" in m:
-                lines.append(
-                    _row(
-                        "(a) raw ONNX Runtime, in-process",
-                        label,
-                        "batch 1, one run alone",
-                        float("nan"),
-                        m["alone_p50_ms"],
-                        m["alone_p99_ms"],
-                    )
-                )
-        for x in r["convzoo"][model]:
-            lines.append(
-                _row(
-                    "(b) convzoo, HTTP",
-                    label,
-                    f"c{x['concurrency']}",
-                    x["images_per_s"],
-                    x["p50_ms"],
-                    x["p99_ms"],
-                    x.get("server_cpu_ms_per_request"),
-                )
-            )
+        for size, m in raw.batches.items():
+            best = " (best)" if int(size) == raw.best_batch else ""
+            lines.append(_row(raw_system, label, f"batch {size}{best}", m.images_per_s, m.p50_ms, m.p99_ms))
+            if m.alone_p50_ms is not None and m.alone_p99_ms is not None:
+                alone = "batch 1, one run alone"
+                lines.append(_row(raw_system, label, alone, float("nan"), m.alone_p50_ms, m.alone_p99_ms))
+        lines += [_point_row("(b) convzoo, HTTP", label, x) for x in r.convzoo[model]]
         if model == LARGE:
-            for x in r["naive"][LARGE]:
-                lines.append(
-                    _row(
-                        "(c) naive FastAPI + PyTorch eager",
-                        label,
-                        f"c{x['concurrency']}",
-                        x["images_per_s"],
-                        x["p50_ms"],
-                        x["p99_ms"],
-                        x.get("server_cpu_ms_per_request"),
-                    )
-                )
-    for x in r["bare"]:
-        lines.append(
-            _row(
-                "(d) bare FastAPI, constant JSON",
-                "none (28x28 PNG body)",
-                f"c{x['concurrency']}",
-                x["images_per_s"],
-                x["p50_ms"],
-                x["p99_ms"],
-                x.get("server_cpu_ms_per_request"),
-            )
-        )
+            lines += [_point_row("(c) naive FastAPI + PyTorch eager", label, x) for x in r.naive[LARGE]]
+    lines += [_point_row("(d) bare FastAPI, constant JSON", "none (28x28 PNG body)", x) for x in r.bare]
     return lines
 
 
-def sweep_table(rows: list[dict[str, Any]]) -> list[str]:
+def sweep_table(rows: list[SweepPoint]) -> list[str]:
     lines = [
         (
             "| Model | Layout | Batching | Concurrency | images/s | p50 ms | p99 ms | server CPU ms/request "
@@ -148,35 +226,34 @@ def sweep_table(rows: list[dict[str, Any]]) -> list[str]:
         "|---|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for x in rows:
-        raw = f"{x['raw_images_per_s']:.1f}" if x.get("raw_images_per_s") else ""
+        raw = f"{x.raw_images_per_s:.1f}" if x.raw_images_per_s else ""
         lines.append(
-            f"| {x['model']} | {x['layout']['label']} | {'on' if x['batching'] else 'off'} | "
-            f"{x['concurrency']} | {x['images_per_s']:,.1f} | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "
-            f"{x.get('server_cpu_ms_per_request', 0):.2f} | {raw} |"
+            f"| {x.model} | {x.layout.label} | {'on' if x.batching else 'off'} | "
+            f"{x.concurrency} | {x.images_per_s:,.1f} | {x.p50_ms:.2f} | {x.p99_ms:.2f} | "
+            f"{x.server_cpu_ms_per_request or 0:.2f} | {raw} |"
         )
     return lines
 
 
-def markdown(r: dict[str, Any]) -> str:
-    h = r["host"]
-    s = r["settings"]
+def markdown(r: Run) -> str:
+    h, s = r.host, r.settings
     out = [
         "# Benchmark",
         "",
         (
             "Generated by `make bench` (`python -m bench`); the figures below are from **one run** on "
-            f"{r['date']}, on a {h['cores']}-vCPU host ({h['cpu']}), no GPU, loopback only. "
-            f"Load average before/after: {h['load_average_at_start'][0]:.2f} / {h['load_average_at_end'][0]:.2f}. "
-            f"onnxruntime {h['onnxruntime']}, Python {h['python']}. Raw results: `docs/bench.json`; plot: `docs/bench.png`."
+            f"{r.date}, on a {h.cores}-vCPU host ({h.cpu}), no GPU, loopback only. "
+            f"Load average before/after: {h.load_average_at_start[0]:.2f} / {h.load_average_at_end[0]:.2f}. "
+            f"onnxruntime {h.onnxruntime}, Python {h.python}. Raw results: `docs/bench.json`; plot: `docs/bench.png`."
         ),
         "",
         (
-            f"Server settings (the service defaults): {s.get('workers', 1)} process(es), intra-op threads "
-            f"{s['intra_op_threads'] or 'one per core (0)'}, {s['inference_threads']} inference thread(s) per model, "
-            f"ONNX Runtime spinning {'on' if s.get('intra_op_spinning') else 'off'}, "
-            f"{s['preprocess_threads']} preprocess threads, max batch {s['max_batch_size']}, queue delay "
-            f"{s['max_queue_delay_us']} us. Load generator: `{r['load_generator']}` in its own process, "
-            f"{r['seconds_per_point'][SMALL]:g} s per point ({r['seconds_per_point'][LARGE]:g} s for resnet50) after a "
+            f"Server settings (the service defaults): {s.workers} process(es), intra-op threads "
+            f"{s.intra_op_threads or 'one per core (0)'}, {s.inference_threads} inference thread(s) per model, "
+            f"ONNX Runtime spinning {'on' if s.intra_op_spinning else 'off'}, "
+            f"{s.preprocess_threads} preprocess threads, max batch {s.max_batch_size}, queue delay "
+            f"{s.max_queue_delay_us} us. Load generator: `{r.load_generator}` in its own process, "
+            f"{r.seconds_per_point[SMALL]:g} s per point ({r.seconds_per_point[LARGE]:g} s for resnet50) after a "
             "1 s warm-up; one request carries one image."
         ),
         "",
@@ -188,37 +265,32 @@ def markdown(r: dict[str, Any]) -> str:
         "",
         *table(r),
         "",
-        "## Targets (2-core CPU, ratios from this run)",
+        f"## Targets ({h.cores}-core CPU, ratios from this run)",
         "",
-        "| Target | Measured | Required | Met |",
-        "|---|---|---|---|",
-        *[
-            f"| {t['target']} | {t['value']:.3g} ({t['figures']}) | {t['required']} | {'yes' if t['met'] else '**no**'} |"
-            for t in r["targets"]
-        ],
+        *_targets_table(r),
         "",
     ]
-    if "bare_python_loadgen" in r:
-        wrk32 = _at(r["bare"], 32)
-        py32 = r["bare_python_loadgen"][0]
+    if r.bare_python_loadgen:
+        wrk32 = _at(r.bare, 32)
+        py32 = r.bare_python_loadgen[0]
         out += [
             "## The load generator",
             "",
             (
                 f"wrk (C, one thread) drives every point above. The same bare route at c32 driven by the Python "
-                f"generator (`bench/pyload.py`, httpx + asyncio in its own process) reads {py32['images_per_s']:,.0f} "
-                f"requests/s against wrk's {wrk32['images_per_s']:,.0f}: on 2 cores a Python client takes CPU from the "
+                f"generator (`bench/pyload.py`, httpx + asyncio in its own process) reads {py32.images_per_s:,.0f} "
+                f"requests/s against wrk's {wrk32.images_per_s:,.0f}: on {h.cores} cores a Python client takes CPU from the "
                 "server it measures, so it would understate the fast paths. It is only the fallback where wrk is missing."
             ),
             "",
         ]
-    if r.get("worker_model"):
+    if r.worker_model:
         out += [
             "## Worker model sweep",
             "",
             "See docs/worker-model.md for the choice made from these rows.",
             "",
-            *sweep_table(r["worker_model"]),
+            *sweep_table(r.worker_model),
             "",
         ]
     out += [
@@ -257,13 +329,25 @@ def markdown(r: dict[str, Any]) -> str:
             "checks the script's steps on a CPU host."
         ),
         "",
-        f"Wall time of the run: {r['wall_s']:.0f} s. Rerun: `make bench`.",
+        f"Wall time of the run: {r.wall_s:.0f} s. Rerun: `make bench`.",
         "",
     ]
     return "\n".join(out)
 
 
-def plot(r: dict[str, Any], path: Path) -> None:
+def _bars(r: Run, model: str) -> list[tuple[str, float, str]]:
+    """(label, images/s, colour) of the plot's bars for one model."""
+    raw = r.raw[model]
+    bars = [(f"raw ORT\nbatch {raw.best_batch}", raw.images_per_s, "#555555")]
+    bars += [(f"convzoo\nc{x.concurrency}", x.images_per_s, "#1f77b4") for x in r.convzoo[model]]
+    if model == LARGE:
+        bars += [(f"naive torch\nc{x.concurrency}", x.images_per_s, "#d62728") for x in r.naive[LARGE]]
+    else:
+        bars += [(f"bare route\nc{x.concurrency}", x.images_per_s, "#2ca02c") for x in r.bare]
+    return bars
+
+
+def plot(r: Run, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -271,23 +355,7 @@ def plot(r: dict[str, Any], path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(12, 4.5))
     for ax, model in zip(axes, (LARGE, SMALL), strict=True):
-        labels = [f"raw ORT\nbatch {r['raw'][model]['best_batch']}"]
-        values = [r["raw"][model]["images_per_s"]]
-        colours = ["#555555"]
-        for x in r["convzoo"][model]:
-            labels.append(f"convzoo\nc{x['concurrency']}")
-            values.append(x["images_per_s"])
-            colours.append("#1f77b4")
-        if model == LARGE:
-            for x in r["naive"][LARGE]:
-                labels.append(f"naive torch\nc{x['concurrency']}")
-                values.append(x["images_per_s"])
-                colours.append("#d62728")
-        else:
-            for x in r["bare"]:
-                labels.append(f"bare route\nc{x['concurrency']}")
-                values.append(x["images_per_s"])
-                colours.append("#2ca02c")
+        labels, values, colours = (list(column) for column in zip(*_bars(r, model), strict=True))
         ax.bar(range(len(values)), values, color=colours)
         ax.set_xticks(range(len(values)), labels, fontsize=8)
         ax.set_ylabel("images/s (requests/s for the bare route)")
@@ -297,61 +365,67 @@ def plot(r: dict[str, Any], path: Path) -> None:
             ax.set_yscale("log")
         for i, v in enumerate(values):
             ax.text(i, v, f"{v:,.0f}" if v >= 100 else f"{v:.1f}", ha="center", va="bottom", fontsize=8)
-    fig.suptitle(
-        f"convzoo benchmark, one run, {r['host']['cores']} vCPU {r['host']['cpu']}, {r['date'][:10]}"
-    )
+    fig.suptitle(f"convzoo benchmark, one run, {r.host.cores} vCPU {r.host.cpu}, {r.date[:10]}")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
 
-def write(r: dict[str, Any], out: Path) -> None:
+def write(results: dict[str, Any], out: Path) -> None:
+    """The run's raw results (kept as measured in bench.json, with the targets) and everything rendered."""
     out.mkdir(parents=True, exist_ok=True)
-    r["targets"] = targets(r)
-    (out / "bench.json").write_text(json.dumps(r, indent=2) + "\n")
-    (out / "bench.md").write_text(markdown(r))
-    plot(r, out / "bench.png")
-    if r.get("worker_model"):
-        (out / "worker-model.md").write_text(worker_model_md(r))
+    run = Run.model_validate(results)
+    run.targets = targets(run)
+    results["targets"] = [t.model_dump() for t in run.targets]
+    (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / "bench.md").write_text(markdown(run))
+    plot(run, out / "bench.png")
+    if run.worker_model:
+        (out / "worker-model.md").write_text(worker_model_md(run))
 
 
-def _label(x: dict[str, Any]) -> str:
-    return f"{x['layout']['label']}, batching {'on' if x['batching'] else 'off'}"
+def _label(x: SweepPoint) -> str:
+    return f"{x.layout.label}, batching {'on' if x.batching else 'off'}"
 
 
-def _is_default(x: dict[str, Any], s: dict[str, Any]) -> bool:
-    lay = x["layout"]
-    intra = s["intra_op_threads"] or 2  # 0: one per core, 2 on the 2-core bench host
+def _is_default(x: SweepPoint, r: Run) -> bool:
+    lay, s = x.layout, r.settings
+    intra = s.intra_op_threads or r.host.cores  # 0: ONNX Runtime's choice, one per core
     return (
-        lay.get("max_queue_delay_us") is None
-        and x["batching"]
-        and lay["workers"] == s.get("workers", 1)
-        and lay["intra_op_threads"] == intra
-        and lay["inference_threads"] == s["inference_threads"]
-        and lay["spinning"] == s.get("intra_op_spinning", False)
+        lay.max_queue_delay_us is None
+        and x.batching
+        and lay.workers == s.workers
+        and lay.intra_op_threads == intra
+        and lay.inference_threads == s.inference_threads
+        and lay.spinning == s.intra_op_spinning
     )
 
 
-def _verdict(rows: list[dict[str, Any]], s: dict[str, Any], what: str, key: str, higher: bool) -> str:
-    rows = [x for x in rows if x["requests"] > 0]  # a point with no answer in its window has no figures
+def _verdict(rows: list[SweepPoint], r: Run, what: str, key: str, higher: bool) -> str:
+    rows = [x for x in rows if x.requests > 0]  # a point with no answer in its window has no figures
     if not rows:
         return f"- {what}: no point answered within its window."
-    best = (max if higher else min)(rows, key=lambda x: x[key])
-    default = next((x for x in rows if _is_default(x, s)), None)
+
+    def value(x: SweepPoint) -> float:
+        return x.images_per_s if key == "images_per_s" else x.p50_ms
+
+    best = (max if higher else min)(rows, key=value)
+    default = next((x for x in rows if _is_default(x, r)), None)
     unit = "images/s" if key == "images_per_s" else "ms p50"
-    text = f"- {what}: best in this run **{_label(best)}** ({best[key]:,.1f} {unit})"
+    text = f"- {what}: best in this run **{_label(best)}** ({value(best):,.1f} {unit})"
     if default is not None:
-        share = (default[key] / best[key] if higher else best[key] / default[key]) if default[key] else 0.0
-        text += f"; the default: {default[key]:,.1f} {unit} ({share:.0%} of the best)"
+        d, b = value(default), value(best)
+        share = (d / b if higher else b / d) if d else 0.0
+        text += f"; the default: {d:,.1f} {unit} ({share:.0%} of the best)"
     return text + "."
 
 
-def worker_model_md(r: dict[str, Any]) -> str:
-    rows = r["worker_model"]
-    s = r["settings"]
-    large_c8 = [x for x in rows if x["model"] == LARGE and x["concurrency"] == 8]
-    large_c1 = [x for x in rows if x["model"] == LARGE and x["concurrency"] == 1]
-    small = [x for x in rows if x["model"] == SMALL]
+def worker_model_md(r: Run) -> str:
+    rows = r.worker_model or []
+    s, h = r.settings, r.host
+    large_c8 = [x for x in rows if x.model == LARGE and x.concurrency == 8]
+    large_c1 = [x for x in rows if x.model == LARGE and x.concurrency == 1]
+    small = [x for x in rows if x.model == SMALL]
     return "\n".join(
         [
             "# Worker model",
@@ -360,19 +434,19 @@ def worker_model_md(r: dict[str, Any]) -> str:
                 "How convzoo splits the cores: uvicorn worker processes x ONNX Runtime intra-op threads, the number of "
                 "inference threads per model, dynamic batching on or off, and whether idle ONNX Runtime threads spin. "
                 "Measured by `make bench` (its worker-model sweep, written to docs/bench.json), in **one run** on "
-                f"{r['date']}, {r['host']['cores']} vCPU ({r['host']['cpu']}), load average at start "
-                f"{r['host']['load_average_at_start'][0]:.2f}: a small model (fmnist-lenet5, 28x28 PNG bodies, c32) and a "
+                f"{r.date}, {h.cores} vCPU ({h.cpu}), load average at start "
+                f"{h.load_average_at_start[0]:.2f}: a small model (fmnist-lenet5, 28x28 PNG bodies, c32) and a "
                 "large one (resnet50 with random weights, 500x375 JPEG bodies, c1 and c8), over HTTP with wrk."
             ),
             "",
             "## The default",
             "",
             (
-                f"`service/settings.py`: `workers={s.get('workers', 1)}`, `intra_op_threads={s['intra_op_threads']}` (ONNX "
-                f"Runtime's choice: one per core, 2 here), `inference_threads={s['inference_threads']}`, "
-                f"`intra_op_spinning={str(s.get('intra_op_spinning', False)).lower()}`, batching on "
-                f"(`max_batch_size={s['max_batch_size']}`, `max_queue_delay_us={s['max_queue_delay_us']}`), "
-                f"`preprocess_threads={s['preprocess_threads']}`: one process, one inference thread per model whose "
+                f"`service/settings.py`: `workers={s.workers}`, `intra_op_threads={s.intra_op_threads}` (ONNX "
+                f"Runtime's choice: one per core, {h.cores} here), `inference_threads={s.inference_threads}`, "
+                f"`intra_op_spinning={str(s.intra_op_spinning).lower()}`, batching on "
+                f"(`max_batch_size={s.max_batch_size}`, `max_queue_delay_us={s.max_queue_delay_us}`), "
+                f"`preprocess_threads={s.preprocess_threads}`: one process, one inference thread per model whose "
                 "session uses both cores (two intra-op threads)."
             ),
             "",
@@ -386,9 +460,9 @@ def worker_model_md(r: dict[str, Any]) -> str:
             "",
             "What this run says about it:",
             "",
-            _verdict(large_c8, s, "resnet50 throughput at c8", "images_per_s", True),
-            _verdict(large_c1, s, "resnet50 single-request latency (c1)", "p50_ms", False),
-            _verdict(small, s, "fmnist-lenet5 requests/s at c32", "images_per_s", True),
+            _verdict(large_c8, r, "resnet50 throughput at c8", "images_per_s", True),
+            _verdict(large_c1, r, "resnet50 single-request latency (c1)", "p50_ms", False),
+            _verdict(small, r, "fmnist-lenet5 requests/s at c32", "images_per_s", True),
             "",
             "## Why",
             "",
@@ -443,14 +517,16 @@ def worker_model_md(r: dict[str, Any]) -> str:
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
 
 
-def readme_block(r: dict[str, Any]) -> str:
+def readme_block(results: dict[str, Any]) -> str:
     """The figures README.md quotes: the headline points and the targets, from the same run."""
-    raw, conv = r["raw"][LARGE], r["convzoo"][LARGE]
-    naive_best = max(r["naive"][LARGE], key=lambda x: x["images_per_s"])
+    r = Run.model_validate(results)
+    r.targets = r.targets or targets(r)
+    raw, conv = r.raw[LARGE], r.convzoo[LARGE]
+    naive_best = max(r.naive[LARGE], key=lambda x: x.images_per_s)
     lines = [
         BEGIN,
         (
-            f"From `make bench`, one run on {r['date'][:10]}, {r['host']['cores']} vCPU ({r['host']['cpu']}), no GPU; "
+            f"From `make bench`, one run on {r.date[:10]}, {r.host.cores} vCPU ({r.host.cpu}), no GPU; "
             "resnet50 with random weights (speed does not depend on them). Full table: "
             "[docs/bench.md](docs/bench.md), worker model: [docs/worker-model.md](docs/worker-model.md)."
         ),
@@ -458,41 +534,28 @@ def readme_block(r: dict[str, Any]) -> str:
         "| | images/s | p50 ms | p99 ms |",
         "|---|---:|---:|---:|",
         (
-            f"| resnet50, raw ONNX Runtime in-process, batch {raw['best_batch']} | {raw['images_per_s']:.1f} | "
-            f"{raw['batches'][str(raw['best_batch'])]['p50_ms']:.1f} | {raw['batches'][str(raw['best_batch'])]['p99_ms']:.1f} |"
+            f"| resnet50, raw ONNX Runtime in-process, batch {raw.best_batch} | {raw.images_per_s:.1f} | "
+            f"{raw.best.p50_ms:.1f} | {raw.best.p99_ms:.1f} |"
         ),
+        *[_headline(f"resnet50, convzoo over HTTP, c{x.concurrency}", x, ".1f") for x in conv],
+        _headline(f"resnet50, naive FastAPI + PyTorch eager, c{naive_best.concurrency}", naive_best, ".1f"),
         *[
-            f"| resnet50, convzoo over HTTP, c{x['concurrency']} | {x['images_per_s']:.1f} | {x['p50_ms']:.1f} | "
-            f"{x['p99_ms']:.1f} |"
-            for x in conv
+            _headline(f"fmnist-lenet5, convzoo over HTTP, c{x.concurrency}", x, ",.0f")
+            for x in r.convzoo[SMALL]
         ],
-        (
-            f"| resnet50, naive FastAPI + PyTorch eager, c{naive_best['concurrency']} | {naive_best['images_per_s']:.1f} | "
-            f"{naive_best['p50_ms']:.1f} | {naive_best['p99_ms']:.1f} |"
-        ),
-        *[
-            f"| fmnist-lenet5, convzoo over HTTP, c{x['concurrency']} | {x['images_per_s']:,.0f} | {x['p50_ms']:.1f} | "
-            f"{x['p99_ms']:.1f} |"
-            for x in r["convzoo"][SMALL]
-        ],
-        *[
-            f"| bare FastAPI route (constant JSON), c{x['concurrency']} | {x['images_per_s']:,.0f} | {x['p50_ms']:.1f} | "
-            f"{x['p99_ms']:.1f} |"
-            for x in r["bare"]
-        ],
+        *[_headline(f"bare FastAPI route (constant JSON), c{x.concurrency}", x, ",.0f") for x in r.bare],
         "",
-        "| Target | Measured | Required | Met |",
-        "|---|---|---|---|",
-        *[
-            f"| {t['target']} | {t['value']:.3g} ({t['figures']}) | {t['required']} | {'yes' if t['met'] else '**no**'} |"
-            for t in r["targets"]
-        ],
+        *_targets_table(r),
         END,
     ]
     return "\n".join(lines)
 
 
-def update_readme(r: dict[str, Any], readme: Path) -> bool:
+def _headline(label: str, x: Point, rate: str) -> str:
+    return f"| {label} | {x.images_per_s:{rate}} | {x.p50_ms:.1f} | {x.p99_ms:.1f} |"
+
+
+def update_readme(results: dict[str, Any], readme: Path) -> bool:
     """Replace the block between the bench markers of README.md; False when it has none."""
     if not readme.is_file():
         return False
@@ -501,5 +564,5 @@ def update_readme(r: dict[str, Any], readme: Path) -> bool:
         return False
     head, rest = text.split(BEGIN, 1)
     tail = rest.split(END, 1)[1]
-    readme.write_text(head + readme_block(r) + tail)
+    readme.write_text(head + readme_block(results) + tail)
     return True

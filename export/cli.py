@@ -15,7 +15,7 @@ from service.registry import load_registry
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, export and measure the convzoo models.")
 
 
-class Zoo(str, Enum):
+class Zoo(str, Enum):  # noqa: UP042 -- typer lists a str Enum as choices
     fashion = "fashion"
     imagenet = "imagenet"
 

@@ -413,7 +413,7 @@ def _fp16_variant(entry: ModelEntry, module: torch.nn.Module, path: Path, batch:
     half_path = path.with_name(f"{name}.onnx")
     onnx.save_model(half, str(half_path))
     onnx.checker.check_model(str(half_path), full_check=True)
-    no_accuracy = {k: None for k in ("top1", "top5", "accuracy_source", "accuracy_split", "accuracy_samples")}
+    no_accuracy = dict.fromkeys(("top1", "top5", "accuracy_source", "accuracy_split", "accuracy_samples"))
     variant = _revalidated(
         entry,
         name=name,

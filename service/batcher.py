@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import threading
 import time
 from collections import Counter, deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -80,6 +81,7 @@ class DynamicBatcher:
         max_queue_delay_us: int,
         max_queue_size: int,
         threads: int = 1,
+        hooks: Sequence[Callable[[BatchRecord], None]] = (),
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0 or threads < 1:
             raise ValueError("batcher sizes must be positive")
@@ -89,7 +91,7 @@ class DynamicBatcher:
         self.max_queue_delay_s = max_queue_delay_us / 1e6
         self.max_queue_size = max_queue_size
         self.stats = BatcherStats()
-        self.hooks: list[Callable[[BatchRecord], None]] = []
+        self.hooks = tuple(hooks)  # called on the inference thread after every batch
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._busy = 0  # batches executing now
@@ -151,10 +153,8 @@ class DynamicBatcher:
                 fut.set_result((row, timing))
 
         def done(row: np.ndarray | None, timing: ItemTiming | None, error: ServiceError | None) -> None:
-            try:
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for this answer
                 loop.call_soon_threadsafe(settle, row, timing, error)
-            except RuntimeError:
-                pass  # the loop is closed: nobody waits for this answer
 
         return _Item(sample=sample, deadline=deadline, enqueued_ns=time.perf_counter_ns(), done=done)
 
@@ -293,7 +293,7 @@ class DynamicBatcher:
                 s.batches_failed += 1
                 s.items_failed += size
         record = BatchRecord(model=self.name, size=size, ok=ok, compute_ns=compute_ns, queue_ns=queue_ns)
-        for hook in list(self.hooks):
+        for hook in self.hooks:
             try:
                 hook(record)
             except Exception:

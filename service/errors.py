@@ -68,6 +68,28 @@ class InferenceFailed(ServiceError): ...
 class NoModelFits(ServiceError): ...
 
 
+# The Open Inference Protocol's own errors, raised by the /v2 routes and answered as {"error": "..."}.
+class V2Error(ServiceError):
+    """A request the protocol answers with its status (400, 404 or 503) and `message`."""
+
+    @property
+    def status(self) -> int:
+        return problem_of(self).status
+
+    @property
+    def message(self) -> str:
+        return self.detail
+
+
+class V2BadRequest(V2Error): ...
+
+
+class V2NotFound(V2Error): ...
+
+
+class V2Unavailable(V2Error): ...
+
+
 @dataclass(frozen=True)
 class Problem:
     status: int
@@ -90,6 +112,9 @@ PROBLEMS: dict[type[ServiceError], Problem] = {
     InvalidParameter: Problem(422, "invalid-parameter", "Invalid parameter"),
     NoModelFits: Problem(422, "no-model-fits", "No model meets the constraints"),
     InferenceFailed: Problem(500, "inference-failed", "Inference failed"),
+    V2BadRequest: Problem(400, "bad-request", "Bad Request"),
+    V2NotFound: Problem(404, "not-found", "Not Found"),
+    V2Unavailable: Problem(503, "service-unavailable", "Service Unavailable", 5),
 }
 
 
@@ -100,67 +125,46 @@ def problem_of(exc: ServiceError) -> Problem:
     return Problem(500, "internal", "Internal error")
 
 
-# Bodies for errors on other prefixes (e.g. /v2 uses {"error": ...}); a router registers its own renderer.
-Renderer = Callable[[int, str, str, str], Response]
+@dataclass(frozen=True)
+class ErrorReply:
+    """What an error answer says, before an app writes it in its own body shape."""
+
+    status: int
+    slug: str
+    title: str
+    detail: str
+    retry_after_s: float | None = None  # sent as Retry-After (whole seconds, at least 1)
+    extensions: dict[str, Any] | None = None  # extra members, where the body shape has room for them
+
+    @property
+    def headers(self) -> dict[str, str] | None:
+        if self.retry_after_s is None:
+            return None
+        return {"Retry-After": str(max(1, round(self.retry_after_s)))}
 
 
-def problem_response(
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    *,
-    headers: dict[str, str] | None = None,
-    extensions: dict[str, Any] | None = None,
-) -> Response:
-    body: dict[str, Any] = {"type": PROBLEM_TYPE_BASE + slug, "title": title, "status": status, "detail": detail}
-    body.update({k: v for k, v in (extensions or {}).items() if k not in body})
-    return JSONResponse(body, status_code=status, media_type=PROBLEM_JSON, headers=headers)
+# How an app writes an error body: problem details here, {"error": ...} under /v2 (service.v2.errors).
+Renderer = Callable[[ErrorReply], Response]
 
 
-def _renderer_for(request: Request) -> Renderer | None:
-    renderers: dict[str, Renderer] = getattr(request.app.state, "error_renderers", {})
-    path = request.url.path
-    for prefix, render in renderers.items():
-        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-            return render
-    return None
+def problem_details(reply: ErrorReply) -> Response:
+    """The one writer of RFC 9457 problem details."""
+    body: dict[str, Any] = {
+        "type": PROBLEM_TYPE_BASE + reply.slug,
+        "title": reply.title,
+        "status": reply.status,
+        "detail": reply.detail,
+    }
+    body.update({k: v for k, v in (reply.extensions or {}).items() if k not in body})
+    return JSONResponse(body, status_code=reply.status, media_type=PROBLEM_JSON, headers=reply.headers)
 
 
-def render_error(
-    request: Request,
-    status: int,
-    slug: str,
-    title: str,
-    detail: str,
-    retry_after_s: float | None = None,
-    extensions: dict[str, Any] | None = None,
-) -> Response:
-    headers = {"Retry-After": str(max(1, round(retry_after_s)))} if retry_after_s is not None else None
-    render = _renderer_for(request)
-    if render is not None:
-        response = render(status, slug, title, detail)
-        if headers:
-            response.headers.update(headers)
-        return response
-    return problem_response(status, slug, title, detail, headers=headers, extensions=extensions)
-
-
-def register_error_renderer(app: FastAPI, prefix: str, render: Renderer) -> None:
-    """Routes under `prefix` render errors with `render(status, slug, title, detail)` instead."""
-    if not hasattr(app.state, "error_renderers"):
-        app.state.error_renderers = {}
-    app.state.error_renderers[prefix] = render
-
-
-async def _service_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, ServiceError)
+def reply_of(exc: ServiceError) -> ErrorReply:
     p = problem_of(exc)
     retry = exc.retry_after_s if exc.retry_after_s is not None else p.retry_after_s
-    if p.status >= 500 and p.status != 503:
-        log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.detail)
-    retry = retry if p.status == 503 else None
-    return render_error(request, p.status, p.slug, p.title, exc.detail, retry, exc.extensions)
+    return ErrorReply(
+        p.status, p.slug, p.title, exc.detail, retry if p.status == 503 else None, exc.extensions
+    )
 
 
 def _validation_detail(exc: RequestValidationError) -> str:
@@ -171,42 +175,67 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "invalid request"
 
 
-async def _request_validation(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, RequestValidationError)
-    return render_error(request, 422, "invalid-parameter", "Invalid parameter", _validation_detail(exc))
+# The scope key of a path a mount rewrote on its way in (service.api.routes.v2.V2Mount): errors name the
+# path the client sent.
+ORIGINAL_PATH = "convzoo.original_path"
 
 
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, StarletteHTTPException)
+def _http_reply(request: Request, exc: StarletteHTTPException) -> ErrorReply:
     status = exc.status_code
     try:
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
     detail = exc.detail if isinstance(exc.detail, str) and status < 500 else title
+    path = request.scope.get(ORIGINAL_PATH) or request.url.path
     if status == 404 and detail == "Not Found":
-        detail = f"No route {request.url.path}; see /docs for the API."
+        detail = f"No route {path}; see /docs for the API."
     elif status == 405 and detail == "Method Not Allowed":
-        detail = f"Method {request.method} is not allowed on {request.url.path}."
-    response = render_error(request, status, title.lower().replace(" ", "-"), title, detail)
-    for key, value in (exc.headers or {}).items():
-        response.headers[key] = value
-    return response
-
-
-async def _client_disconnect(request: Request, exc: Exception) -> Response:
-    # The client left before its body arrived: no server error. Nobody reads this answer; the request log
-    # and metrics show 499, nginx's "client closed request".
-    detail = "The client closed the connection before the request body was received."
-    return render_error(request, 499, "client-closed-request", "Client closed request", detail)
-
-
-async def _unhandled(request: Request, exc: Exception) -> Response:
-    log.exception("unhandled error on %s", request.url.path)
-    return render_error(request, 500, "internal", "Internal error", "An unexpected error occurred.")
+        detail = f"Method {request.method} is not allowed on {path}."
+    return ErrorReply(status, title.lower().replace(" ", "-"), title, detail)
 
 
 Handler = Callable[[Request, Exception], Awaitable[Response]]
+
+
+def _handlers(render: Renderer) -> dict[type[Exception], Handler]:
+    """The app's exception handlers: every error becomes an ErrorReply, written by `render`."""
+
+    async def service_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        reply = reply_of(exc)
+        if reply.status >= 500 and reply.status != 503:
+            log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.detail)
+        return render(reply)
+
+    async def request_validation(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        return render(ErrorReply(422, "invalid-parameter", "Invalid parameter", _validation_detail(exc)))
+
+    async def http_error(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, StarletteHTTPException)
+        response = render(_http_reply(request, exc))
+        for key, value in (exc.headers or {}).items():
+            response.headers[key] = value
+        return response
+
+    async def client_disconnect(request: Request, exc: Exception) -> Response:
+        # The client left before its body arrived: no server error. Nobody reads this answer; the request
+        # log and metrics show 499, nginx's "client closed request".
+        detail = "The client closed the connection before the request body was received."
+        return render(ErrorReply(499, "client-closed-request", "Client closed request", detail))
+
+    async def unhandled(request: Request, exc: Exception) -> Response:
+        log.exception("unhandled error on %s", request.url.path)
+        return render(ErrorReply(500, "internal", "Internal error", "An unexpected error occurred."))
+
+    return {
+        ServiceError: service_error,
+        RequestValidationError: request_validation,
+        StarletteHTTPException: http_error,
+        ClientDisconnect: client_disconnect,
+        Exception: unhandled,
+    }
 
 
 # The OpenAPI schema of a problem-details body; `extensions` members may follow the standard ones.
@@ -222,40 +251,20 @@ PROBLEM_SCHEMA: dict[str, Any] = {
 }
 
 
-def _error_content(app: FastAPI, path: str) -> dict[str, Any]:
-    renderers: dict[str, Renderer] = getattr(app.state, "error_renderers", {})
-    for prefix, render in renderers.items():
-        if path == prefix or path.startswith(prefix.rstrip("/") + "/"):
-            media = render(400, "bad-request", "Bad Request", "").media_type or "application/json"
-            return {media: {"schema": {"type": "object"}}}
-    return {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
+def document_errors(schema: dict[str, Any], content: dict[str, Any]) -> None:
+    """Every operation's 422 and `default` responses: the body the handlers above write (`content`)."""
+    for operations in schema.get("paths", {}).values():
+        for operation in operations.values():
+            responses = operation.setdefault("responses", {})
+            if "422" in responses:
+                responses["422"] = {"description": "Invalid parameter", "content": content}
+            responses.setdefault("default", {"description": "Any other error", "content": content})
 
 
-def _document_errors(app: FastAPI) -> None:
-    # FastAPI documents its own 422 body only; the schema should say what the handlers above return.
-    build = app.openapi
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            schema = build()
-            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
-            for path, operations in schema.get("paths", {}).items():
-                content = _error_content(app, path)
-                for operation in operations.values():
-                    responses = operation.setdefault("responses", {})
-                    if "422" in responses:
-                        responses["422"] = {"description": "Invalid parameter", "content": content}
-                    responses.setdefault("default", {"description": "Any other error", "content": content})
-        return app.openapi_schema  # type: ignore[return-value]
-
-    app.openapi = openapi  # type: ignore[method-assign]
+PROBLEM_CONTENT: dict[str, Any] = {PROBLEM_JSON: {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error the app returns goes through the table above, and the OpenAPI schema says so."""
-    _document_errors(app)
-    app.add_exception_handler(ServiceError, _service_error)
-    app.add_exception_handler(RequestValidationError, _request_validation)
-    app.add_exception_handler(StarletteHTTPException, _http_error)
-    app.add_exception_handler(ClientDisconnect, _client_disconnect)
-    app.add_exception_handler(Exception, _unhandled)
+def install_error_handlers(app: FastAPI, render: Renderer = problem_details) -> None:
+    """Every error the app returns goes through the table above and is written by `render`."""
+    for exc_class, handler in _handlers(render).items():
+        app.add_exception_handler(exc_class, handler)

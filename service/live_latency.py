@@ -9,7 +9,6 @@ from collections import deque
 import numpy as np
 
 from service.batcher import BatchRecord
-from service.manager import ModelManager
 
 WINDOW_S = 30.0  # only the last half minute speaks for "now"
 MIN_SAMPLES = 20  # fewer than this, and the calibration speaks instead
@@ -43,9 +42,3 @@ class RecentLatencies:
             return None
         return float(np.median(values)), len(values)
 
-
-def attach(manager: ModelManager) -> RecentLatencies:
-    """Record every batch the manager's batchers run from now on (call before models load)."""
-    recent = RecentLatencies()
-    manager.batch_hooks.append(recent.record)
-    return recent

@@ -125,7 +125,12 @@ def _request_id_of(scope: Scope) -> str:
 def _route_of(scope: Scope) -> str:
     route = scope.get("route")
     path = getattr(route, "path", None)
-    return path if isinstance(path, str) else "unmatched"
+    if not isinstance(path, str):
+        return "unmatched"
+    # In a mounted app (/v2) the route's path is relative to the mount: put the mount's path back
+    # (its root route, "/", is the mount's own path: /v2).
+    mount = str(scope.get("root_path", ""))[len(str(scope.get("app_root_path", ""))) :]
+    return mount if mount and path == "/" else mount + path
 
 
 def _model_of(scope: Scope, known: Container[str], default: Callable[[str], str | None]) -> str:
@@ -148,7 +153,7 @@ class RequestLog:
     """ASGI middleware: the request id, one log line per request, and the per-request metrics.
 
     `observe` receives every finished request (the metrics); `known_models` and `default_model`
-    name the registry's models, read per request because the registry is loaded in the lifespan.
+    name the registry's models, read from each request's scope (its lifespan state holds the registry).
     """
 
     def __init__(
@@ -156,8 +161,8 @@ class RequestLog:
         app: ASGIApp,
         *,
         observe: Callable[[RequestRecord], None] | None = None,
-        known_models: Callable[[], Container[str]] = lambda: (),
-        default_model: Callable[[str], str | None] = lambda route: None,
+        known_models: Callable[[Scope], Container[str]] = lambda scope: (),
+        default_model: Callable[[Scope, str], str | None] = lambda scope, route: None,
     ) -> None:
         self.app = app
         self.observe = observe
@@ -194,7 +199,7 @@ class RequestLog:
             method=scope.get("method", ""),
             path=scope.get("path", ""),
             route=_route_of(scope),
-            model=_model_of(scope, self.known_models(), self.default_model),
+            model=_model_of(scope, self.known_models(scope), lambda route: self.default_model(scope, route)),
             status=status,
             seconds=seconds,
             timings={k: round(float(v), 3) for k, v in timings.items()},

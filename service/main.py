@@ -2,25 +2,35 @@
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
+from starlette.responses import Response
+from starlette.routing import Match
+from starlette.types import Scope
 
-from service import live_latency, observability, preprocess
+from service import observability, services
 from service.api.limits import UploadLimit
 from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
-from service.errors import install_error_handlers
-from service.manager import ModelManager
+from service.errors import (
+    PROBLEM_CONTENT,
+    PROBLEM_SCHEMA,
+    ServiceError,
+    document_errors,
+    install_error_handlers,
+    problem_details,
+    reply_of,
+)
+from service.logging import configure_logging
+from service.metrics import Metrics
 from service.settings import Settings
+from service.v2.errors import error_body
 
-log = logging.getLogger("convzoo")
+VERSION = "0.1.0"
 
-# Routers of the app, in order; add new ones here.
-# /models/pareto before /models/{name}.
+# Routers of the app, in order; add new ones here. /models/pareto before /models/{name}.
 ROUTERS: list[APIRouter] = [
     health.router,
     pareto.router,
@@ -29,46 +39,62 @@ ROUTERS: list[APIRouter] = [
     compare.router,
     ui.router,
     metrics.router,
-    v2.router,
 ]
 
 
-@asynccontextmanager
-async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-    settings: Settings = app.state.settings
-    manager = ModelManager.from_settings(settings)  # a bad registry fails start-up, loudly
-    manager.preload_names()  # unknown preload names too
-    app.state.manager = manager
-    observability.attach(app, manager)
-    app.state.live_latency = live_latency.attach(manager)
-    # Decoding and preprocessing: their own threads, apart from the loop and from inference.
-    app.state.preprocess_pool = ThreadPoolExecutor(
-        max_workers=settings.preprocess_threads, thread_name_prefix="preprocess"
-    )
-    await asyncio.get_running_loop().run_in_executor(app.state.preprocess_pool, preprocess.warm_up)
-    manager.start()
-    log.info("convzoo serving %d models; default %s", len(manager.states()), manager.default)
-    try:
-        yield
-    finally:
-        await manager.stop()
-        app.state.preprocess_pool.shutdown(wait=False, cancel_futures=True)
+def _openapi(app: FastAPI, v2_app: FastAPI) -> Callable[[], dict[str, Any]]:
+    """One document for the whole service: the app's routes, then the /v2 app's under its prefix, each
+    with the error body its handlers write."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            schema.setdefault("components", {}).setdefault("schemas", {})["Problem"] = PROBLEM_SCHEMA
+            document_errors(schema, PROBLEM_CONTENT)
+            inner = v2_app.openapi()  # with its own error body
+            for path, operations in inner.get("paths", {}).items():
+                schema["paths"][(v2.PREFIX + path).rstrip("/")] = operations
+            schema["components"]["schemas"].update(inner.get("components", {}).get("schemas", {}))
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    return openapi
+
+
+def _upload_limit_renderer(mount: v2.V2Mount) -> Callable[[Scope, ServiceError], Response]:
+    # The upload limit answers before any route runs: in the error body of the app the request is for.
+    def render(scope: Scope, exc: ServiceError) -> Response:
+        match, _ = mount.matches(scope)
+        return (error_body if match is Match.FULL else problem_details)(reply_of(exc))
+
+    return render
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A convzoo app; `settings` defaults to the environment's (CONVZOO_*)."""
     settings = settings if settings is not None else Settings()
+    configure_logging(settings.log_level)
+    metrics = Metrics()  # per app; the request log records into it before, during and after the lifespan
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, services.Services]]:
+        async with services.running(settings, metrics) as built:
+            yield {services.STATE_KEY: built}  # the ASGI lifespan state: every request's scope["state"]
+
     app = FastAPI(
         title="convzoo",
         summary="Classic convnets served through ONNX Runtime",
-        version="0.1.0",
+        version=VERSION,
         lifespan=lifespan,
     )
-    app.state.settings = settings
-    app.state.error_renderers = {}
-    install_error_handlers(app)
+    install_error_handlers(app, problem_details)
     for router in ROUTERS:
         app.include_router(router)
-    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes)
-    observability.install(app, settings)  # last: its request log wraps every response
+    v2_app = v2.create_v2_app(VERSION)
+    mount = v2.V2Mount(v2_app)
+    app.router.routes.append(mount)
+    app.openapi = _openapi(app, v2_app)  # type: ignore[method-assign]
+    app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, render=_upload_limit_renderer(mount))
+    observability.install(app, metrics)  # last: its request log wraps every response
     return app

@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import numpy as np
 
@@ -35,9 +35,28 @@ class InferTimings:
     batch_sizes: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class BatchingPolicy:
+    """How a model's requests are batched: its registry entry's `batching`, else the service's settings."""
+
+    max_batch_size: int
+    max_queue_delay_us: int
+    max_queue_size: int
+
+    @classmethod
+    def of(cls, entry: ModelEntry, settings: Settings) -> BatchingPolicy:
+        own = entry.batching
+        return cls(
+            max_batch_size=own.max_batch_size if own else settings.max_batch_size,
+            max_queue_delay_us=own.max_queue_delay_us if own else settings.max_queue_delay_us,
+            max_queue_size=settings.max_queue_size,
+        )
+
+
 @dataclass
 class ModelState:
     entry: ModelEntry
+    policy: BatchingPolicy
     status: Status = "available"
     reason: str | None = None
     model: LoadedModel | None = None
@@ -79,22 +98,26 @@ def resolve_artifact(models_dir: Path, relative: str) -> Path:
 class ModelManager:
     """Owns the registry and every model's state; all methods run on the event loop."""
 
-    def __init__(self, registry: Registry, settings: Settings) -> None:
+    def __init__(
+        self, registry: Registry, settings: Settings, batch_hooks: Sequence[Callable[[BatchRecord], None]] = ()
+    ) -> None:
         self.registry = registry
         self.settings = settings
         self.models_dir = settings.models_dir
-        self._states = {m.name: ModelState(entry=m) for m in registry.models}
+        self._states = {m.name: ModelState(entry=m, policy=BatchingPolicy.of(m, settings)) for m in registry.models}
         # Loading is blocking work (hashing, ORT session build, calibration): one thread, off the loop.
         self._loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")
         self._preload_task: asyncio.Task[None] | None = None
-        # Callables(BatchRecord) attached to every batcher created afterwards (metrics, statistics).
-        self.batch_hooks: list[Callable[[BatchRecord], None]] = []
+        # Called with every batch any model's batcher runs (metrics, statistics, live latencies).
+        self.batch_hooks = tuple(batch_hooks)
         for state in self._states.values():
             self._static_checks(state)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ModelManager:
-        return cls(load_registry(settings.registry_path), settings)
+    def from_settings(
+        cls, settings: Settings, batch_hooks: Sequence[Callable[[BatchRecord], None]] = ()
+    ) -> ModelManager:
+        return cls(load_registry(settings.registry_path), settings, batch_hooks)
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 
@@ -194,7 +217,7 @@ class ModelManager:
             state.status = "loading"
             loop = asyncio.get_running_loop()
             try:
-                model = await loop.run_in_executor(self._loader, self._load_blocking, state.entry)
+                model = await loop.run_in_executor(self._loader, self._load_blocking, state)
             except (ArtifactProblem, RuntimeUnavailable) as exc:
                 self._mark_unavailable(state, str(exc))
                 raise ModelUnavailable(f"Model {name} is unavailable: {state.reason}.") from None
@@ -205,32 +228,27 @@ class ModelManager:
             self._install(state, model)
             return state
 
-    def _load_blocking(self, entry: ModelEntry) -> LoadedModel:
+    def _load_blocking(self, state: ModelState) -> LoadedModel:
+        entry = state.entry
         path = resolve_artifact(self.models_dir, entry.artifact.path)
         if sha256_file(path) != entry.artifact.sha256:
             raise ArtifactProblem("the artifact's sha256 does not match the registry")
         started = time.perf_counter()
-        model = load_model(path, entry, self.settings, max_batch_size=self.max_batch_size_of(entry))
+        model = load_model(path, entry, self.settings, max_batch_size=state.policy.max_batch_size)
         model.calibration = calibrate(model, seconds=self.settings.calibration_s)
         log.info("model %s loaded in %.2f s on %s", entry.name, time.perf_counter() - started, model.providers[0])
         return model
 
-    def max_batch_size_of(self, entry: ModelEntry) -> int:
-        return entry.batching.max_batch_size if entry.batching else self.settings.max_batch_size
-
     def _install(self, state: ModelState, model: LoadedModel) -> None:
-        entry = state.entry
-        delay = entry.batching.max_queue_delay_us if entry.batching else self.settings.max_queue_delay_us
         state.batcher = DynamicBatcher(
-            entry.name,
+            state.entry.name,
             model.run,
             max_batch_size=model.max_batch_size,
-            max_queue_delay_us=delay,
-            max_queue_size=self.settings.max_queue_size,
+            max_queue_delay_us=state.policy.max_queue_delay_us,
+            max_queue_size=state.policy.max_queue_size,
             threads=self.settings.inference_threads,
+            hooks=self.batch_hooks,
         )
-        for hook in self.batch_hooks:
-            state.batcher.hooks.append(hook)
         state.model, state.calibration = model, model.calibration
         state.loads += 1
         state.status, state.reason = "loaded", None
@@ -295,79 +313,3 @@ class ModelManager:
         ok, reason = self.ready()
         if not ok:
             raise NotReady(reason)
-
-    # ---- descriptions --------------------------------------------------------------------------------
-
-    def summary(self, name: str) -> dict[str, Any]:
-        state = self.state(name)
-        e, m = state.entry, state.entry.metrics
-        cal = state.calibration
-        return {
-            "name": e.name,
-            "version": e.version,
-            "dataset": e.dataset,
-            "architecture": e.architecture,
-            "num_classes": e.num_classes,
-            "input_shape": list(e.input.shape),
-            "params": m.params,
-            "depth": m.depth,
-            "gflops": m.gflops,
-            "size_mb": m.size_mb,
-            "top1": m.top1,
-            "top5": m.top5,
-            "accuracy_source": m.accuracy_source,
-            "weights": e.weights.kind,
-            # The contract's three states: a model being loaded is still `available`, with a reason.
-            "status": "available" if state.status == "loading" else state.status,
-            "status_reason": "loading" if state.status == "loading" else state.reason,
-            "latency_ms": round(cal.p50_ms, 5) if cal else None,
-            "throughput_ips": round(cal.throughput_ips, 1) if cal else None,
-        }
-
-    def summaries(self) -> list[dict[str, Any]]:
-        return [self.summary(name) for name in self._states]
-
-    def detail(self, name: str) -> dict[str, Any]:
-        state = self.state(name)
-        e = state.entry
-        cal = state.calibration
-        out = self.summary(name)
-        out.update(
-            {
-                "paper": e.paper,
-                "input": e.input.model_dump(mode="json"),
-                "preprocessing": e.preprocessing.model_dump(mode="json"),
-                "labels_count": len(self.registry.labels_of(name)),
-                "artifact": e.artifact.model_dump(mode="json"),
-                "weights_source": e.weights.source,
-                "accuracy": {
-                    "split": e.metrics.accuracy_split,
-                    "samples": e.metrics.accuracy_samples,
-                    "date": e.metrics.accuracy_date.isoformat() if e.metrics.accuracy_date else None,
-                },
-                "parity": e.parity.model_dump(mode="json") if e.parity else None,
-                "provenance": e.provenance.model_dump(mode="json") if e.provenance else None,
-                "registry_latency": e.latency.model_dump(mode="json") if e.latency else None,
-                "calibration": (
-                    {
-                        "p50_ms": cal.p50_ms,
-                        "p99_ms": cal.p99_ms,
-                        "throughput_ips": cal.throughput_ips,
-                        "batch_size": cal.batch_size,
-                        "samples": cal.samples,
-                        "provider": cal.provider,
-                    }
-                    if cal
-                    else None
-                ),
-                "providers": state.model.providers if state.model else None,
-                "batching": {
-                    "max_batch_size": state.model.max_batch_size if state.model else self.max_batch_size_of(e),
-                    "max_queue_delay_us": (
-                        e.batching.max_queue_delay_us if e.batching else self.settings.max_queue_delay_us
-                    ),
-                    "max_queue_size": self.settings.max_queue_size,
-                },
-            }
-        )
-        return out

@@ -1,49 +1,41 @@
-"""Wiring of the metrics, the request log, the v2 statistics and the v2 error shape into an app."""
+"""Wiring of the metrics and the request log into an app."""
 
 from __future__ import annotations
 
 from collections.abc import Container
 
 from fastapi import FastAPI
+from starlette.types import Scope
 
-from service.api.routes import v2
-from service.errors import register_error_renderer
-from service.logging import RequestLog, configure_logging
-from service.manager import ModelManager
-from service.metrics import Metrics, ModelGauge
-from service.settings import Settings
-from service.v2.statistics import Statistics
+from service.api.deps import services_of
+from service.logging import RequestLog
+from service.metrics import Metrics
 
 
-def install(app: FastAPI, settings: Settings) -> None:
+def _known_models(scope: Scope) -> Container[str]:
+    try:
+        manager = services_of(scope.get("state")).manager
+    except RuntimeError:  # no lifespan state: no model names
+        return ()
+    return {m.name for m in manager.registry.models}
+
+
+def _default_model(scope: Scope, route: str) -> str | None:
+    if route != "/classify":
+        return None
+    try:
+        return services_of(scope.get("state")).manager.default
+    except RuntimeError:
+        return None
+
+
+def install(app: FastAPI, metrics: Metrics) -> None:
     """At app creation, after the other middleware: the request log then wraps every response."""
-    configure_logging(settings.log_level)
-    metrics = Metrics()
-    app.state.metrics = metrics
-    app.state.v2_statistics = Statistics()
-    register_error_renderer(app, v2.PREFIX, v2.render_error)
-
-    def known_models() -> Container[str]:
-        manager: ModelManager | None = getattr(app.state, "manager", None)
-        return {m.name for m in manager.registry.models} if manager is not None else ()
-
-    def default_model(route: str) -> str | None:
-        manager: ModelManager | None = getattr(app.state, "manager", None)
-        return manager.default if manager is not None and route == "/classify" else None
-
     app.add_middleware(
         RequestLog,
-        observe=lambda r: metrics.observe_request(route=r.route, model=r.model, status=r.status, seconds=r.seconds),
-        known_models=known_models,
-        default_model=default_model,
-    )
-
-
-def attach(app: FastAPI, manager: ModelManager) -> None:
-    """In the lifespan, before preloading: every batcher reports to the metrics and the statistics."""
-    metrics: Metrics = app.state.metrics
-    stats: Statistics = app.state.v2_statistics
-    manager.batch_hooks.extend([metrics.observe_batch, stats.record])
-    metrics.watch_models(
-        lambda: [ModelGauge(s.entry.name, s.status == "loaded", s.size_bytes) for s in manager.states()]
+        observe=lambda r: metrics.observe_request(
+            route=r.route, model=r.model, status=r.status, seconds=r.seconds
+        ),
+        known_models=_known_models,
+        default_model=_default_model,
     )

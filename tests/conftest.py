@@ -7,9 +7,7 @@ from pathlib import Path
 import pytest
 
 from service.registry import Registry, load_registry
-
-REPO = Path(__file__).resolve().parents[1]
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+from tests.paths import FASHION_DIR, FASHION_TEST_IMAGES, REPO
 
 
 @pytest.fixture(scope="session")
@@ -37,6 +35,6 @@ def committed_registry(registry_path: Path) -> Registry:
 @pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     """The Fashion-MNIST IDX directory (`make test` installs dataset-fashion-mnist when missing)."""
-    if not (FASHION_DIR / "t10k-images-idx3-ubyte.gz").is_file():
+    if not FASHION_TEST_IMAGES.is_file():
         pytest.fail(f"Fashion-MNIST is missing from {FASHION_DIR}: run `make data`")
     return FASHION_DIR

@@ -40,7 +40,7 @@ def _find(data_dir: Path, stem: str) -> Path:
     )
 
 
-def _read_idx(path: Path) -> np.ndarray:
+def read_idx(path: Path) -> np.ndarray:
     opener = gzip.open if path.suffix == ".gz" else open
     with opener(path, "rb") as fh:
         raw = fh.read()
@@ -55,8 +55,8 @@ def load_split(split: str, data_dir: Path | None = None) -> Split:
     """The train (60,000) or test (10,000) split; raises DataMissingError saying how to get the data."""
     directory = data_dir or DEFAULT_DIR
     images_stem, labels_stem = _FILES[split]
-    images = _read_idx(_find(directory, images_stem))
-    labels = _read_idx(_find(directory, labels_stem)).astype(np.int64)
+    images = read_idx(_find(directory, images_stem))
+    labels = read_idx(_find(directory, labels_stem)).astype(np.int64)
     if images.shape[0] != labels.shape[0]:
         raise ValueError(f"{split}: {images.shape[0]} images but {labels.shape[0]} labels")
     return Split(images=images, labels=labels)

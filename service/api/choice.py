@@ -6,10 +6,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Annotated, Any
 
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Query
 
 from service import host
-from service.api.deps import ManagerDep, SettingsDep
+from service.api.deps import ServicesDep
 from service.errors import InvalidParameter, ModelUnavailable
 from service.live_latency import RecentLatencies
 from service.manager import ModelManager, ModelState
@@ -73,11 +73,6 @@ def candidates(manager: ModelManager, settings: Settings, recent: RecentLatencie
     return out
 
 
-def recent_of(request: Request) -> RecentLatencies | None:
-    recent: RecentLatencies | None = getattr(request.app.state, "live_latency", None)
-    return recent
-
-
 @dataclass(frozen=True)
 class ModelChoice:
     name: str
@@ -85,9 +80,7 @@ class ModelChoice:
 
 
 async def choose_model(
-    request: Request,
-    manager: ManagerDep,
-    settings: SettingsDep,
+    services: ServicesDep,
     model: Annotated[
         str | None, Query(description="A registry model name, or `auto` to choose by the constraints below")
     ] = None,
@@ -102,6 +95,7 @@ async def choose_model(
 ) -> ModelChoice:
     """The model a request names, or the one `model=auto` chooses; a chosen model that fails to load
     is marked unavailable by the manager, and the choice is made again without it."""
+    manager, settings, recent = services.manager, services.settings, services.recent
     constraints = Constraints(max_latency_ms, min_top1, max_size_mb, dataset)
     if model != AUTO:
         if constraints.given():
@@ -110,13 +104,13 @@ async def choose_model(
             )
         return ModelChoice(model or manager.default, None)
     for _ in manager.states():
-        selection = select(candidates(manager, settings, recent_of(request)), constraints)
+        selection = select(candidates(manager, settings, recent), constraints)
         try:
             await manager.ensure_loaded(selection.chosen.name)
         except ModelUnavailable:
             continue
         return ModelChoice(selection.chosen.name, selection.as_dict())
-    select(candidates(manager, settings, recent_of(request)), constraints)  # raises NoModelFits
+    select(candidates(manager, settings, recent), constraints)  # raises NoModelFits
     raise ModelUnavailable("No model meeting the constraints could be loaded.")
 
 

@@ -1,35 +1,37 @@
-"""Dependencies of the routes: objects created by the lifespan and kept on `app.state`.
+"""The one dependency of the routes: the app's Services, from the ASGI lifespan state.
 
-They are `async def` on purpose: FastAPI runs a plain `def` dependency on its thread pool, a thread hop per
-request for a mere attribute lookup (measured: a large share of a small model's request cost).
+It is `async def` on purpose: FastAPI runs a plain `def` dependency on its thread pool, a thread hop per
+request for a mere lookup (measured: a large share of a small model's request cost).
 """
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
 from fastapi import Depends, Request
 
 from service.manager import ModelManager
-from service.settings import Settings
+from service.services import STATE_KEY, Services
 
 
-async def get_settings(request: Request) -> Settings:
-    settings: Settings = request.app.state.settings
-    return settings
+def services_of(state: object) -> Services:
+    """The Services in a request's (or the lifespan's) state mapping."""
+    services = state.get(STATE_KEY) if isinstance(state, dict) else None
+    if not isinstance(services, Services):
+        raise RuntimeError("no lifespan state: serve the app with an ASGI server that runs its lifespan")
+    return services
+
+
+async def get_services(request: Request) -> Services:
+    return services_of(request.scope.get("state"))
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
 
 
 async def get_manager(request: Request) -> ModelManager:
-    manager: ModelManager = request.app.state.manager
-    return manager
+    return services_of(request.scope.get("state")).manager
 
 
-async def get_preprocess_pool(request: Request) -> ThreadPoolExecutor:
-    pool: ThreadPoolExecutor = request.app.state.preprocess_pool
-    return pool
-
-
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+# A shorthand for routes that need the manager only.
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
-PreprocessPoolDep = Annotated[ThreadPoolExecutor, Depends(get_preprocess_pool)]

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from starlette.requests import Request
+from collections.abc import Callable
+
+from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, render_error
+from service.errors import PayloadTooLarge, ServiceError, problem_details, reply_of
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -15,9 +17,16 @@ class BodyTooLarge(PayloadTooLarge):
 class UploadLimit:
     """413 for a body over `max_bytes`: from Content-Length before reading, else as soon as it is crossed."""
 
-    def __init__(self, app: ASGIApp, *, max_bytes: int) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        max_bytes: int,
+        render: Callable[[Scope, ServiceError], Response] = lambda scope, exc: problem_details(reply_of(exc)),
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.render = render  # the error body of the app the request is for (/v2 has its own)
 
     def _detail(self) -> str:
         return f"The request body is larger than the upload limit of {self.max_bytes} bytes."
@@ -59,8 +68,7 @@ class UploadLimit:
         await self._respond(scope, receive, send)
 
     async def _respond(self, scope: Scope, receive: Receive, send: Send) -> None:
-        # Through the app's renderers, so that /v2 answers in its own error shape.
-        response = render_error(Request(scope), 413, "payload-too-large", "Payload too large", self._detail())
+        response = self.render(scope, PayloadTooLarge(self._detail()))
         response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, receive, send)
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.api.routes.classify import softmax
+from service.postprocess import label_of, ranked, softmax
 from service.v2 import datatypes
 from service.v2.codec import Tensor
 from service.v2.errors import bad_request
@@ -23,7 +23,7 @@ def top_k(tensor: Tensor, k: int, labels: list[str]) -> Tensor:
     count = min(k, scores.shape[1])
     # Ranked exactly as /classify ranks: a stable sort of the float64 softmax, descending, so that
     # ties (including probabilities that underflow alike) keep the lower index first.
-    order = np.argsort(-softmax(scores), axis=1, kind="stable")[:, :count]
+    order = ranked(softmax(scores), count)
     rows = [[_entry(float(row[i]), int(i), labels) for i in idx] for row, idx in zip(scores, order, strict=True)]
     array = np.empty((scores.shape[0], count), dtype=np.object_)
     for r, row_entries in enumerate(rows):
@@ -34,6 +34,7 @@ def top_k(tensor: Tensor, k: int, labels: list[str]) -> Tensor:
 
 def _entry(value: float, index: int, labels: list[str]) -> bytes:
     text = f"{value:f}:{index}"
-    if index < len(labels):
-        text += f":{labels[index]}"
+    label = label_of(labels, index)
+    if label is not None:
+        text += f":{label}"
     return text.encode("utf-8")

@@ -98,7 +98,9 @@ def encode_response(
     try:
         header = json.dumps(response, allow_nan=False, separators=(",", ":")).encode()
     except ValueError:
-        raise bad_request("an output holds NaN or infinity, which JSON cannot carry: request it as binary data")
+        raise bad_request(
+            "an output holds NaN or infinity, which JSON cannot carry: request it as binary data"
+        ) from None
     if not chunks:
         return header, None
     return header + b"".join(chunks), len(header)

@@ -11,7 +11,6 @@ import time
 import zlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -22,6 +21,16 @@ from service.v2 import datatypes
 from service.v2.classification import top_k
 from service.v2.codec import Output, Request, Tensor, decode_request, encode_response
 from service.v2.errors import V2Error, bad_request, not_found, unavailable
+from service.v2.schemas import (
+    ConfigTensor,
+    DynamicBatching,
+    ModelConfig,
+    ModelMetadata,
+    ModelStatistics,
+    RepositoryModel,
+    ServerMetadata,
+    TensorMetadata,
+)
 from service.v2.statistics import Statistics
 
 SERVER_NAME = "convzoo"
@@ -30,11 +39,16 @@ PLATFORM = "onnx_onnxv1"
 OUTPUT_NAME = "logits"
 OFF_LOOP_BYTES = 64 * 1024  # request bodies above this are decoded on a worker thread
 _NAME = re.compile(NAME_PATTERN)
-_REPOSITORY_STATE = {"loaded": "READY", "loading": "LOADING", "available": "UNAVAILABLE", "unavailable": "UNAVAILABLE"}
+_REPOSITORY_STATE = {
+    "loaded": "READY",
+    "loading": "LOADING",
+    "available": "UNAVAILABLE",
+    "unavailable": "UNAVAILABLE",
+}
 
 
-def server_metadata(version: str) -> dict[str, Any]:
-    return {"name": SERVER_NAME, "version": version, "extensions": EXTENSIONS}
+def server_metadata(version: str) -> ServerMetadata:
+    return ServerMetadata(name=SERVER_NAME, version=version, extensions=EXTENSIONS)
 
 
 def resolve(manager: ModelManager, name: str, version: str | None = None) -> ModelState:
@@ -60,50 +74,46 @@ def _input_shape(entry: ModelEntry) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in entry.input.shape]
 
 
-def model_metadata(state: ModelState) -> dict[str, Any]:
+def model_metadata(state: ModelState) -> ModelMetadata:
     entry = state.entry
-    return {
-        "name": entry.name,
-        "versions": [entry.version],
-        "platform": PLATFORM,
-        "inputs": [
-            {
-                "name": entry.input.name,
-                "datatype": datatypes.from_registry_dtype(entry.input.dtype),
-                "shape": _input_shape(entry),
-            }
+    return ModelMetadata(
+        name=entry.name,
+        versions=[entry.version],
+        platform=PLATFORM,
+        inputs=[
+            TensorMetadata(
+                name=entry.input.name,
+                datatype=datatypes.from_registry_dtype(entry.input.dtype),
+                shape=_input_shape(entry),
+            )
         ],
-        "outputs": [{"name": OUTPUT_NAME, "datatype": "FP32", "shape": [-1, entry.num_classes]}],
-    }
+        outputs=[TensorMetadata(name=OUTPUT_NAME, datatype="FP32", shape=[-1, entry.num_classes])],
+    )
 
 
-def model_config(manager: ModelManager, state: ModelState) -> dict[str, Any]:
+def model_config(state: ModelState) -> ModelConfig:
     """Triton's model configuration (`GET .../config`), as far as it describes a registry model."""
     entry = state.entry
-    batching = entry.batching
-    max_batch = state.model.max_batch_size if state.model is not None else manager.max_batch_size_of(entry)
-    delay_us = batching.max_queue_delay_us if batching else manager.settings.max_queue_delay_us
-    return {
-        "name": entry.name,
-        "platform": "onnxruntime_onnx",
-        "backend": "onnxruntime",
-        "version_policy": {"latest": {"num_versions": 1}},
-        "max_batch_size": max_batch,
-        "input": [
-            {
-                "name": entry.input.name,
-                "data_type": "TYPE_" + datatypes.from_registry_dtype(entry.input.dtype),
-                "dims": _input_shape(entry)[1:],
-            }
+    max_batch = state.model.max_batch_size if state.model is not None else state.policy.max_batch_size
+    return ModelConfig(
+        name=entry.name,
+        platform="onnxruntime_onnx",
+        backend="onnxruntime",
+        version_policy={"latest": {"num_versions": 1}},
+        max_batch_size=max_batch,
+        input=[
+            ConfigTensor(
+                name=entry.input.name,
+                data_type="TYPE_" + datatypes.from_registry_dtype(entry.input.dtype),
+                dims=_input_shape(entry)[1:],
+            )
         ],
-        "output": [
-            {"name": OUTPUT_NAME, "data_type": "TYPE_FP32", "dims": [entry.num_classes]}
-        ],
-        "dynamic_batching": {"max_queue_delay_microseconds": delay_us},
-    }
+        output=[ConfigTensor(name=OUTPUT_NAME, data_type="TYPE_FP32", dims=[entry.num_classes])],
+        dynamic_batching=DynamicBatching(max_queue_delay_microseconds=state.policy.max_queue_delay_us),
+    )
 
 
-def repository_index(manager: ModelManager, body: bytes) -> list[dict[str, Any]]:
+def repository_index(manager: ModelManager, body: bytes) -> list[RepositoryModel]:
     """Every registry model with its state; `{"ready": true}` keeps the loaded ones only."""
     ready_only = False
     if body.strip():
@@ -118,15 +128,13 @@ def repository_index(manager: ModelManager, body: bytes) -> list[dict[str, Any]]
     for state in manager.states():
         if ready_only and state.status != "loaded":
             continue
-        item: dict[str, Any] = {
-            "name": state.entry.name,
-            "version": state.entry.version,
-            "state": _REPOSITORY_STATE[state.status],
-        }
-        if state.status == "available":
-            item["reason"] = "not loaded; it loads on its first inference request"
+        item = RepositoryModel(
+            name=state.entry.name, version=state.entry.version, state=_REPOSITORY_STATE[state.status]
+        )
+        if state.status == "available":  # set only when there is one: the member is absent otherwise
+            item.reason = "not loaded; it loads on its first inference request"
         elif state.reason:
-            item["reason"] = state.reason
+            item.reason = state.reason
         index.append(item)
     return index
 
@@ -141,9 +149,11 @@ def refuse_model_control(manager: ModelManager, name: str) -> V2Error:
 
 def statistics(
     manager: ModelManager, stats: Statistics, name: str | None = None, version: str | None = None
-) -> dict[str, Any]:
+) -> ModelStatistics:
     states = [resolve(manager, name, version)] if name is not None else manager.states()
-    return {"model_stats": [stats.model_stat(s.entry.name, s.entry.version) for s in states]}
+    return ModelStatistics.model_validate(
+        {"model_stats": [stats.model_stat(s.entry.name, s.entry.version) for s in states]}
+    )
 
 
 # --- infer ------------------------------------------------------------------------------------------------
@@ -208,7 +218,9 @@ def _model_input(request: Request, entry: ModelEntry, max_images: int) -> np.nda
     if len(got) != len(shape) or any(d != -1 and d != g for d, g in zip(shape, got, strict=True)):
         raise bad_request(f"input '{tensor.name}': shape {got} does not match the model's {shape}")
     if not 1 <= got[0] <= max_images:
-        raise bad_request(f"input '{tensor.name}': the batch must hold 1 to {max_images} samples, got {got[0]}")
+        raise bad_request(
+            f"input '{tensor.name}': the batch must hold 1 to {max_images} samples, got {got[0]}"
+        )
     if not np.isfinite(tensor.array).all():
         raise bad_request(f"input '{tensor.name}' holds NaN or infinite values")
     return tensor.array

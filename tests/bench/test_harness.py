@@ -53,7 +53,13 @@ def _point(c: int, ips: float, p50: float) -> dict[str, object]:
 
 def test_targets_are_computed_from_the_run() -> None:
     r = {
-        "raw": {"resnet50": {"images_per_s": 40.0, "batches": {"1": {"alone_p50_ms": 30.0}}}},
+        "raw": {
+            "resnet50": {
+                "images_per_s": 40.0,
+                "best_batch": 1,
+                "batches": {"1": {"images_per_s": 40.0, "p50_ms": 25.0, "p99_ms": 26.0, "alone_p50_ms": 30.0}},
+            }
+        },
         "convzoo": {
             "resnet50": [_point(1, 30, 32.5), _point(8, 36, 200), _point(32, 37, 800)],
             "fmnist-lenet5": [_point(1, 400, 2), _point(8, 1500, 5), _point(32, 1400, 20)],
@@ -62,8 +68,8 @@ def test_targets_are_computed_from_the_run() -> None:
         "bare": [_point(1, 1500, 0.5), _point(8, 2600, 3), _point(32, 3000, 10)],
     }
     got = {
-        t["target"].split(":")[0] + str(i): (round(t["value"], 3), t["met"])
-        for i, t in enumerate(report.targets(r))
+        t.target.split(":")[0] + str(i): (round(t.value, 3), t.met)
+        for i, t in enumerate(report.targets(report.Systems.model_validate(r)))
     }
     assert list(got.values()) == [(0.9, True), (2.25, True), (2.5, True), (0.467, False)]
 

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from service.settings import Settings
+from tests.paths import REPO
 
-REPO = Path(__file__).resolve().parents[2]
 BASE = REPO / "docker-compose.yml"
 GPU = REPO / "docker-compose.gpu.yml"
 NGINX = REPO / "deploy" / "nginx" / "convzoo.conf"

@@ -14,8 +14,7 @@ import pytest
 from export.calibrate import calibrate
 from service import host
 from service.registry import Registry, load_registry, save_registry
-
-REPO = Path(__file__).resolve().parents[2]
+from tests.paths import REPO
 
 
 @pytest.fixture

@@ -44,7 +44,7 @@ def test_re_evaluation_matches_the_registry(
     assert entry.metrics.top1 is not None and entry.metrics.top5 is not None
     assert abs(top1 - entry.metrics.top1) <= 0.002, (top1, entry.metrics.top1)
     assert abs(top5 - entry.metrics.top5) <= 0.002, (top5, entry.metrics.top5)
-    assert np.isclose(entry.metrics.size_mb or 0, entry.artifact.bytes / 1e6, atol=1e-3)
+    assert np.isclose(entry.metrics.size_mb or 0, (entry.artifact.bytes or 0) / 1e6, atol=1e-3)
 
 
 def test_artifacts_carry_no_build_traces(committed_registry: Registry, models_dir: Path) -> None:

@@ -50,7 +50,7 @@ def test_depth_matches_the_papers(graphs: dict[str, onnx.ModelProto], name: str,
 
 @pytest.mark.parametrize("name", ["alexnet", "vgg16", "googlenet", "resnet50", "resnet152"])
 def test_gmacs_match_torchvision_ops(graphs: dict[str, onnx.ModelProto], name: str) -> None:
-    published = get_model_weights(name).DEFAULT.meta["_ops"]  # type: ignore[attr-defined]
+    published = get_model_weights(name).DEFAULT.meta["_ops"]
     assert gmacs(graphs[name], (3, 224, 224)) == pytest.approx(published, rel=0.01)
 
 

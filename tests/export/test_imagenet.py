@@ -40,7 +40,7 @@ def test_catalog_entries_carry_published_figures(catalog_sample: list[ModelEntry
         schema_version=1, default="alexnet", label_sets=imagenet.label_sets(), models=catalog_sample
     )
     for entry in registry.models:
-        meta = get_model_weights(entry.name).DEFAULT.meta  # type: ignore[attr-defined]
+        meta = get_model_weights(entry.name).DEFAULT.meta
         ModelEntry.model_validate(entry.model_dump())
         assert entry.metrics.accuracy_source == "published"
         assert entry.metrics.top1 == pytest.approx(meta["_metrics"]["ImageNet-1K"]["acc@1"] / 100)
@@ -90,7 +90,7 @@ def test_missing_weights_are_refused_with_the_ways_to_supply_them(tmp_path: Path
 
 def test_an_unreachable_download_fails_fast(tmp_path: Path) -> None:
     started = time.monotonic()
-    with pytest.raises(WeightsUnavailable, match="download of http://127.0.0.1:9/"):
+    with pytest.raises(WeightsUnavailable, match=r"download of http://127\.0\.0\.1:9/"):
         download("http://127.0.0.1:9/resnet18-f37072fd.pth", tmp_path / "x.pth", expected_prefix="f37072fd", timeout=5)
     assert time.monotonic() - started < 5
     assert not list(tmp_path.iterdir())
@@ -98,7 +98,8 @@ def test_an_unreachable_download_fails_fast(tmp_path: Path) -> None:
 
 def _run(path: Path, batch: np.ndarray) -> np.ndarray:
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return session.run(None, {"input": batch})[0]
+    out: np.ndarray = session.run(None, {"input": batch})[0]
+    return out
 
 
 def test_random_weights_build_a_working_artifact_without_accuracy(tmp_path: Path) -> None:

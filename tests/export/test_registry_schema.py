@@ -80,7 +80,8 @@ def test_the_default_is_the_bundled_photo_model(registry_path: Path) -> None:
 
 
 def _committed(registry_path: Path) -> dict[str, Any]:
-    return yaml.safe_load(registry_path.read_text(encoding="utf-8"))
+    loaded: dict[str, Any] = yaml.safe_load(registry_path.read_text(encoding="utf-8"))
+    return loaded
 
 
 def test_an_unknown_field_fails_naming_the_entry(registry_path: Path) -> None:

@@ -10,8 +10,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
+from tests.asgi import services_of_client
 from tests.security.conftest import smallest
-from tests.service.conftest import FashionSample, Zoo
+from tests.service.conftest import ClientFactory, FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio
 
@@ -29,18 +30,21 @@ class FailOnce:
         if self.armed.is_set():
             self.armed.clear()
             self.failed_sizes.append(len(batch))
-            return self.run(batch[..., :-1])  # one pixel column short: ORT rejects the input shape
-        return self.run(batch)
+            out: np.ndarray = self.run(batch[..., :-1])  # one pixel column short: ORT rejects the shape
+            return out
+        out = self.run(batch)
+        return out
 
 
 async def test_onnx_runtime_raising_fails_only_that_batch(
-    zoo: Zoo, client_for, fashion: FashionSample
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
     other = smallest(zoo.registry, exclude=(zoo.registry.default,))
     # One inference thread: with more, a burst is shared between idle threads and the three split up.
     async with client_for(zoo, max_queue_delay_us=300_000, max_batch_size=64, inference_threads=1) as client:
-        manager = client._transport.app.state.manager  # type: ignore[attr-defined]
+        manager = services_of_client(client).manager
         batcher = manager.state(manager.default).batcher
+        assert batcher is not None
         fault = FailOnce(batcher._run)
         batcher._run = fault
 
@@ -69,7 +73,7 @@ async def test_onnx_runtime_raising_fails_only_that_batch(
 
 
 async def test_auto_providers_without_cuda_serve_on_the_cpu(
-    zoo: Zoo, client_for, fashion: FashionSample
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
     # The readiness rule: `auto` falls back to the CPU and is ready; an explicit `cuda` that cannot start
     # makes the default model unavailable and readiness 503 with the reason (tests/service/test_manager.py).

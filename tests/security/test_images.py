@@ -9,6 +9,8 @@ import subprocess
 import sys
 import time
 import zlib
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -21,7 +23,7 @@ from service.errors import ServiceError, problem_of
 from service.registry import Preprocessing
 from service.settings import Settings
 from tests.security.conftest import smallest
-from tests.service.conftest import Zoo, encode
+from tests.service.conftest import ClientFactory, Zoo, encode
 
 pytestmark = pytest.mark.anyio
 
@@ -40,10 +42,10 @@ def png_bomb(width: int, height: int, bit_depth: int = 1) -> bytes:
 
 
 def test_our_pixel_cap_is_below_pillows() -> None:
-    assert Settings().max_image_pixels < Image.MAX_IMAGE_PIXELS
+    assert Image.MAX_IMAGE_PIXELS is not None and Settings().max_image_pixels < Image.MAX_IMAGE_PIXELS
 
 
-async def test_a_30000_square_png_bomb_is_413_before_decoding(zoo: Zoo, client_for) -> None:
+async def test_a_30000_square_png_bomb_is_413_before_decoding(zoo: Zoo, client_for: ClientFactory) -> None:
     bomb = png_bomb(30_000, 30_000)  # 900 megapixels in about 110 KB
     assert len(bomb) < 200_000
     async with client_for(zoo) as client:
@@ -68,11 +70,11 @@ print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) * 1024)
 """
 
 
-def test_a_bomb_under_pillows_limit_is_stopped_by_our_cap_without_decoding(repo_root) -> None:
+def test_a_bomb_under_pillows_limit_is_stopped_by_our_cap_without_decoding(repo_root: Path) -> None:
     # 8000 x 8000 = 64 Mpx: Pillow would decode it (its limit is ~89 Mpx), ours (40 Mpx) refuses it.
     # Decoding would take 64 MB in Pillow's own allocations, so the process's peak RSS tells.
     bomb = png_bomb(8000, 8000, bit_depth=8)
-    assert 8000 * 8000 < Image.MAX_IMAGE_PIXELS
+    assert Image.MAX_IMAGE_PIXELS is not None and Image.MAX_IMAGE_PIXELS > 8000 * 8000
     out = subprocess.run(
         [sys.executable, "-c", _PEAK_RSS],
         input=bomb,
@@ -107,7 +109,7 @@ BAD = {
 
 
 @pytest.mark.parametrize("name", list(BAD))
-async def test_corrupt_uploads_are_400(name: str, zoo: Zoo, client_for) -> None:
+async def test_corrupt_uploads_are_400(name: str, zoo: Zoo, client_for: ClientFactory) -> None:
     async with client_for(zoo) as client:
         r = await client.post("/classify", files={"file": ("photo.jpg", BAD[name], "image/jpeg")})
     assert r.status_code == 400, r.text
@@ -124,7 +126,7 @@ def _sixteen_bit() -> bytes:
     return encode(Image.fromarray(np.full((30, 30), 40000, dtype=np.uint16)), "PNG")
 
 
-GOOD = {
+GOOD: dict[str, Callable[[], bytes]] = {
     "cmyk": lambda: encode(Image.new("CMYK", (32, 32), (0, 50, 100, 10)), "JPEG"),
     "16-bit": _sixteen_bit,
     "palette": lambda: encode(Image.new("RGB", (32, 32), (5, 90, 200)).convert("P"), "PNG"),
@@ -138,7 +140,7 @@ GOOD = {
 }
 
 
-async def test_unusual_valid_images_are_classified(zoo: Zoo, client_for) -> None:
+async def test_unusual_valid_images_are_classified(zoo: Zoo, client_for: ClientFactory) -> None:
     images = {name: make() for name, make in GOOD.items()}
     async with client_for(zoo) as client:
         for name, data in images.items():
@@ -224,7 +226,7 @@ def test_mutated_images_never_fail_the_server(data: bytes) -> None:
     _assert_4xx_or_tensor(data)
 
 
-async def test_fuzzed_bytes_over_http_are_never_5xx(zoo: Zoo, client_for) -> None:
+async def test_fuzzed_bytes_over_http_are_never_5xx(zoo: Zoo, client_for: ClientFactory) -> None:
     # The same property end to end, for a handful of inputs: the route adds no 5xx of its own.
     rng = np.random.default_rng(3)
     bodies = [bytes(rng.integers(0, 256, n, dtype=np.uint8)) for n in (1, 7, 100, 5000)]

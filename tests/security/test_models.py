@@ -17,8 +17,10 @@ import onnx
 import pytest
 from fastapi import FastAPI
 
+from service.services import Services
+from tests.asgi import services_of_client
 from tests.security.conftest import install_artifact, smallest
-from tests.service.conftest import REPO, FashionSample, Zoo
+from tests.service.conftest import REPO, ClientFactory, FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio
 
@@ -55,7 +57,7 @@ def _point_external_data(data: bytes, location: str) -> bytes:
 
 
 async def test_onnx_external_data_outside_the_model_directory_is_refused(
-    tmp_path: Path, zoo: Zoo, client_for, fashion: FashionSample
+    tmp_path: Path, zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
     registry = zoo.registry
     inside = smallest(registry, exclude=(registry.default,))
@@ -144,7 +146,7 @@ def _interpreter_file(path: str) -> bool:
 
 
 async def test_traversal_names_are_404_and_touch_no_file(
-    zoo: Zoo, client_for, fashion: FashionSample
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
     FileAccess.install()
     png = fashion.png(0)
@@ -212,8 +214,8 @@ def walk_routes(routes: list[Any]) -> Iterator[tuple[str, set[str]]]:
     for route in routes:
         if hasattr(route, "original_router"):  # FastAPI's included routers
             yield from walk_routes(route.original_router.routes)
-        elif hasattr(route, "routes") and not hasattr(route, "methods"):
-            yield from walk_routes(route.routes)
+        elif hasattr(route, "routes") and not hasattr(route, "methods"):  # a mounted app: its paths under the mount's
+            yield from ((route.path + path, methods) for path, methods in walk_routes(route.routes))
         else:
             yield route.path, set(getattr(route, "methods", None) or {"GET"})
 
@@ -236,15 +238,15 @@ def test_every_route_is_read_only_or_reviewed(zoo: Zoo) -> None:
         assert not words & CONTROL_WORDS, path
 
 
-def _snapshot(app: FastAPI, zoo: Zoo) -> dict[str, Any]:
-    manager = app.state.manager
+def _snapshot(services: Services, zoo: Zoo) -> dict[str, Any]:
+    manager = services.manager
     loggers = ["", "convzoo", "convzoo.access", "uvicorn", "uvicorn.access", "uvicorn.error"]
     return {
         "models": {s.entry.name: (s.status, s.loads) for s in manager.states()},
         "registry": zoo.registry_path.read_bytes(),
         "registry_object": id(manager.registry),
         "files": sorted((p.name, p.stat().st_mtime_ns) for p in zoo.models_dir.iterdir()),
-        "settings": app.state.settings.model_dump(),
+        "settings": services.settings.model_dump(),
         "logging": {
             name: (
                 logging.getLogger(name).level,
@@ -280,14 +282,14 @@ ANCHOR_CONTROL = [  # management calls of TorchServe, Triton, KServe and BentoML
 
 
 async def test_no_route_changes_models_registry_or_logging(
-    zoo: Zoo, client_for, fashion: FashionSample
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
     registry = zoo.registry
     other = smallest(registry, exclude=(registry.default,))  # not loaded: a load would show
     routes = _app_routes(zoo)
     async with client_for(zoo) as client:
-        app: FastAPI = client._transport.app  # type: ignore[attr-defined]
-        before = _snapshot(app, zoo)
+        services = services_of_client(client)
+        before = _snapshot(services, zoo)
         assert before["models"][other.name][0] == "available"
         for name in (other.name, "no-such-model"):
             version = registry.get(other.name).version
@@ -308,7 +310,7 @@ async def test_no_route_changes_models_registry_or_logging(
         # inference of the default model (already loaded) leaves the rest as it was
         r = await client.post("/classify", files={"file": ("x.png", fashion.png(0), "image/png")})
         assert r.status_code == 200
-        after = _snapshot(app, zoo)
+        after = _snapshot(services, zoo)
     assert after == before
 
 
@@ -353,7 +355,7 @@ def unpickling_calls(source: str) -> list[str]:
         func = _dotted(node.func)
         last = func.rsplit(".", 1)[-1]
         safe_weights = _keyword(node, "weights_only")
-        if func.endswith("torch.load") or func == "load" and safe_weights is not None:
+        if func.endswith("torch.load") or (func == "load" and safe_weights is not None):
             if not (isinstance(safe_weights, ast.Constant) and safe_weights.value is True):
                 problems.append(f"{node.lineno}: {func} without weights_only=True")
         elif func.endswith(("np.load", "numpy.load")):
@@ -362,7 +364,7 @@ def unpickling_calls(source: str) -> list[str]:
                 problems.append(f"{node.lineno}: {func} with allow_pickle")
         elif func.endswith(("yaml.load", "yaml.unsafe_load", "yaml.full_load", "yaml.load_all")):
             problems.append(f"{node.lineno}: {func} (use yaml.safe_load)")
-        elif func.endswith(("torch.jit.load", "read_pickle")) or last in ("loads",) and "pickle" in func:
+        elif func.endswith(("torch.jit.load", "read_pickle")) or (last in ("loads",) and "pickle" in func):
             problems.append(f"{node.lineno}: {func}")
     return problems
 

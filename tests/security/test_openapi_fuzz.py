@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi import checks as oc
 
 from tests.live import Server
-from tests.service.conftest import Zoo
+from tests.service.conftest import ServeFactory, Zoo
 
 EXAMPLES = 12  # per operation: the whole run stays well under a minute on two shared cores
 
@@ -29,10 +29,10 @@ CHECKS = [
 ]
 
 
-def test_schemathesis_finds_no_5xx_and_no_schema_violation(zoo: Zoo, serve) -> None:
+def test_schemathesis_finds_no_5xx_and_no_schema_violation(zoo: Zoo, serve: ServeFactory) -> None:
     server: Server = serve(zoo, CONVZOO_LOG_LEVEL="warning")
     schema = schemathesis.openapi.from_url(server.url + "/openapi.json")
-    operations = [result.ok() for result in schema.get_all_operations()]
+    operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]
     assert len(operations) >= 10
     failures: list[str] = []
     for operation in operations:
@@ -45,7 +45,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(zoo: Zoo, serve) -> N
             suppress_health_check=list(HealthCheck),
         )
         @given(case=operation.as_strategy())
-        def check(case: schemathesis.Case) -> None:
+        def check(case: schemathesis.Case) -> None:  # type: ignore[type-arg]
             case.call_and_validate(base_url=server.url, checks=CHECKS, timeout=30)
 
         try:

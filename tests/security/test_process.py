@@ -25,7 +25,7 @@ from tests.security.conftest import (
     slow_conv_model,
     threads_of,
 )
-from tests.service.conftest import FashionSample, Zoo
+from tests.service.conftest import FashionSample, ServeFactory, Zoo
 
 MIB = 1 << 20
 
@@ -51,7 +51,7 @@ def established(server: Server) -> int:
 # ---- SIGTERM with 16 requests in flight -------------------------------------------------------------------
 
 
-def test_sigterm_with_16_requests_in_flight(zoo: Zoo, serve, fashion: FashionSample) -> None:
+def test_sigterm_with_16_requests_in_flight(zoo: Zoo, serve: ServeFactory, fashion: FashionSample) -> None:
     grace = 8.0
     # Every request waits for a batch cut 2.5 s after the first image is queued: all 16 are in flight.
     server: Server = serve(
@@ -87,7 +87,7 @@ def test_sigterm_with_16_requests_in_flight(zoo: Zoo, serve, fashion: FashionSam
     exited_after = time.monotonic() - signalled
     for t in threads:
         t.join(10)
-    assert results == {i: 200 for i in range(16)}, results
+    assert results == dict.fromkeys(range(16), 200), results
     assert code in (0, -signal.SIGTERM)
     assert exited_after < grace, f"exited {exited_after:.1f} s after SIGTERM"
     assert "Traceback" not in server.log()
@@ -116,7 +116,7 @@ def _head(content_type: bytes, length: int) -> bytes:
 
 
 def test_clients_disconnecting_mid_upload_or_mid_inference_leak_nothing(
-    zoo: Zoo, serve, fashion: FashionSample
+    zoo: Zoo, serve: ServeFactory, fashion: FashionSample
 ) -> None:
     server: Server = serve(zoo, CONVZOO_MAX_QUEUE_DELAY_US="300000", CONVZOO_MAX_BATCH_SIZE="64")
     pid = server.process.pid
@@ -291,7 +291,7 @@ def _measure(url: str, png: bytes) -> Overload:
     return Overload(at_capacity, overload, sum(len(p.samples) for p in at_capacity) / (3 * PHASE_S))
 
 
-def test_overload_at_twice_capacity(zoo: Zoo, serve, fashion: FashionSample) -> None:
+def test_overload_at_twice_capacity(zoo: Zoo, serve: ServeFactory, fashion: FashionSample) -> None:
     # A default model whose convolutions take tens of milliseconds per image, so that inference, not HTTP,
     # is the bottleneck even at twice capacity on two shared cores, as with ImageNet-sized models on a
     # CPU; one inference thread; a queue of QUEUE images.

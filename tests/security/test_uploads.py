@@ -13,7 +13,7 @@ import pytest
 
 from tests.live import Server
 from tests.security.conftest import raw_exchange, rss_bytes
-from tests.service.conftest import FashionSample, Zoo
+from tests.service.conftest import ClientFactory, FashionSample, ServeFactory, Zoo
 
 MIB = 1 << 20
 
@@ -25,7 +25,7 @@ def _chunked_head(content_type: bytes = b"image/png") -> bytes:
     )
 
 
-def test_many_oversized_chunked_uploads_do_not_grow_memory(zoo: Zoo, serve) -> None:
+def test_many_oversized_chunked_uploads_do_not_grow_memory(zoo: Zoo, serve: ServeFactory) -> None:
     server: Server = serve(zoo, CONVZOO_MAX_UPLOAD_MB="1")
     chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"  # 64 KiB chunks, 2 MiB in all: twice the cap
     upload = [chunk] * 32
@@ -45,7 +45,7 @@ def test_many_oversized_chunked_uploads_do_not_grow_memory(zoo: Zoo, serve) -> N
 
 
 @pytest.mark.anyio
-async def test_multipart_parts_and_fields_are_limited(zoo: Zoo, client_for, fashion: FashionSample) -> None:
+async def test_multipart_parts_and_fields_are_limited(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
     png = fashion.png(0)
     async with client_for(zoo, max_files_per_request=4) as client:
         fields = {f"f{i}": "v" for i in range(5)}  # text fields count against the limit too
@@ -88,7 +88,7 @@ BAD_BOUNDARIES = [
 @pytest.mark.parametrize(
     "content_type", BAD_BOUNDARIES, ids=["none", "empty", "long", "backslashes", "semicolons"]
 )
-async def test_a_malicious_boundary_header_is_400_at_once(zoo: Zoo, client_for, content_type: str) -> None:
+async def test_a_malicious_boundary_header_is_400_at_once(zoo: Zoo, client_for: ClientFactory, content_type: str) -> None:
     async with client_for(zoo) as client:
         started = time.perf_counter()
         r = await client.post(
@@ -118,7 +118,7 @@ def _good_latencies(server: Server, png: bytes, stop: threading.Event, out: list
 
 
 def test_junk_before_the_first_boundary_is_400_and_does_not_stall_others(
-    zoo: Zoo, serve, fashion: FashionSample
+    zoo: Zoo, serve: ServeFactory, fashion: FashionSample
 ) -> None:
     # CVE-2024-53981: python-multipart skipped (and logged) bytes one at a time before the first boundary
     # and after the last), stalling the event loop. Four requests with 6 MiB of CR/LF or junk before the

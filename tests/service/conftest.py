@@ -3,7 +3,6 @@ test images encoded as PNG, and clients against the real app (ASGI) or a real uv
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 import shutil
@@ -18,13 +17,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from export.fashion.data import read_idx
 from service.main import create_app
 from service.registry import Artifact, ModelEntry, Registry, load_registry, save_registry
 from service.settings import Settings
+from tests.asgi import serving
 from tests.live import Server, start_service, stop_service
+from tests.paths import FASHION_TEST_IMAGES, FASHION_TEST_LABELS, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+__all__ = ["REPO"]  # imported from here by the security tests
 
 
 @dataclass(frozen=True)
@@ -130,6 +131,7 @@ def settings_for(zoo: Zoo, **overrides: Any) -> Settings:
 
 
 ClientFactory = Callable[..., AbstractAsyncContextManager[httpx.AsyncClient]]
+ServeFactory = Callable[..., Server]  # `serve(zoo, **CONVZOO_env)`
 
 
 @pytest.fixture
@@ -139,10 +141,10 @@ def client_for() -> ClientFactory:
     @asynccontextmanager
     async def make(zoo: Zoo, *, wait_ready: bool = True, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(settings_for(zoo, **overrides))
-        async with app.router.lifespan_context(app):
+        async with serving(app) as served:
             if wait_ready:
-                await app.state.manager.wait_preloaded()
-            transport = httpx.ASGITransport(app=app)
+                await served.services.manager.wait_preloaded()
+            transport = httpx.ASGITransport(app=served)
             async with httpx.AsyncClient(transport=transport, base_url="http://convzoo.test") as client:
                 yield client
 
@@ -157,13 +159,6 @@ def anyio_backend() -> str:
 # ---- Fashion-MNIST test images ------------------------------------------------------------------------
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    raw = gzip.open(path, "rb").read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 @dataclass(frozen=True)
 class FashionSample:
     images: np.ndarray  # uint8 N x 28 x 28
@@ -176,8 +171,8 @@ class FashionSample:
 @pytest.fixture(scope="session")
 def fashion() -> FashionSample:
     """The first 300 Fashion-MNIST test images with their labels."""
-    images = _read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")[:300]
-    labels = _read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")[:300].astype(np.int64)
+    images = read_idx(FASHION_TEST_IMAGES)[:300]
+    labels = read_idx(FASHION_TEST_LABELS)[:300].astype(np.int64)
     return FashionSample(images, labels)
 
 
@@ -191,7 +186,7 @@ def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
 
 
 @pytest.fixture
-def serve(tmp_path: Path) -> Iterator[Callable[..., Server]]:
+def serve(tmp_path: Path) -> Iterator[ServeFactory]:
     """Start `python -m service` with CONVZOO_* settings, returned once it answers /health/live; stopped
     after the test."""
     servers: list[Server] = []

@@ -170,8 +170,9 @@ async def test_expired_items_are_dropped_while_live_ones_run(model: LoadedModel,
 
 async def test_a_failing_batch_fails_only_its_requests(model: LoadedModel, samples: np.ndarray) -> None:
     records: list[BatchRecord] = []
-    b = DynamicBatcher("m", model.run, max_batch_size=8, max_queue_delay_us=100_000, max_queue_size=64)
-    b.hooks.append(records.append)
+    b = DynamicBatcher(
+        "m", model.run, max_batch_size=8, max_queue_delay_us=100_000, max_queue_size=64, hooks=[records.append]
+    )
     try:
         wrong = np.zeros((2, 1, 27, 27), dtype=np.float32)  # ONNX Runtime rejects this shape
         with pytest.raises(InferenceFailed):

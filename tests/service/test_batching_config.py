@@ -13,7 +13,7 @@ pytestmark = pytest.mark.anyio
 
 
 def _samples(manager: ModelManager, name: str, n: int) -> np.ndarray:
-    shape = manager.entry(name).input.shape[1:]
+    shape = [int(d) for d in manager.entry(name).input.shape[1:]]
     return np.zeros((n, *shape), dtype=np.float32)
 
 

@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
-import numpy as np
+from collections.abc import AsyncIterator
+from typing import Any
+
 import pytest
 from PIL import Image
 
+from tests.asgi import services_of_client
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, encode
 
 pytestmark = pytest.mark.anyio
 
 
-def problem(response: object) -> dict[str, object]:
+def problem(response: object) -> dict[str, Any]:
     import httpx
 
     assert isinstance(response, httpx.Response)
     assert response.headers["content-type"] == "application/problem+json"
-    body = response.json()
+    body: dict[str, Any] = response.json()
     assert set(body) == {"type", "title", "status", "detail"}
     assert body["status"] == response.status_code
     text = response.text
@@ -201,7 +204,7 @@ async def test_deadline_is_503(zoo: Zoo, client_for: ClientFactory, fashion: Fas
 
 
 async def test_chunked_body_over_the_limit_is_413(zoo: Zoo, client_for: ClientFactory) -> None:
-    async def chunks():  # no Content-Length: the limit applies as the body streams in
+    async def chunks() -> AsyncIterator[bytes]:  # no Content-Length: the limit applies as the body streams in
         for _ in range(100):
             yield b"x" * 1000
 
@@ -226,8 +229,10 @@ async def test_concurrent_requests_get_their_own_results(
 
         sequential = [await top(i) for i in range(24)]
         concurrent = await asyncio.gather(*(top(i) for i in range(24)))
-        manager = client._transport.app.state.manager  # type: ignore[attr-defined]
-        sizes = manager.state(zoo.registry.default).batcher.stats.batches_by_size
+        manager = services_of_client(client).manager
+        batcher = manager.state(zoo.registry.default).batcher
+        assert batcher is not None
+        sizes = batcher.stats.batches_by_size
     for (i_seq, s_seq), (i_con, s_con) in zip(sequential, concurrent, strict=True):
         assert i_seq == i_con and s_seq == pytest.approx(s_con, rel=1e-4)
     assert max(sizes) > 1  # the concurrent requests were batched together

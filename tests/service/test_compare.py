@@ -7,7 +7,8 @@ from typing import Any
 import httpx
 import pytest
 
-from service.api.routes.compare import agreement
+from service.api.routes.compare import agreement as compare_agreement
+from service.postprocess import Prediction
 from tests.service.conftest import ClientFactory, FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio
@@ -109,13 +110,13 @@ async def test_bad_requests(zoo: Zoo, client_for: ClientFactory, fashion: Fashio
 
 
 def test_agreement_counts_and_pairwise_overlap() -> None:
-    def entry(model: str, *indices: int) -> dict[str, Any]:
-        return {
-            "model": model,
-            "predictions": [{"index": i, "label": f"c{i}", "score": 0.1} for i in indices],
-        }
+    def entry(model: str, *indices: int, score: float = 0.1) -> tuple[str, list[Prediction]]:
+        return model, [Prediction(index=i, label=f"c{i}", score=score) for i in indices]
 
-    entries = [entry("a", 1, 2, 3), entry("b", 1, 3, 4), entry("c", 2, 1, 3), {"model": "d", "error": {}}]
+    def agreement(answers: list[tuple[str, list[Prediction]]]) -> dict[str, Any]:
+        return compare_agreement(answers).model_dump(exclude_unset=True)  # as /compare shows it
+
+    entries = [entry("a", 1, 2, 3), entry("b", 1, 3, 4), entry("c", 2, 1, 3)]  # "d" failed: no answer
     agree = agreement(entries)
     assert agree["answered"] == 3
     assert agree["top1"] == {"index": 1, "label": "c1", "models": ["a", "b"]}
@@ -126,7 +127,7 @@ def test_agreement_counts_and_pairwise_overlap() -> None:
     assert agree["pairwise_top1_agreement"] == round(1 / 3, 4)
     tie = agreement([entry("x", 5), entry("y", 2)])
     assert tie["top1"]["index"] == 2  # equal counts and scores: the lower class index
-    confident = [{"model": "x", "predictions": [{"index": 5, "label": "c5", "score": 0.9}]}, entry("y", 2)]
+    confident = [entry("x", 5, score=0.9), entry("y", 2)]
     assert agreement(confident)["top1"]["index"] == 5  # equal counts: the higher summed score
-    nobody = agreement([{"model": "d", "error": {}}])
+    nobody = agreement([])
     assert nobody["answered"] == 0 and nobody["top1"] is None

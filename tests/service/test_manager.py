@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from service.registry import ModelEntry, Registry
+from tests.asgi import services_of_client
 from tests.service.conftest import ClientFactory, FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio
@@ -136,7 +137,7 @@ async def test_lazy_loading_loads_once_under_concurrency(
 ) -> None:
     (entry,) = others(zoo, 1)
     async with client_for(zoo) as client:
-        manager = client._transport.app.state.manager  # type: ignore[attr-defined]
+        manager = services_of_client(client).manager
         assert (await status_of(client, entry.name))["status"] == "available"
         assert (await status_of(client, entry.name))["latency_ms"] is None
         responses = await asyncio.gather(*(classify(client, fashion, entry.name) for _ in range(8)))
@@ -162,7 +163,7 @@ async def test_memory_budget_evicts_the_least_recently_used_idle_model(
     size = {m.name: m.artifact.bytes or 0 for m in (default, a, b)}
     budget_mb = (size[default.name] + max(size[a.name], size[b.name]) + 1) / 1e6  # room for one more
     async with client_for(zoo, memory_budget_mb=budget_mb) as client:
-        manager = client._transport.app.state.manager  # type: ignore[attr-defined]
+        manager = services_of_client(client).manager
         assert (await classify(client, fashion, a.name)).status_code == 200
         assert (await status_of(client, a.name))["status"] == "loaded"
         assert (await classify(client, fashion, b.name)).status_code == 200

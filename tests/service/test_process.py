@@ -10,10 +10,10 @@ import time
 import httpx
 
 from tests.live import Server
-from tests.service.conftest import FashionSample, Zoo
+from tests.service.conftest import FashionSample, ServeFactory, Zoo
 
 
-def test_ready_only_after_the_default_model_is_warm(zoo: Zoo, serve, fashion: FashionSample) -> None:
+def test_ready_only_after_the_default_model_is_warm(zoo: Zoo, serve: ServeFactory, fashion: FashionSample) -> None:
     # A long calibration keeps the default model loading for a while after start-up.
     server: Server = serve(zoo, CONVZOO_CALIBRATION_S="3")
     first = httpx.get(server.url + "/health/ready")
@@ -50,7 +50,7 @@ def _raw_request(server: Server, head: bytes, body_chunks: list[bytes]) -> bytes
         return data
 
 
-def test_upload_limits_on_the_wire(zoo: Zoo, serve) -> None:
+def test_upload_limits_on_the_wire(zoo: Zoo, serve: ServeFactory) -> None:
     server: Server = serve(zoo, CONVZOO_MAX_UPLOAD_MB="0.1")
     # Declared too large: answered from the headers, before any body is sent.
     head = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 500000000\r\n\r\n"
@@ -65,7 +65,7 @@ def test_upload_limits_on_the_wire(zoo: Zoo, serve) -> None:
     assert httpx.get(server.url + "/health/live").status_code == 200
 
 
-def test_sigterm_shuts_down_cleanly(zoo: Zoo, serve) -> None:
+def test_sigterm_shuts_down_cleanly(zoo: Zoo, serve: ServeFactory) -> None:
     server: Server = serve(zoo)
     server.process.send_signal(signal.SIGTERM)
     # uvicorn re-raises the signal after its graceful shutdown, so the exit status is -SIGTERM.
@@ -84,13 +84,14 @@ import asyncio, sys
 import httpx
 from service.main import create_app
 from service.settings import Settings
+from tests.asgi import serving
 
 async def main():
     app = create_app(Settings(registry_path={str(zoo.registry_path)!r}, models_dir={str(zoo.models_dir)!r},
                               calibration_s=0.01))
-    async with app.router.lifespan_context(app):
-        await app.state.manager.wait_preloaded()
-        transport = httpx.ASGITransport(app=app)
+    async with serving(app) as served:
+        await served.services.manager.wait_preloaded()
+        transport = httpx.ASGITransport(app=served)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             r = await client.post("/classify", content=sys.stdin.buffer.read(), headers={{"content-type": "image/png"}})
             assert r.status_code == 200, r.text

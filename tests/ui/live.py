@@ -5,7 +5,6 @@ Shared by the browser tests and by scripts/screenshot.py.
 
 from __future__ import annotations
 
-import gzip
 import io
 import os
 from collections.abc import Iterator
@@ -13,14 +12,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 from playwright.sync_api import FilePayload
 
+from export.fashion.data import read_idx
 from tests.live import Server, start_service, stop_service
+from tests.paths import FASHION_TEST_IMAGES, FASHION_TEST_LABELS, REPO
 
-REPO = Path(__file__).resolve().parents[2]
-FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
 CHROMIUM = Path("/usr/bin/chromium")
 # Headless, and nothing that reaches outside this machine.
 CHROMIUM_ARGS = [
@@ -71,14 +69,6 @@ def launch_options() -> dict[str, object]:
     return {"executable_path": str(CHROMIUM), "args": CHROMIUM_ARGS, "headless": True}
 
 
-def _read_idx(path: Path) -> np.ndarray:
-    with gzip.open(path, "rb") as f:
-        raw = f.read()
-    ndim = raw[3]
-    dims = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
-    return np.frombuffer(raw, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
-
-
 @dataclass(frozen=True)
 class FashionTestImage:
     png: bytes
@@ -87,8 +77,8 @@ class FashionTestImage:
 
 def fashion_test_image(index: int) -> FashionTestImage:
     """One image of the Fashion-MNIST test split, encoded as PNG, with its true class index."""
-    images = _read_idx(FASHION_DIR / "t10k-images-idx3-ubyte.gz")
-    labels = _read_idx(FASHION_DIR / "t10k-labels-idx1-ubyte.gz")
+    images = read_idx(FASHION_TEST_IMAGES)
+    labels = read_idx(FASHION_TEST_LABELS)
     buf = io.BytesIO()
     Image.fromarray(images[index]).save(buf, "PNG")
     return FashionTestImage(buf.getvalue(), int(labels[index]))

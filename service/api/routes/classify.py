@@ -6,26 +6,22 @@ import asyncio
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Annotated, Any
+from typing import Annotated
 
 import numpy as np
 from fastapi import APIRouter, Query, Request
-from starlette.datastructures import UploadFile
 
 from service.api.choice import ModelChoiceDep
-from service.api.deps import ManagerDep, PreprocessPoolDep, SettingsDep
-from service.errors import InvalidParameter, UnsupportedMediaType
-from service.preprocess import ACCEPTED_MEDIA_TYPES, decode, to_tensor
+from service.api.deps import ServicesDep
+from service.api.schemas import ClassifyResponse, ClassifyTiming, ImageResult, SelectionReport
+from service.api.uploads import Upload, read_uploads
+from service.errors import InvalidParameter
+from service.postprocess import softmax, top_predictions
+from service.preprocess import decode, to_tensor
 from service.registry import ModelEntry
 from service.settings import Settings
 
 router = APIRouter(tags=["classify"])
-
-
-@dataclass(frozen=True)
-class Upload:
-    filename: str | None
-    data: bytes
 
 
 @dataclass(frozen=True)
@@ -35,33 +31,6 @@ class Prepared:
     height: int
     decode_ms: float
     preprocess_ms: float
-
-
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
-
-
-async def _read_uploads(request: Request, settings: Settings) -> list[Upload]:
-    media = _media_type(request)
-    if media == "multipart/form-data":
-        limit = settings.max_files_per_request
-        async with request.form(max_files=limit, max_fields=limit) as form:
-            files = form.getlist("file")
-            uploads = []
-            for part in files:
-                if not isinstance(part, UploadFile):
-                    raise InvalidParameter("Each `file` part must be a file upload, not a text field.")
-                uploads.append(Upload(filename=part.filename, data=await part.read()))
-        if not uploads:
-            raise InvalidParameter("The multipart body has no part named `file`; send one or more images.")
-        return uploads
-    if media in ACCEPTED_MEDIA_TYPES:
-        return [Upload(filename=None, data=await request.body())]
-    shown = media or "none"
-    raise UnsupportedMediaType(
-        f"Content-Type {shown} is not accepted; send multipart/form-data with `file` parts, "
-        f"or a raw body of type {', '.join(sorted(ACCEPTED_MEDIA_TYPES))}."
-    )
 
 
 def _prepare(data: bytes, entry: ModelEntry, max_pixels: int) -> Prepared:
@@ -85,62 +54,52 @@ async def _prepare_all(
     return [r for r in results if isinstance(r, Prepared)]
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    z = logits.astype(np.float64)
-    z -= z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    probs: np.ndarray = e / e.sum(axis=-1, keepdims=True)
-    return probs
-
-
-def top_predictions(probs: np.ndarray, labels: list[str], k: int) -> list[dict[str, Any]]:
-    order = np.argsort(-probs, kind="stable")[:k]
-    return [{"index": int(i), "label": labels[i], "score": float(probs[i])} for i in order]
-
-
-@router.post("/classify", summary="Classify one or more images")
+@router.post("/classify", summary="Classify one or more images", response_model_exclude_unset=True)
 async def classify(
     request: Request,
-    settings: SettingsDep,
-    manager: ManagerDep,
-    pool: PreprocessPoolDep,
+    services: ServicesDep,
     choice: ModelChoiceDep,
     top_k: Annotated[int, Query(ge=1, description="Predictions per image, 1..num_classes")] = 5,
-) -> dict[str, Any]:
+) -> ClassifyResponse:
     started = time.perf_counter()
+    settings, manager, pool = services.settings, services.manager, services.preprocess_pool
     deadline = time.monotonic() + settings.request_timeout_s
     name = choice.name
     request.state.model = name  # for the request log and metrics: model=auto resolves here
     entry = manager.entry(name)
     if top_k > entry.num_classes:
         raise InvalidParameter(f"top_k must be between 1 and {entry.num_classes} for model {name}.")
-    uploads = await _read_uploads(request, settings)
+    uploads = await read_uploads(request, settings)
     prepared = await _prepare_all(uploads, entry, settings, pool)
     batch = np.stack([p.tensor for p in prepared])
     logits, timings = await manager.infer(name, batch, deadline=deadline)
-    request.state.timings = {"queue": timings.queue_ms, "inference": timings.inference_ms}  # for the request log
+    request.state.timings = {
+        "queue": timings.queue_ms,
+        "inference": timings.inference_ms,
+    }  # for the request log
     probs = softmax(logits)
     labels = manager.labels(name)
     results = [
-        {
-            "filename": u.filename,
-            "width": p.width,
-            "height": p.height,
-            "predictions": top_predictions(row, labels, top_k),
-        }
+        ImageResult(
+            filename=u.filename,
+            width=p.width,
+            height=p.height,
+            predictions=top_predictions(row, labels, top_k),
+        )
         for u, p, row in zip(uploads, prepared, probs, strict=True)
     ]
-    selection = {"selection": choice.selection} if choice.selection is not None else {}
-    return {
-        "model": entry.name,
-        "version": entry.version,
-        **selection,
-        "results": results,
-        "timing_ms": {
-            "decode": round(sum(p.decode_ms for p in prepared), 3),
-            "preprocess": round(sum(p.preprocess_ms for p in prepared), 3),
-            "queue": round(timings.queue_ms, 3),
-            "inference": round(timings.inference_ms, 3),
-            "total": round((time.perf_counter() - started) * 1e3, 3),
-        },
-    }
+    response = ClassifyResponse(
+        model=entry.name,
+        version=entry.version,
+        results=results,
+        timing_ms=ClassifyTiming(
+            decode=round(sum(p.decode_ms for p in prepared), 3),
+            preprocess=round(sum(p.preprocess_ms for p in prepared), 3),
+            queue=round(timings.queue_ms, 3),
+            inference=round(timings.inference_ms, 3),
+            total=round((time.perf_counter() - started) * 1e3, 3),
+        ),
+    )
+    if choice.selection is not None:  # set only for model=auto: the member is absent otherwise
+        response.selection = SelectionReport.model_validate(choice.selection)
+    return response

@@ -6,16 +6,31 @@ import asyncio
 import itertools
 import time
 from collections import Counter
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from PIL import Image
 
-from service.api.deps import ManagerDep, PreprocessPoolDep, SettingsDep
-from service.api.routes.classify import _read_uploads, softmax, top_predictions
+from service.api.deps import ServicesDep
+from service.api.schemas import (
+    AgreedTop1,
+    Agreement,
+    CompareAnswer,
+    CompareErrorDetail,
+    CompareFailure,
+    CompareImage,
+    CompareResponse,
+    CompareTiming,
+    CompareTotals,
+    PairAgreement,
+    Prediction,
+)
+from service.api.uploads import read_uploads
 from service.errors import InvalidParameter, ServiceError, problem_of
 from service.manager import ModelManager
+from service.postprocess import softmax, top_predictions
 from service.preprocess import decode, to_tensor
 from service.settings import Settings
 
@@ -43,9 +58,11 @@ def _names(models: str, dataset: str | None, manager: ModelManager) -> list[str]
     return names
 
 
-def _error_entry(name: str, exc: ServiceError) -> dict[str, Any]:
+def _failure(name: str, exc: ServiceError) -> CompareFailure:
     p = problem_of(exc)
-    return {"model": name, "error": {"status": p.status, "title": p.title, "detail": exc.detail}}
+    return CompareFailure(
+        model=name, error=CompareErrorDetail(status=p.status, title=p.title, detail=exc.detail)
+    )
 
 
 async def _one(
@@ -56,7 +73,7 @@ async def _one(
     manager: ModelManager,
     pool: ThreadPoolExecutor,
     deadline: float,
-) -> dict[str, Any]:
+) -> CompareAnswer | CompareFailure:
     started = time.perf_counter()
     try:
         entry = manager.entry(name)
@@ -68,73 +85,73 @@ async def _one(
         preprocess_ms = (time.perf_counter() - t0) * 1e3
         logits, timings = await manager.infer(name, tensor[None], deadline=deadline)
     except ServiceError as exc:
-        return _error_entry(name, exc)
+        return _failure(name, exc)
     probs = softmax(logits)[0]
-    return {
-        "model": name,
-        "version": entry.version,
-        "top1": entry.metrics.top1,
-        "predictions": top_predictions(probs, manager.labels(name), min(top_k, entry.num_classes)),
-        "timing_ms": {
-            "load": round(load_ms, 3),
-            "preprocess": round(preprocess_ms, 3),
-            "queue": round(timings.queue_ms, 3),
-            "inference": round(timings.inference_ms, 3),
-            "total": round((time.perf_counter() - started) * 1e3, 3),
-        },
-    }
+    return CompareAnswer(
+        model=name,
+        version=entry.version,
+        top1=entry.metrics.top1,
+        predictions=top_predictions(probs, manager.labels(name), min(top_k, entry.num_classes)),
+        timing_ms=CompareTiming(
+            load=round(load_ms, 3),
+            preprocess=round(preprocess_ms, 3),
+            queue=round(timings.queue_ms, 3),
+            inference=round(timings.inference_ms, 3),
+            total=round((time.perf_counter() - started) * 1e3, 3),
+        ),
+    )
 
 
-def agreement(entries: list[dict[str, Any]]) -> dict[str, Any]:
-    """How many answering models share the most common top-1, and the overlap of every pair."""
-    ok = [e for e in entries if "predictions" in e]
-    tops = {e["model"]: e["predictions"][0] for e in ok}
-    counts = Counter((p["index"], p["label"]) for p in tops.values())
-    scores: Counter[int] = Counter()
+def agreement(answers: Sequence[tuple[str, list[Prediction]]]) -> Agreement:
+    """How many answering models share the most common top-1, and the overlap of every pair.
+
+    `answers`: (model, its top-k predictions) of the models that answered, in request order."""
+    tops = {model: predictions[0] for model, predictions in answers}
+    counts = Counter((p.index, p.label) for p in tops.values())
+    scores: dict[int, float] = {}
     for p in tops.values():
-        scores[p["index"]] += p["score"]
+        scores[p.index] = scores.get(p.index, 0.0) + p.score
     pairs = []
-    for a, b in itertools.combinations(ok, 2):
-        ka = {p["index"] for p in a["predictions"]}
-        kb = {p["index"] for p in b["predictions"]}
+    for (a, pa), (b, pb) in itertools.combinations(answers, 2):
+        ka = {p.index for p in pa}
+        kb = {p.index for p in pb}
         pairs.append(
-            {
-                "models": [a["model"], b["model"]],
-                "same_top1": tops[a["model"]]["index"] == tops[b["model"]]["index"],
-                "topk_overlap": round(len(ka & kb) / max(len(ka | kb), 1), 4),  # Jaccard of the top-k sets
-            }
+            PairAgreement(
+                models=[a, b],
+                same_top1=tops[a].index == tops[b].index,
+                topk_overlap=round(len(ka & kb) / max(len(ka | kb), 1), 4),  # Jaccard of the top-k sets
+            )
         )
     if not counts:
-        return {"answered": 0, "top1": None, "share_top1": 0, "unanimous": False, "pairwise": pairs}
+        return Agreement(answered=0, top1=None, share_top1=0, unanimous=False, pairwise=pairs)
     # Most common top-1; a tie goes to the higher summed score, then the lower class index.
     (index, label), share = min(counts.items(), key=lambda kv: (-kv[1], -scores[kv[0][0]], kv[0][0]))
-    agreeing = sum(p["same_top1"] for p in pairs)
-    return {
-        "answered": len(ok),
-        "top1": {
-            "index": index,
-            "label": label,
-            "models": [m for m, p in tops.items() if p["index"] == index],
-        },
-        "share_top1": share,
-        "unanimous": share == len(ok),
-        "distinct_top1": len(counts),
-        "pairwise_top1_agreement": round(agreeing / len(pairs), 4) if pairs else None,
-        "pairwise": pairs,
-    }
+    agreeing = sum(p.same_top1 for p in pairs)
+    return Agreement(
+        answered=len(answers),
+        top1=AgreedTop1(index=index, label=label, models=[m for m, p in tops.items() if p.index == index]),
+        share_top1=share,
+        unanimous=share == len(answers),
+        distinct_top1=len(counts),
+        pairwise_top1_agreement=round(agreeing / len(pairs), 4) if pairs else None,
+        pairwise=pairs,
+    )
 
 
-@router.post("/compare", summary="One image through several models concurrently, with their agreement")
+@router.post(
+    "/compare",
+    summary="One image through several models concurrently, with their agreement",
+    response_model_exclude_unset=True,  # the agreement's members that apply only when a model answered
+)
 async def compare(
     request: Request,
-    settings: SettingsDep,
-    manager: ManagerDep,
-    pool: PreprocessPoolDep,
+    services: ServicesDep,
     models: Annotated[str, Query(description="Comma-separated model names, or `all` (with dataset=)")],
     dataset: Annotated[str | None, Query(description="With models=all: the dataset")] = None,
     top_k: Annotated[int, Query(ge=1, description="Predictions per model")] = 5,
-) -> dict[str, Any]:
+) -> CompareResponse:
     started = time.perf_counter()
+    settings, manager, pool = services.settings, services.manager, services.preprocess_pool
     deadline = time.monotonic() + settings.request_timeout_s
     names = _names(models, dataset, manager)
     smallest = min(manager.entry(n).num_classes for n in names)
@@ -144,21 +161,21 @@ async def compare(
     entries = await asyncio.gather(
         *(_one(n, image, top_k=top_k, manager=manager, pool=pool, deadline=deadline) for n in names)
     )
-    return {
-        "image": {"filename": upload, "width": image.width, "height": image.height},
-        "models": list(entries),
-        "agreement": agreement(list(entries)),
-        "timing_ms": {
-            "decode": round(decode_ms, 3),
-            "total": round((time.perf_counter() - started) * 1e3, 3),
-        },
-    }
+    answers = [(e.model, e.predictions) for e in entries if isinstance(e, CompareAnswer)]
+    return CompareResponse(
+        image=CompareImage(filename=upload, width=image.width, height=image.height),
+        models=list(entries),
+        agreement=agreement(answers),
+        timing_ms=CompareTotals(
+            decode=round(decode_ms, 3), total=round((time.perf_counter() - started) * 1e3, 3)
+        ),
+    )
 
 
 async def _decode_one(
     request: Request, settings: Settings, pool: ThreadPoolExecutor, names: list[str], manager: ModelManager
 ) -> tuple[Image.Image, str | None, float]:
-    uploads = await _read_uploads(request, settings)
+    uploads = await read_uploads(request, settings)
     if len(uploads) != 1:
         raise InvalidParameter(f"/compare takes exactly one image; {len(uploads)} were sent.")
     # Decode once, at the largest size any of the models resizes to.

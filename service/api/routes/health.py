@@ -2,24 +2,23 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
 
 from service.api.deps import ManagerDep
+from service.api.schemas import Live, Ready
 from service.errors import NotReady
 
 router = APIRouter(prefix="/health", tags=["health"])
 
 
 @router.get("/live", summary="200 while the process serves requests")
-async def live() -> dict[str, Any]:
-    return {"status": "live"}
+async def live() -> Live:
+    return Live()
 
 
 @router.get("/ready", summary="200 once the default model is loaded and warmed up, else 503")
-async def ready(manager: ManagerDep) -> dict[str, Any]:
+async def ready(manager: ManagerDep) -> Ready:
     ok, reason = manager.ready()
     if not ok:
         raise NotReady(reason)
-    return {"status": "ready", "default": manager.default, "detail": reason}
+    return Ready(default=manager.default, detail=reason)

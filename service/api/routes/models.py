@@ -7,9 +7,11 @@ import io
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 
+from service.api import views
 from service.api.deps import ManagerDep
+from service.api.schemas import LabelList, ModelDetail, ModelList, ModelSummary
 from service.errors import InvalidParameter
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -28,18 +30,25 @@ TABLE_COLUMNS: list[tuple[str, str]] = [
 ]
 
 
-def sort_summaries(summaries: list[dict[str, Any]], sort: str, fields: list[str]) -> list[dict[str, Any]]:
+EMPTY_CELL = "–"  # noqa: RUF001 -- an en dash marks an empty cell of the markdown table
+SORTABLE = list(ModelSummary.model_fields)
+
+
+def sort_summaries(summaries: list[ModelSummary], sort: str) -> list[ModelSummary]:
     """Sort by one field, `-` prefix for descending; missing (null) values always come last."""
     descending = sort.startswith("-")
     key = sort[1:] if descending else sort
-    if key not in fields:
-        raise InvalidParameter(f"Cannot sort by {key!r}; sort by one of: {', '.join(sorted(fields))}.")
-    present = [s for s in summaries if s[key] is not None]
-    missing = [s for s in summaries if s[key] is None]
+    if key not in SORTABLE:
+        raise InvalidParameter(f"Cannot sort by {key!r}; sort by one of: {', '.join(sorted(SORTABLE))}.")
+    values = {id(s): getattr(s, key) for s in summaries}
+    present = [s for s in summaries if values[id(s)] is not None]
+    missing = [s for s in summaries if values[id(s)] is None]
     try:
-        present.sort(key=lambda s: s[key] if not isinstance(s[key], list) else str(s[key]), reverse=descending)
+        present.sort(
+            key=lambda s: v if not isinstance(v := values[id(s)], list) else str(v), reverse=descending
+        )
     except TypeError:
-        present.sort(key=lambda s: str(s[key]), reverse=descending)
+        present.sort(key=lambda s: str(values[id(s)]), reverse=descending)
     return present + missing
 
 
@@ -51,25 +60,29 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def to_markdown(summaries: list[dict[str, Any]]) -> str:
+def to_markdown(summaries: list[ModelSummary]) -> str:
     head = "| " + " | ".join(h for _, h in TABLE_COLUMNS) + " |"
     rule = "|" + "|".join("---" if k in ("name", "status") else "---:" for k, _ in TABLE_COLUMNS) + "|"
-    rows = ["| " + " | ".join(_cell(s[k]) or "–" for k, _ in TABLE_COLUMNS) + " |" for s in summaries]
+    rows = [
+        "| " + " | ".join(_cell(getattr(s, k)) or EMPTY_CELL for k, _ in TABLE_COLUMNS) + " |"
+        for s in summaries
+    ]
     return "\n".join([head, rule, *rows]) + "\n"
 
 
-def to_csv(summaries: list[dict[str, Any]]) -> str:
+def to_csv(summaries: list[ModelSummary]) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow([k for k, _ in TABLE_COLUMNS])
     for s in summaries:
-        writer.writerow(["" if s[k] is None else s[k] for k, _ in TABLE_COLUMNS])
+        writer.writerow(["" if (v := getattr(s, k)) is None else v for k, _ in TABLE_COLUMNS])
     return buf.getvalue()
 
 
 @router.get(
     "",
     summary="Every registry model, with its status and measured latency",
+    response_model=ModelList,
     responses={200: {"content": {"text/markdown": {}, "text/csv": {}}}},  # format=markdown, format=csv
 )
 async def list_models(
@@ -77,24 +90,25 @@ async def list_models(
     sort: Annotated[str | None, Query(description="A summary field; `-` prefix for descending")] = None,
     dataset: Annotated[str | None, Query(description="Only models of this dataset")] = None,
     format: Annotated[Literal["json", "markdown", "csv"], Query()] = "json",
-) -> Response:
-    summaries = manager.summaries()
+) -> ModelList | Response:
+    listed = views.model_list(manager)
+    summaries = listed.models
     if dataset is not None:
-        summaries = [s for s in summaries if s["dataset"] == dataset]
+        summaries = [s for s in summaries if s.dataset == dataset]
     if sort:
-        summaries = sort_summaries(summaries, sort, list(manager.summary(manager.default)))
+        summaries = sort_summaries(summaries, sort)
     if format == "markdown":
         return PlainTextResponse(to_markdown(summaries), media_type="text/markdown; charset=utf-8")
     if format == "csv":
         return PlainTextResponse(to_csv(summaries), media_type="text/csv; charset=utf-8")
-    return JSONResponse({"default": manager.default, "models": summaries})
+    return ModelList(default=listed.default, models=summaries)
 
 
 @router.get("/{name}", summary="One model: summary, preprocessing, artifact, parity, provenance")
-async def get_model(name: str, manager: ManagerDep) -> dict[str, Any]:
-    return manager.detail(name)
+async def get_model(name: str, manager: ManagerDep) -> ModelDetail:
+    return views.detail(manager, name)
 
 
 @router.get("/{name}/labels", summary="The model's class labels, by output index")
-async def get_labels(name: str, manager: ManagerDep) -> dict[str, Any]:
-    return {"labels": manager.labels(name)}
+async def get_labels(name: str, manager: ManagerDep) -> LabelList:
+    return LabelList(labels=manager.labels(name))

@@ -1,86 +1,61 @@
-"""The Open Inference Protocol (KServe V2 / Triton HTTP) under `/v2`; errors are `{"error": "..."}`."""
+"""The Open Inference Protocol (KServe V2 / Triton HTTP): its own app, mounted at `/v2`, with its own
+error body (`{"error": "..."}`, service.v2.errors) and its own OpenAPI at /v2/openapi.json."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Coroutine
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from fastapi import APIRouter, Request
-from fastapi.routing import APIRoute
-from starlette.responses import JSONResponse, Response
+from fastapi import APIRouter, FastAPI, Request
+from starlette.responses import Response
+from starlette.routing import Match, Mount
+from starlette.types import Receive, Scope, Send
 
-from service.api.deps import ManagerDep, PreprocessPoolDep, SettingsDep
-from service.manager import ModelManager
-from service.settings import Settings
+from service.api.deps import ServicesDep
+from service.errors import ORIGINAL_PATH, document_errors, install_error_handlers
+from service.services import Services
 from service.v2 import handlers
 from service.v2.codec import HEADER_LENGTH
-from service.v2.errors import V2Error
-from service.v2.statistics import Statistics
+from service.v2.errors import ERROR_CONTENT, error_body, unavailable
+from service.v2.schemas import (
+    InferenceResponse,
+    ModelConfig,
+    ModelMetadata,
+    ModelStatistics,
+    RepositoryModel,
+    ServerMetadata,
+)
 
 PREFIX = "/v2"
-# The protocol's error statuses: what the rest of the service answers 413/415/422 is a bad request here.
-_AS_BAD_REQUEST = {413, 415, 422}
+_EMPTY: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Yes: an empty body"}
+}  # readiness and liveness answer with the status only
 
-
-RETRY_AFTER_S = 5  # for the 503s raised here (not ready); the service's own 503s carry their own
-
-
-def error_response(status: int, message: str) -> Response:
-    headers = {"Retry-After": str(RETRY_AFTER_S)} if status == 503 else None
-    return JSONResponse({"error": message}, status_code=status, headers=headers)
-
-
-def render_error(status: int, slug: str, title: str, detail: str) -> Response:
-    """The renderer of the service's own errors (unknown route, overload, ...) under `/v2`."""
-    return error_response(400 if status in _AS_BAD_REQUEST else status, detail)
-
-
-class _V2Route(APIRoute):
-    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
-        handler = super().get_route_handler()
-
-        async def handle(request: Request) -> Response:
-            try:
-                return await handler(request)
-            except V2Error as exc:
-                return error_response(exc.status, exc.message)
-
-        return handle
-
-
-router = APIRouter(prefix=PREFIX, tags=["v2 (Open Inference Protocol)"], route_class=_V2Route)
-
-
-def _statistics(request: Request) -> Statistics:
-    stats: Statistics = request.app.state.v2_statistics
-    return stats
-
-
-def _json(content: object) -> Response:
-    return JSONResponse(content)
+router = APIRouter(tags=["v2 (Open Inference Protocol)"])
 
 
 # --- server -----------------------------------------------------------------------------------------------
 
 
-@router.get("", summary="Server metadata")
-async def server_metadata(request: Request) -> Response:
-    return _json(handlers.server_metadata(request.app.version))
+@router.get("/", summary="Server metadata")  # GET /v2: V2Mount passes it as /v2/
+async def server_metadata(request: Request) -> ServerMetadata:
+    return handlers.server_metadata(request.app.version)
 
 
-@router.get("/health/live", summary="Server live", response_class=Response)
+@router.get("/health/live", summary="Server live", response_class=Response, responses=_EMPTY)
 async def server_live() -> Response:
     return Response(status_code=200)
 
 
 @router.get(
-    "/health/ready", summary="Server ready: the default model is loaded and warmed up", response_class=Response
+    "/health/ready",
+    summary="Server ready: the default model is loaded and warmed up",
+    response_class=Response,
+    responses=_EMPTY,
 )
-async def server_ready(manager: ManagerDep) -> Response:
-    ok, reason = manager.ready()
+async def server_ready(services: ServicesDep) -> Response:
+    ok, reason = services.manager.ready()
     if not ok:
-        raise V2Error(503, reason)
+        raise unavailable(reason)
     return Response(status_code=200)
 
 
@@ -88,63 +63,62 @@ async def server_ready(manager: ManagerDep) -> Response:
 
 
 @router.get("/models/stats", summary="Statistics of every model")
-async def all_stats(request: Request, manager: ManagerDep) -> Response:
-    return _json(handlers.statistics(manager, _statistics(request)))
+async def all_stats(services: ServicesDep) -> ModelStatistics:
+    return handlers.statistics(services.manager, services.statistics)
 
 
 @router.get("/models/{name}/stats", summary="Statistics of a model")
-async def model_stats(request: Request, name: str, manager: ManagerDep) -> Response:
-    return _json(handlers.statistics(manager, _statistics(request), name))
+async def model_stats(name: str, services: ServicesDep) -> ModelStatistics:
+    return handlers.statistics(services.manager, services.statistics, name)
 
 
 @router.get("/models/{name}/versions/{version}/stats", summary="Statistics of a model version")
-async def version_stats(request: Request, name: str, version: str, manager: ManagerDep) -> Response:
-    return _json(handlers.statistics(manager, _statistics(request), name, version))
+async def version_stats(name: str, version: str, services: ServicesDep) -> ModelStatistics:
+    return handlers.statistics(services.manager, services.statistics, name, version)
 
 
 # --- models -----------------------------------------------------------------------------------------------
 
 
 @router.get("/models/{name}", summary="Model metadata")
-async def model_metadata(name: str, manager: ManagerDep) -> Response:
-    return _json(handlers.model_metadata(handlers.resolve(manager, name)))
+async def model_metadata(name: str, services: ServicesDep) -> ModelMetadata:
+    return handlers.model_metadata(handlers.resolve(services.manager, name))
 
 
 @router.get("/models/{name}/versions/{version}", summary="Model version metadata")
-async def version_metadata(name: str, version: str, manager: ManagerDep) -> Response:
-    return _json(handlers.model_metadata(handlers.resolve(manager, name, version)))
+async def version_metadata(name: str, version: str, services: ServicesDep) -> ModelMetadata:
+    return handlers.model_metadata(handlers.resolve(services.manager, name, version))
 
 
 @router.get("/models/{name}/config", summary="Model configuration (Triton's)")
-async def model_config(name: str, manager: ManagerDep) -> Response:
-    return _json(handlers.model_config(manager, handlers.resolve(manager, name)))
+async def model_config(name: str, services: ServicesDep) -> ModelConfig:
+    return handlers.model_config(handlers.resolve(services.manager, name))
 
 
 @router.get("/models/{name}/versions/{version}/config", summary="Model version configuration (Triton's)")
-async def version_config(name: str, version: str, manager: ManagerDep) -> Response:
-    return _json(handlers.model_config(manager, handlers.resolve(manager, name, version)))
+async def version_config(name: str, version: str, services: ServicesDep) -> ModelConfig:
+    return handlers.model_config(handlers.resolve(services.manager, name, version))
 
 
-@router.get("/models/{name}/ready", summary="Model ready")
-async def model_ready(name: str, manager: ManagerDep) -> Response:
-    handlers.model_ready(handlers.resolve(manager, name))
+@router.get("/models/{name}/ready", summary="Model ready", response_class=Response, responses=_EMPTY)
+async def model_ready(name: str, services: ServicesDep) -> Response:
+    handlers.model_ready(handlers.resolve(services.manager, name))
     return Response(status_code=200)
 
 
-@router.get("/models/{name}/versions/{version}/ready", summary="Model version ready")
-async def version_ready(name: str, version: str, manager: ManagerDep) -> Response:
-    handlers.model_ready(handlers.resolve(manager, name, version))
+@router.get(
+    "/models/{name}/versions/{version}/ready",
+    summary="Model version ready",
+    response_class=Response,
+    responses=_EMPTY,
+)
+async def version_ready(name: str, version: str, services: ServicesDep) -> Response:
+    handlers.model_ready(handlers.resolve(services.manager, name, version))
     return Response(status_code=200)
 
 
-async def _infer(
-    request: Request,
-    manager: ModelManager,
-    settings: Settings,
-    pool: ThreadPoolExecutor,
-    name: str,
-    version: str | None,
-) -> Response:
+async def _infer(request: Request, services: Services, name: str, version: str | None) -> Response:
+    manager, settings = services.manager, services.settings
     state = handlers.resolve(manager, name, version)
     request.state.model = state.entry.name
     body = handlers.read_body(
@@ -157,7 +131,7 @@ async def _infer(
         request.headers.get(HEADER_LENGTH),
         timeout_s=settings.request_timeout_s,
         max_images=settings.max_queue_size,
-        pool=pool,
+        pool=services.preprocess_pool,
     )
     request.state.timings = {"queue": answer.timings.queue_ms, "inference": answer.timings.inference_ms}
     headers: dict[str, str] = {}
@@ -171,33 +145,118 @@ async def _infer(
     return Response(payload, media_type=media, headers=headers)
 
 
-@router.post("/models/{name}/infer", summary="Inference (JSON or binary tensor data)")
-async def model_infer(
-    request: Request, name: str, manager: ManagerDep, settings: SettingsDep, pool: PreprocessPoolDep
-) -> Response:
-    return await _infer(request, manager, settings, pool, name, None)
+# The body is written by the codec (JSON, or JSON then binary tensors): documented, not validated twice.
+_INFERENCE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "description": "The outputs",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/InferenceResponse"}},
+            "application/octet-stream": {"schema": {"type": "string", "format": "binary"}},
+        },
+    }
+}
 
 
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference on a model version")
-async def version_infer(
-    request: Request, name: str, version: str, manager: ManagerDep, settings: SettingsDep, pool: PreprocessPoolDep
-) -> Response:
-    return await _infer(request, manager, settings, pool, name, version)
+@router.post(
+    "/models/{name}/infer",
+    summary="Inference (JSON or binary tensor data)",
+    response_class=Response,
+    responses=_INFERENCE,
+)
+async def model_infer(request: Request, name: str, services: ServicesDep) -> Response:
+    return await _infer(request, services, name, None)
+
+
+@router.post(
+    "/models/{name}/versions/{version}/infer",
+    summary="Inference on a model version",
+    response_class=Response,
+    responses=_INFERENCE,
+)
+async def version_infer(request: Request, name: str, version: str, services: ServicesDep) -> Response:
+    return await _infer(request, services, name, version)
 
 
 # --- model repository (read-only) -------------------------------------------------------------------------
 
 
-@router.post("/repository/index", summary="The registry's models and their states (read-only)")
-async def repository_index(request: Request, manager: ManagerDep) -> Response:
-    return _json(handlers.repository_index(manager, await request.body()))
+@router.post(
+    "/repository/index",
+    summary="The registry's models and their states (read-only)",
+    response_model_exclude_unset=True,  # `reason` only where there is one
+)
+async def repository_index(request: Request, services: ServicesDep) -> list[RepositoryModel]:
+    return handlers.repository_index(services.manager, await request.body())
 
 
-@router.post("/repository/models/{name}/load", summary="Refused: models come from the registry only")
-async def repository_load(name: str, manager: ManagerDep) -> Response:
-    raise handlers.refuse_model_control(manager, name)
+_REFUSED: dict[int | str, dict[str, Any]] = {200: {"description": "Never: the answer is 400 (or 404)"}}
 
 
-@router.post("/repository/models/{name}/unload", summary="Refused: models come from the registry only")
-async def repository_unload(name: str, manager: ManagerDep) -> Response:
-    raise handlers.refuse_model_control(manager, name)
+@router.post(
+    "/repository/models/{name}/load",
+    summary="Refused: models come from the registry only",
+    response_class=Response,
+    responses=_REFUSED,
+)
+async def repository_load(name: str, services: ServicesDep) -> Response:
+    raise handlers.refuse_model_control(services.manager, name)
+
+
+@router.post(
+    "/repository/models/{name}/unload",
+    summary="Refused: models come from the registry only",
+    response_class=Response,
+    responses=_REFUSED,
+)
+async def repository_unload(name: str, services: ServicesDep) -> Response:
+    raise handlers.refuse_model_control(services.manager, name)
+
+
+def create_v2_app(version: str) -> FastAPI:
+    """The /v2 app; its routes get the Services from the lifespan state the parent app's server passes."""
+    app = FastAPI(
+        title="convzoo: Open Inference Protocol (v2)",
+        summary='KServe V2 / Triton HTTP; errors are {"error": "..."}',
+        version=version,
+    )
+    install_error_handlers(app, error_body)
+    app.include_router(router)
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            schema = build()
+            components = schema.setdefault("components", {}).setdefault("schemas", {})
+            body = InferenceResponse.model_json_schema(ref_template="#/components/schemas/{model}")
+            components.update(body.pop("$defs", {}))
+            components["InferenceResponse"] = body
+            document_errors(schema, ERROR_CONTENT)
+            app.openapi_schema = schema
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app
+
+
+class V2Mount(Mount):
+    """The /v2 mount. It also takes `/v2` itself (the protocol's server metadata), which a plain Mount
+    redirects to `/v2/`: the app sees `/v2/`, and the request keeps its path for the request log."""
+
+    def __init__(self, app: FastAPI) -> None:
+        super().__init__(PREFIX, app=app)
+
+    def _is_root(self, scope: Scope) -> bool:
+        return bool(scope["type"] == "http" and scope.get("path") == scope.get("root_path", "") + PREFIX)
+
+    def matches(self, scope: Scope) -> tuple[Match, Scope]:
+        if self._is_root(scope):
+            match, child = super().matches({**scope, "path": scope["path"] + "/"})
+            return match, {**child, "path": scope["path"] + "/", ORIGINAL_PATH: scope["path"]}
+        return super().matches(scope)
+
+    async def handle(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        try:
+            await super().handle(scope, receive, send)
+        finally:
+            scope["path"] = path

@@ -7,7 +7,6 @@ import struct
 
 import numpy as np
 import pytest
-
 import tritonclient.http as httpclient
 
 from service.v2.codec import Output, Tensor, decode_request, encode_response, to_binary

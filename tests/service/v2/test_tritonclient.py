@@ -132,7 +132,7 @@ def test_class_count_matches_classify(
         assert [int(idx) for _, idx, _ in parsed] == [p["index"] for p in predictions]
         assert [label for _, _, label in parsed] == [p["label"] for p in predictions]
         # The value is the model's raw output (as Triton does), not the softmax score of /classify.
-        for (value, idx, _), p in zip(parsed, predictions, strict=True):
+        for value, idx, _ in parsed:
             assert float(value) == pytest.approx(float(raw[int(idx)]), abs=1e-5)
         probs = np.exp(raw - raw.max()) / np.exp(raw - raw.max()).sum()
         assert [p["score"] for p in predictions] == pytest.approx([float(probs[p["index"]]) for p in predictions], abs=1e-5)
@@ -183,7 +183,7 @@ def test_repository_index_is_read_only(client: object, default: ModelEntry, sour
 def test_bad_inputs_are_400(client: object, default: ModelEntry) -> None:
     wrong_shape = np.zeros((1, 3, 5, 5), dtype=np.float32)
     wrong_type = np.zeros((1, *[int(d) for d in default.input.shape[1:]]), dtype=np.float64)
-    cases = [("input", wrong_shape, "FP32", "shape"), ("input", wrong_type, "FP64", "datatype"), ("x", wrong_type.astype(np.float32), "FP32", "one input")]
+    cases: list[tuple[str, np.ndarray, str, str]] = [("input", wrong_shape, "FP32", "shape"), ("input", wrong_type, "FP64", "datatype"), ("x", wrong_type.astype(np.float32), "FP32", "one input")]
     for name, x, datatype, message in cases:
         tensor = httpclient.InferInput(name, list(x.shape), datatype)
         tensor.set_data_from_numpy(x)

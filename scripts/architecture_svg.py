@@ -1,0 +1,109 @@
+"""Write docs/architecture.svg: the request path of POST /classify and POST /v2/.../infer, one swimlane
+per kind of thread. Rerun after changing the path: `python scripts/architecture_svg.py`."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from html import escape
+from pathlib import Path
+
+OUT = Path(__file__).resolve().parents[1] / "docs" / "architecture.svg"
+
+LANES = [  # (title, second line, colour)
+    ("event loop", "uvicorn, one thread", "#e8f0fb"),
+    ("preprocess pool", "CONVZOO_PREPROCESS_THREADS", "#eaf6ea"),
+    ("batcher threads", "per model: CONVZOO_INFERENCE_THREADS", "#fdf1e3"),
+    ("ONNX Runtime session", "CONVZOO_INTRA_OP_THREADS", "#f6e8f3"),
+]
+LANE_W, STEP_H, BOX_H, TOP, TITLE_H = 270, 52, 38, 46, 30
+
+
+@dataclass(frozen=True)
+class Step:
+    lane: int
+    text: str
+    where: str  # the module that does it
+
+
+CLASSIFY = [
+    Step(0, "RequestLog, UploadLimit; route; Services", "logging, api/limits, api/deps"),
+    Step(0, "model or model=auto; read the uploads", "api/choice, api/uploads"),
+    Step(1, "decode (EXIF, frames, modes) + to_tensor", "preprocess"),
+    Step(0, "ModelManager.infer: load if needed, submit", "manager"),
+    Step(2, "DynamicBatcher: cut a batch (size / delay)", "batcher"),
+    Step(3, "session.run(batch): logits", "runtime"),
+    Step(2, "hooks: metrics, v2 statistics, live latency", "metrics, v2/statistics, live_latency"),
+    Step(0, "softmax, top-k, labels; ClassifyResponse", "postprocess, api/schemas"),
+]
+
+V2 = [
+    Step(0, "RequestLog, UploadLimit; the /v2 app (mount)", "logging, api/limits, api/routes/v2"),
+    Step(0, "resolve model; read (gunzip) the body", "v2/handlers"),
+    Step(1, "decode the tensors (bodies > 64 KiB)", "v2/codec"),
+    Step(0, "validate against the metadata; infer", "v2/handlers, manager"),
+    Step(2, "DynamicBatcher: shared with /classify", "batcher"),
+    Step(3, "session.run(batch): logits", "runtime"),
+    Step(0, "outputs (+ classification top-k); encode", "v2/classification, v2/codec"),
+]
+
+
+def _lanes(y0: int, height: int) -> list[str]:
+    out = []
+    for i, (name, detail, colour) in enumerate(LANES):
+        x = 10 + i * LANE_W
+        middle = x + (LANE_W - 6) / 2
+        out.append(f'<rect x="{x}" y="{y0}" width="{LANE_W - 6}" height="{height}" fill="{colour}" rx="6"/>')
+        out.append(
+            f'<text x="{middle}" y="{y0 + 16}" font-size="12" font-weight="bold" '
+            f'text-anchor="middle">{escape(name)}</text>'
+        )
+        out.append(
+            f'<text x="{middle}" y="{y0 + 30}" font-size="10" fill="#555" '
+            f'text-anchor="middle">{escape(detail)}</text>'
+        )
+    return out
+
+
+def _flow(title: str, steps: list[Step], y0: int) -> tuple[list[str], int]:
+    height = TOP + len(steps) * STEP_H
+    out = [f'<text x="12" y="{y0 + 18}" font-size="15" font-weight="bold">{escape(title)}</text>']
+    y0 += TITLE_H
+    out += _lanes(y0, height)
+    centres = []
+    for i, step in enumerate(steps):
+        x = 10 + step.lane * LANE_W + 8
+        y = y0 + TOP + i * STEP_H
+        w = LANE_W - 22
+        out.append(f'<rect x="{x}" y="{y}" width="{w}" height="{BOX_H}" fill="white" stroke="#444" rx="4"/>')
+        out.append(f'<text x="{x + 6}" y="{y + 15}" font-size="11">{escape(step.text)}</text>')
+        out.append(f'<text x="{x + 6}" y="{y + 30}" font-size="10" fill="#666">{escape(step.where)}</text>')
+        centres.append((x + w / 2, y, y + BOX_H))
+    for (xa, _, ya), (xb, yb, _) in itertools.pairwise(centres):
+        out.append(
+            f'<line x1="{xa}" y1="{ya}" x2="{xb}" y2="{yb}" stroke="#333" stroke-width="1.3" '
+            'marker-end="url(#arrow)"/>'
+        )
+    return out, y0 + height + 14
+
+
+def svg() -> str:
+    width = 20 + len(LANES) * LANE_W
+    parts: list[str] = []
+    y = 6
+    for title, steps in (("POST /classify", CLASSIFY), ("POST /v2/models/{name}/infer", V2)):
+        drawn, y = _flow(title, steps, y)
+        parts += drawn
+    head = (
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{y}" viewBox="0 0 {width} {y}" '
+        'font-family="sans-serif">'
+        '<defs><marker id="arrow" viewBox="0 0 10 10" refX="9" refY="5" markerWidth="7" markerHeight="7" '
+        'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#333"/></marker></defs>'
+        f'<rect width="{width}" height="{y}" fill="white"/>'
+    )
+    return "\n".join([head, *parts, "</svg>"]) + "\n"
+
+
+if __name__ == "__main__":
+    OUT.write_text(svg())
+    print(f"wrote {OUT.relative_to(OUT.parents[1])}")

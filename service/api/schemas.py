@@ -1,0 +1,246 @@
+"""The success bodies of the HTTP API, one model per body, so that /openapi.json documents every one.
+
+Field order is the order of the JSON members. A member that is absent unless it applies (e.g. `selection`
+of /classify) has a default and is left unset: those routes answer with `response_model_exclude_unset`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel
+
+from service.postprocess import Prediction
+from service.registry import Artifact, InputSpec, Latency, Parity, Preprocessing, Provenance
+from service.selection import CostAxis, LatencySource
+
+__all__ = ["Prediction"]
+
+ModelStatus = Literal["available", "loaded", "unavailable"]  # the contract's three states
+
+
+# ---- /health ---------------------------------------------------------------------------------------------
+
+
+class Live(BaseModel):
+    status: Literal["live"] = "live"
+
+
+class Ready(BaseModel):
+    status: Literal["ready"] = "ready"
+    default: str
+    detail: str
+
+
+# ---- /classify -------------------------------------------------------------------------------------------
+
+
+class ImageResult(BaseModel):
+    filename: str | None  # None for a raw image body
+    width: int
+    height: int
+    predictions: list[Prediction]
+
+
+class ClassifyTiming(BaseModel):
+    decode: float
+    preprocess: float
+    queue: float
+    inference: float
+    total: float
+
+
+class SelectionFailure(BaseModel):
+    constraint: str
+    detail: str
+
+
+class Considered(BaseModel):
+    name: str
+    top1: float | None
+    accuracy_source: str | None
+    latency_ms: float | None
+    latency_source: LatencySource | None
+    size_mb: float | None
+    status: str
+    fits: bool
+    failed: list[SelectionFailure]
+
+
+class SelectionReport(BaseModel):
+    """How `model=auto` chose: the constraints, the reason, every model considered."""
+
+    chosen: str
+    dataset: str
+    constraints: dict[str, float | str]
+    reason: str
+    considered: list[Considered]
+
+
+class ClassifyResponse(BaseModel):
+    model: str
+    version: str
+    selection: SelectionReport | None = None  # present with model=auto only
+    results: list[ImageResult]
+    timing_ms: ClassifyTiming
+
+
+# ---- /compare --------------------------------------------------------------------------------------------
+
+
+class CompareImage(BaseModel):
+    filename: str | None
+    width: int
+    height: int
+
+
+class CompareTiming(BaseModel):
+    load: float
+    preprocess: float
+    queue: float
+    inference: float
+    total: float
+
+
+class CompareAnswer(BaseModel):
+    model: str
+    version: str
+    top1: float | None  # the model's registry accuracy, beside its answer
+    predictions: list[Prediction]
+    timing_ms: CompareTiming
+
+
+class CompareErrorDetail(BaseModel):
+    status: int
+    title: str
+    detail: str
+
+
+class CompareFailure(BaseModel):
+    """A model that could not answer: the problem it would have answered alone."""
+
+    model: str
+    error: CompareErrorDetail
+
+
+class AgreedTop1(BaseModel):
+    index: int
+    label: str
+    models: list[str]
+
+
+class PairAgreement(BaseModel):
+    models: list[str]
+    same_top1: bool
+    topk_overlap: float  # Jaccard of the two top-k sets
+
+
+class Agreement(BaseModel):
+    answered: int
+    top1: AgreedTop1 | None
+    share_top1: int
+    unanimous: bool
+    distinct_top1: int | None = None  # absent when no model answered
+    pairwise_top1_agreement: float | None = None  # absent when no model answered; null with one
+    pairwise: list[PairAgreement]
+
+
+class CompareTotals(BaseModel):
+    decode: float
+    total: float
+
+
+class CompareResponse(BaseModel):
+    image: CompareImage
+    models: list[CompareAnswer | CompareFailure]
+    agreement: Agreement
+    timing_ms: CompareTotals
+
+
+# ---- /models ---------------------------------------------------------------------------------------------
+
+
+class ModelSummary(BaseModel):
+    """One row of the comparison table; `GET /models?sort=` sorts by any of these fields."""
+
+    name: str
+    version: str
+    dataset: str
+    architecture: str
+    num_classes: int
+    input_shape: list[int | str]
+    params: int
+    depth: int
+    gflops: float
+    size_mb: float | None
+    top1: float | None
+    top5: float | None
+    accuracy_source: str | None
+    weights: str
+    status: ModelStatus
+    status_reason: str | None
+    latency_ms: float | None  # measured here by the service at load time, p50 at batch 1
+    throughput_ips: float | None
+
+
+class ModelList(BaseModel):
+    default: str
+    models: list[ModelSummary]
+
+
+class AccuracyInfo(BaseModel):
+    split: str | None
+    samples: int | None
+    date: str | None  # ISO 8601
+
+
+class CalibrationInfo(BaseModel):
+    p50_ms: float
+    p99_ms: float
+    throughput_ips: float
+    batch_size: int
+    samples: int
+    provider: str
+
+
+class BatchingInfo(BaseModel):
+    max_batch_size: int
+    max_queue_delay_us: int
+    max_queue_size: int
+
+
+class ModelDetail(ModelSummary):
+    paper: str
+    input: InputSpec
+    preprocessing: Preprocessing
+    labels_count: int
+    artifact: Artifact
+    weights_source: str
+    accuracy: AccuracyInfo
+    parity: Parity | None
+    provenance: Provenance | None
+    registry_latency: Latency | None
+    calibration: CalibrationInfo | None
+    providers: list[str] | None  # ONNX Runtime's, while loaded
+    batching: BatchingInfo
+
+
+class LabelList(BaseModel):
+    labels: list[str]
+
+
+class FrontierPoint(BaseModel):
+    name: str
+    cost: float
+    top1: float | None
+    accuracy_source: str | None
+    latency_source: LatencySource | None
+    status: str
+
+
+class ParetoResponse(BaseModel):
+    dataset: str
+    x: CostAxis
+    unit: str
+    frontier: list[FrontierPoint]
+    off_frontier: list[str]

@@ -1,0 +1,45 @@
+"""The images of a request: multipart `file` parts, or one raw body of an image type (/classify, /compare)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+from starlette.datastructures import UploadFile
+
+from service.errors import InvalidParameter, UnsupportedMediaType
+from service.preprocess import ACCEPTED_MEDIA_TYPES
+from service.settings import Settings
+
+
+@dataclass(frozen=True)
+class Upload:
+    filename: str | None  # None for a raw body
+    data: bytes
+
+
+def _media_type(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
+    """Every uploaded image, in order; 415 for another body type, 422 for a multipart body without files."""
+    media = _media_type(request)
+    if media == "multipart/form-data":
+        limit = settings.max_files_per_request
+        async with request.form(max_files=limit, max_fields=limit) as form:
+            uploads = []
+            for part in form.getlist("file"):
+                if not isinstance(part, UploadFile):
+                    raise InvalidParameter("Each `file` part must be a file upload, not a text field.")
+                uploads.append(Upload(filename=part.filename, data=await part.read()))
+        if not uploads:
+            raise InvalidParameter("The multipart body has no part named `file`; send one or more images.")
+        return uploads
+    if media in ACCEPTED_MEDIA_TYPES:
+        return [Upload(filename=None, data=await request.body())]
+    shown = media or "none"
+    raise UnsupportedMediaType(
+        f"Content-Type {shown} is not accepted; send multipart/form-data with `file` parts, "
+        f"or a raw body of type {', '.join(sorted(ACCEPTED_MEDIA_TYPES))}."
+    )

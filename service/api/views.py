@@ -1,0 +1,92 @@
+"""What the API shows of a model: its row of the comparison table and its full description."""
+
+from __future__ import annotations
+
+from service.api.schemas import (
+    AccuracyInfo,
+    BatchingInfo,
+    CalibrationInfo,
+    ModelDetail,
+    ModelList,
+    ModelSummary,
+)
+from service.manager import ModelManager, ModelState
+
+
+def _summary_fields(state: ModelState) -> dict[str, object]:
+    e, m = state.entry, state.entry.metrics
+    cal = state.calibration
+    return {
+        "name": e.name,
+        "version": e.version,
+        "dataset": e.dataset,
+        "architecture": e.architecture,
+        "num_classes": e.num_classes,
+        "input_shape": list(e.input.shape),
+        "params": m.params,
+        "depth": m.depth,
+        "gflops": m.gflops,
+        "size_mb": m.size_mb,
+        "top1": m.top1,
+        "top5": m.top5,
+        "accuracy_source": m.accuracy_source,
+        "weights": e.weights.kind,
+        # The contract's three states: a model being loaded is still `available`, with a reason.
+        "status": "available" if state.status == "loading" else state.status,
+        "status_reason": "loading" if state.status == "loading" else state.reason,
+        "latency_ms": round(cal.p50_ms, 5) if cal else None,
+        "throughput_ips": round(cal.throughput_ips, 1) if cal else None,
+    }
+
+
+def summary(state: ModelState) -> ModelSummary:
+    return ModelSummary.model_validate(_summary_fields(state))
+
+
+def model_list(manager: ModelManager) -> ModelList:
+    return ModelList(default=manager.default, models=[summary(s) for s in manager.states()])
+
+
+def detail(manager: ModelManager, name: str) -> ModelDetail:
+    state = manager.state(name)
+    e = state.entry
+    cal = state.calibration
+    calibration = (
+        CalibrationInfo(
+            p50_ms=cal.p50_ms,
+            p99_ms=cal.p99_ms,
+            throughput_ips=cal.throughput_ips,
+            batch_size=cal.batch_size,
+            samples=cal.samples,
+            provider=cal.provider,
+        )
+        if cal
+        else None
+    )
+    return ModelDetail.model_validate(
+        {
+            **_summary_fields(state),
+            "paper": e.paper,
+            "input": e.input,
+            "preprocessing": e.preprocessing,
+            "labels_count": len(manager.labels(name)),
+            "artifact": e.artifact,
+            "weights_source": e.weights.source,
+            "accuracy": AccuracyInfo(
+                split=e.metrics.accuracy_split,
+                samples=e.metrics.accuracy_samples,
+                date=e.metrics.accuracy_date.isoformat() if e.metrics.accuracy_date else None,
+            ),
+            "parity": e.parity,
+            "provenance": e.provenance,
+            "registry_latency": e.latency,
+            "calibration": calibration,
+            "providers": state.model.providers if state.model else None,
+            "batching": BatchingInfo(
+                # The loaded session's own batch limit, which a fixed batch axis lowers.
+                max_batch_size=state.model.max_batch_size if state.model else state.policy.max_batch_size,
+                max_queue_delay_us=state.policy.max_queue_delay_us,
+                max_queue_size=state.policy.max_queue_size,
+            ),
+        }
+    )

@@ -8,6 +8,7 @@ from fastapi import FastAPI
 
 from service.api.routes import v2
 from service.errors import register_error_renderer
+from service.lifecycle_metrics import LifecycleCollector
 from service.logging import RequestLog, configure_logging
 from service.manager import ModelManager
 from service.metrics import Metrics, ModelGauge
@@ -45,5 +46,6 @@ def attach(app: FastAPI, manager: ModelManager) -> None:
     stats: Statistics = app.state.v2_statistics
     manager.batch_hooks.extend([metrics.observe_batch, stats.record])
     metrics.watch_models(
-        lambda: [ModelGauge(s.entry.name, s.status == "loaded", s.size_bytes) for s in manager.states()]
+        lambda: [ModelGauge(s.entry.name, s.status == "loaded", s.memory_estimate_bytes) for s in manager.states()]
     )
+    metrics.registry.register(LifecycleCollector(manager))

@@ -17,9 +17,13 @@ async def live() -> dict[str, Any]:
     return {"status": "live"}
 
 
-@router.get("/ready", summary="200 once the default model is loaded and warmed up, else 503")
+@router.get(
+    "/ready",
+    summary="200 once the default model and every preloaded model are loaded and warmed up, else 503",
+)
 async def ready(manager: ManagerDep) -> dict[str, Any]:
-    ok, reason = manager.ready()
+    ok, reason, models = manager.readiness()
     if not ok:
-        raise NotReady(reason)
-    return {"status": "ready", "default": manager.default, "detail": reason}
+        # The problem document names the models still loading and those that cannot load.
+        raise NotReady(reason, extensions=models)
+    return {"status": "ready", "default": manager.default, "detail": reason, **models}

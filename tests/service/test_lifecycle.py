@@ -20,7 +20,8 @@ from tests.service.lifecycle_models import fat_model, install, slow_loading_mode
 
 pytestmark = pytest.mark.anyio
 
-SLOW_MATMULS = 24  # about 0.6-1.5 s of load on this kind of machine
+SLOW_MATMULS = 24  # about 0.6-1.5 s of load on a 2-core machine: longer than a 0.5 s deadline
+QUICK_MATMULS = 8  # a load that is slow enough to be seen loading
 
 
 def fashion_models(zoo: Zoo) -> list[ModelEntry]:
@@ -79,7 +80,7 @@ def samples(text: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 async def test_readiness_with_a_preload_list_without_the_default(zoo: Zoo, client_for: ClientFactory) -> None:
     slow, other = fashion_models(zoo)[:2]
-    install(zoo, slow.name, slow_loading_model(slow, matmuls=SLOW_MATMULS))
+    install(zoo, slow.name, slow_loading_model(slow, matmuls=QUICK_MATMULS))
     default = zoo.registry.default
     async with client_for(zoo, wait_ready=False, preload=[slow.name, other.name]) as client:
         first = await client.get("/health/ready")
@@ -118,14 +119,14 @@ async def test_the_first_request_to_a_cold_model_is_not_delayed_by_calibration(
     zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
 ) -> None:
     cold = fashion_models(zoo)[0].name
-    async with client_for(zoo, calibration_s=3.0) as client:
+    async with client_for(zoo, calibration_s=1.5) as client:
         manager = manager_of(client)
         started = time.monotonic()
         r = await classify(client, fashion, cold)
         answered = time.monotonic() - started
         assert r.status_code == 200
-        # Calibration takes 3 s and starts after the load: the answer did not wait for it.
-        assert manager.state(cold).calibration is None and answered < 3.0
+        # Calibration takes 1.5 s and starts after the load: the answer did not wait for it.
+        assert manager.state(cold).calibration is None and answered < 1.5
         assert (await summary(client, cold))["latency_ms"] is None
 
         async def calibrated() -> bool:
@@ -244,7 +245,7 @@ async def test_loads_of_different_models_run_in_parallel(
 ) -> None:
     a, b = fashion_models(zoo)[:2]
     for entry in (a, b):
-        install(zoo, entry.name, slow_loading_model(entry, matmuls=SLOW_MATMULS))
+        install(zoo, entry.name, slow_loading_model(entry, matmuls=QUICK_MATMULS))
     async with client_for(zoo, load_threads=2, request_timeout_s=60) as client:
         manager = manager_of(client)
         ra, rb = await asyncio.gather(classify(client, fashion, a.name), classify(client, fashion, b.name))

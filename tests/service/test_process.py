@@ -19,7 +19,7 @@ def test_ready_only_after_the_default_and_the_preloads_are_warm(zoo: Zoo, serve,
     # A preload list without the default, one of them slow to load: readiness waits for both and the default.
     default = zoo.registry.default
     slow, other = sorted((m for m in zoo.registry.models if m.name != default and m.built), key=lambda m: m.name)[:2]
-    install(zoo, slow.name, slow_loading_model(slow, matmuls=24))
+    install(zoo, slow.name, slow_loading_model(slow, matmuls=12))
     server: Server = serve(zoo, CONVZOO_PRELOAD=f"{slow.name},{other.name}", CONVZOO_CALIBRATION_S="0.5")
     first = httpx.get(server.url + "/health/ready")
     assert first.status_code == 503

@@ -13,6 +13,7 @@ help:
 	@echo "make test   the default test suite"
 	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests"
 	@echo "make bench  benchmark against raw ONNX Runtime and a naive PyTorch endpoint (docs/bench.md)"
+	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"
 	@echo "make soak   SOAK_MINUTES (default 10) of mixed traffic; RSS and error counts (scripts/soak.py)"
 	@echo "make audit  pip-audit of requirements/serve.lock (needs a vulnerability service)"
 	@echo "make models retrain and re-export the Fashion-MNIST zoo into models/ and registry.yaml"
@@ -66,6 +67,14 @@ lint: $(VENV)/.lint-stamp
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy --strict $(LINT_PATHS)
+
+# Many models, one memory budget (docs/bench-models.md): random-weight ImageNet models exported into
+# build/bench-models (not committed), uniform and skewed random workloads. BENCH_MODELS_ARGS: e.g.
+# --label after --seconds 45 --budget-mb 300.
+BENCH_MODELS_ARGS ?= --label current
+.PHONY: bench-models
+bench-models: $(VENV)/.stamp
+	$(VENV)/bin/python scripts/bench_models.py $(BENCH_MODELS_ARGS)
 
 # Soak (not in `make test`): SOAK_MINUTES of valid and 10% malformed traffic against a real server.
 SOAK_MINUTES ?= 10

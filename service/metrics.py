@@ -39,7 +39,7 @@ class _ModelsCollector:
         loaded.add_metric([], sum(1 for r in rows if r.loaded))
         memory = GaugeMetricFamily(
             "convzoo_model_memory_bytes",
-            "Bytes a loaded model counts against the memory budget (its artifact size).",
+            "Bytes a loaded model counts against the memory budget (measured on load; estimated before).",
             labels=["model"],
         )
         for r in rows:

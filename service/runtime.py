@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +72,21 @@ class LoadedModel:
         return np.asarray(binding.copy_outputs_to_cpu()[0], dtype=np.float32)
 
 
+# A minimal ONNX graph (y = Identity(x), one float; opset 17), serialized: the service does not depend on
+# the onnx package.
+_IDENTITY_ONNX = (
+    b"\x08\x08\x12\x00::\n\x10\n\x01x\x12\x01y\"\x08Identity\x12\x04initZ\x0f\n\x01x\x12\n\n\x08\x08\x01"
+    b"\x12\x04\n\x02\x08\x01b\x0f\n\x01y\x12\n\n\x08\x08\x01\x12\x04\n\x02\x08\x01B\x04\n\x00\x10\x11"
+)
+
+
+def initialise_runtime(settings: Settings) -> None:
+    """Build and run one trivial CPU session, so that ONNX Runtime's one-time set-up (environment, kernel
+    registries) happens before the memory baseline is taken instead of inside the first model's load."""
+    session = ort.InferenceSession(_IDENTITY_ONNX, _session_options(settings, "disable"), providers=[CPU])
+    session.run(None, {"x": np.ones(1, dtype=np.float32)})
+
+
 def requested_providers(choice: str) -> list[str]:
     """The provider list for a `providers` setting; an explicit `cuda` that is missing raises."""
     available = ort.get_available_providers()
@@ -91,6 +107,8 @@ def _session_options(settings: Settings, level: str) -> ort.SessionOptions:
     opts.intra_op_num_threads = settings.intra_op_threads
     opts.inter_op_num_threads = settings.inter_op_threads
     opts.graph_optimization_level = _OPT_LEVELS[level]
+    # Off: a run's activations are freed after it, so a loaded model costs what its load measured.
+    opts.enable_cpu_mem_arena = settings.cpu_mem_arena
     opts.log_severity_level = 3  # errors only: ORT's warnings are not ours to print per request
     if not settings.intra_op_spinning:
         # Idle intra-op threads otherwise spin for a while after each run, taking the cores that
@@ -128,7 +146,7 @@ def create_session(path: Path, entry: ModelEntry, settings: Settings) -> ort.Inf
 
 
 def load_model(path: Path, entry: ModelEntry, settings: Settings, *, max_batch_size: int) -> LoadedModel:
-    """Build the session, check its signature against the registry entry, warm it up and calibrate it."""
+    """Build the session, check its signature against the registry entry and warm it up (batch 1)."""
     session = create_session(path, entry, settings)
     inputs, outputs = session.get_inputs(), session.get_outputs()
     if len(inputs) != 1 or len(outputs) < 1:
@@ -157,21 +175,33 @@ def load_model(path: Path, entry: ModelEntry, settings: Settings, *, max_batch_s
     return model
 
 
-def calibrate(model: LoadedModel, *, seconds: float) -> Calibration | None:
-    """Measure batch-1 p50/p99 latency and throughput at the model's max batch, in about `seconds`."""
+def calibrate(
+    model: LoadedModel,
+    *,
+    seconds: float,
+    batch_size: int | None = None,
+    should_stop: Callable[[], bool] = lambda: False,
+) -> Calibration | None:
+    """Measure batch-1 p50/p99 latency and throughput at `batch_size` (at most the model's max batch), in
+    about `seconds`; None when `should_stop` says so first (the model is being unloaded)."""
     if seconds <= 0:
         return None
     one = np.random.default_rng(0).standard_normal((1, *model.sample_shape)).astype(np.float32)
     latencies: list[float] = []
     stop = time.perf_counter() + seconds / 2
     while len(latencies) < 5 or (time.perf_counter() < stop and len(latencies) < 2000):
+        if should_stop():
+            return None
         t0 = time.perf_counter_ns()
         model.run(one)
         latencies.append((time.perf_counter_ns() - t0) / 1e6)
-    batch = np.repeat(one, model.max_batch_size, axis=0)
+    size = min(batch_size or model.max_batch_size, model.max_batch_size)
+    batch = np.repeat(one, size, axis=0)
     runs, images, start = 0, 0, time.perf_counter()
     stop = start + seconds / 2
     while runs < 1 or time.perf_counter() < stop:
+        if should_stop():
+            return None
         model.run(batch)
         runs += 1
         images += len(batch)
@@ -181,7 +211,7 @@ def calibrate(model: LoadedModel, *, seconds: float) -> Calibration | None:
         p50_ms=float(np.percentile(arr, 50)),
         p99_ms=float(np.percentile(arr, 99)),
         throughput_ips=images / elapsed,
-        batch_size=model.max_batch_size,
+        batch_size=size,
         samples=len(latencies),
         provider=model.providers[0],
     )

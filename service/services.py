@@ -11,6 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
 from service import preprocess
+from service.lifecycle_metrics import LifecycleCollector
 from service.live_latency import RecentLatencies
 from service.manager import ModelManager
 from service.metrics import Metrics, ModelGauge
@@ -44,8 +45,9 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
     )  # a bad registry fails start-up, loudly
     manager.preload_names()  # unknown preload names too
     metrics.watch_models(
-        lambda: [ModelGauge(s.entry.name, s.status == "loaded", s.size_bytes) for s in manager.states()]
+        lambda: [ModelGauge(s.entry.name, s.status == "loaded", s.memory_estimate_bytes) for s in manager.states()]
     )
+    metrics.registry.register(LifecycleCollector(manager))  # loads, load seconds, evictions, calibrations
     pool = ThreadPoolExecutor(max_workers=settings.preprocess_threads, thread_name_prefix="preprocess")
     await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
     manager.start()

@@ -57,6 +57,12 @@ class Settings(BaseSettings):
     graceful_shutdown_s: float = Field(default=10.0, ge=0)
     preprocess_threads: int = Field(default=2, ge=1)
 
+    # Model lifecycle: parallel loads, memory, calibration (docs/model-lifecycle.md)
+    load_threads: int = Field(default=2, ge=1)  # loads of different models run in parallel, up to this
+    cpu_mem_arena: bool = False  # ORT's CPU arena keeps every run's peak activations for good
+    calibration_batch_size: int = Field(default=8, ge=1)  # the throughput run's batch: bounds its memory
+    background_calibration: bool = True  # after start-up, calibrate every available model, one at a time
+
     @field_validator("preload", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:

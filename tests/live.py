@@ -57,6 +57,7 @@ def start_service(
         "CONVZOO_MODELS_DIR": str(models_dir),
         "CONVZOO_INTRA_OP_THREADS": "1",
         "CONVZOO_CALIBRATION_S": "0.02",
+        "CONVZOO_BACKGROUND_CALIBRATION": "false",
         "OMP_NUM_THREADS": "1",
         **(env or {}),
     }

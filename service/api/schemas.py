@@ -30,6 +30,9 @@ class Ready(BaseModel):
     status: Literal["ready"] = "ready"
     default: str
     detail: str
+    loaded: list[str]  # the models readiness waits for: the default and every preload
+    loading: list[str]
+    unavailable: list[str]
 
 
 # ---- /classify -------------------------------------------------------------------------------------------
@@ -181,6 +184,16 @@ class ModelSummary(BaseModel):
     status_reason: str | None
     latency_ms: float | None  # measured here by the service at load time, p50 at batch 1
     throughput_ips: float | None
+    latency_source: str | None  # "calibration" once measured here
+    registry_latency_ms: float | None  # the registry's p50, measured on the host named below
+    registry_throughput_ips: float | None
+    registry_latency_host: str | None
+    memory_bytes: int | None  # measured growth of the process when the model loaded
+    memory_source: Literal["measured", "estimated"]
+    memory_estimate_bytes: int  # what the memory budget counts: measured, else estimated from the file
+    last_load_s: float | None
+    last_loaded_at: str | None  # ISO 8601, UTC
+    loads: int
 
 
 class ModelList(BaseModel):

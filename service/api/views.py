@@ -36,6 +36,29 @@ def _summary_fields(state: ModelState) -> dict[str, object]:
         "status_reason": "loading" if state.status == "loading" else state.reason,
         "latency_ms": round(cal.p50_ms, 5) if cal else None,
         "throughput_ips": round(cal.throughput_ips, 1) if cal else None,
+        **_lifecycle_fields(state),
+    }
+
+
+def _lifecycle_fields(state: ModelState) -> dict[str, object]:
+    """Where the latency comes from, the registry's figure labelled with the host it was measured on,
+    and the model's measured memory and last load."""
+    cal, reg = state.calibration, state.entry.latency
+    host = None
+    if reg is not None:
+        h = reg.host
+        host = f"{h.gpu or h.cpu}, {h.provider}, {h.intra_op_threads} threads, {reg.date.isoformat()}"
+    return {
+        "latency_source": "calibration" if cal else None,
+        "registry_latency_ms": reg.p50_ms if reg else None,
+        "registry_throughput_ips": reg.throughput_ips if reg else None,
+        "registry_latency_host": host,
+        "memory_bytes": state.memory_bytes,
+        "memory_source": "measured" if state.memory_bytes is not None else "estimated",
+        "memory_estimate_bytes": state.memory_estimate_bytes,
+        "last_load_s": round(state.load_s, 4) if state.load_s is not None else None,
+        "last_loaded_at": state.loaded_at.isoformat() if state.loaded_at else None,
+        "loads": state.loads,
     }
 
 

@@ -118,13 +118,14 @@ def photo_zoo(tmp_path: Path, committed_zoo: Zoo) -> Zoo:
 
 
 def settings_for(zoo: Zoo, **overrides: Any) -> Settings:
-    """Test settings: one inference thread, a short calibration, the given zoo."""
+    """Test settings: one inference thread, a short calibration, no background calibration, the given zoo."""
     values: dict[str, Any] = {
         "registry_path": zoo.registry_path,
         "models_dir": zoo.models_dir,
         "intra_op_threads": 1,
         "calibration_s": 0.02,
         "max_queue_delay_us": 500,
+        "background_calibration": False,  # on where a test is about it
     }
     values.update(overrides)
     return Settings(**values)

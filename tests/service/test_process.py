@@ -13,23 +13,36 @@ from tests.live import Server
 from tests.service.conftest import FashionSample, ServeFactory, Zoo
 
 
-def test_ready_only_after_the_default_model_is_warm(zoo: Zoo, serve: ServeFactory, fashion: FashionSample) -> None:
-    # A long calibration keeps the default model loading for a while after start-up.
-    server: Server = serve(zoo, CONVZOO_CALIBRATION_S="3")
+def test_ready_only_after_the_default_and_the_preloads_are_warm(
+    zoo: Zoo, serve: ServeFactory, fashion: FashionSample
+) -> None:
+    from tests.service.lifecycle_models import install, slow_loading_model
+
+    # A preload list without the default, one of them slow to load: readiness waits for both and the default.
+    default = zoo.registry.default
+    slow, other = sorted((m for m in zoo.registry.models if m.name != default and m.built), key=lambda m: m.name)[:2]
+    install(zoo, slow.name, slow_loading_model(slow, matmuls=12))
+    server: Server = serve(zoo, CONVZOO_PRELOAD=f"{slow.name},{other.name}", CONVZOO_CALIBRATION_S="0.5")
     first = httpx.get(server.url + "/health/ready")
     assert first.status_code == 503
     assert first.headers["content-type"] == "application/problem+json"
     assert "not yet warmed up" in first.json()["detail"] and "retry-after" in first.headers
+    assert slow.name in first.json()["loading"]
     assert httpx.get(server.url + "/health/live").status_code == 200
     deadline = time.monotonic() + 30
     while httpx.get(server.url + "/health/ready").status_code != 200:
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.1)
-    models = httpx.get(server.url + "/models").json()["models"]
-    default = next(m for m in models if m["name"] == zoo.registry.default)
-    assert default["status"] == "loaded" and default["latency_ms"] > 0
+    ready = httpx.get(server.url + "/health/ready").json()
+    assert set(ready["loaded"]) == {default, slow.name, other.name}
+    models = {m["name"]: m for m in httpx.get(server.url + "/models").json()["models"]}
+    assert all(models[n]["status"] == "loaded" for n in (default, slow.name, other.name))
     r = httpx.post(server.url + "/classify", files={"file": ("shoe.png", fashion.png(0), "image/png")})
     assert r.status_code == 200 and r.json()["results"][0]["filename"] == "shoe.png"
+    while models[default]["latency_ms"] is None:  # calibrated after readiness, off the requests' path
+        assert time.monotonic() < deadline, server.log()
+        time.sleep(0.1)
+        models = {m["name"]: m for m in httpx.get(server.url + "/models").json()["models"]}
 
 
 def _raw_request(server: Server, head: bytes, body_chunks: list[bytes]) -> bytes:

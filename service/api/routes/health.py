@@ -16,9 +16,13 @@ async def live() -> Live:
     return Live()
 
 
-@router.get("/ready", summary="200 once the default model is loaded and warmed up, else 503")
+@router.get(
+    "/ready",
+    summary="200 once the default model and every preloaded model are loaded and warmed up, else 503",
+)
 async def ready(manager: ManagerDep) -> Ready:
-    ok, reason = manager.ready()
+    ok, reason, models = manager.readiness()
     if not ok:
-        raise NotReady(reason)
-    return Ready(default=manager.default, detail=reason)
+        # The problem document names the models still loading and those that cannot load.
+        raise NotReady(reason, extensions=models)
+    return Ready(default=manager.default, detail=reason, **models)

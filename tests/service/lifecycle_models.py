@@ -1,0 +1,86 @@
+"""Real ONNX graphs with the shape of a registry entry, built to exercise the model lifecycle: one whose
+footprint loaded is far larger than its file, one whose load takes a while. Both are made by ONNX Runtime's
+own constant folding at load time, so no clock or allocation is faked."""
+
+from __future__ import annotations
+
+import hashlib
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from service.registry import ModelEntry, Registry
+from tests.service.conftest import Zoo
+
+
+def _graph(entry: ModelEntry, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto], name: str) -> bytes:
+    features = int(np.prod([int(d) for d in entry.input.shape[1:]]))
+    head = [
+        helper.make_node("Flatten", [entry.input.name], ["flat"]),
+        helper.make_node("Slice", ["weights", "zero", "features"], ["w1"]),  # features x hidden
+        helper.make_node("MatMul", ["flat", "w1"], ["hidden"]),
+        helper.make_node("ConstantOfShape", ["fc_shape"], ["fc"], value=_scalar(0.01)),
+        helper.make_node("MatMul", ["hidden", "fc"], ["logits"]),
+    ]
+    inits = [
+        *inits,
+        numpy_helper.from_array(np.array([0], np.int64), "zero"),
+        numpy_helper.from_array(np.array([features], np.int64), "features"),
+    ]
+    shape = ["batch", *entry.input.shape[1:]]
+    graph = helper.make_graph(
+        [*nodes, *head],
+        name,
+        [helper.make_tensor_value_info(entry.input.name, TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", entry.num_classes])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    return bytes(model.SerializeToString())
+
+
+def _scalar(value: float) -> onnx.TensorProto:
+    return numpy_helper.from_array(np.array([value], np.float32))
+
+
+def fat_model(entry: ModelEntry, *, megabytes: int) -> bytes:
+    """A file of a few hundred bytes whose weights (a constant folded when the session is built) take
+    `megabytes` MB once loaded."""
+    features = int(np.prod([int(d) for d in entry.input.shape[1:]]))
+    hidden = megabytes * 1_000_000 // (4 * features)
+    nodes = [helper.make_node("ConstantOfShape", ["w_shape"], ["weights"], value=_scalar(0.001))]
+    inits = [
+        numpy_helper.from_array(np.array([features, hidden], np.int64), "w_shape"),
+        numpy_helper.from_array(np.array([hidden, entry.num_classes], np.int64), "fc_shape"),
+    ]
+    return _graph(entry, nodes, inits, "fat")
+
+
+def slow_loading_model(entry: ModelEntry, *, matmuls: int, n: int = 1024) -> bytes:
+    """A small model whose session build folds `matmuls` products of n x n constants (about 25 ms each
+    for n=1024 on one core here): its load takes a while, its inference does not."""
+    nodes = [helper.make_node("ConstantOfShape", ["m_shape"], ["m0"], value=_scalar(1.0 / n))]
+    for i in range(matmuls):
+        nodes.append(helper.make_node("MatMul", [f"m{i}", "m0"], [f"m{i + 1}"]))
+    nodes.append(helper.make_node("Identity", [f"m{matmuls}"], ["weights"]))
+    inits = [
+        numpy_helper.from_array(np.array([n, n], np.int64), "m_shape"),
+        numpy_helper.from_array(np.array([n, entry.num_classes], np.int64), "fc_shape"),
+    ]
+    return _graph(entry, nodes, inits, "slow-loading")
+
+
+def install(zoo: Zoo, name: str, data: bytes) -> None:
+    """Write `data` as entry `name`'s artifact, size and checksum recorded in the registry."""
+    registry = zoo.registry
+    filename = f"{name}.lifecycle.onnx"
+    (zoo.models_dir / filename).write_bytes(data)
+    update = {"path": filename, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+    models = [
+        m.model_copy(update={"artifact": m.artifact.model_copy(update=update)}) if m.name == name else m
+        for m in registry.models
+    ]
+    zoo.save(Registry.model_validate({**registry.model_dump(), "models": [m.model_dump() for m in models]}))

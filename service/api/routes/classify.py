@@ -14,6 +14,7 @@ from starlette.datastructures import UploadFile
 
 from service.api.choice import ModelChoiceDep
 from service.api.deps import ManagerDep, PreprocessPoolDep, SettingsDep
+from service.api.limits import safe_text
 from service.errors import InvalidParameter, UnsupportedMediaType
 from service.preprocess import ACCEPTED_MEDIA_TYPES, decode, to_tensor
 from service.registry import ModelEntry
@@ -51,7 +52,7 @@ async def _read_uploads(request: Request, settings: Settings) -> list[Upload]:
             for part in files:
                 if not isinstance(part, UploadFile):
                     raise InvalidParameter("Each `file` part must be a file upload, not a text field.")
-                uploads.append(Upload(filename=part.filename, data=await part.read()))
+                uploads.append(Upload(filename=safe_text(part.filename), data=await part.read()))
         if not uploads:
             raise InvalidParameter("The multipart body has no part named `file`; send one or more images.")
         return uploads

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 
 from fastapi import APIRouter, FastAPI
@@ -15,6 +14,7 @@ from service.api.limits import UploadLimit
 from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
 from service.errors import install_error_handlers
 from service.manager import ModelManager
+from service.preprocess_pool import PreprocessPool
 from service.settings import Settings
 
 log = logging.getLogger("convzoo")
@@ -42,8 +42,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     observability.attach(app, manager)
     app.state.live_latency = live_latency.attach(manager)
     # Decoding and preprocessing: their own threads, apart from the loop and from inference.
-    app.state.preprocess_pool = ThreadPoolExecutor(
-        max_workers=settings.preprocess_threads, thread_name_prefix="preprocess"
+    # Two lanes: large uploads cannot hold every thread while small ones wait (docs/security.md).
+    app.state.preprocess_pool = PreprocessPool(
+        small_threads=settings.preprocess_threads,
+        large_threads=settings.preprocess_large_threads,
+        large_pixels=settings.preprocess_large_pixels,
     )
     await asyncio.get_running_loop().run_in_executor(app.state.preprocess_pool, preprocess.warm_up)
     manager.start()

@@ -46,6 +46,9 @@ _CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, Ty
 # generous; and scans x pixels is capped too (about a second of this decoder's time on a 2-core host).
 MAX_JPEG_SCANS = 64
 MAX_JPEG_SCAN_PIXELS = 2_000_000_000
+# Pillow keeps a pointer and a block per image row: a 1 x 40,000,000 image takes 700 MB. A row counts
+# as this many pixels against the pixel cap.
+ROW_COST = 16
 # Integer reduction at decoding, of the wide modes only (4 bytes a pixel, converted anyway), where the
 # resize that follows still averages at least this many source pixels per output pixel: Pillow's own
 # rule for results indistinguishable from a direct resize (`reducing_gap`).
@@ -148,6 +151,11 @@ def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Im
         if width * height > max_pixels:
             raise ImageTooLarge(
                 f"The image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels."
+            )
+        if width * height + ROW_COST * height > max_pixels:
+            raise ImageTooLarge(
+                f"The image is {width}x{height}: its {height} rows cost as much to decode as "
+                f"{ROW_COST * height} pixels; the limit is {max_pixels} pixels."
             )
         if width == 0 or height == 0:
             raise BadImage("The image has no pixels.")
@@ -290,7 +298,7 @@ def _centre_crop(image: Image.Image, crop: int) -> Image.Image:
 def warm_up() -> None:
     """Import Pillow's format plugins now, so the first upload does not pay for it."""
     Image.init()
-    decode(_TINY_PNG, max_pixels=1)
+    decode(_TINY_PNG, max_pixels=1 + ROW_COST)
 
 
 _TINY_PNG = bytes.fromhex(

@@ -57,6 +57,10 @@ class Settings(BaseSettings):
     graceful_shutdown_s: float = Field(default=10.0, ge=0)
     preprocess_threads: int = Field(default=2, ge=1)
 
+    # Hostile inputs and connections (docs/security.md)
+    preprocess_large_threads: int = Field(default=1, ge=1)  # the lane of uploads over the next setting
+    preprocess_large_pixels: int = Field(default=2_000_000, ge=1)
+
     @field_validator("preload", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:

@@ -47,6 +47,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         small_threads=settings.preprocess_threads,
         large_threads=settings.preprocess_large_threads,
         large_pixels=settings.preprocess_large_pixels,
+        process_memory_mb=settings.preprocess_process_memory_mb,
     )
     await asyncio.get_running_loop().run_in_executor(app.state.preprocess_pool, preprocess.warm_up)
     manager.start()

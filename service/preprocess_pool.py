@@ -1,24 +1,38 @@
-"""The threads that decode and preprocess uploads, in two lanes, so that a few expensive uploads cannot
-hold every thread while cheap ones wait behind them (docs/security.md, Fairness).
+"""Where uploads are decoded and preprocessed: three lanes, so that a few expensive uploads can hold
+neither every thread nor the interpreter while cheap ones wait behind them (docs/security.md, Fairness).
 
-A task's lane is decided by the size of the upload or image it is given: its first bytes argument
-(byte length, then the pixel count read from the image header) or PIL image (pixel count). The header
-is read on a thread of the small lane, which passes an expensive task on to the large lane; the caller
-sees one future either way.
+- small uploads: threads of this pool (the happy path: no copies, no hops);
+- large images (over `large_pixels` from the header, or over 1 MiB): worker processes, each with an
+  address-space limit, so that their decoding neither holds the GIL that the event loop and the small
+  lane need, nor takes more memory than the limit (it fails with MemoryError there: a 413);
+- other large work (a /v2 JSON body over 1 MiB): threads of their own.
+
+A task's lane is decided by its first bytes argument (byte length, then the pixel count read from the
+image header) or PIL image argument (pixel count), `functools.partial` arguments included. The header is
+read on a thread of the small lane, which hands a large task on; the caller sees one future either way.
 """
 
 from __future__ import annotations
 
 import functools
 import io
+import logging
+import multiprocessing
+import resource
+import threading
 import warnings
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ThreadPoolExecutor
-from typing import Any, TypeVar
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
+from service.errors import BadImage
+
 T = TypeVar("T")
+Lane = Literal["small", "large", "process"]
+log = logging.getLogger("convzoo.preprocess")
 
 LARGE_BYTES = 1 << 20  # an upload over 1 MiB is large whatever its header says
 
@@ -34,21 +48,44 @@ def header_pixels(data: bytes | bytearray | memoryview) -> int:
         return 0
 
 
-class PreprocessPool(ThreadPoolExecutor):
-    """A thread pool for cheap uploads (itself) with a second one, `large`, for uploads over `large_pixels`."""
+def _limit_memory(max_bytes: int | None) -> None:
+    if max_bytes is not None:
+        resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
-    def __init__(self, *, small_threads: int, large_threads: int, large_pixels: int) -> None:
+
+class PreprocessPool(ThreadPoolExecutor):
+    """Threads for small uploads (this pool), worker processes for large images, threads for other large
+    work. The processes start on the first large image."""
+
+    def __init__(
+        self, *, small_threads: int, large_threads: int, large_pixels: int, process_memory_mb: float | None
+    ) -> None:
         super().__init__(max_workers=small_threads, thread_name_prefix="preprocess")
         self.large = ThreadPoolExecutor(max_workers=large_threads, thread_name_prefix="preprocess-large")
         self.large_pixels = large_pixels
+        self._workers = large_threads
+        self._memory = int(process_memory_mb * 1_000_000) if process_memory_mb else None
+        self._lock = threading.Lock()
+        self._processes = self._new_processes()
 
-    def is_large(self, args: tuple[Any, ...]) -> bool:
+    def _new_processes(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self._workers,
+            mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with runtime threads
+            initializer=_limit_memory,
+            initargs=(self._memory,),
+        )
+
+    def lane(self, args: tuple[Any, ...]) -> Lane:
         for arg in args:
             if isinstance(arg, Image.Image):
-                return arg.width * arg.height > self.large_pixels
+                return "process" if arg.width * arg.height > self.large_pixels else "small"
             if isinstance(arg, bytes | bytearray | memoryview):
-                return len(arg) > LARGE_BYTES or header_pixels(arg) > self.large_pixels
-        return False
+                pixels = header_pixels(arg)
+                if pixels > self.large_pixels or (pixels and len(arg) > LARGE_BYTES):
+                    return "process"
+                return "large" if len(arg) > LARGE_BYTES else "small"
+        return "small"
 
     def submit(self, fn: Callable[..., T], /, *args: Any, **kwargs: Any) -> Future[T]:
         outer: Future[T] = Future()
@@ -58,27 +95,54 @@ class PreprocessPool(ThreadPoolExecutor):
             if not outer.set_running_or_notify_cancel():
                 return
             try:
-                if self.is_large(given):
-                    self.large.submit(fn, *args, **kwargs).add_done_callback(functools.partial(_copy, outer))
+                lane = self.lane(given)
+                if lane == "small":
+                    outer.set_result(fn(*args, **kwargs))
                     return
-                outer.set_result(fn(*args, **kwargs))
+                inner = self._in_process(fn, args, kwargs) if lane == "process" else self.large.submit(
+                    fn, *args, **kwargs
+                )
+                inner.add_done_callback(functools.partial(self._settle, outer))
             except BaseException as exc:  # noqa: BLE001  (handed to the caller, as ThreadPoolExecutor does)
                 outer.set_exception(exc)
 
         super().submit(triage)
         return outer
 
+    def _in_process(self, fn: Callable[..., T], args: tuple[Any, ...], kwargs: dict[str, Any]) -> Future[T]:
+        with self._lock:
+            processes = self._processes
+        try:
+            return processes.submit(fn, *args, **kwargs)
+        except BrokenProcessPool:
+            self._renew(processes)
+            with self._lock:
+                return self._processes.submit(fn, *args, **kwargs)
+
+    def _renew(self, broken: ProcessPoolExecutor) -> None:
+        with self._lock:
+            if self._processes is broken:
+                log.warning("a preprocessing worker process died; starting new ones")
+                self._processes = self._new_processes()
+        broken.shutdown(wait=False, cancel_futures=True)
+
+    def _settle(self, outer: Future[T], inner: Future[T]) -> None:
+        if inner.cancelled():
+            outer.set_exception(CancelledError())
+            return
+        exc = inner.exception()
+        if isinstance(exc, BrokenProcessPool):
+            # A worker died (a crash in a codec, or killed): this upload is refused, the pool replaced.
+            with self._lock:
+                processes = self._processes
+            self._renew(processes)
+            outer.set_exception(BadImage("The image could not be decoded: its decoder failed."))
+        elif exc is not None:
+            outer.set_exception(exc)
+        else:
+            outer.set_result(inner.result())
+
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         self.large.shutdown(wait=wait, cancel_futures=cancel_futures)
-
-
-def _copy(outer: Future[T], inner: Future[T]) -> None:
-    if inner.cancelled():
-        outer.set_exception(CancelledError())
-        return
-    exc = inner.exception()
-    if exc is not None:
-        outer.set_exception(exc)
-    else:
-        outer.set_result(inner.result())
+        self._processes.shutdown(wait=wait, cancel_futures=cancel_futures)

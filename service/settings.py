@@ -58,8 +58,9 @@ class Settings(BaseSettings):
     preprocess_threads: int = Field(default=2, ge=1)
 
     # Hostile inputs and connections (docs/security.md)
-    preprocess_large_threads: int = Field(default=1, ge=1)  # the lane of uploads over the next setting
+    preprocess_large_threads: int = Field(default=1, ge=1)  # processes for images over the next setting
     preprocess_large_pixels: int = Field(default=2_000_000, ge=1)
+    preprocess_process_memory_mb: float = Field(default=768.0, ge=0)  # address space of each; 0: no limit
 
     @field_validator("preload", mode="before")
     @classmethod

@@ -3,12 +3,18 @@ keeps its p99 under 250 ms and the health probes answer within 100 ms (docs/secu
 
 from __future__ import annotations
 
+import functools
+import os
 import threading
 import time
 
 import httpx
 import numpy as np
+import pytest
 
+from service.errors import ImageTooLarge
+from service.preprocess import decode
+from service.preprocess_pool import PreprocessPool
 from tests.live import Server
 from tests.security import hostile
 from tests.security.conftest import smallest
@@ -68,3 +74,26 @@ def test_expensive_uploads_do_not_starve_cheap_ones(zoo: Zoo, serve, fashion: Fa
     assert len(statuses) >= 4 and all(s < 500 for s in statuses), statuses
     assert p99 < 0.250, f"p99 {p99 * 1e3:.0f} ms over {len(classify)} classify requests"
     assert max(health) < 0.100, f"slowest health probe {max(health) * 1e3:.0f} ms"
+
+
+def _pid(data: bytes) -> int:
+    return os.getpid()
+
+
+def test_large_images_go_to_memory_limited_worker_processes() -> None:
+    pool = PreprocessPool(small_threads=1, large_threads=1, large_pixels=1_000_000, process_memory_mb=400)
+    try:
+        small, large = hostile.grey_png(28, 28), hostile.grey_png(2000, 2000)
+        assert pool.lane((small,)) == "small"
+        assert pool.lane((large,)) == "process"
+        assert pool.lane((b"{" + b" " * (2 << 20),)) == "large"  # a big body that is no image
+        assert pool.submit(_pid, small).result() == os.getpid()
+        assert pool.submit(_pid, large).result(timeout=60) != os.getpid()
+        decoded = pool.submit(functools.partial(decode, large, max_pixels=40_000_000, draft_size=28)).result()
+        assert decoded.size == (2000, 2000)
+        # 36 Mpx of RGBA need more than the 400 MB the worker may map: MemoryError there, a 413 here
+        with pytest.raises(ImageTooLarge):
+            pool.submit(decode, hostile.grey_png(6000, 6000, colour=6), max_pixels=40_000_000).result(timeout=60)
+        assert pool.submit(_pid, large).result(timeout=60) != os.getpid()  # the worker survived
+    finally:
+        pool.shutdown()

@@ -92,7 +92,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.limits = current_limits()
         self._head_bytes = 0
-        self._in_head = True
+        self._in_head = True  # until the first head is complete; then from each request's first byte
         self._head_timer: asyncio.TimerHandle | None = None
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_progress = 0.0
@@ -161,6 +161,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
+        self._head_bytes = 0
+        self._arm_head_timer()
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -197,5 +199,6 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
 
     def on_response_complete(self) -> None:
         super().on_response_complete()
+        # The next head is counted from its first byte (on_message_begin): a response may complete before
+        # its request's body has arrived, and that body is no head.
         self._head_bytes = 0
-        self._in_head = True  # the next request's head; its timer starts with its first byte

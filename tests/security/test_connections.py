@@ -161,3 +161,14 @@ def test_the_descriptor_soft_limit_is_raised_to_the_hard_limit(server: Server) -
     (line,) = [x for x in limits if x.startswith("Max open files")]
     soft, hard = line.split()[3:5]
     assert soft == hard, line
+
+
+def test_a_body_answered_early_is_not_taken_for_a_head(server: Server) -> None:
+    # A 404 may be sent before the body has arrived: the rest of that body is no head to count.
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        for _ in range(3):
+            r = client.post(
+                "/classify", params={"model": "no-such-model"}, files={"file": ("a.png", b"x" * 200_000)}
+            )
+            assert r.status_code == 404, r.text
+        assert client.get("/health/live").status_code == 200

@@ -19,6 +19,7 @@ import io
 import logging
 import multiprocessing
 import resource
+import struct
 import threading
 import warnings
 from collections.abc import Callable
@@ -39,6 +40,10 @@ LARGE_BYTES = 1 << 20  # an upload over 1 MiB is large whatever its header says
 
 def header_pixels(data: bytes | bytearray | memoryview) -> int:
     """Width x height from an image header (no pixels decoded); 0 for bytes that are no image."""
+    head = bytes(data[:24])
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":  # the common case, in a microsecond
+        width, height = struct.unpack(">II", head[16:24])
+        return int(width) * int(height)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -92,3 +92,11 @@ test-docker:
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache
+
+# Mutation fuzzer of the image path (tests/security/fuzz.py): FUZZ_SECONDS with FUZZ_SEED; `make test` runs
+# it for 10 s with seed 0. A failing case is saved under tests/security/fuzz_cases/ and replayed by the tests.
+.PHONY: fuzz
+FUZZ_SECONDS ?= 300
+FUZZ_SEED ?= 1
+fuzz: $(VENV)/.stamp
+	$(VENV)/bin/python -m tests.security.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)

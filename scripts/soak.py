@@ -2,9 +2,12 @@
 
 Nine requests in ten are valid (PNG, JPEG, WebP, GIF images of random sizes, one to three per request,
 multipart or raw); one in ten is malformed (garbage, truncated or unsupported images, pixel bombs, bodies
-over the upload cap, broken multipart, unknown models, bad parameters). The server's RSS is sampled
-throughout. It passes when the RSS grows by less than --max-growth-mib from the end of the warm-up to the
-end, and no request gets a 5xx (valid ones: none at all; malformed ones: none but 503).
+over the upload cap, broken multipart, unknown models, bad parameters); and --hostile-share of them are
+the hostile classes of tests/security/hostile.py (thin, wide-sample, many-page and many-scan images, odd
+TIFF modes, client-chosen charsets, /v2 shapes and number literals, deep JSON). The server's RSS is
+sampled throughout, and the latency of every valid request is kept (p50, p99 in the report). It passes
+when the RSS grows by less than --max-growth-mib from the end of the warm-up to the end, and no request
+gets a 5xx (valid ones: none at all; malformed and hostile ones: none but 503).
 
     python scripts/soak.py --minutes 10          # or: make soak SOAK_MINUTES=10
 """
@@ -33,7 +36,10 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
 MIB = 1 << 20
+
+from tests.security.hostile import CLASSES, Hostile, deep_v2_body
 
 
 def rss_bytes(pid: int) -> int:
@@ -86,7 +92,23 @@ def _png_bomb(side: int) -> bytes:
 class Traffic:
     rng: random.Random
     max_upload: int
+    model: str = ""  # a loaded model, for the hostile /v2 requests
+    hostile_share: float = 0.05
     bomb: bytes = field(default_factory=lambda: _png_bomb(20_000))
+    hostile_cases: list[tuple[Hostile, bytes]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        # The classes whose body fits under the upload cap (bigger bodies are the "too-large" kind's), and
+        # deep JSON as large as the cap allows.
+        cases = [(h, h.body()) for h in CLASSES]
+        deep = Hostile("v2 JSON 31 deep, at the upload cap", "/v2/models/{model}/infer", lambda: b"")
+        cases.append((deep, deep_v2_body(31, self.max_upload // 2 - 1000)))
+        self.hostile_cases = [(h, body) for h, body in cases if len(body) <= self.max_upload]
+
+    async def hostile(self, client: httpx.AsyncClient) -> tuple[str, httpx.Response]:
+        h, body = self.rng.choice(self.hostile_cases)
+        r = await client.post(h.path.format(model=self.model), content=body, headers={"content-type": h.content_type})
+        return h.name, r
 
     async def valid(self, client: httpx.AsyncClient) -> httpx.Response:
         images = [_image(self.rng) for _ in range(self.rng.choice([1, 1, 1, 2, 3]))]
@@ -151,7 +173,9 @@ class Traffic:
 class Tally:
     by_status: Counter[tuple[str, int]] = field(default_factory=Counter)
     malformed_kinds: Counter[tuple[str, int]] = field(default_factory=Counter)
+    hostile_kinds: Counter[tuple[str, int]] = field(default_factory=Counter)
     transport_errors: Counter[str] = field(default_factory=Counter)
+    valid_seconds: list[float] = field(default_factory=list)
 
     def count(self, valid: bool) -> int:
         label = "valid" if valid else "malformed"
@@ -164,11 +188,19 @@ async def drive(url: str, traffic: Traffic, seconds: float, concurrency: int, ta
 
         async def worker() -> None:
             while time.monotonic() < stop:
-                valid = traffic.rng.random() >= 0.1
+                draw = traffic.rng.random()
+                valid = draw >= 0.1 + traffic.hostile_share
                 kind = "valid"
                 try:
+                    if draw < traffic.hostile_share:
+                        kind, r = await traffic.hostile(client)
+                        tally.hostile_kinds[(kind, r.status_code)] += 1
+                        tally.by_status[("hostile", r.status_code)] += 1
+                        continue
                     if valid:
+                        t0 = time.perf_counter()
                         r = await traffic.valid(client)
+                        tally.valid_seconds.append(time.perf_counter() - t0)
                     else:
                         kind = traffic.choose()
                         r = await traffic.malformed(client, kind)
@@ -217,8 +249,18 @@ def start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[
     raise SystemExit("the server did not become ready within 120 s")
 
 
+def _loaded_model(url: str) -> str:
+    index = httpx.post(url + "/v2/repository/index", json={"ready": True}, timeout=10).json()
+    return str(index[0]["name"])
+
+
 async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], url: str) -> dict[str, object]:
-    traffic = Traffic(random.Random(args.seed), int(args.max_upload_mb * 1_000_000))
+    traffic = Traffic(
+        random.Random(args.seed),
+        int(args.max_upload_mb * 1_000_000),
+        model=_loaded_model(url),
+        hostile_share=args.hostile_share,
+    )
     tally = Tally()
     total = args.minutes * 60
     warmup = min(args.warmup_s, total / 2)
@@ -233,8 +275,9 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], url: str
     rss_end = rss_bytes(proc.pid)
     valid_5xx = sum(n for (k, st), n in tally.by_status.items() if k == "valid" and st >= 500)
     malformed_5xx = sum(
-        n for (k, st), n in tally.by_status.items() if k == "malformed" and st >= 500 and st != 503
+        n for (k, st), n in tally.by_status.items() if k in ("malformed", "hostile") and st >= 500 and st != 503
     )
+    latencies = np.asarray(tally.valid_seconds or [0.0]) * 1e3
     growth = rss_end - rss_warm
     ok = (
         growth < args.max_growth_mib * MIB
@@ -247,7 +290,16 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], url: str
         "minutes": args.minutes,
         "warmup_s": warmup,
         "concurrency": args.concurrency,
-        "requests": {"valid": tally.count(True), "malformed": tally.count(False)},
+        "requests": {
+            "valid": tally.count(True),
+            "malformed": tally.count(False),
+            "hostile": sum(n for (k, _), n in tally.by_status.items() if k == "hostile"),
+        },
+        "valid_latency_ms": {
+            "p50": round(float(np.percentile(latencies, 50)), 1),
+            "p99": round(float(np.percentile(latencies, 99)), 1),
+            "max": round(float(latencies.max()), 1),
+        },
         "rss_mib": {
             "start": round(rss_start / MIB, 1),
             "after_warmup": round(rss_warm / MIB, 1),
@@ -257,6 +309,7 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], url: str
         },
         "status_counts": {f"{k} {st}": n for (k, st), n in sorted(tally.by_status.items())},
         "malformed_by_kind": {f"{k} {st}": n for (k, st), n in sorted(tally.malformed_kinds.items())},
+        "hostile_by_kind": {f"{k} {st}": n for (k, st), n in sorted(tally.hostile_kinds.items())},
         "transport_errors": dict(tally.transport_errors),
         "valid_5xx": valid_5xx,
         "malformed_5xx_other_than_503": malformed_5xx,
@@ -271,6 +324,7 @@ def print_report(report: dict[str, object]) -> None:
         f"soak: {report['minutes']} min, {report['concurrency']} clients, warm-up {report['warmup_s']:.0f} s"
     )
     print(f"requests: {report['requests']}")
+    print(f"valid request latency ms: {report['valid_latency_ms']}")
     print(
         f"RSS MiB: start {rss['start']}, after warm-up {rss['after_warmup']}, end {rss['end']} "
         f"(growth after warm-up {rss['growth_after_warmup']})"
@@ -280,6 +334,9 @@ def print_report(report: dict[str, object]) -> None:
         print(f"  {key}: {n}")
     print("malformed requests by kind and status (0: connection closed by the server's early 413):")
     for key, n in report["malformed_by_kind"].items():  # type: ignore[attr-defined]
+        print(f"  {key}: {n}")
+    print("hostile requests by class and status:")
+    for key, n in report["hostile_by_kind"].items():  # type: ignore[attr-defined]
         print(f"  {key}: {n}")
     if report["transport_errors"]:
         print(f"transport errors: {report['transport_errors']}")
@@ -298,6 +355,7 @@ def main() -> int:
     parser.add_argument("--registry", type=Path, default=REPO / "registry.yaml")
     parser.add_argument("--models-dir", type=Path, default=REPO / "models")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--hostile-share", type=float, default=0.05, help="of all requests")
     parser.add_argument("--json", type=Path, help="also write the report here")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:

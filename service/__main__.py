@@ -7,6 +7,7 @@ import os
 
 import uvicorn
 
+from service.connections import GuardedHttpToolsProtocol, Limits, configure, raise_descriptor_limit
 from service.settings import Settings, unknown_variables
 
 
@@ -17,6 +18,9 @@ def main() -> None:
     )
     for name in unknown_variables(dict(os.environ)):
         logging.getLogger("convzoo").warning("%s is not a convzoo setting; see the README, section Configuration", name)
+    limits = Limits.from_settings(settings, raise_descriptor_limit())
+    configure(limits)
+    logging.getLogger("convzoo").info("at most %d open connections", limits.max_connections)
     uvicorn.run(
         "service.main:create_app",
         factory=True,
@@ -25,6 +29,8 @@ def main() -> None:
         workers=settings.workers,
         log_level=settings.log_level,
         timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
+        http=GuardedHttpToolsProtocol,  # the limits of service/connections.py
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works: call_later
     )
 
 

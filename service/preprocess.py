@@ -1,16 +1,29 @@
-"""Uploaded bytes to a model's input tensor: safe decoding, then each registry entry's preprocessing."""
+"""Uploaded bytes to a model's input tensor: safe decoding, then each registry entry's preprocessing.
+
+Every step runs under one error mapping (`image_errors`): whatever Pillow or NumPy raises on a hostile
+file is the upload's fault, a 4xx, never a 500. The cost of each step is bounded before it is paid:
+the pixel cap and the JPEG scan count are read from the file before decoding; only the first frame is
+looked at; and the geometry is decided first, so that only the source pixels that reach the model's
+crop are converted, in bands, reduced in their native mode (see docs/security.md).
+"""
 
 from __future__ import annotations
 
 import io
+import logging
+import re
 import struct
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
+from service.errors import BadImage, ImageTooLarge, ServiceError, UnsupportedMediaType
 from service.registry import Preprocessing
+
+log = logging.getLogger("convzoo.preprocess")
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 ACCEPTED_MEDIA_TYPES = {
@@ -29,87 +42,177 @@ _RESAMPLING = {
 # Errors Pillow raises on corrupt or truncated data.
 _CORRUPT = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, struct.error)
 
+# A progressive JPEG costs a pass over every coefficient per scan: encoders write about 10 scans, 64 is
+# generous; and scans x pixels is capped too (about a second of this decoder's time on a 2-core host).
+MAX_JPEG_SCANS = 64
+MAX_JPEG_SCAN_PIXELS = 2_000_000_000
+# Pillow keeps a pointer and a block per image row: a 1 x 40,000,000 image takes 700 MB. A row counts
+# as this many pixels against the pixel cap.
+ROW_COST = 16
+# Integer reduction at decoding, of the wide modes only (4 bytes a pixel, converted anyway), where the
+# resize that follows still averages at least this many source pixels per output pixel: Pillow's own
+# rule for results indistinguishable from a direct resize (`reducing_gap`).
+REDUCING_GAP = 3.0
+_REDUCED_AT_DECODE = ("LA", "La", "RGBA", "RGBa", "I", "F")
+_BAND_PIXELS = 1 << 20  # other modes are converted to L or RGB in bands of about this many pixels
+# The resized image (before the crop) is made only up to this many times the crop's area; beyond,
+# resize and crop are one resampling of the crop's source rectangle.
+MAX_RESIZED_AREA = 16
+
+
+@contextmanager
+def image_errors() -> Iterator[None]:
+    """The one error mapping of the image path: anything a hostile file makes Pillow or NumPy raise."""
+    try:
+        yield
+    except ServiceError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageTooLarge("The image has more pixels than this service accepts.") from None
+    except MemoryError:
+        raise ImageTooLarge("The image needs more memory than this service grants one upload.") from None
+    except _CORRUPT:
+        raise BadImage("The image could not be decoded; the file is corrupt or truncated.") from None
+    except Exception as exc:  # noqa: BLE001  (a library error no file should cause: the upload's, logged)
+        log.warning("image rejected on an unexpected %s: %s", type(exc).__name__, exc)
+        raise BadImage("The image could not be decoded; the file is corrupt or of an unsupported kind.") from None
+
 
 def _open(data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ACCEPTED_FORMATS)
-    except Image.DecompressionBombError:
-        raise ImageTooLarge("The image has more pixels than this service accepts.") from None
     except UnidentifiedImageError:
         pass
-    except _CORRUPT:
-        raise BadImage("The image could not be decoded; the file is corrupt or truncated.") from None
     # Not an accepted format: tell a known-but-refused format apart from bytes that are no image.
     try:
         with Image.open(io.BytesIO(data)) as other:
             fmt = other.format or "unknown"
-    except Exception:
+    except Exception:  # noqa: BLE001  (whatever the other plugins raise: no image)
         raise BadImage(
             "The upload is not a decodable image; send JPEG, PNG, WEBP, BMP, GIF or TIFF."
         ) from None
     raise UnsupportedMediaType(f"Image format {fmt} is not accepted; send JPEG, PNG, WEBP, BMP, GIF or TIFF.")
 
 
-def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Decode an upload to a loaded, upright PIL image (first frame of animations).
+_NEXT_MARKER = re.compile(rb"\xff[\x01-\xcf\xd8-\xfe]")  # not stuffing (FF00), a restart or a fill byte
 
-    The pixel cap is checked from the header before the pixels are decoded. `draft_size` lets large
-    JPEGs decode at a reduced scale whose shorter side stays at least that many pixels.
+
+def jpeg_scans(data: bytes) -> int:
+    """The number of scans (SOS segments) of a JPEG, from its markers, without decoding."""
+    pos, scans = 2, 0
+    while pos + 4 <= len(data):
+        if data[pos] != 0xFF:
+            return scans  # not a marker where one must be: the decoder will refuse the file
+        marker = data[pos + 1]
+        if marker == 0xFF or 0xD0 <= marker <= 0xD7 or marker == 0x01:
+            pos += 1 if marker == 0xFF else 2
+            continue
+        if marker == 0xD9:
+            break
+        end = pos + 2 + int.from_bytes(data[pos + 2 : pos + 4], "big")
+        if marker != 0xDA:
+            pos = end
+            continue
+        scans += 1
+        found = _NEXT_MARKER.search(data, end)  # skip the entropy-coded data
+        if found is None:
+            break
+        pos = found.start()
+    return scans
+
+
+def _check_jpeg_cost(data: bytes, pixels: int) -> None:
+    scans = jpeg_scans(data)
+    if scans > MAX_JPEG_SCANS or scans * pixels > MAX_JPEG_SCAN_PIXELS:
+        raise ImageTooLarge(
+            f"The JPEG has {scans} scans of {pixels} pixels; this service decodes at most {MAX_JPEG_SCANS} "
+            f"scans and {MAX_JPEG_SCAN_PIXELS} scan-pixels."
+        )
+
+
+def reduction(size: tuple[int, int], resize: int) -> int:
+    """The integer factor an image may be reduced by before a shorter-side resize to `resize`."""
+    return max(1, int(min(size) / (resize * REDUCING_GAP)))
+
+
+def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
+    """Decode an upload to a loaded, upright PIL image (the first frame of animations and pages).
+
+    The pixel cap and a JPEG's scans are checked from the file before the pixels are decoded.
+    `draft_size` (the largest shorter-side resize the image will get) lets large images come back
+    reduced, by the JPEG decoder itself or by an integer reduction, with the shorter side at least
+    `REDUCING_GAP` times that.
     """
     if not data:
         raise BadImage("The upload is empty.")
-    image = _open(data)
-    width, height = image.size
-    if width * height > max_pixels:
-        raise ImageTooLarge(
-            f"The image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels."
-        )
-    if width == 0 or height == 0:
-        raise BadImage("The image has no pixels.")
-    try:
+    with image_errors():
+        image = _open(data)
+        width, height = image.size
+        if width * height > max_pixels:
+            raise ImageTooLarge(
+                f"The image is {width}x{height} = {width * height} pixels; the limit is {max_pixels} pixels."
+            )
+        if width * height + ROW_COST * height > max_pixels:
+            raise ImageTooLarge(
+                f"The image is {width}x{height}: its {height} rows cost as much to decode as "
+                f"{ROW_COST * height} pixels; the limit is {max_pixels} pixels."
+            )
+        if width == 0 or height == 0:
+            raise BadImage("The image has no pixels.")
+        if image.format == "JPEG":
+            _check_jpeg_cost(data, width * height)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb warning: our own cap is lower and already checked
-            if getattr(image, "n_frames", 1) > 1:
-                image.seek(0)
+            # The first frame is the one open() positioned on: n_frames would walk every page.
             if image.format == "JPEG" and draft_size is not None:
                 image.draft(image.mode if image.mode in ("L", "RGB") else None, (draft_size, draft_size))
             image.load()
-    except Image.DecompressionBombError:
-        raise ImageTooLarge("The image has more pixels than this service accepts.") from None
-    except _CORRUPT:
-        raise BadImage("The image could not be decoded; the file is corrupt or truncated.") from None
-    return _upright(image)
+        if draft_size is not None and image.mode in _REDUCED_AT_DECODE:
+            factor = reduction(image.size, draft_size)
+            if factor > 1:
+                image = image.reduce(factor)  # before the orientation is applied: that copies the image
+        return _upright(image)
 
 
 def _upright(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:
+    except Exception:  # noqa: BLE001  (unreadable EXIF)
         return image  # unreadable EXIF: keep the pixels as stored
 
 
 def _white_background(image: Image.Image) -> Image.Image:
+    if image.mode in ("La", "RGBa"):  # premultiplied alpha converts only to its straight twin
+        image = image.convert({"La": "LA", "RGBa": "RGBA"}[image.mode])
     rgba = image.convert("RGBA")
     canvas = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
     canvas.alpha_composite(rgba)
     return canvas.convert("RGB")
 
 
-def _integer_to_l(image: Image.Image) -> Image.Image:
-    arr = np.asarray(image)
-    if image.mode == "F":
-        arr = arr.astype(np.float64)
-        scaled = arr * 255.0 if np.nanmax(arr, initial=0.0) <= 1.0 else arr
-    else:
-        arr = arr.astype(np.float64)
-        # 16-bit data (I;16*, or I holding 16-bit PNG samples) spans 0..65535.
-        wide = image.mode.startswith("I;16") or np.max(arr, initial=0) > 255
-        scaled = arr / 257.0 if wide else arr
-    return Image.fromarray(np.clip(np.nan_to_num(scaled), 0, 255).round().astype(np.uint8), mode="L")
+def sample_scale(image: Image.Image) -> float | None:
+    """For 16-bit, 32-bit and float images: the factor that maps samples to 0..255, from the whole
+    image (so that bands of it are scaled alike); None for 8-bit modes."""
+    mode = image.mode
+    if mode.startswith("I;16"):
+        return 1 / 257.0
+    if mode == "I":
+        return 1 / 257.0 if image.getextrema()[1] > 255 else 1.0  # type: ignore[operator]
+    if mode == "F":
+        high = image.getextrema()[1]
+        return 255.0 if not high > 1.0 else 1.0  # type: ignore[operator]
+    return None
 
 
-def to_base_mode(image: Image.Image) -> Image.Image:
-    """Any PIL mode to 8-bit L or RGB; transparency is composited over white."""
+def _integer_to_l(image: Image.Image, scale: float) -> Image.Image:
+    arr = np.asarray(image).astype(np.float32)  # float32: a band, or an image of at most the pixel cap
+    scaled = np.clip(np.nan_to_num(arr * np.float32(scale)), 0, 255)
+    return Image.fromarray(np.rint(scaled).astype(np.uint8), mode="L")
+
+
+def to_base_mode(image: Image.Image, scale: float | None = None) -> Image.Image:
+    """Any PIL mode to 8-bit L or RGB; transparency is composited over white. `scale` maps wide samples
+    to 0..255 (default: `sample_scale` of this image)."""
     mode = image.mode
     if mode in ("L", "RGB"):
         return image
@@ -120,44 +223,82 @@ def to_base_mode(image: Image.Image) -> Image.Image:
     if mode == "1":
         return image.convert("L")
     if mode == "I" or mode.startswith("I;16") or mode == "F":
-        return _integer_to_l(image)
+        return _integer_to_l(image, scale if scale is not None else sample_scale(image) or 1.0)
     return image.convert("RGB")  # CMYK, YCbCr, LAB, HSV
 
 
-def _resize_shorter(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
-    width, height = image.size
+def _resized_size(size: tuple[int, int], resize: int) -> tuple[int, int]:
+    width, height = size
     # torchvision's Resize(int): the shorter side becomes `size`, the longer one is truncated.
     if width <= height:
-        new = (size, max(1, int(size * height / width)))
-    else:
-        new = (max(1, int(size * width / height)), size)
-    return image if new == image.size else image.resize(new, resample)
+        return resize, max(1, int(resize * height / width))
+    return max(1, int(resize * width / height)), resize
+
+
+def _crop_box(size: tuple[int, int], pp: Preprocessing) -> tuple[float, float, float, float]:
+    """The source rectangle that the shorter-side resize then the centre crop map onto the output."""
+    new_w, new_h = _resized_size(size, pp.resize)
+    left = round((new_w - pp.crop) / 2.0)
+    top = round((new_h - pp.crop) / 2.0)
+    sx, sy = size[0] / new_w, size[1] / new_h
+    return left * sx, top * sy, (left + pp.crop) * sx, (top + pp.crop) * sy
+
+
+def _base(image: Image.Image) -> Image.Image:
+    """The image in L or RGB; other modes converted band by band, without full-size copies between."""
+    if image.mode in ("L", "RGB"):
+        return image
+    scale = sample_scale(image)  # of the whole image, so that every band is scaled alike
+    rows = max(1, _BAND_PIXELS // image.width)
+    base: Image.Image | None = None
+    for y in range(0, image.height, rows):
+        part = to_base_mode(image.crop((0, y, image.width, min(image.height, y + rows))), scale)
+        if base is None:
+            base = Image.new(part.mode, image.size)
+        base.paste(part, (0, y))
+    assert base is not None
+    return base
+
+
+def to_tensor(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
+    """A decoded image to one CHW float32 array, as the registry entry's preprocessing specifies.
+
+    The shorter side is resized, then the centre is cropped. Where the resized image would be large
+    (its longer side grows with the aspect ratio: a 1x1,000,000 image would become 28x28,000,000
+    pixels), the two are one resampling of the crop's source rectangle instead, and the resized image
+    is never made.
+    """
+    with image_errors():
+        pp = preprocessing
+        base = _base(image)
+        if not (base.mode == "L" and pp.color_mode == "RGB"):
+            base = base.convert(pp.color_mode)  # grey to RGB only copies: done on the crop, below
+        resample = _RESAMPLING[pp.interpolation]
+        new = _resized_size(base.size, pp.resize)
+        if new[0] * new[1] <= MAX_RESIZED_AREA * pp.resize * pp.resize:
+            resized = base if new == base.size else base.resize(new, resample)
+            cropped = _centre_crop(resized, pp.crop)
+        else:
+            cropped = base.resize((pp.crop, pp.crop), resample, box=_crop_box(base.size, pp))
+        arr = np.asarray(cropped.convert(pp.color_mode), dtype=np.float32) / np.float32(255.0)
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        mean = np.asarray(pp.mean, dtype=np.float32)
+        std = np.asarray(pp.std, dtype=np.float32)
+        return np.ascontiguousarray(((arr - mean) / std).transpose(2, 0, 1), dtype=np.float32)
 
 
 def _centre_crop(image: Image.Image, crop: int) -> Image.Image:
     width, height = image.size
-    left = int(round((width - crop) / 2.0))
-    top = int(round((height - crop) / 2.0))
+    left = round((width - crop) / 2.0)
+    top = round((height - crop) / 2.0)
     return image.crop((left, top, left + crop, top + crop))
-
-
-def to_tensor(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
-    """A decoded image to one CHW float32 array, as the registry entry's preprocessing specifies."""
-    base = to_base_mode(image).convert(preprocessing.color_mode)
-    resized = _resize_shorter(base, preprocessing.resize, _RESAMPLING[preprocessing.interpolation])
-    cropped = _centre_crop(resized, preprocessing.crop)
-    arr = np.asarray(cropped, dtype=np.float32) / np.float32(255.0)
-    if arr.ndim == 2:
-        arr = arr[:, :, None]
-    mean = np.asarray(preprocessing.mean, dtype=np.float32)
-    std = np.asarray(preprocessing.std, dtype=np.float32)
-    return np.ascontiguousarray(((arr - mean) / std).transpose(2, 0, 1), dtype=np.float32)
 
 
 def warm_up() -> None:
     """Import Pillow's format plugins now, so the first upload does not pay for it."""
     Image.init()
-    decode(_TINY_PNG, max_pixels=1)
+    decode(_TINY_PNG, max_pixels=1 + ROW_COST)
 
 
 _TINY_PNG = bytes.fromhex(

@@ -15,6 +15,7 @@ from service.lifecycle_metrics import LifecycleCollector
 from service.live_latency import RecentLatencies
 from service.manager import ModelManager
 from service.metrics import Metrics, ModelGauge
+from service.preprocess_pool import PreprocessPool
 from service.settings import Settings
 from service.v2.statistics import Statistics
 
@@ -48,7 +49,13 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
         lambda: [ModelGauge(s.entry.name, s.status == "loaded", s.memory_estimate_bytes) for s in manager.states()]
     )
     metrics.registry.register(LifecycleCollector(manager))  # loads, load seconds, evictions, calibrations
-    pool = ThreadPoolExecutor(max_workers=settings.preprocess_threads, thread_name_prefix="preprocess")
+    # Lanes: large uploads cannot hold every thread while small ones wait (docs/security.md, Fairness).
+    pool = PreprocessPool(
+        small_threads=settings.preprocess_threads,
+        large_threads=settings.preprocess_large_threads,
+        large_pixels=settings.preprocess_large_pixels,
+        process_memory_mb=settings.preprocess_process_memory_mb,
+    )
     await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
     manager.start()
     log.info("convzoo serving %d models; default %s", len(manager.states()), manager.default)

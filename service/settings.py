@@ -63,6 +63,16 @@ class Settings(BaseSettings):
     calibration_batch_size: int = Field(default=8, ge=1)  # the throughput run's batch: bounds its memory
     background_calibration: bool = True  # after start-up, calibrate every available model, one at a time
 
+    # Hostile inputs and connections (docs/security.md)
+    preprocess_large_threads: int = Field(default=1, ge=1)  # processes for images over the next setting
+    preprocess_large_pixels: int = Field(default=2_000_000, ge=1)
+    preprocess_process_memory_mb: float = Field(default=768.0, ge=0)  # address space of each; 0: no limit
+    keep_alive_s: float = Field(default=5.0, gt=0)  # an idle connection between requests is closed
+    header_timeout_s: float = Field(default=10.0, gt=0)  # a request head must be complete within this
+    body_timeout_s: float = Field(default=15.0, gt=0)  # a body that sends nothing this long is cut off
+    max_header_bytes: int = Field(default=32_768, ge=1024)  # a longer request head: 431
+    max_connections: int = Field(default=1000, ge=1)  # open connections; beyond: 503 (and below the fd limit)
+
     @field_validator("preload", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:

@@ -1,13 +1,21 @@
-"""ASGI middleware that caps request bodies, with or without Content-Length."""
+"""ASGI middleware that caps request bodies, with or without Content-Length, and refuses multipart bodies
+in a charset other than UTF-8 or Latin-1; and the text of a client-chosen name made safe to echo."""
 
 from __future__ import annotations
 
+import codecs
+import unicodedata
 from collections.abc import Callable
 
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, ServiceError, problem_details, reply_of
+from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType, problem_details, reply_of
+
+# The charsets a multipart body's part headers may be declared in. Others (utf-7, unicode_escape, ...)
+# decode a filename into text that no JSON encoder can write, such as a lone surrogate.
+MULTIPART_CHARSETS = frozenset({"utf-8", "ascii", "iso8859-1", "cp1252"})
+MAX_NAME_CHARS = 255
 
 
 class BodyTooLarge(PayloadTooLarge):
@@ -34,6 +42,10 @@ class UploadLimit:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        charset = _multipart_charset(scope)
+        if charset is not None and charset not in MULTIPART_CHARSETS:
+            await self._refuse_charset(scope, receive, send, charset)
             return
         declared = _content_length(scope)
         if declared is not None and declared > self.max_bytes:
@@ -71,6 +83,40 @@ class UploadLimit:
         response = self.render(scope, PayloadTooLarge(self._detail()))
         response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, receive, send)
+
+
+    async def _refuse_charset(self, scope: Scope, receive: Receive, send: Send, charset: str) -> None:
+        detail = f"A multipart body in charset {charset!r} is not accepted; send UTF-8."
+        response = self.render(scope, UnsupportedMediaType(detail))
+        response.headers["Connection"] = "close"  # the body is not read
+        await response(scope, receive, send)
+
+
+def _multipart_charset(scope: Scope) -> str | None:
+    """The normalised `charset` parameter of a multipart Content-Type; None when there is none."""
+    for key, value in scope.get("headers", []):
+        if key != b"content-type":
+            continue
+        media, *params = value.decode("latin-1").split(";")
+        if media.strip().lower() != "multipart/form-data":
+            return None
+        for param in params:
+            name, _, given = param.partition("=")
+            if name.strip().lower() == "charset":
+                given = given.strip().strip('"')
+                try:
+                    return codecs.lookup(given).name
+                except LookupError:
+                    return given[:40] or "(empty)"
+    return None
+
+
+def safe_text(name: str | None) -> str | None:
+    """A client-chosen name fit to echo in JSON: valid UTF-8 (lone surrogates replaced), no control
+    characters, at most MAX_NAME_CHARS characters."""
+    if name is None:
+        return None
+    return "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cs") else c for c in name[:MAX_NAME_CHARS])
 
 
 def _content_length(scope: Scope) -> int | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 from starlette.datastructures import UploadFile
 
+from service.api.limits import safe_text
 from service.errors import InvalidParameter, UnsupportedMediaType
 from service.preprocess import ACCEPTED_MEDIA_TYPES
 from service.settings import Settings
@@ -32,7 +33,7 @@ async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
             for part in form.getlist("file"):
                 if not isinstance(part, UploadFile):
                     raise InvalidParameter("Each `file` part must be a file upload, not a text field.")
-                uploads.append(Upload(filename=part.filename, data=await part.read()))
+                uploads.append(Upload(filename=safe_text(part.filename), data=await part.read()))
         if not uploads:
             raise InvalidParameter("The multipart body has no part named `file`; send one or more images.")
         return uploads

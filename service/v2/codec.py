@@ -125,7 +125,26 @@ def _reject_constant(token: str) -> Any:
     raise ValueError(f"{token} is not valid JSON")
 
 
+# JSON tensor data becomes one Python object per element before it becomes an array (about 32 bytes and
+# a microsecond each): bounded before parsing, by a byte count that costs nothing. Larger tensors go as
+# binary data, which is read in place.
+MAX_JSON_ELEMENTS = 1 << 21
+_JSON_SLACK = 4096  # commas of the request's own structure
+MAX_DIMENSION = (1 << 31) - 1
+
+
+def _check_json_size(header: bytes) -> None:
+    # Every element but the last of every list is followed by a comma; commas inside strings only
+    # count against the client.
+    if header.count(b",") > MAX_JSON_ELEMENTS + _JSON_SLACK:
+        raise bad_request(
+            f"the JSON part holds more than {MAX_JSON_ELEMENTS} values; send large tensors as binary data "
+            "(the binary tensor data extension)"
+        )
+
+
 def _parse_header(header: bytes) -> InferenceRequest:
+    _check_json_size(header)
     try:
         raw = json.loads(header.decode("utf-8"), parse_constant=_reject_constant)
     except (UnicodeDecodeError, ValueError) as exc:
@@ -169,6 +188,8 @@ def _decode_inputs(inputs: list[RequestInput], binary: memoryview) -> list[Tenso
             raise bad_request(f"{where}: shape dimensions must be non-negative, got {spec.shape}")
         if len(spec.shape) > MAX_NESTING:
             raise bad_request(f"{where}: tensors have at most {MAX_NESTING} dimensions")
+        if any(d > MAX_DIMENSION for d in spec.shape):
+            raise bad_request(f"{where}: shape dimensions must be at most {MAX_DIMENSION}, got {spec.shape}")
         count = math.prod(spec.shape)
         size = spec.parameters.get("binary_data_size")
         if size is None:
@@ -182,10 +203,17 @@ def _decode_inputs(inputs: list[RequestInput], binary: memoryview) -> list[Tenso
                 raise bad_request(f"{where}: 'binary_data_size' {size} runs past the end of the body")
             array = _from_binary(spec.datatype, binary[offset : offset + size], count, where)
             offset += size
-        tensors.append(Tensor(spec.name, spec.datatype, array.reshape(spec.shape)))
+        tensors.append(Tensor(spec.name, spec.datatype, _reshaped(array, spec.shape, where)))
     if offset != len(binary):
         raise bad_request(f"{len(binary) - offset} bytes of binary data follow the inputs unclaimed")
     return tensors
+
+
+def _reshaped(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
+    try:
+        return array.reshape(shape)
+    except (ValueError, OverflowError, MemoryError):  # e.g. [0, 2**30, 2**30]: no elements, too big a shape
+        raise bad_request(f"{where}: shape {shape} cannot be represented") from None
 
 
 def _from_binary(datatype: str, raw: memoryview, count: int, where: str) -> np.ndarray:
@@ -224,14 +252,22 @@ def _split_bytes(raw: memoryview, where: str) -> list[bytes]:
 MAX_NESTING = 32  # tensor data nests one level per dimension at most
 
 
-def _flatten(data: list[Any], depth: int = 1) -> Iterator[Any]:
-    if depth > MAX_NESTING:
-        raise bad_request(f"tensor data is nested deeper than {MAX_NESTING} levels")
-    for item in data:
-        if isinstance(item, list):
-            yield from _flatten(item, depth + 1)
+def _flatten(data: list[Any]) -> list[Any]:
+    """The elements of nested lists in order; each list is visited once (a recursive generator would
+    pass every element up through every level)."""
+    out: list[Any] = []
+    stack: list[Iterator[Any]] = [iter(data)]
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, list):
+                if len(stack) >= MAX_NESTING:
+                    raise bad_request(f"tensor data is nested deeper than {MAX_NESTING} levels")
+                stack.append(iter(item))
+                break
+            out.append(item)
         else:
-            yield item
+            stack.pop()
+    return out
 
 
 def _is_int(v: Any) -> bool:
@@ -241,7 +277,7 @@ def _is_int(v: Any) -> bool:
 def _from_json(spec: RequestInput, count: int, where: str) -> np.ndarray:
     if spec.data is None:
         raise bad_request(f"{where} has neither 'data' nor 'binary_data_size'")
-    values = list(_flatten(spec.data))
+    values = _flatten(spec.data)
     if len(values) != count:
         raise bad_request(f"{where}: {len(values)} elements for shape {spec.shape} ({count} elements)")
     if spec.datatype == datatypes.BYTES:
@@ -261,7 +297,10 @@ def _from_json(spec: RequestInput, count: int, where: str) -> np.ndarray:
         info = np.iinfo(dtype.type)  # type: ignore[type-var]
         if min(values) < info.min or max(values) > info.max:
             raise bad_request(f"{where}: a value is out of range for {spec.datatype}")
-    return np.array(values, dtype=dtype.newbyteorder("="))
+    try:
+        return np.array(values, dtype=dtype.newbyteorder("="))
+    except OverflowError:  # an integer literal beyond any float, e.g. 10**400
+        raise bad_request(f"{where}: a value is out of range for {spec.datatype}") from None
 
 
 # --- outputs ----------------------------------------------------------------------------------------------

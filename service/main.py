@@ -14,6 +14,7 @@ from service import live_latency, observability, preprocess
 from service.api.limits import UploadLimit
 from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
 from service.errors import install_error_handlers
+from service.grpc import server as grpc_server
 from service.manager import ModelManager
 from service.settings import Settings
 
@@ -49,8 +50,10 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     manager.start()
     log.info("convzoo serving %d models; default %s", len(manager.states()), manager.default)
     try:
+        app.state.grpc_server = await grpc_server.start(app)  # None unless CONVZOO_GRPC_PORT is set
         yield
     finally:
+        await grpc_server.stop(getattr(app.state, "grpc_server", None), settings.graceful_shutdown_s)
         await manager.stop()
         app.state.preprocess_pool.shutdown(wait=False, cancel_futures=True)
 

@@ -57,6 +57,15 @@ class Settings(BaseSettings):
     graceful_shutdown_s: float = Field(default=10.0, ge=0)
     preprocess_threads: int = Field(default=2, ge=1)
 
+    # gRPC (Open Inference Protocol) and tracing: docs/v2.md
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)  # None (or empty): no gRPC server
+    otlp_endpoint: str | None = None  # None (or empty): no tracing, at no cost
+
+    @field_validator("grpc_port", "otlp_endpoint", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("preload", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:

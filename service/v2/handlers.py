@@ -254,3 +254,16 @@ async def infer(
         model_name=entry.name, model_version=entry.version, request_id=request.id, outputs=outputs
     )
     return InferAnswer(payload, length, timings)
+
+
+async def run(
+    manager: ModelManager, state: ModelState, request: Request, *, timeout_s: float, max_images: int
+) -> tuple[list[Output], InferTimings]:
+    """A decoded request (from any transport, e.g. gRPC): validated, run through the batcher, its
+    outputs (classification applied) returned unencoded."""
+    entry = state.entry
+    batch = _model_input(request, entry, max_images)
+    _outputs(request, Tensor(OUTPUT_NAME, "FP32", np.zeros((0, entry.num_classes), np.float32)), [])
+    logits, timings = await manager.infer(entry.name, batch, deadline=time.monotonic() + timeout_s)
+    tensor = Tensor(OUTPUT_NAME, "FP32", np.asarray(logits, dtype=np.float32))
+    return _outputs(request, tensor, manager.labels(entry.name)), timings

@@ -37,10 +37,15 @@ data:
 browser:
 	@bash scripts/ensure-browser.sh
 
+# promtool (Debian's prometheus package) checks deploy/prometheus in `make test`.
+.PHONY: promtool
+promtool:
+	@bash scripts/ensure-promtool.sh
+
 run: $(SERVE_VENV)/.stamp
 	$(SERVE_VENV)/bin/python -m service
 
-test: $(VENV)/.stamp data browser
+test: $(VENV)/.stamp data browser promtool
 	$(VENV)/bin/python -m pytest -q
 
 models: $(VENV)/.stamp data

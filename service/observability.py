@@ -45,5 +45,8 @@ def attach(app: FastAPI, manager: ModelManager) -> None:
     stats: Statistics = app.state.v2_statistics
     manager.batch_hooks.extend([metrics.observe_batch, stats.record])
     metrics.watch_models(
-        lambda: [ModelGauge(s.entry.name, s.status == "loaded", s.size_bytes) for s in manager.states()]
+        lambda: [
+            ModelGauge(s.entry.name, s.status == "loaded", s.size_bytes, s.status == "unavailable")
+            for s in manager.states()
+        ]
     )

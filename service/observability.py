@@ -6,6 +6,7 @@ from collections.abc import Container
 
 from fastapi import FastAPI
 
+from service import tracing
 from service.api.routes import v2
 from service.errors import register_error_renderer
 from service.logging import RequestLog, configure_logging
@@ -37,6 +38,10 @@ def install(app: FastAPI, settings: Settings) -> None:
         known_models=known_models,
         default_model=default_model,
     )
+    if settings.otlp_endpoint is not None and not tracing.enabled():
+        tracing.enable_otlp(settings.otlp_endpoint)
+    if tracing.enabled():  # off: not even a pass-through layer
+        app.add_middleware(tracing.TraceRequests)  # outermost: the request log line is inside the span
 
 
 def attach(app: FastAPI, manager: ModelManager) -> None:

@@ -20,6 +20,7 @@ from google.protobuf import json_format
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from service import tracing
 from service.errors import DeadlineExceeded, ServiceError, problem_of
 from service.grpc import tensors
 from service.manager import ModelManager
@@ -94,6 +95,21 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         answer: Callable[[], Awaitable[Reply]],
     ) -> Reply:
         rid = _request_id(context)
+        if not tracing.enabled():
+            return await self._answer(method, context, model, rid, answer)
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+        with tracing.server_span("receive", metadata, attributes):
+            return await self._answer(method, context, model, rid, answer)
+
+    async def _answer(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        model: str,
+        rid: str,
+        answer: Callable[[], Awaitable[Reply]],
+    ) -> Reply:
         started = time.perf_counter()
         try:
             reply = await answer()
@@ -189,7 +205,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer() -> Any:
             state = self._resolve(request.model_name, request.model_version)
-            decoded = tensors.decode(request)
+            decoded = tracing.traced("decode", tensors.decode)(request)
             outputs, _ = await handlers.run(
                 self.manager,
                 state,
@@ -198,7 +214,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 max_images=self.settings.max_queue_size,
             )
             entry = state.entry
-            return tensors.encode(
+            return tracing.traced("encode", tensors.encode)(
                 model_name=entry.name, model_version=entry.version, request_id=decoded.id, outputs=outputs
             )
 

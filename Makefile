@@ -76,3 +76,10 @@ test-docker:
 
 clean:
 	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache
+
+# perf_analyzer (Triton's load generator, PyPI perf-analyzer) against /v2 over HTTP and gRPC, and the cost
+# of tracing (docs/bench.md, section perf_analyzer). PERF_ARGS, e.g. --models fmnist-lenet5,resnet50.
+.PHONY: bench-perf-analyzer
+PERF_ARGS ?=
+bench-perf-analyzer: $(VENV)/.stamp
+	$(VENV)/bin/python scripts/perf_analyzer.py $(PERF_ARGS)

@@ -39,10 +39,15 @@ data:
 browser:
 	@bash scripts/ensure-browser.sh
 
+# promtool (Debian's prometheus package) checks deploy/prometheus in `make test`.
+.PHONY: promtool
+promtool:
+	@bash scripts/ensure-promtool.sh
+
 run: $(SERVE_VENV)/.stamp
 	$(SERVE_VENV)/bin/python -m service
 
-test: $(VENV)/.stamp data browser
+test: $(VENV)/.stamp data browser promtool
 	$(VENV)/bin/python -m pytest -q
 
 models: $(VENV)/.stamp data
@@ -100,3 +105,10 @@ FUZZ_SECONDS ?= 300
 FUZZ_SEED ?= 1
 fuzz: $(VENV)/.stamp
 	$(VENV)/bin/python -m tests.security.fuzz --seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
+
+# perf_analyzer (Triton's load generator, PyPI perf-analyzer) against /v2 over HTTP and gRPC, and the cost
+# of tracing (docs/bench.md, section perf_analyzer). PERF_ARGS, e.g. --models fmnist-lenet5,resnet50.
+.PHONY: bench-perf-analyzer
+PERF_ARGS ?=
+bench-perf-analyzer: $(VENV)/.stamp
+	$(VENV)/bin/python scripts/perf_analyzer.py $(PERF_ARGS)

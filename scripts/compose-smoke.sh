@@ -10,9 +10,11 @@
 #  4. scales to 2 replicas behind the nginx load balancer and checks that both answer;
 #  5. restarts one replica while requests keep flowing through the load balancer: none may fail,
 #     and the restarted replica must come back healthy and answer again;
-#  6. `down -v`, leaving no container, network or volume behind (and stops dockerd if it started it).
+#  6. the `monitoring` profile: Debian's Prometheus (deploy/prometheus) reports both replicas up, loads
+#     the rules, and sum(convzoo_requests_total) rises after traffic;
+#  7. `down -v`, leaving no container, network or volume behind (and stops dockerd if it started it).
 #
-# Env: SMOKE_API_PORT (18000), SMOKE_LB_PORT (18080), SMOKE_KEEP_DOCKERD=1 to leave a dockerd it started.
+# Env: SMOKE_API_PORT (18000), SMOKE_LB_PORT (18080), SMOKE_PROMETHEUS_PORT (19090), SMOKE_KEEP_DOCKERD=1 to leave a dockerd it started.
 # The host's extra CA certificates (/usr/local/share/ca-certificates) are copied into certs/ for the
 # build and removed afterwards.
 set -euo pipefail
@@ -22,6 +24,7 @@ START=$(date +%s)
 PROJECT=convzoo-smoke
 API_PORT_SMOKE=${SMOKE_API_PORT:-18000}
 LB_PORT_SMOKE=${SMOKE_LB_PORT:-18080}
+PROMETHEUS_PORT_SMOKE=${SMOKE_PROMETHEUS_PORT:-19090}
 WORK=$(mktemp -d /tmp/convzoo-smoke.XXXXXX)
 STARTED_DOCKERD_PID=""
 ADDED_CERTS=()
@@ -38,10 +41,10 @@ cleanup() {
     if [ "${#COMPOSE[@]}" -gt 0 ]; then
         if [ "$rc" -ne 0 ]; then
             log "state at failure:"
-            compose --profile scale ps
-            compose --profile scale logs --tail 40
+            compose --profile scale --profile monitoring ps
+            compose --profile scale --profile monitoring logs --tail 40
         fi
-        compose --profile scale --profile export down -v --remove-orphans --timeout 30 >/dev/null 2>&1
+        compose --profile scale --profile export --profile monitoring down -v --remove-orphans --timeout 30 >/dev/null 2>&1
         local left
         left=$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")
         [ -z "$left" ] || { log "removing leftover containers"; docker rm -f $left >/dev/null; }
@@ -59,7 +62,8 @@ cleanup() {
 trap cleanup EXIT
 
 compose() {
-    API_PORT=$API_PORT_SMOKE LB_PORT=$LB_PORT_SMOKE "${COMPOSE[@]}" -p "$PROJECT" "$@"
+    API_PORT=$API_PORT_SMOKE LB_PORT=$LB_PORT_SMOKE PROMETHEUS_PORT=$PROMETHEUS_PORT_SMOKE \
+        "${COMPOSE[@]}" -p "$PROJECT" "$@"
 }
 
 # ---------------------------------------------------------------------------------------------
@@ -207,7 +211,7 @@ except OSError:
 ensure_engine
 ensure_compose
 command -v python3 >/dev/null || fail "python3 is needed on the host"
-compose --profile scale --profile export down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
+compose --profile scale --profile export --profile monitoring down -v --remove-orphans --timeout 10 >/dev/null 2>&1 || true
 
 log "base images"
 scripts/build-base-image.sh
@@ -311,9 +315,52 @@ done
 [ "$recovered" -eq 1 ] || fail "the restarted replica ($ip_after) is not served again: $out"
 log "restarted replica healthy and answering again: $out"
 
+# --- Prometheus scraping every replica ----------------------------------------------------------
+# promql QUERY: the first value of an instant query ("" when the result is empty).
+promql() {
+    python3 - "http://127.0.0.1:$PROMETHEUS_PORT_SMOKE" "$1" <<'PY'
+import json, sys, urllib.parse, urllib.request
+url = sys.argv[1] + "/api/v1/query?" + urllib.parse.urlencode({"query": sys.argv[2]})
+try:
+    result = json.load(urllib.request.urlopen(url, timeout=5))["data"]["result"]
+except OSError:
+    result = []
+print(result[0]["value"][1] if result else "")
+PY
+}
+log "monitoring: Debian's Prometheus (deploy/prometheus) scraping the replicas"
+BUILD_NETWORK=host compose --profile monitoring build prometheus >"$WORK/prometheus-build.log" 2>&1 \
+    || { tail -n 40 "$WORK/prometheus-build.log"; fail "prometheus build"; }
+API_PORT_SMOKE="" compose --profile scale --profile monitoring up -d --no-build --no-deps prometheus >/dev/null 2>&1 \
+    || { API_PORT_SMOKE="" compose --profile scale --profile monitoring up -d --no-build --no-deps prometheus; fail "prometheus up"; }
+up=""
+for _ in $(seq 60); do
+    up=$(promql 'count(up{job="convzoo"} == 1)')
+    [ "$up" = 2 ] && break
+    sleep 2
+done
+[ "$up" = 2 ] || fail "Prometheus reports ${up:-no} replica(s) up, expected 2"
+rules=$(python3 -c '
+import json, sys, urllib.request
+groups = json.load(urllib.request.urlopen(sys.argv[1] + "/api/v1/rules", timeout=5))["data"]["groups"]
+print(sum(len(g["rules"]) for g in groups))' "http://127.0.0.1:$PROMETHEUS_PORT_SMOKE")
+[ "${rules:-0}" -gt 0 ] || fail "Prometheus loaded no rules"
+before=$(promql 'sum(convzoo_requests_total{route="/classify"})')
+out=$(classify "$lb_url" 20) || fail "classify for the Prometheus check: $out"
+after=$before
+for _ in $(seq 30); do
+    after=$(promql 'sum(convzoo_requests_total{route="/classify"})')
+    python3 -c 'import sys; sys.exit(0 if float(sys.argv[2] or 0) >= float(sys.argv[1] or 0) + 20 else 1)' "$before" "$after" \
+        && break
+    sleep 2
+done
+python3 -c 'import sys; sys.exit(0 if float(sys.argv[2] or 0) >= float(sys.argv[1] or 0) + 20 else 1)' "$before" "$after" \
+    || fail "sum(convzoo_requests_total{route=\"/classify\"}) went from ${before:-none} to ${after:-none} after 20 requests"
+log "Prometheus: 2 replicas up, $rules rules loaded, /classify requests ${before:-0} -> $after after 20 more"
+
 # --- teardown ----------------------------------------------------------------------------------
 log "down -v"
-compose --profile scale --profile export down -v --remove-orphans --timeout 30 >/dev/null 2>&1
+compose --profile scale --profile export --profile monitoring down -v --remove-orphans --timeout 30 >/dev/null 2>&1
 [ -z "$(docker ps -aq --filter "label=com.docker.compose.project=$PROJECT")" ] || fail "containers left behind"
 [ -z "$(docker volume ls -q --filter "label=com.docker.compose.project=$PROJECT")" ] || fail "volumes left behind"
 [ -z "$(docker network ls -q --filter "label=com.docker.compose.project=$PROJECT")" ] || fail "networks left behind"

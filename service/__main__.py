@@ -8,14 +8,13 @@ import os
 import uvicorn
 
 from service.connections import GuardedHttpToolsProtocol, Limits, configure, raise_descriptor_limit
+from service.logging import configure_logging
 from service.settings import Settings, unknown_variables
 
 
 def main() -> None:
     settings = Settings()
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)  # JSON lines from the first one on
     for name in unknown_variables(dict(os.environ)):
         logging.getLogger("convzoo").warning("%s is not a convzoo setting; see the README, section Configuration", name)
     limits = Limits.from_settings(settings, raise_descriptor_limit())

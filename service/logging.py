@@ -18,6 +18,8 @@ from urllib.parse import parse_qs
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
+
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's id is kept only when it is short and plain, so it is safe in headers and logs.
 _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
@@ -47,6 +49,9 @@ class JsonFormatter(logging.Formatter):
         rid = getattr(record, "request_id", None) or current_request_id()
         if rid is not None:
             line["request_id"] = rid
+        trace_id = tracing.current_trace_id()
+        if trace_id is not None:
+            line["trace_id"] = trace_id
         for key, value in vars(record).items():
             if key not in _STANDARD and key not in line:
                 line[key] = value

@@ -14,6 +14,7 @@ from starlette.types import Scope
 from service import observability, services
 from service.api.limits import UploadLimit
 from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
+from service.grpc import server as grpc_server
 from service.errors import (
     PROBLEM_CONTENT,
     PROBLEM_SCHEMA,
@@ -80,7 +81,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, services.Services]]:
         async with services.running(settings, metrics) as built:
-            yield {services.STATE_KEY: built}  # the ASGI lifespan state: every request's scope["state"]
+            grpc = await grpc_server.start(built, VERSION)  # None unless CONVZOO_GRPC_PORT is set
+            try:
+                yield {services.STATE_KEY: built}  # the ASGI lifespan state: every request's scope["state"]
+            finally:
+                await grpc_server.stop(grpc, settings.graceful_shutdown_s)
 
     app = FastAPI(
         title="convzoo",
@@ -96,5 +101,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(mount)
     app.openapi = _openapi(app, v2_app)  # type: ignore[method-assign]
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, render=_upload_limit_renderer(mount))
-    observability.install(app, metrics)  # last: its request log wraps every response
+    observability.install(app, metrics, settings)  # last: its request log (and tracing) wrap every response
     return app

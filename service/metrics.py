@@ -25,6 +25,7 @@ class ModelGauge:
     name: str
     loaded: bool
     memory_bytes: int
+    unavailable: bool = False  # cannot be served (deploy/prometheus/rules.yml alerts when it is requested)
 
 
 class _ModelsCollector:
@@ -45,8 +46,16 @@ class _ModelsCollector:
         for r in rows:
             if r.loaded:
                 memory.add_metric([r.name], r.memory_bytes)
+        unavailable = GaugeMetricFamily(
+            "convzoo_model_unavailable",
+            "1 for a registry model that cannot be served (artifact missing or corrupt, over budget, no provider).",
+            labels=["model"],
+        )
+        for r in rows:
+            unavailable.add_metric([r.name], 1 if r.unavailable else 0)
         yield loaded
         yield memory
+        yield unavailable
 
 
 class Metrics:

@@ -7,9 +7,11 @@ from collections.abc import Container
 from fastapi import FastAPI
 from starlette.types import Scope
 
+from service import tracing
 from service.api.deps import services_of
 from service.logging import RequestLog
 from service.metrics import Metrics
+from service.settings import Settings
 
 
 def _known_models(scope: Scope) -> Container[str]:
@@ -29,7 +31,7 @@ def _default_model(scope: Scope, route: str) -> str | None:
         return None
 
 
-def install(app: FastAPI, metrics: Metrics) -> None:
+def install(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
     """At app creation, after the other middleware: the request log then wraps every response."""
     app.add_middleware(
         RequestLog,
@@ -39,3 +41,7 @@ def install(app: FastAPI, metrics: Metrics) -> None:
         known_models=_known_models,
         default_model=_default_model,
     )
+    if settings.otlp_endpoint is not None and not tracing.enabled():
+        tracing.enable_otlp(settings.otlp_endpoint)
+    if tracing.enabled():  # off: not even a pass-through layer
+        app.add_middleware(tracing.TraceRequests)  # outermost: the request log line is inside the span

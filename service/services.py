@@ -46,7 +46,10 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
     )  # a bad registry fails start-up, loudly
     manager.preload_names()  # unknown preload names too
     metrics.watch_models(
-        lambda: [ModelGauge(s.entry.name, s.status == "loaded", s.memory_estimate_bytes) for s in manager.states()]
+        lambda: [
+            ModelGauge(s.entry.name, s.status == "loaded", s.memory_estimate_bytes, s.status == "unavailable")
+            for s in manager.states()
+        ]
     )
     metrics.registry.register(LifecycleCollector(manager))  # loads, load seconds, evictions, calibrations
     # Lanes: large uploads cannot hold every thread while small ones wait (docs/security.md, Fairness).

@@ -73,6 +73,15 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=32_768, ge=1024)  # a longer request head: 431
     max_connections: int = Field(default=1000, ge=1)  # open connections; beyond: 503 (and below the fd limit)
 
+    # gRPC (Open Inference Protocol) and tracing: docs/v2.md
+    grpc_port: int | None = Field(default=None, ge=1, le=65535)  # None (or empty): no gRPC server
+    otlp_endpoint: str | None = None  # None (or empty): no tracing, at no cost
+
+    @field_validator("grpc_port", "otlp_endpoint", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if isinstance(value, str) and not value.strip() else value
+
     @field_validator("preload", mode="before")
     @classmethod
     def _split_names(cls, value: object) -> object:

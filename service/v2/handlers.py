@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from service import tracing
 from service.errors import UnknownModel
 from service.manager import InferTimings, ModelManager, ModelState
 from service.registry import NAME_PATTERN, ModelEntry
@@ -251,18 +252,32 @@ async def infer(
     """Decode, validate against the model's metadata, run through the batcher, encode."""
     if len(body) > OFF_LOOP_BYTES:
         # Parsing a large JSON tensor takes tens of milliseconds: not on the event loop.
-        request = await asyncio.get_running_loop().run_in_executor(pool, decode_request, body, header_length)
+        decode = tracing.traced("decode", decode_request)
+        request = await asyncio.get_running_loop().run_in_executor(pool, decode, body, header_length)
     else:
-        request = decode_request(body, header_length)
+        request = tracing.traced("decode", decode_request)(body, header_length)
     entry = state.entry
     batch = _model_input(request, entry, max_images)
     # Validate the requested outputs before spending inference on the request.
     _outputs(request, Tensor(OUTPUT_NAME, "FP32", np.zeros((0, entry.num_classes), np.float32)), [])
     deadline = time.monotonic() + timeout_s
-    logits, timings = await manager.infer(entry.name, batch, deadline=deadline)
+    logits, timings = await tracing.infer(manager, entry.name, batch, deadline=deadline)
     tensor = Tensor(OUTPUT_NAME, "FP32", np.asarray(logits, dtype=np.float32))
     outputs = _outputs(request, tensor, manager.labels(entry.name))
-    payload, length = encode_response(
+    payload, length = tracing.traced("encode", encode_response)(
         model_name=entry.name, model_version=entry.version, request_id=request.id, outputs=outputs
     )
     return InferAnswer(payload, length, timings)
+
+
+async def run(
+    manager: ModelManager, state: ModelState, request: Request, *, timeout_s: float, max_images: int
+) -> tuple[list[Output], InferTimings]:
+    """A decoded request (from any transport, e.g. gRPC): validated, run through the batcher, its
+    outputs (classification applied) returned unencoded."""
+    entry = state.entry
+    batch = _model_input(request, entry, max_images)
+    _outputs(request, Tensor(OUTPUT_NAME, "FP32", np.zeros((0, entry.num_classes), np.float32)), [])
+    logits, timings = await tracing.infer(manager, entry.name, batch, deadline=time.monotonic() + timeout_s)
+    tensor = Tensor(OUTPUT_NAME, "FP32", np.asarray(logits, dtype=np.float32))
+    return _outputs(request, tensor, manager.labels(entry.name)), timings

@@ -11,6 +11,7 @@ from typing import Annotated
 import numpy as np
 from fastapi import APIRouter, Query, Request
 
+from service import tracing
 from service.api.choice import ModelChoiceDep
 from service.api.deps import ServicesDep
 from service.api.schemas import ClassifyResponse, ClassifyTiming, ImageResult, SelectionReport
@@ -35,9 +36,9 @@ class Prepared:
 
 def _prepare(data: bytes, entry: ModelEntry, max_pixels: int) -> Prepared:
     t0 = time.perf_counter()
-    image = decode(data, max_pixels=max_pixels, draft_size=entry.preprocessing.resize)
+    image = tracing.traced("decode", decode)(data, max_pixels=max_pixels, draft_size=entry.preprocessing.resize)
     t1 = time.perf_counter()
-    tensor = to_tensor(image, entry.preprocessing)
+    tensor = tracing.traced("preprocess", to_tensor)(image, entry.preprocessing)
     t2 = time.perf_counter()
     return Prepared(tensor, image.width, image.height, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
@@ -46,7 +47,7 @@ async def _prepare_all(
     uploads: list[Upload], entry: ModelEntry, settings: Settings, pool: ThreadPoolExecutor
 ) -> list[Prepared]:
     loop = asyncio.get_running_loop()
-    jobs = [loop.run_in_executor(pool, _prepare, u.data, entry, settings.max_image_pixels) for u in uploads]
+    jobs = [loop.run_in_executor(pool, tracing.bind(_prepare), u.data, entry, settings.max_image_pixels) for u in uploads]
     results = await asyncio.gather(*jobs, return_exceptions=True)
     for r in results:  # the first failing image, in upload order, decides the error
         if isinstance(r, BaseException):
@@ -72,11 +73,8 @@ async def classify(
     uploads = await read_uploads(request, settings)
     prepared = await _prepare_all(uploads, entry, settings, pool)
     batch = np.stack([p.tensor for p in prepared])
-    logits, timings = await manager.infer(name, batch, deadline=deadline)
-    request.state.timings = {
-        "queue": timings.queue_ms,
-        "inference": timings.inference_ms,
-    }  # for the request log
+    logits, timings = await tracing.infer(manager, name, batch, deadline=deadline)
+    request.state.timings = {"queue": timings.queue_ms, "inference": timings.inference_ms}  # for the request log
     probs = softmax(logits)
     labels = manager.labels(name)
     results = [

@@ -1,0 +1,77 @@
+"""The gRPC server: started in the app's lifespan, on the same event loop, when CONVZOO_GRPC_PORT is set."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from tritonclient.grpc import service_pb2_grpc
+
+from service.grpc.servicer import SERVICE, InferenceServicer
+from service.manager import ModelManager
+from service.services import Services
+from service.settings import Settings
+
+log = logging.getLogger("convzoo")
+
+
+class ReadinessHealth(HealthServicer):  # type: ignore[misc]
+    """grpc.health.v1: the server and the inference service are SERVING when REST's /health/ready is 200."""
+
+    def __init__(self, manager: ModelManager) -> None:
+        super().__init__()
+        self.manager = manager
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        if request.service in ("", SERVICE):
+            ready = self.manager.ready()[0]
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if ready
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            return health_pb2.HealthCheckResponse(status=status)
+        return await super().Check(request, context)
+
+
+def options(settings: Settings) -> list[tuple[str, int]]:
+    """The same upload limit as REST: a larger message is refused with RESOURCE_EXHAUSTED."""
+    return [
+        ("grpc.max_receive_message_length", settings.max_upload_bytes),
+        ("grpc.max_send_message_length", -1),
+        # Worker processes share the port (as they share REST's); one process fails on a port in use.
+        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+    ]
+
+
+async def start(services: Services, version: str) -> grpc.aio.Server | None:
+    """Serve gRPC on CONVZOO_HOST:CONVZOO_GRPC_PORT with the REST app's manager, statistics and metrics."""
+    settings = services.settings
+    if settings.grpc_port is None:
+        return None
+    manager = services.manager
+    server = grpc.aio.server(options=options(settings))
+    servicer = InferenceServicer(
+        manager=manager,
+        settings=settings,
+        statistics=services.statistics,
+        metrics=services.metrics,
+        version=version,
+        pool=services.preprocess_pool,
+    )
+    service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
+    health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealth(manager), server)
+    address = f"{settings.host}:{settings.grpc_port}"
+    if server.add_insecure_port(address) == 0:
+        raise RuntimeError(f"cannot serve gRPC on {address}")
+    await server.start()
+    log.info("gRPC (%s) on %s", SERVICE, address)
+    return server
+
+
+async def stop(server: grpc.aio.Server | None, grace_s: float) -> None:
+    if server is not None:
+        await server.stop(grace_s)

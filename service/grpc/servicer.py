@@ -1,0 +1,298 @@
+"""`inference.GRPCInferenceService` on top of the same manager, statistics and `/v2` handlers as REST.
+
+Every method answers from the `/v2` handlers' dictionaries (parsed into the protocol's messages), so
+REST and gRPC cannot drift apart. Errors keep the REST status they would have had, mapped to a gRPC
+code by `code_of`; each call is logged and counted like an HTTP request, with that status.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import json_format
+from pydantic import BaseModel
+from tritonclient.grpc import service_pb2 as pb
+from tritonclient.grpc import service_pb2_grpc
+
+from service import tracing
+from service.errors import DeadlineExceeded, ServiceError, problem_of
+from service.grpc import tensors
+from service.manager import ModelManager
+from service.metrics import Metrics
+from service.settings import Settings
+from service.v2 import handlers
+from service.v2.errors import V2Error
+from service.v2.statistics import Statistics
+
+SERVICE = "inference.GRPCInferenceService"
+access_log = logging.getLogger("convzoo.access")
+
+_CODES = {
+    400: grpc.StatusCode.INVALID_ARGUMENT,
+    404: grpc.StatusCode.NOT_FOUND,
+    413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    415: grpc.StatusCode.INVALID_ARGUMENT,
+    422: grpc.StatusCode.INVALID_ARGUMENT,
+    503: grpc.StatusCode.UNAVAILABLE,
+}
+
+Reply = TypeVar("Reply")
+
+
+class Failure(Exception):
+    """An error answer: the REST status it stands for, and the gRPC code and message sent."""
+
+    def __init__(self, status: int, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def failure_of(exc: Exception) -> Failure:
+    """The one mapping of the service's errors to gRPC status codes."""
+    if isinstance(exc, V2Error):
+        return Failure(exc.status, _CODES.get(exc.status, grpc.StatusCode.INTERNAL), exc.message)
+    if isinstance(exc, DeadlineExceeded):
+        return Failure(503, grpc.StatusCode.DEADLINE_EXCEEDED, exc.detail)  # 503 on REST too
+    if isinstance(exc, ServiceError):
+        status = problem_of(exc).status
+        return Failure(status, _CODES.get(status, grpc.StatusCode.INTERNAL), exc.detail)
+    return Failure(500, grpc.StatusCode.INTERNAL, "internal error")
+
+
+class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
+    def __init__(
+        self,
+        *,
+        manager: ModelManager,
+        settings: Settings,
+        statistics: Statistics,
+        metrics: Metrics,
+        version: str,
+        pool: Executor | None,
+    ) -> None:
+        self.manager = manager
+        self.settings = settings
+        self.statistics = statistics
+        self.metrics = metrics
+        self.version = version
+        self.pool = pool
+
+    # --- the calls' common frame: request id, error mapping, log line, metrics --------------------------
+
+    async def _serve(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        model: str,
+        answer: Callable[[], Awaitable[Reply]],
+    ) -> Reply:
+        rid = _request_id(context)
+        if not tracing.enabled():
+            return await self._answer(method, context, model, rid, answer)
+        metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+        attributes = {"rpc.system": "grpc", "rpc.service": SERVICE, "rpc.method": method}
+        with tracing.server_span("receive", metadata, attributes):
+            return await self._answer(method, context, model, rid, answer)
+
+    async def _answer(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        model: str,
+        rid: str,
+        answer: Callable[[], Awaitable[Reply]],
+    ) -> Reply:
+        started = time.perf_counter()
+        try:
+            reply = await answer()
+        except Exception as exc:  # every error becomes a status; unexpected ones are logged
+            failure = failure_of(exc)
+            if failure.code == grpc.StatusCode.INTERNAL:
+                logging.getLogger("convzoo").exception("gRPC %s failed", method)
+        else:
+            self._record(rid, method, model, 200, time.perf_counter() - started)
+            return reply
+        self._record(rid, method, model, failure.status, time.perf_counter() - started)
+        context.set_trailing_metadata((("x-request-id", rid),))
+        await context.abort(failure.code, failure.message)
+        raise AssertionError("abort returns by raising")  # pragma: no cover
+
+    def _record(self, rid: str, method: str, model: str, status: int, seconds: float) -> None:
+        route = f"/{SERVICE}/{method}"
+        # Only registry names become labels: a client cannot create metric series.
+        model = model if model in {m.name for m in self.manager.registry.models} else ""
+        level = logging.ERROR if status >= 500 and status != 503 else logging.INFO
+        access_log.log(
+            level,
+            "GRPC %s %d",
+            route,
+            status,
+            extra={
+                "request_id": rid,
+                "method": "GRPC",
+                "path": route,
+                "route": route,
+                "model": model or None,
+                "status": status,
+                "duration_ms": round(seconds * 1e3, 3),
+            },
+        )
+        self.metrics.observe_request(route=route, model=model, status=status, seconds=seconds)
+
+    # --- server -----------------------------------------------------------------------------------------
+
+    async def ServerLive(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            return pb.ServerLiveResponse(live=True)
+
+        return await self._serve("ServerLive", context, "", answer)
+
+    async def ServerReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            return pb.ServerReadyResponse(ready=self.manager.ready()[0])
+
+        return await self._serve("ServerReady", context, "", answer)
+
+    async def ServerMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            return _parse(handlers.server_metadata(self.version), pb.ServerMetadataResponse())
+
+        return await self._serve("ServerMetadata", context, "", answer)
+
+    # --- models -----------------------------------------------------------------------------------------
+
+    def _resolve(self, name: str, version: str) -> Any:
+        return handlers.resolve(self.manager, name, version or None)
+
+    async def ModelReady(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            state = self._resolve(request.name, request.version)
+            return pb.ModelReadyResponse(ready=state.status == "loaded")
+
+        return await self._serve("ModelReady", context, request.name, answer)
+
+    async def ModelMetadata(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            state = self._resolve(request.name, request.version)
+            return _parse(handlers.model_metadata(state), pb.ModelMetadataResponse())
+
+        return await self._serve("ModelMetadata", context, request.name, answer)
+
+    async def ModelConfig(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            state = self._resolve(request.name, request.version)
+            config = handlers.model_config(state)
+            return _parse({"config": config}, pb.ModelConfigResponse())
+
+        return await self._serve("ModelConfig", context, request.name, answer)
+
+    async def ModelStatistics(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            name = request.name or None
+            stats = handlers.statistics(self.manager, self.statistics, name, request.version or None)
+            return _parse(stats, pb.ModelStatisticsResponse())
+
+        return await self._serve("ModelStatistics", context, request.name, answer)
+
+    async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            state = self._resolve(request.model_name, request.model_version)
+            decoded = tracing.traced("decode", tensors.decode)(request)
+            outputs, _ = await handlers.run(
+                self.manager,
+                state,
+                decoded,
+                timeout_s=self._timeout(context),
+                max_images=self.settings.max_queue_size,
+            )
+            entry = state.entry
+            return tracing.traced("encode", tensors.encode)(
+                model_name=entry.name, model_version=entry.version, request_id=decoded.id, outputs=outputs
+            )
+
+        return await self._serve("ModelInfer", context, request.model_name, answer)
+
+    def _timeout(self, context: grpc.aio.ServicerContext) -> float:
+        """The service's request timeout, or the client's deadline when that comes first."""
+        remaining = context.time_remaining()
+        limit = self.settings.request_timeout_s
+        return limit if remaining is None else max(0.0, min(limit, remaining))
+
+    # --- model repository (read-only) -------------------------------------------------------------------
+
+    async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            body = json.dumps({"ready": request.ready}).encode()
+            return _parse(
+                {"models": handlers.repository_index(self.manager, body)}, pb.RepositoryIndexResponse()
+            )
+
+        return await self._serve("RepositoryIndex", context, "", answer)
+
+    async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            raise handlers.refuse_model_control(self.manager, request.model_name)
+
+        return await self._serve("RepositoryModelLoad", context, request.model_name, answer)
+
+    async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        async def answer() -> Any:
+            raise handlers.refuse_model_control(self.manager, request.model_name)
+
+        return await self._serve("RepositoryModelUnload", context, request.model_name, answer)
+
+
+# Shared memory, streaming, trace and log settings: not offered (the server metadata lists no such extension).
+UNSUPPORTED = (
+    "ModelStreamInfer",
+    "SystemSharedMemoryStatus",
+    "SystemSharedMemoryRegister",
+    "SystemSharedMemoryUnregister",
+    "CudaSharedMemoryStatus",
+    "CudaSharedMemoryRegister",
+    "CudaSharedMemoryUnregister",
+    "TraceSetting",
+    "LogSettings",
+)
+
+
+def _unsupported(method: str) -> Callable[..., Awaitable[Any]]:
+    async def refuse(self: InferenceServicer, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{method} is not supported by this server")
+
+    return refuse
+
+
+for _method in UNSUPPORTED:
+    setattr(InferenceServicer, _method, _unsupported(_method))
+
+
+def _parse(content: BaseModel | dict[str, Any], message: Any) -> Any:
+    """A REST response body (the /v2 handlers' models) as the gRPC message; absent fields take defaults."""
+    return json_format.ParseDict(_plain(content), message, ignore_unknown_fields=False)
+
+
+def _plain(content: object) -> Any:
+    if isinstance(content, BaseModel):
+        return content.model_dump(mode="json", exclude_none=True)
+    if isinstance(content, dict):
+        return {k: _plain(v) for k, v in content.items()}
+    if isinstance(content, list):
+        return [_plain(v) for v in content]
+    return content
+
+
+def _request_id(context: grpc.aio.ServicerContext) -> str:
+    for key, value in context.invocation_metadata() or ():
+        if key == "x-request-id" and isinstance(value, str) and 0 < len(value) <= 128 and value.isprintable():
+            return value
+    return uuid.uuid4().hex

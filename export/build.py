@@ -35,8 +35,13 @@ def today() -> dt.date:
 
 
 def _default_model(models: list[ModelEntry], previous: str | None) -> str:
-    """The best measured Fashion-MNIST model; otherwise the previous default while it still exists."""
-    measured = [m for m in models if m.dataset == FASHION_DATASET and m.metrics.top1 is not None]
+    """The best measured Fashion-MNIST model (not a quantized variant); otherwise the previous default
+    while it still exists."""
+    measured = [
+        m
+        for m in models
+        if m.dataset == FASHION_DATASET and m.metrics.top1 is not None and m.quantization is None
+    ]
     if measured:
         return max(measured, key=lambda m: (m.metrics.top1 or 0.0, m.name)).name
     names = [m.name for m in models]

@@ -346,6 +346,8 @@ class ModelManager:
                     "date": e.metrics.accuracy_date.isoformat() if e.metrics.accuracy_date else None,
                 },
                 "parity": e.parity.model_dump(mode="json") if e.parity else None,
+                # a quantized variant: its FP32 source, calibration and what `parity` compares
+                "quantization": e.quantization.model_dump(mode="json") if e.quantization else None,
                 "provenance": e.provenance.model_dump(mode="json") if e.provenance else None,
                 "registry_latency": e.latency.model_dump(mode="json") if e.latency else None,
                 "calibration": (

@@ -2,6 +2,7 @@
 PYTHON ?= python3
 VENV := .venv
 SERVE_VENV := .venv-serve
+PEERS_VENV := .venv-peers
 CONVZOO_HOST ?= 127.0.0.1
 CONVZOO_PORT ?= 8000
 export CONVZOO_HOST CONVZOO_PORT
@@ -12,7 +13,7 @@ help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
 	@echo "make test   the default test suite"
 	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests"
-	@echo "make bench  benchmark against raw ONNX Runtime and a naive PyTorch endpoint (docs/bench.md)"
+	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML (docs/bench.md)"
 	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"
 	@echo "make soak   SOAK_MINUTES (default 10) of mixed traffic; RSS and error counts (scripts/soak.py)"
 	@echo "make audit  pip-audit of requirements/serve.lock (needs a vulnerability service)"
@@ -58,9 +59,26 @@ $(VENV)/.bench-stamp: $(VENV)/.stamp pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[export,bench]'
 	touch $@
 
-bench: $(VENV)/.bench-stamp data
+bench: $(VENV)/.bench-stamp $(PEERS_VENV)/.stamp data
 	@bash bench/ensure-wrk.sh
 	$(VENV)/bin/python -m bench
+
+# The bench's peers (bench/peers/: TorchServe, PyTriton, LitServe, BentoML) in their own virtualenv, so
+# their pins never move the project's; the same onnxruntime as the development environment. A peer that
+# fails to install is reported by the bench as such and the others still run. TorchServe's Python worker
+# imports torch for its wire protocol (our handler does not use it): a .pth line, after the peers' own
+# packages, lends it the development environment's torch instead of a second multi-GB download.
+PEER_PACKAGES := "torchserve torch-model-archiver" nvidia-pytriton "litserve python-multipart" bentoml
+$(PEERS_VENV)/.stamp: $(VENV)/.stamp bench/peers/__init__.py
+	$(PYTHON) -m venv $(PEERS_VENV)
+	$(PEERS_VENV)/bin/pip install -q --upgrade pip
+	$(PEERS_VENV)/bin/pip install -q "onnxruntime==$$($(VENV)/bin/python -c 'import onnxruntime; print(onnxruntime.__version__)')" \
+		numpy pillow pydantic pydantic-settings pyyaml fastapi
+	for p in $(PEER_PACKAGES); do $(PEERS_VENV)/bin/pip install -q $$p || echo "bench: peer packages '$$p' did not install"; done
+	$(VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])' \
+		> "$$($(PEERS_VENV)/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/zz-development-venv.pth"
+	touch $@
+
 
 # Lint: ruff (rules and format) and mypy --strict over the code and the tests; the checkers are pinned (lint extra).
 LINT_PATHS := service export bench tests
@@ -96,7 +114,7 @@ test-docker:
 	bash scripts/compose-smoke.sh
 
 clean:
-	rm -rf $(VENV) $(SERVE_VENV) .pytest_cache
+	rm -rf $(VENV) $(SERVE_VENV) $(PEERS_VENV) .pytest_cache
 
 # Mutation fuzzer of the image path (tests/security/fuzz.py): FUZZ_SECONDS with FUZZ_SEED; `make test` runs
 # it for 10 s with seed 0. A failing case is saved under tests/security/fuzz_cases/ and replayed by the tests.

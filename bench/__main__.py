@@ -1,7 +1,8 @@
 """`python -m bench` (make bench): one run, side by side, written to docs/bench.{json,md,png}.
 
 (a) raw ONNX Runtime in-process, (b) convzoo over HTTP at concurrency 1, 8 and 32, (c) a naive FastAPI +
-PyTorch eager endpoint, (d) a bare FastAPI route; then the worker-model sweep (processes x intra-op threads,
+PyTorch eager endpoint, (d) a bare FastAPI route, (e) the peers (bench/peers/: TorchServe, PyTriton,
+LitServe, BentoML) serving the same ONNX the same way, then convzoo again; then the worker-model sweep (processes x intra-op threads,
 batching on/off) for a small and a large model. Loopback only; every measurement has a fixed duration.
 """
 
@@ -22,6 +23,9 @@ from typing import Any
 
 from bench import images, load, report, servers, workspace
 from bench.load import Body
+from bench.peers import PEERS, Peer, by_key
+from bench.peers import report as peer_report
+from bench.peers import run as peer_run
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -167,6 +171,44 @@ class Bench:
                 for c in concurrencies
             ]
 
+    # ---- (e) the peers ------------------------------------------------------------------------------
+
+    def peers(
+        self, chosen: list[Peer], plan: list[tuple[str, list[int]]]
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """Per model: every peer in turn, then convzoo again (its run before the peers is (b))."""
+        entries: dict[str, dict[str, Any]] = {
+            p.key: {"peer": p.label, "version": None, "results": {}} for p in chosen
+        }
+        after: dict[str, Any] = {}
+        for model, concurrencies in plan:
+            for p in chosen:
+                print(f"(e) {p.label}, {model}", flush=True)
+                seconds = self.seconds_for[model]
+
+                def point(
+                    srv: servers.Running, url: str, c: int, body: Body, s: float = seconds
+                ) -> dict[str, Any]:
+                    return self._load(srv, url, c, body, seconds=s)
+
+                res = peer_run.measure(
+                    p,
+                    paths=self._paths(model),
+                    concurrencies=concurrencies,
+                    image=self.bodies[model],
+                    work=workspace.WORK / "peers" / p.key,
+                    log=LOGS / f"peer-{p.key}-{model}.log",
+                    load_point=point,
+                )
+                if res["status"] != "ok":
+                    print(f"    {p.label}: {res['status']}", flush=True)
+                entry = entries[p.key]
+                entry["version"] = entry["version"] or res["version"]
+                entry["results"][model] = {"status": res["status"], "points": res["points"]}
+            print(f"(e) convzoo again, after the peers, {model}", flush=True)
+            after[model] = self.convzoo(model, concurrencies)
+        return list(entries.values()), after
+
     def bare(self, concurrencies: list[int], tool: str | None = None) -> list[dict[str, Any]]:
         port = servers.free_port()
         cmd = servers.uvicorn_app(
@@ -237,7 +279,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs", help="where bench.json/md/png go")
     parser.add_argument("--no-sweep", action="store_true", help="skip the worker-model sweep")
     parser.add_argument("--tool", choices=["wrk", "python"], default=load.available_tool())
+    parser.add_argument(
+        "--peers",
+        default=",".join(p.key for p in PEERS),
+        help="comma-separated peers to run side by side (bench/peers/), or 'none'",
+    )
     a = parser.parse_args()
+    chosen = [] if a.peers == "none" else by_key([k.strip() for k in a.peers.split(",") if k.strip()])
     started = time.monotonic()
     print("bench: preparing the workspace", flush=True)
     workspace.prepare()
@@ -269,6 +317,11 @@ def main() -> None:
     if a.tool == "wrk":
         print("    the same with the Python load generator (its own cost on these cores)", flush=True)
         results["bare_python_loadgen"] = b.bare([32], tool="python")
+    if chosen:
+        results["convzoo_version"] = _revision()
+        # lenet5 at c1, c8, c32 and resnet50 at c1, c8: the points of the targets
+        plan = [(LARGE, [1, 8]), (SMALL, [1, 8, 32])]
+        results["peers"], results["convzoo_after_peers"] = b.peers(chosen, plan)
     if not a.no_sweep:
         try:
             results["worker_model"] = sweep(b)
@@ -279,11 +332,23 @@ def main() -> None:
     results["host"]["load_average_at_end"] = list(os.getloadavg())
     results["wall_s"] = round(time.monotonic() - started, 1)
     report.write(results, a.out)
+    if chosen:
+        print("\n".join(peer_report.table(results)), flush=True)
+        peer_report.write(results, a.out)
     if a.out.resolve() == (ROOT / "docs").resolve():
         report.update_readme(results, ROOT / "README.md")
+        if chosen:
+            peer_report.update_readme(results, ROOT / "README.md")
     print(
         f"bench: done in {results['wall_s']:.0f} s; wrote {a.out}/bench.json, bench.md, bench.png", flush=True
     )
+
+
+def _revision() -> str:
+    done = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    return done.stdout.strip() or "this tree"
 
 
 def _retry_once(measure: Callable[..., list[dict[str, Any]]], *args: Any) -> list[dict[str, Any]]:

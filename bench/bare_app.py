@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
 
 CONSTANT: dict[str, Any] = {
     "model": "constant",
@@ -25,5 +25,10 @@ def create_app() -> FastAPI:
     @app.post("/classify")
     async def classify() -> dict[str, Any]:
         return CONSTANT
+
+    @app.post("/headers")
+    async def headers(request: Request) -> Response:
+        # the harness's check that the load generators send a peer's extra headers
+        return Response(status_code=204 if request.headers.get("x-bench-check") == "1" else 400)
 
     return app

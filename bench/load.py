@@ -18,6 +18,7 @@ HERE = Path(__file__).resolve().parent
 class Body:
     path: Path
     content_type: str
+    headers: tuple[tuple[str, str], ...] = ()  # extra request headers (a peer's protocol may need them)
 
 
 def available_tool() -> str:
@@ -31,6 +32,7 @@ def _command(
     if tool == "wrk":
         env["BENCH_BODY"] = str(body.path) if body else ""
         env["BENCH_CONTENT_TYPE"] = body.content_type if body else ""
+        env["BENCH_HEADERS"] = "\n".join(f"{k}: {v}" for k, v in body.headers) if body else ""
         # One wrk thread: it keeps all connections busy and leaves the cores to the server.
         cmd = [
             "wrk",
@@ -56,6 +58,7 @@ def _command(
     ]
     if body:
         cmd += ["--body", str(body.path), "--content-type", body.content_type]
+        cmd += [arg for k, v in body.headers for arg in ("--header", f"{k}: {v}")]
     return cmd, env
 
 

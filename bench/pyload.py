@@ -19,12 +19,12 @@ import numpy as np
 
 
 async def _run(
-    url: str, concurrency: int, seconds: float, body: bytes | None, content_type: str
+    url: str, concurrency: int, seconds: float, body: bytes | None, content_type: str, extra: dict[str, str]
 ) -> dict[str, object]:
     latencies: list[float] = []
     errors = {"connect": 0, "read": 0, "write": 0, "status": 0, "timeout": 0}
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
-    headers = {"Content-Type": content_type} if body is not None else {}
+    headers = {"Content-Type": content_type, **extra} if body is not None else {}
     async with httpx.AsyncClient(limits=limits, timeout=30.0) as client:
         stop = time.perf_counter() + seconds
 
@@ -70,6 +70,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--body", type=Path)
     parser.add_argument("--content-type", default="application/octet-stream")
+    parser.add_argument("--header", action="append", default=[], help="an extra 'Name: value' header")
     a = parser.parse_args()
     body = a.body.read_bytes() if a.body else None
     try:
@@ -79,7 +80,8 @@ def main() -> None:
     except ImportError:
         factory = asyncio.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        result = runner.run(_run(a.url, a.concurrency, a.seconds, body, a.content_type))
+        extra = {h.split(":", 1)[0].strip(): h.split(":", 1)[1].strip() for h in a.header}
+        result = runner.run(_run(a.url, a.concurrency, a.seconds, body, a.content_type, extra))
     print("BENCH_JSON " + json.dumps(result))
 
 

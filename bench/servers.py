@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -60,9 +61,17 @@ class Running:
 
 @contextmanager
 def serve(
-    cmd: list[str], env: dict[str, str], ready_path: str, port: int, log: Path, timeout_s: float = 180
+    cmd: list[str],
+    env: dict[str, str],
+    ready_path: str,
+    port: int,
+    log: Path,
+    timeout_s: float = 180,
+    *,
+    whole_group: bool = False,
 ) -> Iterator[Running]:
-    """Run `cmd` until the block ends; yields it once `ready_path` answers 200."""
+    """Run `cmd` until the block ends; yields it once `ready_path` answers 200. `whole_group`: stop every
+    process of its group, not only `cmd` (servers whose launcher leaves its children running)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
@@ -77,16 +86,33 @@ def serve(
             time.sleep(0.2)
         yield Running(base, proc.pid)
     finally:
-        _stop(proc)
+        _stop(proc, whole_group)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+        return True
+    except ProcessLookupError:
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes], whole_group: bool = False) -> None:
+    if proc.poll() is None or (whole_group and _group_alive(proc.pid)):
+        if whole_group:
+            os.killpg(proc.pid, signal.SIGTERM)  # our own process group, started above
+        else:
+            proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(20)
+            deadline = time.monotonic() + 20
+            while whole_group and _group_alive(proc.pid) and time.monotonic() < deadline:
+                time.sleep(0.2)
+            if whole_group and _group_alive(proc.pid):
+                raise subprocess.TimeoutExpired(proc.args, 20)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)  # our own process group, started above
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)  # our own process group, started above
             proc.wait(5)
 
 

@@ -1,4 +1,4 @@
--- wrk script: POST the file named by BENCH_BODY (type BENCH_CONTENT_TYPE), or GET when unset;
+-- wrk script: POST the file named by BENCH_BODY (type BENCH_CONTENT_TYPE, extra BENCH_HEADERS), or GET when unset;
 -- prints one line "BENCH_JSON {...}" with counts and latency percentiles in microseconds.
 local body_path = os.getenv("BENCH_BODY")
 if body_path and body_path ~= "" then
@@ -7,6 +7,11 @@ if body_path and body_path ~= "" then
   f:close()
   wrk.method = "POST"
   wrk.headers["Content-Type"] = os.getenv("BENCH_CONTENT_TYPE") or "application/octet-stream"
+end
+-- BENCH_HEADERS: extra request headers, one "Name: value" per line (a peer's protocol may need them)
+for line in (os.getenv("BENCH_HEADERS") or ""):gmatch("[^\n]+") do
+  local name, value = line:match("^([^:]+):%s*(.*)$")
+  if name then wrk.headers[name] = value end
 end
 
 done = function(summary, latency, requests)

@@ -39,12 +39,16 @@ PHOTO_DEFAULT = "efficientnet_lite0"
 
 
 def _default_model(models: list[ModelEntry], previous: str | None) -> str:
-    """The bundled photo model once built with real weights; else the best measured Fashion-MNIST model;
-    else the previous default while it still exists."""
+    """The bundled photo model once built with real weights; else the best measured Fashion-MNIST model
+    (not a quantized variant); else the previous default while it still exists."""
     photo = next((m for m in models if m.name == PHOTO_DEFAULT), None)
     if photo is not None and photo.built and photo.weights.kind == "pretrained":
         return photo.name
-    measured = [m for m in models if m.dataset == FASHION_DATASET and m.metrics.top1 is not None]
+    measured = [
+        m
+        for m in models
+        if m.dataset == FASHION_DATASET and m.metrics.top1 is not None and m.quantization is None
+    ]
     if measured:
         return max(measured, key=lambda m: (m.metrics.top1 or 0.0, m.name)).name
     names = [m.name for m in models]

@@ -174,3 +174,45 @@ def calibrate_cmd(
     typer.echo(calibrate.render(outcomes))
     if not any(o.latency is not None for o in outcomes):
         raise _fail("no model could be measured")
+
+
+@app.command("quantize")
+def quantize_cmd(
+    model: Annotated[
+        str | None, typer.Option("--model", help="comma-separated model names (default: every Fashion-MNIST model)")
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Fashion-MNIST IDX directory")] = None,
+    calibration_images: Annotated[
+        Path | None, typer.Option(help="ImageNet models: a directory of images to calibrate on")
+    ] = None,
+    agreement_images: Annotated[
+        Path | None, typer.Option(help="ImageNet models: other images, to compare the variant with FP32 on")
+    ] = None,
+    calibration_samples: Annotated[int, typer.Option(help="images to calibrate on")] = 1000,
+    seconds: Annotated[float, typer.Option(help="latency measuring time per variant")] = 1.0,
+    out: ModelsOpt = MODELS_DIR,
+    registry: RegistryOpt = REGISTRY_PATH,
+) -> None:
+    """Write a static INT8 (QDQ, per-channel) variant of each model as its own registry entry NAME-int8,
+    calibrated on training images, with its own measured accuracy, size, parity with FP32 and latency."""
+    from export import quantize
+
+    if calibration_samples < 1 or seconds <= 0:
+        raise _fail("--calibration-samples and --seconds must be positive")
+    try:
+        names = _names(model) or quantize.default_names(load_registry(registry))
+        for name in names:
+            entry = quantize.quantize_entry(
+                load_registry(registry),
+                name,
+                models_dir=out,
+                data_dir=data,
+                calibration_dir=calibration_images,
+                agreement_dir=agreement_images,
+                calibration_samples=calibration_samples,
+            )
+            fp32 = quantize.measure_latency(load_registry(registry).get(name), out, seconds=seconds)
+            merge_into_registry(registry, [quantize.measure_latency(entry, out, seconds=seconds)], {})
+            typer.echo(quantize.describe(load_registry(registry).get(entry.name), fp32))
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None

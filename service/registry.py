@@ -138,6 +138,20 @@ class Batching(Strict):
     max_queue_delay_us: int = Field(ge=0)
 
 
+class Quantization(Strict):
+    """A variant quantized from another registry entry by the export stage (`python -m export quantize`).
+
+    Its `parity` then compares it with that entry's FP32 model on `agreement_data`, not with PyTorch."""
+
+    precision: Literal["int8"]
+    method: str  # e.g. "static QDQ, per-channel weights, MinMax calibration"
+    quantized_from: str  # the registry name of the FP32 entry
+    source_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    calibration_data: str  # never the evaluation images
+    calibration_samples: int = Field(ge=1)
+    agreement_data: str  # the images `parity` was measured on
+
+
 class ModelEntry(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str
@@ -155,6 +169,7 @@ class ModelEntry(Strict):
     latency: Latency | None
     provenance: Provenance | None  # None while not built
     batching: Batching | None = None  # None: the service's settings apply
+    quantization: Quantization | None = None  # None: the model as exported (no quantized variant)
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
@@ -189,6 +204,8 @@ class Registry(Strict):
                 raise ValueError(f"model {m.name!r}: unknown label set {m.labels!r}")
             if len(labels) != m.num_classes:
                 raise ValueError(f"model {m.name!r}: {len(labels)} labels for {m.num_classes} classes")
+            if m.quantization is not None and m.quantization.quantized_from not in names:
+                raise ValueError(f"model {m.name!r}: quantized from unknown model {m.quantization.quantized_from!r}")
         return self
 
     def get(self, name: str) -> ModelEntry:
@@ -243,6 +260,10 @@ def load_registry(path: Path) -> Registry:
 def dump_registry(registry: Registry) -> str:
     """The YAML text of a registry, fields in schema order, as the export stage writes it."""
     data = registry.model_dump(mode="json")
+    for model in data["models"]:
+        # absent rather than null, so that entries of unquantized models read as they always did
+        if model.get("quantization") is None:
+            model.pop("quantization", None)
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
 
 

@@ -11,7 +11,7 @@ from typing import Literal
 from pydantic import BaseModel
 
 from service.postprocess import Prediction
-from service.registry import Artifact, InputSpec, Latency, Parity, Preprocessing, Provenance
+from service.registry import Artifact, InputSpec, Latency, Parity, Preprocessing, Provenance, Quantization
 from service.selection import CostAxis, LatencySource
 
 __all__ = ["Prediction"]
@@ -233,6 +233,8 @@ class ModelDetail(ModelSummary):
     parity: Parity | None
     provenance: Provenance | None
     registry_latency: Latency | None
+    # a quantized variant: its FP32 source, calibration and what `parity` compares
+    quantization: Quantization | None
     calibration: CalibrationInfo | None
     providers: list[str] | None  # ONNX Runtime's, while loaded
     batching: BatchingInfo

@@ -103,6 +103,7 @@ def detail(manager: ModelManager, name: str) -> ModelDetail:
             "parity": e.parity,
             "provenance": e.provenance,
             "registry_latency": e.latency,
+            "quantization": e.quantization,
             "calibration": calibration,
             "providers": state.model.providers if state.model else None,
             "batching": BatchingInfo(

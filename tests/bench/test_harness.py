@@ -86,3 +86,123 @@ def test_the_readme_block_is_replaced_between_its_markers(
     plain = tmp_path / "PLAIN.md"
     plain.write_text("no markers\n")
     assert not report.update_readme(r, plain) and plain.read_text() == "no markers\n"
+
+
+# ---- the peers (bench/peers/): their request framing, reporting and failure handling; none is started here
+
+
+@pytest.mark.parametrize("tool", ["python", "wrk"])
+def test_a_peers_extra_headers_reach_the_server(bare: servers.Running, tool: str, tmp_path: Path) -> None:
+    import urllib.error
+    import urllib.request
+
+    if tool == "wrk" and shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (bench/ensure-wrk.sh installs it)")
+    url = f"{bare.url}/headers"
+    with pytest.raises(urllib.error.HTTPError, match="400"):  # the route refuses a request without it
+        urllib.request.urlopen(urllib.request.Request(url, data=b"x", method="POST"), timeout=5)
+    path = tmp_path / "x.png"
+    path.write_bytes(fashion_png())
+    with_header = Body(path, "image/png", (("X-Bench-Check", "1"),))
+    ok = load.run(url, concurrency=2, seconds=1, body=with_header, tool=tool, warmup_s=0)
+    assert ok["requests"] > 5 and ok["failed"] == 0
+
+
+def _form_field(body: bytes, content_type: str, field: str) -> bytes:
+    """The field as Starlette's multipart parser (what LitServe and BentoML run on) reads it."""
+    import asyncio
+
+    from starlette.datastructures import UploadFile
+    from starlette.requests import Request
+
+    async def parse() -> bytes:
+        async def receive() -> dict[str, object]:
+            return {"type": "http.request", "body": body, "more_body": False}
+
+        scope = {"type": "http", "method": "POST", "headers": [(b"content-type", content_type.encode())]}
+        form = await Request(scope, receive).form()
+        upload = form[field]
+        assert isinstance(upload, UploadFile)
+        return await upload.read()
+
+    return asyncio.run(parse())
+
+
+def test_every_peer_receives_the_same_image_bytes() -> None:
+    import json
+
+    from bench.peers import FIELD, request
+
+    image = photo_jpeg()
+    raw, raw_type, raw_headers = request("raw", image, "image/jpeg")
+    assert (raw, raw_type, raw_headers) == (image, "image/jpeg", ())
+    form, form_type, _ = request("multipart", image, "image/jpeg")
+    assert form_type.startswith("multipart/form-data; boundary=")
+    assert _form_field(form, form_type, FIELD) == image
+    v2, v2_type, v2_headers = request("v2", image, "image/jpeg")
+    head_len = int(dict(v2_headers)["Inference-Header-Content-Length"])
+    header = json.loads(v2[:head_len])
+    element = v2[head_len:]
+    assert v2_type == "application/octet-stream"
+    assert header["inputs"][0]["datatype"] == "BYTES" and header["inputs"][0]["shape"] == [1, 1]
+    assert header["inputs"][0]["parameters"]["binary_data_size"] == len(element)
+    assert int.from_bytes(element[:4], "little") == len(image) and element[4:] == image
+
+
+def test_a_peer_not_installed_or_not_starting_is_reported_and_the_bench_goes_on(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sys
+
+    from bench.peers import Peer, run
+
+    venv = tmp_path / "venv"
+    (venv / "bin").mkdir(parents=True)
+    (venv / "bin" / "python").symlink_to(sys.executable)
+    monkeypatch.setattr(run, "VENV", venv)
+    monkeypatch.setattr("bench.peers.VENV", venv)
+    body = tmp_path / "x.png"
+    body.write_bytes(fashion_png())
+
+    def never(*_: object) -> dict[str, object]:
+        raise AssertionError("no load point without a server")
+
+    args = {"paths": {}, "concurrencies": [1], "image": Body(body, "image/png"), "load_point": never}
+    missing = Peer("nope", "Nope", "no-such-distribution", "raw", "/", "/", ("python", "-c", "pass"))
+    got = run.measure(missing, work=tmp_path / "a", log=tmp_path / "a.log", **args)  # type: ignore[arg-type]
+    assert got["status"] == "not installed in .venv-peers" and got["points"] == []
+    dies = Peer("dies", "Dies", "pytest", "raw", "/", "/", ("python", "-c", "raise SystemExit(3)"))
+    got = run.measure(dies, work=tmp_path / "b", log=tmp_path / "b.log", **args)  # type: ignore[arg-type]
+    assert got["version"]  # installed, so its version is named
+    assert got["status"].startswith("failed:") and "did not become ready" in got["status"]
+
+
+def test_the_side_by_side_targets_use_convzoos_runs_before_and_after() -> None:
+    from bench.peers import report as peers_report
+
+    r = {
+        "convzoo": {"fmnist-lenet5": [_point(1, 400, 2), _point(8, 500, 5), _point(32, 600, 20)]},
+        "convzoo_after_peers": {"fmnist-lenet5": [_point(1, 200, 2), _point(8, 500, 5), _point(32, 600, 20)]},
+        "peers": [
+            {
+                "peer": "Fast",
+                "version": "1.0",
+                "results": {
+                    "fmnist-lenet5": {"status": "ok", "points": [_point(1, 250, 2), _point(32, 1200, 9)]}
+                },
+            },
+            {
+                "peer": "Broken",
+                "version": None,
+                "results": {"fmnist-lenet5": {"status": "failed: x", "points": []}},
+            },
+        ],
+    }
+    got = [(t["target"], t["value"], t["met"]) for t in peers_report.targets(r)]
+    assert got == [
+        ("fmnist-lenet5 c1: convzoo / Fast", 1.2, True),
+        ("fmnist-lenet5 c32: convzoo / Fast", 0.5, False),
+    ]
+    text = peers_report.markdown(r)
+    assert "| Broken | – |" in text and "fmnist-lenet5: failed: x" in text
+    assert "1,200.0 (2.00x)" in text and "1 of 2 met" in text

@@ -108,7 +108,7 @@ def round_filters(filters: int, width: float, divisor: int = 8) -> int:
 
 
 def round_repeats(repeats: int, depth: float) -> int:
-    return int(math.ceil(depth * repeats))
+    return math.ceil(depth * repeats)
 
 
 class SamePad(nn.Module):
@@ -158,7 +158,7 @@ class MBConv(nn.Module):
         self.skip = stride == 1 and cin == cout
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.project(self.depthwise(self.expand(x)))
+        out: torch.Tensor = self.project(self.depthwise(self.expand(x)))
         return out + x if self.skip else out  # drop-connect only matters in training
 
 
@@ -184,7 +184,8 @@ class EfficientNetLite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.head(self.blocks(self.stem(x)))
-        return self.classifier(self.dropout(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)))
+        logits: torch.Tensor = self.classifier(self.dropout(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)))
+        return logits
 
 
 # The packaged checkpoint's names -> this module's (ConvBN is a Sequential: its conv and norm are numbered,

@@ -14,7 +14,6 @@ from starlette.types import Scope
 from service import observability, services
 from service.api.limits import UploadLimit
 from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
-from service.grpc import server as grpc_server
 from service.errors import (
     PROBLEM_CONTENT,
     PROBLEM_SCHEMA,
@@ -24,6 +23,7 @@ from service.errors import (
     problem_details,
     reply_of,
 )
+from service.grpc import server as grpc_server
 from service.logging import configure_logging
 from service.metrics import Metrics
 from service.settings import Settings

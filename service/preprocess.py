@@ -73,7 +73,7 @@ def image_errors() -> Iterator[None]:
         raise ImageTooLarge("The image needs more memory than this service grants one upload.") from None
     except _CORRUPT:
         raise BadImage("The image could not be decoded; the file is corrupt or truncated.") from None
-    except Exception as exc:  # noqa: BLE001  (a library error no file should cause: the upload's, logged)
+    except Exception as exc:
         log.warning("image rejected on an unexpected %s: %s", type(exc).__name__, exc)
         raise BadImage("The image could not be decoded; the file is corrupt or of an unsupported kind.") from None
 
@@ -87,7 +87,7 @@ def _open(data: bytes) -> Image.Image:
     try:
         with Image.open(io.BytesIO(data)) as other:
             fmt = other.format or "unknown"
-    except Exception:  # noqa: BLE001  (whatever the other plugins raise: no image)
+    except Exception:
         raise BadImage(
             "The upload is not a decodable image; send JPEG, PNG, WEBP, BMP, GIF or TIFF."
         ) from None
@@ -177,7 +177,7 @@ def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Im
 def _upright(image: Image.Image) -> Image.Image:
     try:
         return ImageOps.exif_transpose(image)
-    except Exception:  # noqa: BLE001  (unreadable EXIF)
+    except Exception:
         return image  # unreadable EXIF: keep the pixels as stored
 
 

@@ -96,7 +96,7 @@ def photo_test_image() -> PhotoTestImage:
     from skimage import data
 
     buf = io.BytesIO()
-    image = Image.fromarray(data.coffee())
+    image = Image.fromarray(data.coffee())  # type: ignore[no-untyped-call]
     image.save(buf, "PNG")
     return PhotoTestImage(buf.getvalue(), "espresso", image.width)
 

@@ -25,4 +25,10 @@ async def ready(manager: ManagerDep) -> Ready:
     if not ok:
         # The problem document names the models still loading and those that cannot load.
         raise NotReady(reason, extensions=models)
-    return Ready(default=manager.default, detail=reason, **models)
+    return Ready(
+        default=manager.default,
+        detail=reason,
+        loaded=models["loaded"],
+        loading=models["loading"],
+        unavailable=models["unavailable"],
+    )

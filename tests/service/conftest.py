@@ -74,7 +74,11 @@ def fashion_view(registry: Registry) -> Registry:
     """The committed registry with the best Fashion-MNIST model as the default and the ImageNet models
     catalogued only (unbuilt): the zoo the tests of everything but the photo model run against. Small
     and quick to start; tests/service/test_photos.py covers the committed default."""
-    fashion = [m for m in registry.models if m.dataset == "fashion-mnist" and m.metrics.top1 is not None]
+    fashion = [
+        m
+        for m in registry.models
+        if m.dataset == "fashion-mnist" and m.metrics.top1 is not None and m.quantization is None
+    ]
     best = max(fashion, key=lambda m: (m.metrics.top1 or 0.0, m.name))
     models = [m if m.dataset == "fashion-mnist" else _unbuilt(m) for m in registry.models]
     return registry.model_copy(update={"default": best.name, "models": models})

@@ -7,6 +7,7 @@ code by `code_of`; each call is logged and counted like an HTTP request, with th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -205,7 +206,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer() -> Any:
             state = self._resolve(request.model_name, request.model_version)
-            decoded = tracing.traced("decode", tensors.decode)(request)
+            decode = tracing.traced("decode", tensors.decode)
+            if tensors.size_hint(request) > handlers.OFF_LOOP_BYTES:  # as on REST: large ones off the loop
+                decoded = await asyncio.get_running_loop().run_in_executor(self.pool, decode, request)
+            else:
+                decoded = decode(request)
             outputs, _ = await handlers.run(
                 self.manager,
                 state,

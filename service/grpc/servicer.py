@@ -122,6 +122,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             self._record(rid, method, model, 200, time.perf_counter() - started)
             return reply
         self._record(rid, method, model, failure.status, time.perf_counter() - started)
+        tracing.mark_failed(failure.code.name, failure.message)
         context.set_trailing_metadata((("x-request-id", rid),))
         await context.abort(failure.code, failure.message)
         raise AssertionError("abort returns by raising")  # pragma: no cover

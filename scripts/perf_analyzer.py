@@ -100,53 +100,69 @@ def command() -> list[str]:
 class Row:
     model: str
     protocol: str
-    tracing: bool
+    tracing: str  # "off", "on", or "on, N% sampled"
     concurrency: int
     throughput: float
     p50_ms: float
     p99_ms: float
+    server_cpu_ms: float  # the server process's CPU time per inference request, over the whole run
+
+
+def _cpu_s(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+
+def _served(server: Server, model: str) -> int:
+    stats = httpx.get(f"{server.url}/v2/models/{model}/stats", timeout=10).json()
+    return int(stats["model_stats"][0]["inference_count"])
 
 
 def measure(cmd: list[str], server: Server, grpc_port: int, model: str, protocol: str, args: argparse.Namespace,
-            tracing: bool) -> list[Row]:  # fmt: skip
+            tracing: str) -> list[Row]:  # fmt: skip
     url = server.url.removeprefix("http://") if protocol == "http" else f"127.0.0.1:{grpc_port}"
-    with tempfile.TemporaryDirectory() as tmp:
-        report = Path(tmp) / "report.csv"
-        run = [
-            *cmd, "-m", model, "-u", url, "-i", protocol, "--concurrency-range", args.concurrency,
-            "--measurement-interval", str(args.interval_ms), "--stability-percentage", "50", "--max-trials", "10",
-            "--input-data", "zero", "-f", str(report),  # random bits would hold NaNs, which are refused
-        ]  # fmt: skip
-        done = subprocess.run(run, capture_output=True, text=True, timeout=900, check=False)
-        if done.returncode != 0:
-            raise SystemExit(f"perf_analyzer failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
-        rows = list(csv.DictReader(io.StringIO(report.read_text())))
-    us = 1e-3
-    return [
-        Row(
-            model=model,
-            protocol=protocol,
-            tracing=tracing,
-            concurrency=int(r["Concurrency"]),
-            throughput=float(r["Inferences/Second"]),
-            p50_ms=float(r["p50 latency"]) * us,
-            p99_ms=float(r["p99 latency"]) * us,
+    rows: list[Row] = []
+    for concurrency in (int(c) for c in args.concurrency.split(",")):
+        # Server CPU per request is steadier than throughput on a shared host: measured around each run.
+        cpu, served = _cpu_s(server.process.pid), _served(server, model)
+        with tempfile.TemporaryDirectory() as tmp:
+            report = Path(tmp) / "report.csv"
+            run = [
+                *cmd, "-m", model, "-u", url, "-i", protocol, "--concurrency-range", f"{concurrency}:{concurrency}",
+                "--measurement-interval", str(args.interval_ms), "--stability-percentage", "50",
+                "--max-trials", "10", "--input-data", "zero", "-f", str(report),  # random bits: NaNs, refused
+            ]  # fmt: skip
+            done = subprocess.run(run, capture_output=True, text=True, timeout=900, check=False)
+            if done.returncode != 0:
+                raise SystemExit(f"perf_analyzer failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
+            (r,) = list(csv.DictReader(io.StringIO(report.read_text())))
+        cpu_ms = (_cpu_s(server.process.pid) - cpu) * 1e3 / max(1, _served(server, model) - served - 1)
+        rows.append(
+            Row(
+                model=model,
+                protocol=protocol,
+                tracing=tracing,
+                concurrency=int(r["Concurrency"]),
+                throughput=float(r["Inferences/Second"]),
+                p50_ms=float(r["p50 latency"]) * 1e-3,
+                p99_ms=float(r["p99 latency"]) * 1e-3,
+                server_cpu_ms=cpu_ms,
+            )
         )
-        for r in rows
-    ]
+    return rows
 
 
 def _table(rows: list[Row]) -> str:
     # perf_analyzer's server-side columns stay empty: it looks statistics up by an integer model version
     # (Triton's repository layout), and registry versions are dates. /v2/models/{name}/stats has them.
     lines = [
-        "| model | protocol | tracing | concurrency | infer/s | p50 ms | p99 ms |",
-        "|---|---|---|---:|---:|---:|---:|",
+        "| model | protocol | tracing | concurrency | infer/s | p50 ms | p99 ms | server CPU ms/request |",
+        "|---|---|---|---:|---:|---:|---:|---:|",
     ]
     for r in rows:
         lines.append(
-            f"| {r.model} | {r.protocol} | {'on' if r.tracing else 'off'} | {r.concurrency} | {r.throughput:,.1f} "
-            f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} |"
+            f"| {r.model} | {r.protocol} | {r.tracing} | {r.concurrency} | {r.throughput:,.1f} "
+            f"| {r.p50_ms:.2f} | {r.p99_ms:.2f} | {r.server_cpu_ms:.3f} |"
         )
     return "\n".join(lines)
 
@@ -169,11 +185,12 @@ BEGIN, END = "<!-- perf_analyzer: begin -->", "<!-- perf_analyzer: end -->"
 def _write_docs(args: argparse.Namespace, table: str, rows: list[Row], before: float, after: float) -> None:
     """The section of docs/bench.md between the markers (appended the first time)."""
     cost = []
-    for r in (r for r in rows if r.tracing):
-        (off,) = [o for o in rows if not o.tracing and o.protocol == r.protocol and o.model == r.model
+    for r in (r for r in rows if r.tracing != "off"):
+        (off,) = [o for o in rows if o.tracing == "off" and o.protocol == r.protocol and o.model == r.model
                   and o.concurrency == r.concurrency]  # fmt: skip
-        cost.append(f"c{r.concurrency}: {r.throughput:,.1f} vs {off.throughput:,.1f} infer/s "
-                    f"({(r.throughput / off.throughput - 1) * 100:+.0f}%), p50 {r.p50_ms:.2f} vs {off.p50_ms:.2f} ms")  # fmt: skip
+        cost.append(f"{r.tracing}, c{r.concurrency}: {r.throughput:,.1f} vs {off.throughput:,.1f} infer/s "
+                    f"({(r.throughput / off.throughput - 1) * 100:+.0f}%), server CPU {r.server_cpu_ms:.3f} vs "
+                    f"{off.server_cpu_ms:.3f} ms/request ({(r.server_cpu_ms / off.server_cpu_ms - 1) * 100:+.0f}%)")  # fmt: skip
     section = f"""{BEGIN}
 ## perf_analyzer (Triton's load generator) against /v2
 
@@ -186,8 +203,10 @@ service with its defaults, CONVZOO_GRPC_PORT set, one process.
 
 {table}
 
-Tracing on (spans of every request exported by OTLP/HTTP to a local receiver that discards them) against
-off, {args.tracing_model} over HTTP: {"; ".join(cost) or "not run"}.
+Tracing on (spans exported by OTLP/HTTP to a local receiver that discards them; every trace, then
+{args.sample_ratio:.0%} of them through `OTEL_TRACES_SAMPLER=parentbased_traceidratio`) against off, {args.tracing_model} over HTTP: {"; ".join(cost) or "not run"}. On a shared host, throughput
+moves by tens of percent between identical runs; the server's CPU time per request (its process's user +
+system time over the run, divided by the requests it served) is the steadier measure of the cost.
 
 perf_analyzer's server-side columns (queue, compute) stay empty: it looks the statistics up by an
 integer model version, Triton's repository layout, and registry versions are dates;
@@ -247,9 +266,10 @@ def serve(args: argparse.Namespace, log: Path, **env: str) -> tuple[Server, int]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="fmnist-lenet5", help="comma-separated registry names")
-    parser.add_argument("--concurrency", default="1:8:7", help="perf_analyzer --concurrency-range")
+    parser.add_argument("--concurrency", default="1,8", help="comma-separated concurrencies")
     parser.add_argument("--interval-ms", type=int, default=3000, help="perf_analyzer --measurement-interval")
     parser.add_argument("--tracing-model", default="fmnist-lenet5", help="model of the tracing on/off runs")
+    parser.add_argument("--sample-ratio", type=float, default=0.1, help="the sampled tracing run's ratio")
     parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
     parser.add_argument(
         "--write-docs", action="store_true", help="replace the perf_analyzer section of docs/bench.md"
@@ -263,18 +283,30 @@ def main() -> None:
         try:
             for model in args.models.split(","):
                 for protocol in ("http", "grpc"):
-                    rows += measure(cmd, server, grpc_port, model, protocol, args, tracing=False)
+                    rows += measure(cmd, server, grpc_port, model, protocol, args, tracing="off")
         finally:
             stop_service(server)
         if args.tracing_model:
             sink = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Sink)
             threading.Thread(target=sink.serve_forever, daemon=True).start()
             endpoint = f"http://127.0.0.1:{sink.server_address[1]}/v1/traces"
-            server, grpc_port = serve(args, Path(tmp) / "traced.log", CONVZOO_OTLP_ENDPOINT=endpoint)
             try:
-                rows += measure(cmd, server, grpc_port, args.tracing_model, "http", args, tracing=True)
+                for ratio in (1.0, args.sample_ratio):
+                    # The OpenTelemetry SDK's own sampler variables: keep `ratio` of the traces.
+                    sampler = {
+                        "OTEL_TRACES_SAMPLER": "parentbased_traceidratio",
+                        "OTEL_TRACES_SAMPLER_ARG": str(ratio),
+                    }
+                    log = Path(tmp) / f"traced-{ratio}.log"
+                    server, grpc_port = serve(args, log, CONVZOO_OTLP_ENDPOINT=endpoint, **sampler)
+                    label = "on" if ratio == 1.0 else f"on, {ratio:.0%} sampled"
+                    try:
+                        rows += measure(
+                            cmd, server, grpc_port, args.tracing_model, "http", args, tracing=label
+                        )
+                    finally:
+                        stop_service(server)
             finally:
-                stop_service(server)
                 sink.shutdown()
     table = _table(rows)
     print(table)

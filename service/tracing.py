@@ -85,8 +85,14 @@ def server_span(name: str, headers: Mapping[str, str], attributes: Mapping[str, 
     """The request's root span in this process, a child of the caller's `traceparent` when there is one."""
     assert _tracer is not None
     parent = _PROPAGATOR.extract(carrier=dict(headers))
+    # Statuses are set from the answer (HTTP status, gRPC code), not from exceptions: a gRPC abort is one.
     with _tracer.start_as_current_span(
-        name, context=parent, kind=trace.SpanKind.SERVER, attributes=dict(attributes)
+        name,
+        context=parent,
+        kind=trace.SpanKind.SERVER,
+        attributes=dict(attributes),
+        record_exception=False,
+        set_status_on_exception=False,
     ) as current:
         yield current
 
@@ -153,6 +159,15 @@ def _past_span(name: str, start_ns: int, end_ns: int) -> None:
     _tracer.start_span(name, start_time=start_ns).end(end_time=end_ns)
 
 
+def mark_failed(code: str, message: str) -> None:
+    """Record a failed call on the current span (a gRPC status; HTTP statuses are set by the middleware)."""
+    if _tracer is None:
+        return
+    current = trace.get_current_span()
+    current.set_attribute("rpc.grpc.status_code", code)
+    current.set_status(trace.Status(trace.StatusCode.ERROR, message))
+
+
 def current_trace_id() -> str | None:
     """The current trace's id (32 hex digits), for the log line; None outside a traced request."""
     if _tracer is None:
@@ -170,7 +185,9 @@ class TraceRequests:
     def __init__(self, app: Callable[..., Any]) -> None:
         self.app = app
 
-    async def __call__(self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]) -> None:
+    async def __call__(
+        self, scope: dict[str, Any], receive: Callable[..., Any], send: Callable[..., Any]
+    ) -> None:
         if _tracer is None or scope["type"] != "http":
             await self.app(scope, receive, send)
             return
@@ -189,4 +206,3 @@ class TraceRequests:
             route = getattr(scope.get("route"), "path", None)
             if isinstance(route, str):
                 current.set_attribute("http.route", route)
-

@@ -7,6 +7,7 @@ code by `code_of`; each call is logged and counted like an HTTP request, with th
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -122,6 +123,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             self._record(rid, method, model, 200, time.perf_counter() - started)
             return reply
         self._record(rid, method, model, failure.status, time.perf_counter() - started)
+        tracing.mark_failed(failure.code.name, failure.message)
         context.set_trailing_metadata((("x-request-id", rid),))
         await context.abort(failure.code, failure.message)
         raise AssertionError("abort returns by raising")  # pragma: no cover
@@ -206,7 +208,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer() -> Any:
             state = self._resolve(request.model_name, request.model_version)
-            decoded = tracing.traced("decode", tensors.decode)(request)
+            decode = tracing.traced("decode", tensors.decode)
+            if tensors.size_hint(request) > handlers.OFF_LOOP_BYTES:  # as on REST: large ones off the loop
+                decoded = await asyncio.get_running_loop().run_in_executor(self.pool, decode, request)
+            else:
+                decoded = decode(request)
             outputs, _ = await handlers.run(
                 self.manager,
                 state,

@@ -22,6 +22,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from tritonclient.utils import InferenceServerException
 
 from service import tracing
 from service.main import create_app
@@ -159,6 +160,21 @@ async def test_grpc_infer_span_tree(spans: InMemorySpanExporter, source_zoo: Zoo
     _check_root_and_batch(finished, images=2)
     root = _span(finished, "receive")
     assert root.attributes is not None and root.attributes["rpc.method"] == "ModelInfer"
+    assert root.status.is_ok
+
+
+async def test_a_failed_grpc_call_is_an_error_span(spans: InMemorySpanExporter, source_zoo: Zoo) -> None:
+    port = free_port()
+    app = create_app(settings_for(source_zoo, preload=[MODEL], grpc_port=port))
+    async with app.router.lifespan_context(app):
+        await app.state.manager.wait_preloaded()
+        client = grpcaio.InferenceServerClient(f"127.0.0.1:{port}")
+        with pytest.raises(InferenceServerException):
+            await client.get_model_metadata("no-such-model", headers={"traceparent": TRACEPARENT})
+        await client.close()
+    root = _span(spans.get_finished_spans(), "receive")
+    assert root.attributes is not None and root.attributes["rpc.grpc.status_code"] == "NOT_FOUND"
+    assert not root.status.is_ok and root.status.description == "Unknown model 'no-such-model'"
 
 
 async def test_a_request_without_traceparent_starts_a_trace(

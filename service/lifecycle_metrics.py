@@ -34,7 +34,7 @@ class LifecycleCollector:
             seconds.add_metric([model], s)
         evictions = CounterMetricFamily(
             "convzoo_model_evictions",
-            "Models unloaded to make room: reason budget (for another load) or rss (process over budget).",
+            "Models unloaded: reason budget (room for another load), rss (process over budget) or manual.",
             labels=["model", "reason"],
         )
         for (model, reason), n in sorted(stats.evictions.items()):

@@ -42,7 +42,7 @@ from service.settings import Settings
 log = logging.getLogger("convzoo.manager")
 
 Status = Literal["available", "loading", "loaded", "unavailable"]
-EvictionReason = Literal["budget", "rss"]
+EvictionReason = Literal["budget", "rss", "manual"]
 T = TypeVar("T")
 
 # Until a model's load has been measured, its footprint is estimated from its file: weights, ORT's copies of
@@ -482,7 +482,7 @@ class ModelManager:
         state = self.state(name)
         if state not in self._evictable(exclude=None):
             return False
-        self._evict(state, "budget")
+        self._evict(state, "manual")
         return True
 
     # ---- memory budget -------------------------------------------------------------------------------

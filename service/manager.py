@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -75,7 +75,8 @@ class ModelState:
     last_used: float = 0.0
     in_flight: int = 0  # requests using or waiting for the model
     loads: int = 0  # completed loads, evictions included
-    memory_bytes: int | None = None  # measured: the process's RSS growth over load and warm-up
+    memory_bytes: int | None = None  # measured: the median RSS growth over its recent loads and warm-ups
+    measurements: deque[int] = field(default_factory=lambda: deque(maxlen=5))
     load_s: float | None = None  # the last load, measured: checksum, session, warm-up
     loaded_at: dt.datetime | None = None  # wall clock of the last completed load
     load_started: float | None = None  # time.monotonic() of the load in progress
@@ -465,10 +466,11 @@ class ModelManager:
 
     @staticmethod
     def _record_memory(state: ModelState, measured: int | None) -> None:
-        # The largest measurement stands: memory another thread freed during a load hides part of its
-        # growth, never adds to it, so a smaller figure later is noise, not a smaller model.
+        # The median of the recent measurements: memory that other threads allocate (a running batch's
+        # activations) or free during a load moves one measurement either way, not the median.
         if measured is not None:
-            state.memory_bytes = max(measured, state.memory_bytes or 0)
+            state.measurements.append(measured)
+            state.memory_bytes = int(np.median(state.measurements))
 
     def _unload(self, state: ModelState) -> None:
         if state.batcher is not None:
@@ -495,10 +497,10 @@ class ModelManager:
         return models + sum(self._reserved.values())
 
     def _value(self, state: ModelState) -> float:
-        """Greedy-dual-size-frequency: frequency x cost to bring back / size. A small, often used model
-        that is slow to load is worth keeping; a big one loaded for one request is not."""
-        cost = max(state.load_s or 0.0, 0.001)
-        return state.hits * cost / max(state.memory_estimate_bytes / 1e6, 0.001)
+        """Greedy-dual-size-frequency with a uniform cost: requests per MB. A small, often used model stays;
+        a big one loaded for one request goes first. Each miss counts alike: a load's time mostly follows
+        the model's size, which the formula has already, and varies with the machine's load."""
+        return state.hits / max(state.memory_estimate_bytes / 1e6, 0.001)
 
     def _touch(self, state: ModelState) -> None:
         state.hits += 1
@@ -530,10 +532,26 @@ class ModelManager:
         self.stats.evictions[(victim.entry.name, reason)] += 1
         trim_heap()
 
+    def _pinned_bytes(self, exclude: ModelState) -> int:
+        pinned = set(self.required_names())
+        return sum(
+            s.memory_estimate_bytes
+            for s in self._states.values()
+            if s is not exclude and s.entry.name in pinned and s.status in ("loaded", "loading")
+        )
+
     def _make_room(self, incoming: ModelState) -> None:
         """Evict the idle models of lowest priority until `incoming` fits the budget."""
         budget = self.settings.memory_budget_bytes
-        need = min(incoming.memory_estimate_bytes, budget)
+        room = budget - self._pinned_bytes(exclude=incoming)  # what eviction can ever make free
+        if incoming.memory_bytes is not None and incoming.memory_bytes > room:
+            self._mark_unavailable(
+                incoming,
+                f"the model needs {incoming.memory_bytes / 1e6:.0f} MB (measured), more than the memory budget "
+                f"leaves beside the default and preloaded models ({max(room, 0) / 1e6:.0f} MB)",
+            )
+            raise self._unavailable(incoming)
+        need = min(incoming.memory_estimate_bytes, max(room, 0))  # an estimate may be too high: try
         while self.loaded_bytes() + need > budget:
             candidates = self._evictable(exclude=incoming)
             if not candidates:

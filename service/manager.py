@@ -554,7 +554,10 @@ class ModelManager:
         need = min(incoming.memory_estimate_bytes, max(room, 0))  # an estimate may be too high: try
         while self.loaded_bytes() + need > budget:
             candidates = self._evictable(exclude=incoming)
-            if not candidates:
+            freeable = sum(c.memory_estimate_bytes for c in candidates)
+            if self.loaded_bytes() - freeable + need > budget:
+                # Evicting what is idle would not make room (the rest is in use): evict nothing, so that a
+                # small idle model is not unloaded for a load that cannot happen anyway.
                 loading = [
                     self.expected_load_remaining_s(s) or 1.0
                     for s in self._states.values()
@@ -583,10 +586,11 @@ class ModelManager:
             else:
                 return
             candidates = self._evictable(exclude=keep)
-            if not candidates:
+            over = (self.loaded_bytes() if reason == "budget" else self.process_bytes()) - budget
+            if sum(c.memory_estimate_bytes for c in candidates) < over:
                 log.warning(
                     "over the memory budget (%.0f MB accounted, RSS %.0f MB above baseline, budget %.0f MB) "
-                    "with nothing idle to evict",
+                    "and the idle models would not make up for it: nothing evicted",
                     self.loaded_bytes() / 1e6,
                     self.process_bytes() / 1e6,
                     budget / 1e6,

@@ -34,7 +34,7 @@ class LifecycleCollector:
             seconds.add_metric([model], s)
         evictions = CounterMetricFamily(
             "convzoo_model_evictions",
-            "Models unloaded to make room: reason budget (for another load) or rss (process over budget).",
+            "Models unloaded: reason budget (room for another load), rss (process over budget) or manual.",
             labels=["model", "reason"],
         )
         for (model, reason), n in sorted(stats.evictions.items()):
@@ -54,7 +54,15 @@ class LifecycleCollector:
         for state in m.states():
             if state.memory_bytes is not None:
                 measured.add_metric([state.entry.name], state.memory_bytes)
-        yield from (loads, seconds, evictions, calibrations, measured)
+        peak = GaugeMetricFamily(
+            "convzoo_model_load_peak_bytes",
+            "The most the process's RSS grew while the model loaded (median of its recent loads).",
+            labels=["model"],
+        )
+        for state in m.states():
+            if state.load_peak_bytes is not None:
+                peak.add_metric([state.entry.name], state.load_peak_bytes)
+        yield from (loads, seconds, evictions, calibrations, measured, peak)
         yield GaugeMetricFamily(
             "convzoo_memory_budget_bytes", "CONVZOO_MEMORY_BUDGET_MB.", m.settings.memory_budget_bytes
         )

@@ -9,7 +9,7 @@ import datetime as dt
 import logging
 import threading
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -27,7 +27,7 @@ from service.errors import (
     ServiceError,
     UnknownModel,
 )
-from service.memory import bound_heap, rss_bytes, trim_heap
+from service.memory import bound_heap, peak_rss_bytes, reset_peak, rss_bytes, trim_heap
 from service.registry import ModelEntry, Registry, load_registry, sha256_file
 from service.runtime import (
     Calibration,
@@ -42,13 +42,14 @@ from service.settings import Settings
 log = logging.getLogger("convzoo.manager")
 
 Status = Literal["available", "loading", "loaded", "unavailable"]
-EvictionReason = Literal["budget", "rss"]
+EvictionReason = Literal["budget", "rss", "manual"]
 T = TypeVar("T")
 
 # Until a model's load has been measured, its footprint is estimated from its file: weights, ORT's copies of
 # them (pre-packed convolution weights), the session's own structures.
 ESTIMATE_FACTOR = 2.0
 ESTIMATE_OVERHEAD_BYTES = 8_000_000
+LOAD_PEAK_FACTOR = 3.0  # while loading: the serialized graph, the weights and their pre-packed copies
 BACKGROUND_RETRY_S = 2.0  # a model that did not fit the budget is tried again after this
 BACKGROUND_PASSES = 30
 
@@ -94,7 +95,10 @@ class ModelState:
     last_used: float = 0.0
     in_flight: int = 0  # requests using or waiting for the model
     loads: int = 0  # completed loads, evictions included
-    memory_bytes: int | None = None  # measured: the process's RSS growth over load and warm-up
+    memory_bytes: int | None = None  # measured: the median RSS growth over its recent loads and warm-ups
+    measurements: deque[int] = field(default_factory=lambda: deque(maxlen=5))
+    load_peak_bytes: int | None = None  # measured: the median of the most RSS grew during recent loads
+    peak_measurements: deque[int] = field(default_factory=lambda: deque(maxlen=5))
     load_s: float | None = None  # the last load, measured: checksum, session, warm-up
     loaded_at: dt.datetime | None = None  # wall clock of the last completed load
     load_started: float | None = None  # time.monotonic() of the load in progress
@@ -119,6 +123,15 @@ class ModelState:
             return self.memory_bytes
         return int(self.size_bytes * ESTIMATE_FACTOR) + ESTIMATE_OVERHEAD_BYTES
 
+    @property
+    def load_estimate_bytes(self) -> int:
+        """What the model costs while it loads: its measured peak, else estimated from its file."""
+        if self.load_peak_bytes is not None:
+            return max(self.load_peak_bytes, self.memory_estimate_bytes)
+        return max(
+            int(self.size_bytes * LOAD_PEAK_FACTOR) + ESTIMATE_OVERHEAD_BYTES, self.memory_estimate_bytes
+        )
+
 
 @dataclass
 class LifecycleStats:
@@ -131,6 +144,15 @@ class LifecycleStats:
     calibrations: Counter[tuple[str, str]] = field(default_factory=Counter)
 
 
+@dataclass(frozen=True)
+class LoadMemory:
+    """A load's RSS growth once warmed up, and the most it grew while loading (the session build holds the
+    serialized graph, the weights and their pre-packed copies at once)."""
+
+    steady: int
+    peak: int | None  # None where the peak RSS cannot be reset (not Linux)
+
+
 class _LoadMeter:
     """Measures a load's RSS growth; a measurement that overlapped another load is discarded (None)."""
 
@@ -139,25 +161,33 @@ class _LoadMeter:
         self._running = 0
         self._started = 0
 
-    def run(self, work: Callable[[], T]) -> tuple[T, int | None]:
+    def run(self, work: Callable[[], T]) -> tuple[T, LoadMemory | None]:
         with self._lock:
             self._running += 1
             self._started += 1
             alone, mark = self._running == 1, self._started
         before = rss_bytes()
+        peak_known = alone and reset_peak()
         try:
             result = work()
-            after = rss_bytes()
+            after, peak = rss_bytes(), peak_rss_bytes()
         finally:
             with self._lock:
                 self._running -= 1
                 alone = alone and self._started == mark
-        return result, (max(after - before, 0) if alone and before > 0 else None)
+        if not alone or before <= 0:
+            return result, None
+        steady = max(after - before, 0)
+        return result, LoadMemory(steady, max(peak - before, steady) if peak_known else None)
 
 
-def _at_least_the_file(measured: int | None, entry: ModelEntry) -> int | None:
+def _at_least_the_file(measured: LoadMemory | None, entry: ModelEntry) -> LoadMemory | None:
     # RSS growth misses memory the heap had already touched and freed; the weights are held at least once.
-    return None if measured is None else max(measured, entry.artifact.bytes or 0)
+    if measured is None:
+        return None
+    floor = entry.artifact.bytes or 0
+    peak = None if measured.peak is None else max(measured.peak, floor)
+    return LoadMemory(max(measured.steady, floor), peak)
 
 
 def resolve_artifact(models_dir: Path, relative: str) -> Path:
@@ -438,7 +468,7 @@ class ModelManager:
         self._mark_unavailable(state, reason)
         return self._unavailable(state)
 
-    def _load_blocking(self, entry: ModelEntry) -> tuple[LoadedModel, int | None]:
+    def _load_blocking(self, entry: ModelEntry) -> tuple[LoadedModel, LoadMemory | None]:
         path = resolve_artifact(self.models_dir, entry.artifact.path)
         if sha256_file(path) != entry.artifact.sha256:
             raise ArtifactProblem("the artifact's sha256 does not match the registry")
@@ -452,7 +482,8 @@ class ModelManager:
             entry.name,
             time.perf_counter() - started,
             model.providers[0],
-            f"{measured / 1e6:.1f} MB measured"
+            f"{measured.steady / 1e6:.1f} MB measured"
+            + (f", {measured.peak / 1e6:.1f} MB at its peak" if measured.peak else "")
             if measured is not None
             else "memory not measured (parallel load)",
         )
@@ -461,7 +492,9 @@ class ModelManager:
     def max_batch_size_of(self, entry: ModelEntry) -> int:
         return self.state(entry.name).policy.max_batch_size
 
-    def _install(self, state: ModelState, model: LoadedModel, seconds: float, measured: int | None) -> None:
+    def _install(
+        self, state: ModelState, model: LoadedModel, seconds: float, measured: LoadMemory | None
+    ) -> None:
         entry = state.entry
         state.batcher = DynamicBatcher(
             entry.name,
@@ -485,11 +518,16 @@ class ModelManager:
         self.stats.load_seconds[entry.name] = self.stats.load_seconds.get(entry.name, 0.0) + seconds
 
     @staticmethod
-    def _record_memory(state: ModelState, measured: int | None) -> None:
-        # The largest measurement stands: memory another thread freed during a load hides part of its
-        # growth, never adds to it, so a smaller figure later is noise, not a smaller model.
-        if measured is not None:
-            state.memory_bytes = max(measured, state.memory_bytes or 0)
+    def _record_memory(state: ModelState, measured: LoadMemory | None) -> None:
+        # The median of the recent measurements: memory that other threads allocate (a running batch's
+        # activations) or free during a load moves one measurement either way, not the median.
+        if measured is None:
+            return
+        state.measurements.append(measured.steady)
+        state.memory_bytes = int(np.median(state.measurements))
+        if measured.peak is not None:
+            state.peak_measurements.append(measured.peak)
+            state.load_peak_bytes = int(np.median(state.peak_measurements))
 
     def _unload(self, state: ModelState) -> None:
         if state.batcher is not None:
@@ -503,23 +541,23 @@ class ModelManager:
         state = self.state(name)
         if state not in self._evictable(exclude=None):
             return False
-        self._evict(state, "budget")
+        self._evict(state, "manual")
         return True
 
     # ---- memory budget -------------------------------------------------------------------------------
 
     def loaded_bytes(self) -> int:
-        """The memory the budget counts: loaded and loading models, and background calibration's sessions."""
-        models = sum(
-            s.memory_estimate_bytes for s in self._states.values() if s.status in ("loaded", "loading")
-        )
-        return models + sum(self._reserved.values())
+        """The memory the budget counts: loaded models, loading ones at their load peak, and background
+        calibration's sessions."""
+        loaded = sum(s.memory_estimate_bytes for s in self._states.values() if s.status == "loaded")
+        loading = sum(s.load_estimate_bytes for s in self._states.values() if s.status == "loading")
+        return loaded + loading + sum(self._reserved.values())
 
     def _value(self, state: ModelState) -> float:
-        """Greedy-dual-size-frequency: frequency x cost to bring back / size. A small, often used model
-        that is slow to load is worth keeping; a big one loaded for one request is not."""
-        cost = max(state.load_s or 0.0, 0.001)
-        return state.hits * cost / max(state.memory_estimate_bytes / 1e6, 0.001)
+        """Greedy-dual-size-frequency with a uniform cost: requests per MB. A small, often used model stays;
+        a big one loaded for one request goes first. Each miss counts alike: a load's time mostly follows
+        the model's size, which the formula has already, and varies with the machine's load."""
+        return state.hits / max(state.memory_estimate_bytes / 1e6, 0.001)
 
     def _touch(self, state: ModelState) -> None:
         state.hits += 1
@@ -551,13 +589,32 @@ class ModelManager:
         self.stats.evictions[(victim.entry.name, reason)] += 1
         trim_heap()
 
+    def _pinned_bytes(self, exclude: ModelState) -> int:
+        pinned = set(self.required_names())
+        return sum(
+            s.memory_estimate_bytes
+            for s in self._states.values()
+            if s is not exclude and s.entry.name in pinned and s.status in ("loaded", "loading")
+        )
+
     def _make_room(self, incoming: ModelState) -> None:
         """Evict the idle models of lowest priority until `incoming` fits the budget."""
         budget = self.settings.memory_budget_bytes
-        need = min(incoming.memory_estimate_bytes, budget)
+        room = budget - self._pinned_bytes(exclude=incoming)  # what eviction can ever make free
+        if incoming.memory_bytes is not None and incoming.memory_bytes > room:
+            self._mark_unavailable(
+                incoming,
+                f"the model needs {incoming.memory_bytes / 1e6:.0f} MB (measured), more than the memory budget "
+                f"leaves beside the default and preloaded models ({max(room, 0) / 1e6:.0f} MB)",
+            )
+            raise self._unavailable(incoming)
+        need = min(incoming.load_estimate_bytes, max(room, 0))  # an estimate may be too high: try
         while self.loaded_bytes() + need > budget:
             candidates = self._evictable(exclude=incoming)
-            if not candidates:
+            freeable = sum(c.memory_estimate_bytes for c in candidates)
+            if self.loaded_bytes() - freeable + need > budget:
+                # Evicting what is idle would not make room (the rest is in use): evict nothing, so that a
+                # small idle model is not unloaded for a load that cannot happen anyway.
                 loading = [
                     self.expected_load_remaining_s(s) or 1.0
                     for s in self._states.values()
@@ -586,10 +643,11 @@ class ModelManager:
             else:
                 return
             candidates = self._evictable(exclude=keep)
-            if not candidates:
+            over = (self.loaded_bytes() if reason == "budget" else self.process_bytes()) - budget
+            if sum(c.memory_estimate_bytes for c in candidates) < over:
                 log.warning(
                     "over the memory budget (%.0f MB accounted, RSS %.0f MB above baseline, budget %.0f MB) "
-                    "with nothing idle to evict",
+                    "and the idle models would not make up for it: nothing evicted",
                     self.loaded_bytes() / 1e6,
                     self.process_bytes() / 1e6,
                     budget / 1e6,
@@ -655,7 +713,7 @@ class ModelManager:
             return
         if state.status != "available":  # loading: its own calibration follows the load
             return
-        need = state.memory_estimate_bytes
+        need = state.load_estimate_bytes
         if self.loaded_bytes() + need > self.settings.memory_budget_bytes:
             return  # never evicts for calibration; tried again on the next pass
         name = state.entry.name
@@ -682,7 +740,7 @@ class ModelManager:
             state.calibration = cal
             self.stats.calibrations[(name, "background")] += 1
 
-    def _private_calibration(self, entry: ModelEntry) -> tuple[Calibration | None, int | None, float]:
+    def _private_calibration(self, entry: ModelEntry) -> tuple[Calibration | None, LoadMemory | None, float]:
         """Load a session of its own, calibrate it, release it: the served state is left as it was."""
         started = time.perf_counter()
         model, measured = self._load_blocking(entry)

@@ -33,15 +33,33 @@ def _libc() -> ctypes.CDLL | None:
     return libc
 
 
-def rss_bytes() -> int:
-    """This process's resident set size (0 where /proc is missing)."""
+def _status_bytes(field: str) -> int:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
+            if line.startswith(field):
                 return int(line.split()[1]) * 1024
     except OSError:
         pass
     return 0
+
+
+def rss_bytes() -> int:
+    """This process's resident set size (0 where /proc is missing)."""
+    return _status_bytes("VmRSS:")
+
+
+def peak_rss_bytes() -> int:
+    """The highest resident set size since the last `reset_peak()` (or since the process started)."""
+    return _status_bytes("VmHWM:")
+
+
+def reset_peak() -> bool:
+    """Restart the peak RSS from the current RSS (Linux); False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
 
 
 def bound_heap() -> bool:

@@ -191,6 +191,7 @@ class ModelSummary(BaseModel):
     memory_bytes: int | None  # measured growth of the process when the model loaded
     memory_source: Literal["measured", "estimated"]
     memory_estimate_bytes: int  # what the memory budget counts: measured, else estimated from the file
+    load_peak_bytes: int | None  # the process's growth at its peak while the model loaded
     last_load_s: float | None
     last_loaded_at: str | None  # ISO 8601, UTC
     loads: int

@@ -56,6 +56,7 @@ def _lifecycle_fields(state: ModelState) -> dict[str, object]:
         "memory_bytes": state.memory_bytes,
         "memory_source": "measured" if state.memory_bytes is not None else "estimated",
         "memory_estimate_bytes": state.memory_estimate_bytes,
+        "load_peak_bytes": state.load_peak_bytes,
         "last_load_s": round(state.load_s, 4) if state.load_s is not None else None,
         "last_loaded_at": state.loaded_at.isoformat() if state.loaded_at else None,
         "loads": state.loads,

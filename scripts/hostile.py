@@ -86,7 +86,11 @@ def _start(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes]
 
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=args.repo, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "service"],
+            cwd=args.repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             preexec_fn=limit_memory,  # noqa: PLW1509  (this script starts no threads)
         )
     url = f"http://127.0.0.1:{port}"
@@ -114,7 +118,10 @@ def measure(args: argparse.Namespace, hostile: Hostile, log: Path) -> dict[str, 
         started = time.perf_counter()
         try:
             r = httpx.post(
-                url + path, params=params, content=body, headers={"content-type": hostile.content_type},
+                url + path,
+                params=params,
+                content=body,
+                headers={"content-type": hostile.content_type},
                 timeout=args.timeout_s,
             )
             status: object = r.status_code

@@ -104,8 +104,10 @@ class PreprocessPool(ThreadPoolExecutor):
                 if lane == "small":
                     outer.set_result(fn(*args, **kwargs))
                     return
-                inner = self._in_process(fn, args, kwargs) if lane == "process" else self.large.submit(
-                    fn, *args, **kwargs
+                inner = (
+                    self._in_process(fn, args, kwargs)
+                    if lane == "process"
+                    else self.large.submit(fn, *args, **kwargs)
                 )
                 inner.add_done_callback(functools.partial(self._settle, outer))
             except BaseException as exc:  # noqa: BLE001  (handed to the caller, as ThreadPoolExecutor does)

@@ -77,10 +77,11 @@ class UploadLimit:
         response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, receive, send)
 
-
     async def _refuse_charset(self, scope: Scope, receive: Receive, send: Send, charset: str) -> None:
         detail = f"A multipart body in charset {charset!r} is not accepted; send UTF-8."
-        response = render_error(Request(scope), 415, "unsupported-media-type", "Unsupported media type", detail)
+        response = render_error(
+            Request(scope), 415, "unsupported-media-type", "Unsupported media type", detail
+        )
         response.headers["Connection"] = "close"  # the body is not read
         await response(scope, receive, send)
 

@@ -23,7 +23,9 @@ from tests.service.conftest import FashionSample, Zoo
 SECONDS = 4.0
 
 
-def _hostile_loop(server: Server, body: bytes, media: str, stop: threading.Event, statuses: list[int]) -> None:
+def _hostile_loop(
+    server: Server, body: bytes, media: str, stop: threading.Event, statuses: list[int]
+) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as client:
         while not stop.is_set():
             r = client.post("/classify", content=body, headers={"content-type": media})
@@ -50,7 +52,10 @@ def test_expensive_uploads_do_not_starve_cheap_ones(zoo: Zoo, serve, fashion: Fa
     health: list[float] = []
     with httpx.Client(base_url=server.url, timeout=30) as client:
         for _ in range(20):  # warm-up
-            assert _timed(client, "POST", f"/classify?model={entry.name}", files={"file": ("a.png", png)})[0] == 200
+            assert (
+                _timed(client, "POST", f"/classify?model={entry.name}", files={"file": ("a.png", png)})[0]
+                == 200
+            )
         for t in attackers:
             t.start()
         time.sleep(0.5)  # every attacker has an upload in flight
@@ -71,7 +76,9 @@ def test_expensive_uploads_do_not_starve_cheap_ones(zoo: Zoo, serve, fashion: Fa
             for t in attackers:
                 t.join()
     p99 = float(np.percentile(classify, 99))
-    print(f"classify p99 {p99 * 1e3:.0f} ms over {len(classify)}; slowest health probe {max(health) * 1e3:.0f} ms")
+    print(
+        f"classify p99 {p99 * 1e3:.0f} ms over {len(classify)}; slowest health probe {max(health) * 1e3:.0f} ms"
+    )
     assert len(statuses) >= 4 and all(s < 500 for s in statuses), statuses
     assert p99 < 0.250, f"p99 {p99 * 1e3:.0f} ms over {len(classify)} classify requests"
     assert max(health) < 0.100, f"slowest health probe {max(health) * 1e3:.0f} ms"
@@ -94,7 +101,9 @@ def test_large_images_go_to_memory_limited_worker_processes() -> None:
         assert decoded.size == (2000, 2000)
         # 36 Mpx of RGBA need more than the 400 MB the worker may map: MemoryError there, a 413 here
         with pytest.raises(ImageTooLarge):
-            pool.submit(decode, hostile.grey_png(6000, 6000, colour=6), max_pixels=40_000_000).result(timeout=60)
+            pool.submit(decode, hostile.grey_png(6000, 6000, colour=6), max_pixels=40_000_000).result(
+                timeout=60
+            )
         assert pool.submit(_pid, large).result(timeout=60) != os.getpid()  # the worker survived
     finally:
         pool.shutdown()

@@ -45,7 +45,10 @@ async def test_odd_tiff_modes_are_classified_or_refused_never_500(zoo: Zoo, clie
     async with client_for(zoo) as client:
         for kind, make in ODD_TIFFS.items():
             r = await client.post(
-                "/classify", params={"model": entry.name}, content=make(), headers={"content-type": "image/tiff"}
+                "/classify",
+                params={"model": entry.name},
+                content=make(),
+                headers={"content-type": "image/tiff"},
             )
             assert r.status_code in (200, 400, 415), (kind, r.status_code, r.text)
             if kind in ("La", "LA", "RGBa"):
@@ -82,7 +85,8 @@ async def test_filenames_are_echoed_as_safe_text(zoo: Zoo, client_for) -> None:
     async with client_for(zoo) as client:
         for sent, echoed in names.items():
             r = await client.post(
-                "/classify", params={"model": smallest(zoo.registry).name},
+                "/classify",
+                params={"model": smallest(zoo.registry).name},
                 files={"file": (sent, png, "image/png")},
             )
             assert r.status_code == 200, r.text

@@ -48,6 +48,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         large_threads=settings.preprocess_large_threads,
         large_pixels=settings.preprocess_large_pixels,
         process_memory_mb=settings.preprocess_process_memory_mb,
+        max_pixels=settings.max_image_pixels,
     )
     await asyncio.get_running_loop().run_in_executor(app.state.preprocess_pool, preprocess.warm_up)
     manager.start()

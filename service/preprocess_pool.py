@@ -30,6 +30,7 @@ from typing import Any, Literal, TypeVar
 from PIL import Image
 
 from service.errors import BadImage
+from service.preprocess import ROW_COST
 
 T = TypeVar("T")
 Lane = Literal["small", "large", "process"]
@@ -38,19 +39,19 @@ log = logging.getLogger("convzoo.preprocess")
 LARGE_BYTES = 1 << 20  # an upload over 1 MiB is large whatever its header says
 
 
-def header_pixels(data: bytes | bytearray | memoryview) -> int:
-    """Width x height from an image header (no pixels decoded); 0 for bytes that are no image."""
+def header_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """Width and height from an image header (no pixels decoded); (0, 0) for bytes that are no image."""
     head = bytes(data[:24])
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":  # the common case, in a microsecond
         width, height = struct.unpack(">II", head[16:24])
-        return int(width) * int(height)
+        return int(width), int(height)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
-                return int(image.width) * int(image.height)
+                return int(image.width), int(image.height)
     except Exception:  # noqa: BLE001  (not an image: the decoder will say so, cheaply)
-        return 0
+        return 0, 0
 
 
 def _limit_memory(max_bytes: int | None) -> None:
@@ -63,11 +64,18 @@ class PreprocessPool(ThreadPoolExecutor):
     work. The processes start on the first large image."""
 
     def __init__(
-        self, *, small_threads: int, large_threads: int, large_pixels: int, process_memory_mb: float | None
+        self,
+        *,
+        small_threads: int,
+        large_threads: int,
+        large_pixels: int,
+        process_memory_mb: float | None,
+        max_pixels: int | None = None,
     ) -> None:
         super().__init__(max_workers=small_threads, thread_name_prefix="preprocess")
         self.large = ThreadPoolExecutor(max_workers=large_threads, thread_name_prefix="preprocess-large")
         self.large_pixels = large_pixels
+        self.max_pixels = max_pixels  # over it, the decoder refuses from the header: no need for a process
         self._workers = large_threads
         self._memory = int(process_memory_mb * 1_000_000) if process_memory_mb else None
         self._lock = threading.Lock()
@@ -86,7 +94,10 @@ class PreprocessPool(ThreadPoolExecutor):
             if isinstance(arg, Image.Image):
                 return "process" if arg.width * arg.height > self.large_pixels else "small"
             if isinstance(arg, bytes | bytearray | memoryview):
-                pixels = header_pixels(arg)
+                width, height = header_size(arg)
+                pixels = width * height
+                if self.max_pixels is not None and pixels + ROW_COST * height > self.max_pixels:
+                    return "small"
                 if pixels > self.large_pixels or (pixels and len(arg) > LARGE_BYTES):
                     return "process"
                 return "large" if len(arg) > LARGE_BYTES else "small"

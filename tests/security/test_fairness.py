@@ -95,6 +95,14 @@ def test_large_images_go_to_memory_limited_worker_processes() -> None:
         assert pool.lane((small,)) == "small"
         assert pool.lane((large,)) == "process"
         assert pool.lane((b"{" + b" " * (2 << 20),)) == "large"  # a big body that is no image
+        assert pool.lane((hostile.grey_png(30_000, 30_000),)) == "process"
+        capped = PreprocessPool(
+            small_threads=1, large_threads=1, large_pixels=1_000_000, process_memory_mb=None, max_pixels=10**8
+        )
+        # over the pixel cap (or its row cost): refused from the header, no process needed
+        assert capped.lane((hostile.grey_png(30_000, 30_000),)) == "small"
+        assert capped.lane((hostile.grey_png(1, 40_000_000),)) == "small"
+        capped.shutdown()
         assert pool.submit(_pid, small).result() == os.getpid()
         assert pool.submit(_pid, large).result(timeout=60) != os.getpid()
         decoded = pool.submit(functools.partial(decode, large, max_pixels=40_000_000, draft_size=28)).result()

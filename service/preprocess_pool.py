@@ -8,17 +8,21 @@ neither every thread nor the interpreter while cheap ones wait behind them (docs
 - other large work (a /v2 JSON body over 1 MiB): threads of their own.
 
 A task's lane is decided by its first bytes argument (byte length, then the pixel count read from the
-image header) or PIL image argument (pixel count), `functools.partial` arguments included. The header is
+image header) or PIL image argument (pixel count; a large decoded image goes to the large threads),
+`functools.partial` arguments included. The header is
 read on a thread of the small lane, which hands a large task on; the caller sees one future either way.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import io
 import logging
 import multiprocessing
+import os
 import resource
+import signal
 import struct
 import threading
 import warnings
@@ -36,7 +40,8 @@ T = TypeVar("T")
 Lane = Literal["small", "large", "process"]
 log = logging.getLogger("convzoo.preprocess")
 
-LARGE_BYTES = 1 << 20  # an upload over 1 MiB is large whatever its header says
+LARGE_BYTES = 1 << 20
+_PR_SET_PDEATHSIG = 1  # an upload over 1 MiB is large whatever its header says
 
 
 def header_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
@@ -54,7 +59,16 @@ def header_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
         return 0, 0
 
 
-def _limit_memory(max_bytes: int | None) -> None:
+def _start_worker(parent: int, max_bytes: int | None) -> None:
+    """In each worker process: die with the service (a killed service leaves no orphan decoding on), and
+    map at most `max_bytes`."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # Linux: SIGKILL when the parent thread exits
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the service died before the line above
+        os._exit(0)
     if max_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
@@ -85,14 +99,14 @@ class PreprocessPool(ThreadPoolExecutor):
         return ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with runtime threads
-            initializer=_limit_memory,
-            initargs=(self._memory,),
+            initializer=_start_worker,
+            initargs=(os.getpid(), self._memory),
         )
 
     def lane(self, args: tuple[Any, ...]) -> Lane:
         for arg in args:
-            if isinstance(arg, Image.Image):
-                return "process" if arg.width * arg.height > self.large_pixels else "small"
+            if isinstance(arg, Image.Image):  # decoded already: shipping it to a process would copy it twice
+                return "large" if arg.width * arg.height > self.large_pixels else "small"
             if isinstance(arg, bytes | bytearray | memoryview):
                 width, height = header_size(arg)
                 pixels = width * height

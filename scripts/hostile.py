@@ -4,7 +4,8 @@ the wall time, the server's CPU time and its peak RSS rise for that one request.
     python scripts/hostile.py                      # this checkout
     python scripts/hostile.py --repo OTHER_CHECKOUT # the same classes against another version's code
 
-A fresh server per class, so that each peak (VmHWM) belongs to one request. The server runs under an
+A fresh server per class, so that each peak (VmHWM) belongs to one request; CPU time and peak RSS include
+the server's decoding worker processes, where it has them. The server runs under an
 address-space limit (--max-vm-gib), so that a class that once asked for tens of gigabytes fails in the
 server instead of taking the machine.
 """
@@ -43,6 +44,23 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid: int) -> list[int]:
+    """The server's child processes (its decoding workers, where it has any)."""
+    kids = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
+
+
+def _snapshot(pid: int) -> dict[int, tuple[int, float]]:
+    """RSS (KiB) and CPU seconds of the server and of each child, their peaks (VmHWM) reset to now."""
+    snapshot = {}
+    for p in [pid, *_children(pid)]:
+        Path(f"/proc/{p}/clear_refs").write_text("5")  # Linux: VmHWM := VmRSS
+        snapshot[p] = (_proc_kib(p, "VmRSS"), _cpu_s(p))
+    return snapshot
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,7 +86,11 @@ def _start(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes]
 
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=args.repo, env=env, stdout=out, stderr=subprocess.STDOUT,
+            [sys.executable, "-m", "service"],
+            cwd=args.repo,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
             preexec_fn=limit_memory,  # noqa: PLW1509  (this script starts no threads)
         )
     url = f"http://127.0.0.1:{port}"
@@ -90,12 +112,16 @@ def measure(args: argparse.Namespace, hostile: Hostile, log: Path) -> dict[str, 
     try:
         path = hostile.path.format(model=args.model)
         params = {"model": args.model} if path == "/classify" else {}
-        httpx.post(url + "/classify", params=params, content=_tiny(), headers={"content-type": "image/png"})
-        before_rss, before_cpu = _proc_kib(proc.pid, "VmRSS"), _cpu_s(proc.pid)
+        for warm in (_tiny(), _large()):  # the large one starts the decoding workers, where there are any
+            httpx.post(url + "/classify", params=params, content=warm, headers={"content-type": "image/png"})
+        before = _snapshot(proc.pid)
         started = time.perf_counter()
         try:
             r = httpx.post(
-                url + path, params=params, content=body, headers={"content-type": hostile.content_type},
+                url + path,
+                params=params,
+                content=body,
+                headers={"content-type": hostile.content_type},
                 timeout=args.timeout_s,
             )
             status: object = r.status_code
@@ -103,14 +129,20 @@ def measure(args: argparse.Namespace, hostile: Hostile, log: Path) -> dict[str, 
             status = type(exc).__name__
         wall = time.perf_counter() - started
         alive = proc.poll() is None
-        peak = _proc_kib(proc.pid, "VmHWM") if alive else 0
+        cpu = rise = None
+        if alive:
+            # CPU of the server and its workers together; the peak RSS rise of the one that rose most (a
+            # worker started by this request counts from zero).
+            after = {p: (_proc_kib(p, "VmHWM"), _cpu_s(p)) for p in [proc.pid, *_children(proc.pid)]}
+            cpu = sum(c - before.get(p, (0, 0.0))[1] for p, (_, c) in after.items())
+            rise = max((hwm - before.get(p, (0, 0.0))[0]) / 1024 for p, (hwm, _) in after.items())
         return {
             "class": hostile.name,
             "bytes": len(body),
             "status": status,
             "wall_s": round(wall, 3),
-            "cpu_s": round(_cpu_s(proc.pid) - before_cpu, 3) if alive else None,
-            "peak_rss_rise_mib": round((peak - before_rss) / 1024, 1) if alive else None,
+            "cpu_s": round(cpu, 3) if cpu is not None else None,
+            "peak_rss_rise_mib": round(rise, 1) if rise is not None else None,
         }
     finally:
         proc.terminate()
@@ -124,6 +156,12 @@ def _tiny() -> bytes:
     from tests.security.hostile import grey_png
 
     return grey_png(28, 28)
+
+
+def _large() -> bytes:
+    from tests.security.hostile import noise_png
+
+    return noise_png(1800, 1200)
 
 
 def main() -> int:

@@ -19,7 +19,6 @@ def main() -> None:
         logging.getLogger("convzoo").warning("%s is not a convzoo setting; see the README, section Configuration", name)
     limits = Limits.from_settings(settings, raise_descriptor_limit())
     configure(limits)
-    logging.getLogger("convzoo").info("at most %d open connections", limits.max_connections)
     uvicorn.run(
         "service.main:create_app",
         factory=True,

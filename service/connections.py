@@ -71,12 +71,21 @@ def current_limits() -> Limits:
 def _canned(status: bytes, reason: str, extra: bytes = b"") -> bytes:
     body = reason.encode()
     return (
-        b"HTTP/1.1 " + status + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
-        + b"content-length: " + str(len(body)).encode() + b"\r\n" + extra + b"connection: close\r\n\r\n" + body
+        b"HTTP/1.1 "
+        + status
+        + b"\r\ncontent-type: text/plain; charset=utf-8\r\n"
+        + b"content-length: "
+        + str(len(body)).encode()
+        + b"\r\n"
+        + extra
+        + b"connection: close\r\n\r\n"
+        + body
     )
 
 
-TOO_MANY_CONNECTIONS = _canned(b"503 Service Unavailable", "Too many open connections.", b"retry-after: 1\r\n")
+TOO_MANY_CONNECTIONS = _canned(
+    b"503 Service Unavailable", "Too many open connections.", b"retry-after: 1\r\n"
+)
 HEADERS_TOO_LARGE = _canned(b"431 Request Header Fields Too Large", "The request head is too large.")
 HEAD_TIMEOUT = _canned(b"408 Request Timeout", "The request head did not arrive in time.")
 
@@ -140,7 +149,11 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         else:
             self._body_progress = self.loop.time()
         super().data_received(data)
-        if self._in_head and self._head_bytes > self.limits.max_header_bytes and not self.transport.is_closing():
+        if (
+            self._in_head
+            and self._head_bytes > self.limits.max_header_bytes
+            and not self.transport.is_closing()
+        ):
             self._refuse(HEADERS_TOO_LARGE)
 
     def _refuse(self, answer: bytes) -> None:

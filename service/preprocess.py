@@ -75,7 +75,9 @@ def image_errors() -> Iterator[None]:
         raise BadImage("The image could not be decoded; the file is corrupt or truncated.") from None
     except Exception as exc:
         log.warning("image rejected on an unexpected %s: %s", type(exc).__name__, exc)
-        raise BadImage("The image could not be decoded; the file is corrupt or of an unsupported kind.") from None
+        raise BadImage(
+            "The image could not be decoded; the file is corrupt or of an unsupported kind."
+        ) from None
 
 
 def _open(data: bytes) -> Image.Image:

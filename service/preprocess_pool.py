@@ -8,17 +8,21 @@ neither every thread nor the interpreter while cheap ones wait behind them (docs
 - other large work (a /v2 JSON body over 1 MiB): threads of their own.
 
 A task's lane is decided by its first bytes argument (byte length, then the pixel count read from the
-image header) or PIL image argument (pixel count), `functools.partial` arguments included. The header is
+image header) or PIL image argument (pixel count; a large decoded image goes to the large threads),
+`functools.partial` arguments included. The header is
 read on a thread of the small lane, which hands a large task on; the caller sees one future either way.
 """
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import io
 import logging
 import multiprocessing
+import os
 import resource
+import signal
 import struct
 import threading
 import warnings
@@ -30,30 +34,41 @@ from typing import Any, Literal, TypeVar
 from PIL import Image
 
 from service.errors import BadImage
+from service.preprocess import ROW_COST
 
 T = TypeVar("T")
 Lane = Literal["small", "large", "process"]
 log = logging.getLogger("convzoo.preprocess")
 
-LARGE_BYTES = 1 << 20  # an upload over 1 MiB is large whatever its header says
+LARGE_BYTES = 1 << 20
+_PR_SET_PDEATHSIG = 1  # an upload over 1 MiB is large whatever its header says
 
 
-def header_pixels(data: bytes | bytearray | memoryview) -> int:
-    """Width x height from an image header (no pixels decoded); 0 for bytes that are no image."""
+def header_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
+    """Width and height from an image header (no pixels decoded); (0, 0) for bytes that are no image."""
     head = bytes(data[:24])
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":  # the common case, in a microsecond
         width, height = struct.unpack(">II", head[16:24])
-        return int(width) * int(height)
+        return int(width), int(height)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             with Image.open(io.BytesIO(data)) as image:
-                return int(image.width) * int(image.height)
+                return int(image.width), int(image.height)
     except Exception:  # noqa: BLE001  (not an image: the decoder will say so, cheaply)
-        return 0
+        return 0, 0
 
 
-def _limit_memory(max_bytes: int | None) -> None:
+def _start_worker(parent: int, max_bytes: int | None) -> None:
+    """In each worker process: die with the service (a killed service leaves no orphan decoding on), and
+    map at most `max_bytes`."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # Linux: SIGKILL when the parent thread exits
+    except (OSError, AttributeError):
+        pass
+    if os.getppid() != parent:  # the service died before the line above
+        os._exit(0)
     if max_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
@@ -63,11 +78,18 @@ class PreprocessPool(ThreadPoolExecutor):
     work. The processes start on the first large image."""
 
     def __init__(
-        self, *, small_threads: int, large_threads: int, large_pixels: int, process_memory_mb: float | None
+        self,
+        *,
+        small_threads: int,
+        large_threads: int,
+        large_pixels: int,
+        process_memory_mb: float | None,
+        max_pixels: int | None = None,
     ) -> None:
         super().__init__(max_workers=small_threads, thread_name_prefix="preprocess")
         self.large = ThreadPoolExecutor(max_workers=large_threads, thread_name_prefix="preprocess-large")
         self.large_pixels = large_pixels
+        self.max_pixels = max_pixels  # over it, the decoder refuses from the header: no need for a process
         self._workers = large_threads
         self._memory = int(process_memory_mb * 1_000_000) if process_memory_mb else None
         self._lock = threading.Lock()
@@ -77,16 +99,19 @@ class PreprocessPool(ThreadPoolExecutor):
         return ProcessPoolExecutor(
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with runtime threads
-            initializer=_limit_memory,
-            initargs=(self._memory,),
+            initializer=_start_worker,
+            initargs=(os.getpid(), self._memory),
         )
 
     def lane(self, args: tuple[Any, ...]) -> Lane:
         for arg in args:
-            if isinstance(arg, Image.Image):
-                return "process" if arg.width * arg.height > self.large_pixels else "small"
+            if isinstance(arg, Image.Image):  # decoded already: shipping it to a process would copy it twice
+                return "large" if arg.width * arg.height > self.large_pixels else "small"
             if isinstance(arg, bytes | bytearray | memoryview):
-                pixels = header_pixels(arg)
+                width, height = header_size(arg)
+                pixels = width * height
+                if self.max_pixels is not None and pixels + ROW_COST * height > self.max_pixels:
+                    return "small"
                 if pixels > self.large_pixels or (pixels and len(arg) > LARGE_BYTES):
                     return "process"
                 return "large" if len(arg) > LARGE_BYTES else "small"
@@ -104,8 +129,10 @@ class PreprocessPool(ThreadPoolExecutor):
                 if lane == "small":
                     outer.set_result(fn(*args, **kwargs))
                     return
-                inner = self._in_process(fn, args, kwargs) if lane == "process" else self.large.submit(
-                    fn, *args, **kwargs
+                inner = (
+                    self._in_process(fn, args, kwargs)
+                    if lane == "process"
+                    else self.large.submit(fn, *args, **kwargs)
                 )
                 inner.add_done_callback(functools.partial(self._settle, outer))
             except BaseException as exc:  # noqa: BLE001  (handed to the caller, as ThreadPoolExecutor does)

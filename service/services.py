@@ -58,6 +58,7 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
         large_threads=settings.preprocess_large_threads,
         large_pixels=settings.preprocess_large_pixels,
         process_memory_mb=settings.preprocess_process_memory_mb,
+        max_pixels=settings.max_image_pixels,
     )
     await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
     manager.start()

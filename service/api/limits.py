@@ -84,7 +84,6 @@ class UploadLimit:
         response.headers["Connection"] = "close"  # the rest of the body is not read
         await response(scope, receive, send)
 
-
     async def _refuse_charset(self, scope: Scope, receive: Receive, send: Send, charset: str) -> None:
         detail = f"A multipart body in charset {charset!r} is not accepted; send UTF-8."
         response = self.render(scope, UnsupportedMediaType(detail))

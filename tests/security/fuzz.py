@@ -39,7 +39,9 @@ from tests.security import hostile
 CASES_DIR = Path(__file__).resolve().parent / "fuzz_cases"
 PREPROCESSING = [
     Preprocessing(color_mode="L", resize=28, crop=28, interpolation="bilinear", mean=[0.5], std=[0.25]),
-    Preprocessing(color_mode="RGB", resize=256, crop=224, interpolation="bicubic", mean=[0.5] * 3, std=[0.25] * 3),
+    Preprocessing(
+        color_mode="RGB", resize=256, crop=224, interpolation="bicubic", mean=[0.5] * 3, std=[0.25] * 3
+    ),
 ]
 
 
@@ -294,7 +296,10 @@ def main() -> int:
     parser.add_argument("--no-save", action="store_true")
     args = parser.parse_args()
     report = fuzz(
-        seconds=args.seconds, seed=args.seed, max_cpu_s=args.max_cpu_s, max_rss_mib=args.max_rss_mib,
+        seconds=args.seconds,
+        seed=args.seed,
+        max_cpu_s=args.max_cpu_s,
+        max_rss_mib=args.max_rss_mib,
         save=not args.no_save,
     )
     print(json.dumps(report))

@@ -181,7 +181,9 @@ CLASSES: list[Hostile] = [
     Hostile("La TIFF (premultiplied alpha)", "/classify", la_tiff, "image/tiff"),
     _charset("utf-7", b"+2AA-.png"),
     _charset("unicode_escape", b"\\ud800.png"),
-    Hostile("v2 shape [0, 2**62, 2**62]", "/v2/models/{model}/infer", lambda: v2_body([0, 2**62, 2**62], "[]")),
+    Hostile(
+        "v2 shape [0, 2**62, 2**62]", "/v2/models/{model}/infer", lambda: v2_body([0, 2**62, 2**62], "[]")
+    ),
     Hostile("v2 shape [0, 10**30]", "/v2/models/{model}/infer", lambda: v2_body([0, 10**30], "[]")),
     Hostile("v2 FP32 literal 10**400", "/v2/models/{model}/infer", lambda: v2_body([1], f"[{10**400}]")),
     Hostile("PNG 1x1,000,000", "/classify", _thin(1, 1_000_000)),

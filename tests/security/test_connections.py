@@ -120,7 +120,9 @@ def test_a_stalled_body_is_cut_off(server: Server) -> None:
 
 def test_a_head_over_the_size_limit_is_431(server: Server) -> None:
     with _connect(server) as sock:
-        sock.sendall(b"GET /health/live HTTP/1.1\r\nHost: x\r\n" + b"X-Filler: " + b"y" * 20_000 + b"\r\n\r\n")
+        sock.sendall(
+            b"GET /health/live HTTP/1.1\r\nHost: x\r\n" + b"X-Filler: " + b"y" * 20_000 + b"\r\n\r\n"
+        )
         closed, data = _closed_within(sock, 3.0)
         assert closed and data.startswith(b"HTTP/1.1 431"), data[:100]
     # An endless head: the server stops reading after its limit, so its memory does not follow the client.

@@ -166,7 +166,7 @@ async def test_memory_budget_evicts_an_idle_model(zoo: Zoo, client_for: ClientFa
     for entry in (a, b):  # 24 MB each once loaded, measured: room for the default and one of them
         install(zoo, entry.name, fat_model(entry, megabytes=24))
     async with client_for(zoo) as client:  # the default's footprint, whichever model it is
-        default_bytes = client._transport.app.state.manager.state(registry.default).memory_estimate_bytes  # type: ignore[attr-defined]
+        default_bytes = services_of_client(client).manager.state(registry.default).memory_estimate_bytes
     budget_mb = (default_bytes + 36_000_000) / 1e6
     async with client_for(zoo, memory_budget_mb=budget_mb) as client:
         manager = services_of_client(client).manager

@@ -166,8 +166,8 @@ async def test_grpc_infer_span_tree(spans: InMemorySpanExporter, source_zoo: Zoo
 async def test_a_failed_grpc_call_is_an_error_span(spans: InMemorySpanExporter, source_zoo: Zoo) -> None:
     port = free_port()
     app = create_app(settings_for(source_zoo, preload=[MODEL], grpc_port=port))
-    async with app.router.lifespan_context(app):
-        await app.state.manager.wait_preloaded()
+    async with serving(app) as served:
+        await served.services.manager.wait_preloaded()
         client = grpcaio.InferenceServerClient(f"127.0.0.1:{port}")
         with pytest.raises(InferenceServerException):
             await client.get_model_metadata("no-such-model", headers={"traceparent": TRACEPARENT})

@@ -228,6 +228,7 @@ class ModelManager:
             max_queue_delay_us=delay,
             max_queue_size=self.settings.max_queue_size,
             threads=self.settings.inference_threads,
+            when_idle=self.settings.batch_when_idle,
         )
         for hook in self.batch_hooks:
             state.batcher.hooks.append(hook)

@@ -43,6 +43,7 @@ class Layout:
     inference_threads: int = 1
     spinning: bool = False
     max_queue_delay_us: int | None = None  # None: the default
+    batch_when_idle: bool | None = None  # None: the default
 
 
 LAYOUTS = [
@@ -52,6 +53,7 @@ LAYOUTS = [
     Layout("1 process, 2 inference threads x 1 thread", 1, 1, inference_threads=2),
     Layout("1 process, 2 inference threads x 2 threads", 1, 2, inference_threads=2),
     Layout("1 process x 2 threads, 1 inference thread, queue delay 0", 1, 2, max_queue_delay_us=0),
+    Layout("1 process x 2 threads, 1 inference thread, batch when idle", 1, 2, batch_when_idle=True),
 ]
 
 
@@ -65,6 +67,7 @@ def defaults() -> dict[str, Any]:
         "preprocess_threads",
         "max_batch_size",
         "max_queue_delay_us",
+        "batch_when_idle",
         "max_queue_size",
         "log_level",
     ]
@@ -106,6 +109,8 @@ class Bench:
             )
             if layout.max_queue_delay_us is not None:
                 env["CONVZOO_MAX_QUEUE_DELAY_US"] = str(layout.max_queue_delay_us)
+            if layout.batch_when_idle is not None:
+                env["CONVZOO_BATCH_WHEN_IDLE"] = str(layout.batch_when_idle).lower()
         if not batching:
             env["CONVZOO_MAX_BATCH_SIZE"] = "1"
         return env
@@ -174,14 +179,16 @@ class Bench:
     # ---- (e) the peers ------------------------------------------------------------------------------
 
     def peers(
-        self, chosen: list[Peer], plan: list[tuple[str, list[int]]]
+        self, chosen: list[Peer], plan: list[tuple[str, list[int]]], before: dict[str, list[dict[str, Any]]]
     ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-        """Per model: every peer in turn, then convzoo again (its run before the peers is (b))."""
+        """Per model: each peer in turn, each followed by convzoo again, so that every peer is compared with
+        the mean of the convzoo runs just before and just after it (the first one before is (b))."""
         entries: dict[str, dict[str, Any]] = {
             p.key: {"peer": p.label, "version": None, "results": {}} for p in chosen
         }
-        after: dict[str, Any] = {}
+        last: dict[str, Any] = {}
         for model, concurrencies in plan:
+            previous = [r for r in before[model] if r["concurrency"] in concurrencies]
             for p in chosen:
                 print(f"(e) {p.label}, {model}", flush=True)
                 seconds = self.seconds_for[model]
@@ -200,14 +207,17 @@ class Bench:
                     log=LOGS / f"peer-{p.key}-{model}.log",
                     load_point=point,
                 )
-                if res["status"] != "ok":
-                    print(f"    {p.label}: {res['status']}", flush=True)
                 entry = entries[p.key]
                 entry["version"] = entry["version"] or res["version"]
                 entry["results"][model] = {"status": res["status"], "points": res["points"]}
-            print(f"(e) convzoo again, after the peers, {model}", flush=True)
-            after[model] = self.convzoo(model, concurrencies)
-        return list(entries.values()), after
+                if not res["points"]:
+                    print(f"    {p.label}: {res['status']}", flush=True)
+                    continue
+                print(f"(e) convzoo again, after {p.label}, {model}", flush=True)
+                after = self.convzoo(model, concurrencies)
+                entry["results"][model].update(convzoo_before=previous, convzoo_after=after)
+                previous = last[model] = after
+        return list(entries.values()), last
 
     def bare(self, concurrencies: list[int], tool: str | None = None) -> list[dict[str, Any]]:
         port = servers.free_port()
@@ -321,7 +331,7 @@ def main() -> None:
         results["convzoo_version"] = _revision()
         # lenet5 at c1, c8, c32 and resnet50 at c1, c8: the points of the targets
         plan = [(LARGE, [1, 8]), (SMALL, [1, 8, 32])]
-        results["peers"], results["convzoo_after_peers"] = b.peers(chosen, plan)
+        results["peers"], results["convzoo_after_peers"] = b.peers(chosen, plan, results["convzoo"])
     if not a.no_sweep:
         try:
             results["worker_model"] = sweep(b)
@@ -372,7 +382,10 @@ def sweep(b: Bench) -> list[dict[str, Any]]:
     plan = [(LARGE, True, [1, 8]), (LARGE, False, [8]), (SMALL, True, [32]), (SMALL, False, [32])]
     raws: dict[tuple[int, int, int, bool], dict[str, Any]] = {}
     for layout in LAYOUTS:
-        variant = layout.spinning or layout.max_queue_delay_us is not None  # measured with batching only
+        # measured with batching only
+        variant = (
+            layout.spinning or layout.max_queue_delay_us is not None or layout.batch_when_idle is not None
+        )
         # The queue delay does not change the in-process limit: the same raw figure as its layout.
         key = (layout.workers, layout.intra_op_threads, layout.inference_threads, layout.spinning)
         if key not in raws:

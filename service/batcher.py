@@ -67,7 +67,9 @@ class DynamicBatcher:
     """Per-model queue: `submit` from the event loop; batches run on `threads` dedicated threads.
 
     A batch is cut when it holds `max_batch_size` items or `max_queue_delay_us` after its first item
-    was queued; with several threads, what is queued is shared between the idle ones. A full queue
+    was queued; with `when_idle`, also at once whenever no batch of this model is running, so that a
+    lone request never waits for the delay and what arrives during a batch forms the next one. With
+    several threads, what is queued is shared between the idle ones. A full queue
     rejects with Overloaded; an item past its deadline is answered with DeadlineExceeded and never run;
     an exception from `run` fails only that batch's items.
     """
@@ -82,6 +84,7 @@ class DynamicBatcher:
         max_queue_size: int,
         threads: int = 1,
         hooks: Sequence[Callable[[BatchRecord], None]] = (),
+        when_idle: bool = False,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0 or threads < 1:
             raise ValueError("batcher sizes must be positive")
@@ -90,6 +93,7 @@ class DynamicBatcher:
         self.max_batch_size = max_batch_size
         self.max_queue_delay_s = max_queue_delay_us / 1e6
         self.max_queue_size = max_queue_size
+        self.when_idle = when_idle
         self.stats = BatcherStats()
         self.hooks = tuple(hooks)  # called on the inference thread after every batch
         self._queue: deque[_Item] = deque()
@@ -97,7 +101,8 @@ class DynamicBatcher:
         self._busy = 0  # batches executing now
         self._stopping = False
         self._threads = [
-            threading.Thread(target=self._worker, name=f"infer-{name}-{i}", daemon=True) for i in range(threads)
+            threading.Thread(target=self._worker, name=f"infer-{name}-{i}", daemon=True)
+            for i in range(threads)
         ]
         for t in self._threads:
             t.start()
@@ -185,7 +190,9 @@ class DynamicBatcher:
             self._queue.clear()
             self._cond.notify_all()
         for item in pending:
-            item.done(None, None, ModelUnavailable(f"Model {self.name} was unloaded; retry.", retry_after_s=1))
+            item.done(
+                None, None, ModelUnavailable(f"Model {self.name} was unloaded; retry.", retry_after_s=1)
+            )
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout)
@@ -218,7 +225,8 @@ class DynamicBatcher:
                 first = self._queue[0].enqueued_ns
                 cut_at = first / 1e9 + self.max_queue_delay_s
                 wait = cut_at - time.perf_counter_ns() / 1e9
-                if len(self._queue) >= self.max_batch_size or wait <= 0:
+                idle = self.when_idle and self._busy == 0  # no batch running: waiting gains nothing
+                if len(self._queue) >= self.max_batch_size or wait <= 0 or idle:
                     n = self._share(len(self._queue))
                     batch = [self._queue.popleft() for _ in range(n)]
                     self._busy += 1

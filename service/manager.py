@@ -504,6 +504,7 @@ class ModelManager:
             max_queue_size=state.policy.max_queue_size,
             threads=self.settings.inference_threads,
             hooks=self.batch_hooks,
+            when_idle=self.settings.batch_when_idle,
         )
         state.model = model
         model.calibration = state.calibration

@@ -204,8 +204,6 @@ class Registry(Strict):
                 raise ValueError(f"model {m.name!r}: unknown label set {m.labels!r}")
             if len(labels) != m.num_classes:
                 raise ValueError(f"model {m.name!r}: {len(labels)} labels for {m.num_classes} classes")
-            if m.quantization is not None and m.quantization.quantized_from not in names:
-                raise ValueError(f"model {m.name!r}: quantized from unknown model {m.quantization.quantized_from!r}")
         return self
 
     def get(self, name: str) -> ModelEntry:

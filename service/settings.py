@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     max_queue_delay_us: int = Field(default=1000, ge=0)
     max_queue_size: int = Field(default=256, ge=1)
     inference_threads: int = Field(default=1, ge=1)  # per model; docs/worker-model.md
+    # cut a batch at once while no batch of the model runs; the delay applies only while one does
+    batch_when_idle: bool = False
 
     # Process
     workers: int = Field(default=1, ge=1)  # uvicorn worker processes; docs/worker-model.md

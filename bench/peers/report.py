@@ -1,7 +1,7 @@
 """The side-by-side table of convzoo and its peers, and the targets against them, from one run's results.
 
-convzoo's reference at each point is the mean of its two runs in the same bench, one before the peers
-and one after them, so a drift of the shared host during the peers' turn shows and is halved.
+Every peer's run is bracketed by convzoo runs (the one just before it, the one just after it) and its
+ratio is to the mean of those two, so a drift of the shared host shows and is halved.
 """
 
 from __future__ import annotations
@@ -19,8 +19,9 @@ def _rate(rows: list[dict[str, Any]], concurrency: int) -> float | None:
     return found[0] if found else None
 
 
-def convzoo_at(r: dict[str, Any], model: str, concurrency: int) -> float | None:
-    runs = [r.get("convzoo", {}).get(model, []), r.get("convzoo_after_peers", {}).get(model, [])]
+def convzoo_beside(result: dict[str, Any], concurrency: int) -> float | None:
+    """convzoo's rate beside one peer's run: the mean of its runs just before and just after it."""
+    runs = [result.get("convzoo_before", []), result.get("convzoo_after", [])]
     rates = [x for x in (_rate(rows, concurrency) for rows in runs) if x is not None]
     return sum(rates) / len(rates) if rates else None
 
@@ -30,8 +31,9 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
     out = []
     for entry in r.get("peers", []):
         for model, c in POINTS:
-            peer = _rate(entry["results"].get(model, {}).get("points", []), c)
-            ours = convzoo_at(r, model, c)
+            result = entry["results"].get(model, {})
+            peer = _rate(result.get("points", []), c)
+            ours = convzoo_beside(result, c)
             if peer is None or ours is None or peer <= 0:
                 continue
             out.append(
@@ -59,7 +61,7 @@ def table(r: dict[str, Any]) -> list[str]:
     lines = [f"| server | version | {heads} | status |", "|---|---|" + "---:|" * len(POINTS) + "---|"]
     for label, key in (
         ("convzoo, before the peers", "convzoo"),
-        ("convzoo, after the peers", "convzoo_after_peers"),
+        ("convzoo, after the last peer", "convzoo_after_peers"),
     ):
         runs = r.get(key, {})
         cells = " | ".join(_cell(_rate(runs.get(m, []), c), None) for m, c in POINTS)
@@ -67,7 +69,8 @@ def table(r: dict[str, Any]) -> list[str]:
     for entry in r.get("peers", []):
         res = entry["results"]
         cells = " | ".join(
-            _cell(_rate(res.get(m, {}).get("points", []), c), convzoo_at(r, m, c)) for m, c in POINTS
+            _cell(_rate(res.get(m, {}).get("points", []), c), convzoo_beside(res.get(m, {}), c))
+            for m, c in POINTS
         )
         status = "; ".join(f"{m}: {res[m]['status']}" for m in res if res[m]["status"] != "ok") or "ok"
         lines.append(f"| {entry['peer']} | {entry['version'] or '–'} | {cells} | {status} |")
@@ -81,7 +84,7 @@ def markdown(r: dict[str, Any]) -> str:
         "# convzoo and the servers users would pick instead",
         "",
         "images/s per server and load point (one image per request, wrk); in brackets the ratio to convzoo at",
-        "that point (the mean of convzoo's run before and after the peers, same bench). Every server serves the",
+        "that point (the mean of convzoo's runs just before and just after that peer). Every server serves the",
         "same ONNX file through ONNX Runtime with convzoo's session options and preprocessing, max batch 32,",
         "1 ms queue delay (BentoML: adaptive batching, no fixed delay), one inference worker. The host is",
         "shared: the ratios measured side by side are the result, not the rates.",

@@ -244,10 +244,12 @@ export function renderPlot({ container, tip, apartBox, models, x, onHover }) {
   const maxParams = Math.max(...plotted.map((d) => d.params || 0), 1);
   const radius = (d) => Math.max(3.5, Math.sqrt((d.params || 0) / maxParams) * 18);
   const marks = svg("g", { class: "marks" });
+  const placed = [];
   for (const d of plotted.slice().sort((a, b) => radius(b) - radius(a))) {
     const on = frontierNames.has(d.name);
-    const cx = sx(d[x]);
+    const cx = dodge(placed, sx(d[x]), sy(d.top1), radius(d));
     const cy = sy(d.top1);
+    placed.push({ cx, cy });
     const c = svg("circle", {
       cx: cx.toFixed(1),
       cy: cy.toFixed(1),
@@ -284,6 +286,24 @@ export function renderPlot({ container, tip, apartBox, models, x, onHover }) {
   root.append(labels);
   container.append(root);
   if (datasets.length > 1) container.append(legend(datasets));
+}
+
+/**
+ * A marker drawn over an earlier one's centre would hide it from the pointer (a quantized variant has its
+ * model's GFLOPs and nearly its accuracy): move it right, just clear of every such centre.
+ */
+function dodge(placed, cx, cy, r) {
+  let x = cx;
+  for (let moved = true, tries = 0; moved && tries < 20; tries++) {
+    moved = false;
+    for (const p of placed) {
+      if (Math.hypot(x - p.cx, cy - p.cy) <= r) {
+        x = p.cx + r + 1;
+        moved = true;
+      }
+    }
+  }
+  return x;
 }
 
 function drawAxes(root, { x, x0, x1, y0, y1, sx, sy, width, height, m }) {

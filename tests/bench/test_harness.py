@@ -180,16 +180,17 @@ def test_a_peer_not_installed_or_not_starting_is_reported_and_the_bench_goes_on(
 def test_the_side_by_side_targets_use_convzoos_runs_before_and_after() -> None:
     from bench.peers import report as peers_report
 
+    before = [_point(1, 400, 2), _point(32, 600, 20)]
+    after = [_point(1, 200, 2), _point(32, 600, 20)]
+    fast = {"status": "ok", "points": [_point(1, 250, 2), _point(32, 1200, 9)]}
     r = {
-        "convzoo": {"fmnist-lenet5": [_point(1, 400, 2), _point(8, 500, 5), _point(32, 600, 20)]},
-        "convzoo_after_peers": {"fmnist-lenet5": [_point(1, 200, 2), _point(8, 500, 5), _point(32, 600, 20)]},
+        "convzoo": {"fmnist-lenet5": before},
+        "convzoo_after_peers": {"fmnist-lenet5": after},
         "peers": [
             {
                 "peer": "Fast",
                 "version": "1.0",
-                "results": {
-                    "fmnist-lenet5": {"status": "ok", "points": [_point(1, 250, 2), _point(32, 1200, 9)]}
-                },
+                "results": {"fmnist-lenet5": {**fast, "convzoo_before": before, "convzoo_after": after}},
             },
             {
                 "peer": "Broken",

@@ -125,3 +125,41 @@ def test_the_committed_variants_match_the_registry(committed_registry: Registry,
         assert variant.parity.top1_agreement >= 0.95, variant.name
         total += path.stat().st_size
     assert total < 0.4 * sum((m.artifact.bytes or 0) for m in fp32)  # INT8: about a quarter of the bytes
+
+
+def test_a_photo_model_is_calibrated_on_one_directory_and_compared_on_another(
+    lenet_zoo: tuple[Path, Path], fashion_dir: Path, tmp_path: Path
+) -> None:
+    # An ImageNet-style entry: images come from directories through the service's preprocessing, and the
+    # variant records its agreement with FP32, never an accuracy.
+    from PIL import Image
+
+    registry_path, models = lenet_zoo
+    registry = load_registry(registry_path)
+    photo = registry.get(SMALL).model_copy(update={"dataset": "photos"})
+    images = load_split("train", fashion_dir).images
+    calibration, agreement = tmp_path / "calibration", tmp_path / "agreement"
+    for folder, start, count in ((calibration, 0, 40), (agreement, 40, 12)):
+        folder.mkdir()
+        for i in range(start, start + count):
+            Image.fromarray(images[i]).save(folder / f"{i}.png")
+    entry = quantize_entry(
+        registry.model_copy(update={"models": [photo]}),
+        SMALL,
+        models_dir=models,
+        calibration_dir=calibration,
+        agreement_dir=agreement,
+    )
+    m, q = entry.metrics, entry.quantization
+    assert m.top1 is None and m.top5 is None and m.accuracy_source is None and m.accuracy_samples is None
+    assert q is not None and q.calibration_samples == 40 and q.calibration_data == "40 images of calibration/"
+    assert q.agreement_data == "12 images of agreement/"
+    assert entry.parity is not None and entry.parity.samples == 12 and entry.parity.top1_agreement >= 0.75
+    with pytest.raises(ValueError, match="different directories"):
+        quantize_entry(
+            registry.model_copy(update={"models": [photo]}),
+            SMALL,
+            models_dir=models,
+            calibration_dir=calibration,
+            agreement_dir=calibration,
+        )

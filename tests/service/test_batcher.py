@@ -79,7 +79,42 @@ async def test_a_partial_batch_waits_for_the_delay(model: LoadedModel, samples: 
         b.stop()
 
 
-async def test_overflow_beyond_max_batch_goes_to_the_next_batch(model: LoadedModel, samples: np.ndarray) -> None:
+async def test_when_idle_a_lone_request_runs_at_once_and_arrivals_during_a_batch_form_the_next(
+    model: LoadedModel, samples: np.ndarray
+) -> None:
+    started, release = threading.Event(), threading.Event()
+    run = Recorder(model)
+
+    def slow_first(batch: np.ndarray) -> np.ndarray:
+        if not started.is_set():
+            started.set()
+            release.wait(5)  # the first batch runs until the others are queued
+        return run(batch)
+
+    delay_us = 10_000_000  # never reached: an idle batcher does not wait for it
+    b = DynamicBatcher(
+        "m", slow_first, max_batch_size=32, max_queue_delay_us=delay_us, max_queue_size=64, when_idle=True
+    )
+    try:
+        t0 = time.perf_counter()
+        first = asyncio.ensure_future(b.submit(samples[:1], deadline=far()))
+        while not started.is_set():  # the idle worker runs it at once, not after the delay
+            await asyncio.sleep(0.001)
+        rest = [asyncio.ensure_future(b.submit(samples[i : i + 1], deadline=far())) for i in range(1, 6)]
+        while b.queued < 5:
+            await asyncio.sleep(0.001)
+        release.set()
+        await asyncio.gather(first, *rest)
+        assert time.perf_counter() - t0 < 2.0
+        assert run.sizes == [1, 5]
+    finally:
+        release.set()
+        b.stop()
+
+
+async def test_overflow_beyond_max_batch_goes_to_the_next_batch(
+    model: LoadedModel, samples: np.ndarray
+) -> None:
     run = Recorder(model)
     b = DynamicBatcher("m", run, max_batch_size=4, max_queue_delay_us=100_000, max_queue_size=64)
     try:
@@ -91,7 +126,9 @@ async def test_overflow_beyond_max_batch_goes_to_the_next_batch(model: LoadedMod
         b.stop()
 
 
-async def test_requests_arriving_within_the_delay_share_a_batch(model: LoadedModel, samples: np.ndarray) -> None:
+async def test_requests_arriving_within_the_delay_share_a_batch(
+    model: LoadedModel, samples: np.ndarray
+) -> None:
     run = Recorder(model)
     b = DynamicBatcher("m", run, max_batch_size=32, max_queue_delay_us=200_000, max_queue_size=64)
     try:

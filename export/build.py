@@ -67,9 +67,7 @@ def _locked(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def merge_into_registry(
-    path: Path, entries: list[ModelEntry], label_sets: dict[str, list[str]]
-) -> Registry:
+def merge_into_registry(path: Path, entries: list[ModelEntry], label_sets: dict[str, list[str]]) -> Registry:
     """Replace same-named entries (others stay, in order; new ones are appended) and write `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with _locked(path.parent):

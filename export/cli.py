@@ -12,7 +12,9 @@ from export.build import MODELS_DIR, REGISTRY_PATH, merge_into_registry
 from export.table import render
 from service.registry import load_registry
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Train, export and measure the convzoo models.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Train, export and measure the convzoo models."
+)
 
 
 class Zoo(str, Enum):  # noqa: UP042 -- typer lists a str Enum as choices
@@ -40,12 +42,17 @@ def build(
     data: Annotated[Path | None, typer.Option(help="Fashion-MNIST IDX directory")] = None,
     epochs: Annotated[int | None, typer.Option(help="override every model's epochs (quick runs)")] = None,
     train_samples: Annotated[int | None, typer.Option(help="train on this many images (quick runs)")] = None,
-    threads: Annotated[int, typer.Option(help="torch threads for training (1 is fastest on a busy host)")] = 1,
+    threads: Annotated[
+        int, typer.Option(help="torch threads for training (1 is fastest on a busy host)")
+    ] = 1,
     weights_file: Annotated[Path | None, typer.Option(help="local torchvision checkpoint (ImageNet)")] = None,
     random_weights: Annotated[bool, typer.Option(help="ImageNet: export with random weights")] = False,
     fp16: Annotated[bool, typer.Option(help="ImageNet: export in float16")] = False,
     catalog_only: Annotated[
-        bool, typer.Option(help="ImageNet: record the published catalog, depth/GFLOPs from the graphs, nothing built")
+        bool,
+        typer.Option(
+            help="ImageNet: record the published catalog, depth/GFLOPs from the graphs, nothing built"
+        ),
     ] = False,
     out: ModelsOpt = MODELS_DIR,
     registry: RegistryOpt = REGISTRY_PATH,
@@ -56,16 +63,27 @@ def build(
     torch.set_num_threads(threads)
     try:
         if zoo is Zoo.fashion:
-            _build_fashion(_names(models), out=out, data=data, epochs=epochs, train_samples=train_samples, registry=registry)
+            _build_fashion(
+                _names(models),
+                out=out,
+                data=data,
+                epochs=epochs,
+                train_samples=train_samples,
+                registry=registry,
+            )
         else:
             from export import imagenet
 
-            entries = imagenet.catalog(_names(models)) if catalog_only else imagenet.build(
-                _names(models),
-                out_dir=out / "imagenet",
-                weights_file=weights_file,
-                random_weights=random_weights,
-                fp16=fp16,
+            entries = (
+                imagenet.catalog(_names(models))
+                if catalog_only
+                else imagenet.build(
+                    _names(models),
+                    out_dir=out / "imagenet",
+                    weights_file=weights_file,
+                    random_weights=random_weights,
+                    fp16=fp16,
+                )
             )
             merge_into_registry(registry, entries, imagenet_label_sets())
     except (FileNotFoundError, ValueError) as exc:
@@ -81,7 +99,13 @@ def imagenet_label_sets() -> dict[str, list[str]]:
 
 
 def _build_fashion(
-    names: list[str], *, out: Path, data: Path | None, epochs: int | None, train_samples: int | None, registry: Path
+    names: list[str],
+    *,
+    out: Path,
+    data: Path | None,
+    epochs: int | None,
+    train_samples: int | None,
+    registry: Path,
 ) -> None:
     from export.fashion import zoo
     from export.fashion.data import LABELS
@@ -102,7 +126,9 @@ def _build_fashion(
 @app.command("eval")
 def evaluate(
     model: Annotated[str, typer.Option(help="model name")],
-    data: Annotated[Path | None, typer.Option(help="ImageNet val folder, or the Fashion-MNIST IDX directory")] = None,
+    data: Annotated[
+        Path | None, typer.Option(help="ImageNet val folder, or the Fashion-MNIST IDX directory")
+    ] = None,
     out: ModelsOpt = MODELS_DIR,
     registry: RegistryOpt = REGISTRY_PATH,
 ) -> None:
@@ -129,7 +155,12 @@ def _reevaluate_fashion(name: str, *, out: Path, data: Path | None, registry: Pa
     entry = load_registry(registry).get(name)
     top1, top5 = zoo.evaluate(name, models_dir=out, entry=entry, data_dir=data)
     metrics = entry.metrics.model_copy(
-        update={"top1": round(top1, 4), "top5": round(top5, 4), "accuracy_source": "measured", "accuracy_date": today()}
+        update={
+            "top1": round(top1, 4),
+            "top5": round(top5, 4),
+            "accuracy_source": "measured",
+            "accuracy_date": today(),
+        }
     )
     return entry.model_copy(update={"metrics": metrics})
 
@@ -179,7 +210,8 @@ def calibrate_cmd(
 @app.command("quantize")
 def quantize_cmd(
     model: Annotated[
-        str | None, typer.Option("--model", help="comma-separated model names (default: every Fashion-MNIST model)")
+        str | None,
+        typer.Option("--model", help="comma-separated model names (default: every Fashion-MNIST model)"),
     ] = None,
     data: Annotated[Path | None, typer.Option(help="Fashion-MNIST IDX directory")] = None,
     calibration_images: Annotated[

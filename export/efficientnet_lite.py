@@ -184,7 +184,9 @@ class EfficientNetLite(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         features = self.head(self.blocks(self.stem(x)))
-        logits: torch.Tensor = self.classifier(self.dropout(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1)))
+        logits: torch.Tensor = self.classifier(
+            self.dropout(torch.flatten(F.adaptive_avg_pool2d(features, 1), 1))
+        )
         return logits
 
 

@@ -143,8 +143,11 @@ def _infer_shapes(model: onnx.ModelProto, input_shape: tuple[int, ...]) -> dict[
         raise ValueError(f"gmacs needs exactly one data input, the graph has {len(data)}")
     batch_symbols = _set_input_shape(data[0], input_shape)
     # The exporter may name the batch axis differently on the outputs and in value_info.
-    batch_symbols |= {o.type.tensor_type.shape.dim[0].dim_param for o in fixed.graph.output
-                      if o.type.tensor_type.shape.dim and o.type.tensor_type.shape.dim[0].dim_param}
+    batch_symbols |= {
+        o.type.tensor_type.shape.dim[0].dim_param
+        for o in fixed.graph.output
+        if o.type.tensor_type.shape.dim and o.type.tensor_type.shape.dim[0].dim_param
+    }
     inferred = shape_inference.infer_shapes(fixed, data_prop=True)
     shapes: dict[str, Shape] = {}
     for tensor in fixed.graph.initializer:

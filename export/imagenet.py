@@ -62,8 +62,12 @@ _ALEXNET = (
 _VGG = "Simonyan, Zisserman. Very deep convolutional networks for large-scale image recognition. ICLR 2015, arXiv:1409.1556"
 _GOOGLENET = "Szegedy et al. Going deeper with convolutions. CVPR 2015, arXiv:1409.4842"
 _RESNET = "He, Zhang, Ren, Sun. Deep residual learning for image recognition. CVPR 2016, arXiv:1512.03385"
-_INCEPTION = "Szegedy et al. Rethinking the Inception architecture for computer vision. CVPR 2016, arXiv:1512.00567"
-_MOBILENET = "Sandler et al. MobileNetV2: inverted residuals and linear bottlenecks. CVPR 2018, arXiv:1801.04381"
+_INCEPTION = (
+    "Szegedy et al. Rethinking the Inception architecture for computer vision. CVPR 2016, arXiv:1512.00567"
+)
+_MOBILENET = (
+    "Sandler et al. MobileNetV2: inverted residuals and linear bottlenecks. CVPR 2018, arXiv:1801.04381"
+)
 _DENSENET = "Huang, Liu, van der Maaten, Weinberger. Densely connected convolutional networks. CVPR 2017, arXiv:1608.06993"
 _EFFICIENTNET = "Tan, Le. EfficientNet: rethinking model scaling for convolutional neural networks. ICML 2019, arXiv:1905.11946"
 _EFFICIENTNET_LITE = (
@@ -128,7 +132,9 @@ def preprocessing(weights: WeightsEnum) -> Preprocessing:
     )
 
 
-def _metrics(weights: WeightsEnum, facts: GraphFacts, *, published: bool = True, size_mb: float | None = None) -> Metrics:
+def _metrics(
+    weights: WeightsEnum, facts: GraphFacts, *, published: bool = True, size_mb: float | None = None
+) -> Metrics:
     """Published accuracy only where the weights are torchvision's released checkpoint."""
     scores = weights.meta["_metrics"]["ImageNet-1K"]
     return Metrics(
@@ -316,7 +322,9 @@ def _source(
         source = f"random initialisation (torch.manual_seed({RANDOM_SEED})), no pretrained weights"
         return _Source(_random_state_dict(name), Weights(kind="random", source=source), published=False)
     checkpoint: Checkpoint = obtain(weights, name, weights_file=weights_file, allow_download=download)
-    return _Source(checkpoint.state_dict, Weights(kind="pretrained", source=checkpoint.source), checkpoint.published)
+    return _Source(
+        checkpoint.state_dict, Weights(kind="pretrained", source=checkpoint.source), checkpoint.published
+    )
 
 
 def build(
@@ -355,7 +363,12 @@ def build(
             )
             continue
         entries += _build_one(
-            name, out_dir=out_dir, weights_file=weights_file, random_weights=random_weights, download=download, fp16=fp16
+            name,
+            out_dir=out_dir,
+            weights_file=weights_file,
+            random_weights=random_weights,
+            download=download,
+            fp16=fp16,
         )
     return entries
 
@@ -364,7 +377,9 @@ def _build_one(
     name: str, *, out_dir: Path, weights_file: Path | None, random_weights: bool, download: bool, fp16: bool
 ) -> list[ModelEntry]:
     weights = default_weights(name)
-    source = _source(name, weights, weights_file=weights_file, random_weights=random_weights, download=download)
+    source = _source(
+        name, weights, weights_file=weights_file, random_weights=random_weights, download=download
+    )
     module = _module(name, weights, source.state_dict)
     pre = preprocessing(weights)
     batch = parity_batch(pre)
@@ -374,7 +389,9 @@ def _build_one(
     metadata = onnx_metadata(name, _version(weights, source.weights), source.weights, pre)
     proto = export_onnx(module, sample=batch[:1], path=path, metadata=metadata, opset=OPSET)
     size = path.stat().st_size
-    metrics = _metrics(weights, _facts(proto, pre.crop), published=source.published, size_mb=round(size / 1e6, 3))
+    metrics = _metrics(
+        weights, _facts(proto, pre.crop), published=source.published, size_mb=round(size / 1e6, 3)
+    )
     entry = _torchvision_entry(
         name,
         weights,
@@ -421,7 +438,10 @@ def _fp16_variant(entry: ModelEntry, module: torch.nn.Module, path: Path, batch:
         artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
         weights=weights,
         metrics=entry.metrics.model_copy(
-            update={**no_accuracy, "size_mb": round(half_path.stat().st_size / 1e6, 3)}  # published: float32 only
+            update={
+                **no_accuracy,
+                "size_mb": round(half_path.stat().st_size / 1e6, 3),
+            }  # published: float32 only
         ),
     )
     return _checked(variant, module, half_path, batch)
@@ -458,7 +478,12 @@ def _lite_description(spec: efficientnet_lite.Variant) -> tuple[str, str]:
 
 
 def _lite_metrics(
-    spec: efficientnet_lite.Variant, module: torch.nn.Module, facts: GraphFacts, *, published: bool, size_mb: float | None
+    spec: efficientnet_lite.Variant,
+    module: torch.nn.Module,
+    facts: GraphFacts,
+    *,
+    published: bool,
+    size_mb: float | None,
 ) -> Metrics:
     """The release publishes top-1 only (float32, ImageNet-1k val); no top-5."""
     return Metrics(
@@ -504,11 +529,15 @@ def _lite_catalog_entry(name: str) -> ModelEntry:
     )
 
 
-def _lite_source(spec: efficientnet_lite.Variant, *, weights_file: Path | None, random_weights: bool) -> _Source:
+def _lite_source(
+    spec: efficientnet_lite.Variant, *, weights_file: Path | None, random_weights: bool
+) -> _Source:
     """The packaged checkpoint (or the user's file), read like every ImageNet checkpoint: tensors only."""
     if random_weights:
         source = f"random initialisation (torch.manual_seed({RANDOM_SEED})), no pretrained weights"
-        return _Source(_lite_random(spec).state_dict(), Weights(kind="random", source=source), published=False)
+        return _Source(
+            _lite_random(spec).state_dict(), Weights(kind="random", source=source), published=False
+        )
     path = weights_file if weights_file is not None else efficientnet_lite.packaged_checkpoint(spec)
     if not path.is_file():
         raise WeightsUnavailable(f"--weights-file {path} does not exist")
@@ -547,7 +576,11 @@ def _build_lite(
     version = f"random-seed{RANDOM_SEED}" if source.weights.kind == "random" else Path(spec.checkpoint).stem
     path = out_dir / f"{name}.onnx"
     proto = export_onnx(
-        module, sample=batch[:1], path=path, metadata=onnx_metadata(name, version, source.weights, pre), opset=OPSET
+        module,
+        sample=batch[:1],
+        path=path,
+        metadata=onnx_metadata(name, version, source.weights, pre),
+        opset=OPSET,
     )
     size_mb = round(path.stat().st_size / 1e6, 3)
     entry = _entry(
@@ -557,7 +590,9 @@ def _build_lite(
         pre=pre,
         artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
         kind=source.weights,
-        metrics=_lite_metrics(spec, module, _facts(proto, pre.crop), published=source.published, size_mb=size_mb),
+        metrics=_lite_metrics(
+            spec, module, _facts(proto, pre.crop), published=source.published, size_mb=size_mb
+        ),
     )
     built = _checked(entry, module, path, batch)
     return [built, _fp16_variant(built, module, path, batch)] if fp16 else [built]
@@ -568,7 +603,9 @@ def _build_lite(
 
 def _class_folders(data_dir: Path, num_classes: int) -> list[Path]:
     if not data_dir.is_dir():
-        raise FileNotFoundError(f"{data_dir} is not a directory; expected DIR/<wnid>/<image> (ImageFolder layout)")
+        raise FileNotFoundError(
+            f"{data_dir} is not a directory; expected DIR/<wnid>/<image> (ImageFolder layout)"
+        )
     folders = sorted(p for p in data_dir.iterdir() if p.is_dir())
     if len(folders) != num_classes:
         raise ValueError(
@@ -590,7 +627,9 @@ def _samples(folders: list[Path]) -> list[tuple[Path, int]]:
     return samples
 
 
-def _chunks(samples: list[tuple[Path, int]], pre: Preprocessing, size: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def _chunks(
+    samples: list[tuple[Path, int]], pre: Preprocessing, size: int
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     for start in range(0, len(samples), size):
         part = samples[start : start + size]
         images = []
@@ -620,7 +659,9 @@ def evaluate(
         raise ValueError(f"{name} was built with random weights; it carries no accuracy")
     path = models_dir / entry.artifact.path
     if entry.artifact.sha256 is None or not path.is_file():
-        raise FileNotFoundError(f"{path} is not built; run: python -m export build --zoo imagenet --models {name}")
+        raise FileNotFoundError(
+            f"{path} is not built; run: python -m export build --zoo imagenet --models {name}"
+        )
     if sha256_file(path) != entry.artifact.sha256:
         raise ValueError(f"{path} differs from the artifact the registry describes; rebuild it")
     samples = _samples(_class_folders(data_dir, entry.num_classes))
@@ -640,4 +681,3 @@ def evaluate(
         }
     )
     return _revalidated(entry, metrics=metrics)
-

@@ -14,7 +14,11 @@ def _fraction(value: float | None) -> str:
 
 def row(entry: ModelEntry) -> tuple[str, ...]:
     m = entry.metrics
-    size = "-" if m.size_mb is None else (f"{m.size_mb:.1f} MB" if m.size_mb >= 1 else f"{m.size_mb * 1000:.0f} kB")
+    size = (
+        "-"
+        if m.size_mb is None
+        else (f"{m.size_mb:.1f} MB" if m.size_mb >= 1 else f"{m.size_mb * 1000:.0f} kB")
+    )
     latency = "-" if entry.latency is None else f"{entry.latency.p50_ms:.2f} ms"
     source: str = m.accuracy_source or ("random weights" if entry.weights.kind == "random" else "-")
     if m.accuracy_source is not None and m.accuracy_split:

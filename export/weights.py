@@ -71,14 +71,18 @@ def load_tensors(path: Path) -> dict[str, torch.Tensor]:
             if isinstance(raw.get(key), dict):
                 raw = raw[key]
                 break
-    if not isinstance(raw, dict) or not raw or not all(
-        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in raw.items()
+    if (
+        not isinstance(raw, dict)
+        or not raw
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in raw.items())
     ):
         raise WeightsUnavailable(f"checkpoint {path} is not a state dict of named tensors")
     return dict(raw)
 
 
-def download(url: str, destination: Path, *, expected_prefix: str | None, timeout: float = DOWNLOAD_TIMEOUT_S) -> None:
+def download(
+    url: str, destination: Path, *, expected_prefix: str | None, timeout: float = DOWNLOAD_TIMEOUT_S
+) -> None:
     """Fetch `url` to `destination` atomically, checking the hash prefix; fails fast when offline."""
     from tqdm import tqdm
 
@@ -116,7 +120,9 @@ def refusal(weights: WeightsEnum, name: str, reason: str) -> str:
     )
 
 
-def obtain(weights: WeightsEnum, name: str, *, weights_file: Path | None, allow_download: bool = True) -> Checkpoint:
+def obtain(
+    weights: WeightsEnum, name: str, *, weights_file: Path | None, allow_download: bool = True
+) -> Checkpoint:
     """The checkpoint for `weights`, from the user's file, the hub cache or a download; else a refusal."""
     if weights_file is not None:
         return _from_file(weights, weights_file)
@@ -127,7 +133,9 @@ def obtain(weights: WeightsEnum, name: str, *, weights_file: Path | None, allow_
         try:
             download(weights.url, cache, expected_prefix=_hash_prefix(weights))
         except WeightsUnavailable as exc:
-            raise WeightsUnavailable(refusal(weights, name, f"{cache} does not exist and the {exc}")) from None
+            raise WeightsUnavailable(
+                refusal(weights, name, f"{cache} does not exist and the {exc}")
+            ) from None
     if not is_published(weights, sha256_file(cache)):
         raise WeightsUnavailable(
             refusal(weights, name, f"the cached {cache} does not match the published checksum; delete it")

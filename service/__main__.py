@@ -16,7 +16,9 @@ def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level)  # JSON lines from the first one on
     for name in unknown_variables(dict(os.environ)):
-        logging.getLogger("convzoo").warning("%s is not a convzoo setting; see the README, section Configuration", name)
+        logging.getLogger("convzoo").warning(
+            "%s is not a convzoo setting; see the README, section Configuration", name
+        )
     limits = Limits.from_settings(settings, raise_descriptor_limit())
     configure(limits)
     uvicorn.run(

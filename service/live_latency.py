@@ -41,4 +41,3 @@ class RecentLatencies:
         if len(values) < self.min_samples:
             return None
         return float(np.median(values)), len(values)
-

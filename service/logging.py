@@ -28,7 +28,12 @@ _request_id: ContextVar[str | None] = ContextVar("convzoo_request_id", default=N
 access_log = logging.getLogger("convzoo.access")
 
 # LogRecord attributes that are not extra fields.
-_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {"message", "asctime", "taskName", "color_message"}
+_STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
+    "message",
+    "asctime",
+    "taskName",
+    "color_message",
+}
 
 
 def current_request_id() -> str | None:

@@ -211,12 +211,17 @@ class ModelManager:
     """Owns the registry and every model's state; all methods run on the event loop."""
 
     def __init__(
-        self, registry: Registry, settings: Settings, batch_hooks: Sequence[Callable[[BatchRecord], None]] = ()
+        self,
+        registry: Registry,
+        settings: Settings,
+        batch_hooks: Sequence[Callable[[BatchRecord], None]] = (),
     ) -> None:
         self.registry = registry
         self.settings = settings
         self.models_dir = settings.models_dir
-        self._states = {m.name: ModelState(entry=m, policy=BatchingPolicy.of(m, settings)) for m in registry.models}
+        self._states = {
+            m.name: ModelState(entry=m, policy=BatchingPolicy.of(m, settings)) for m in registry.models
+        }
         # Loading is blocking work (hashing, ORT session build, warm-up): its own threads, off the loop;
         # loads of different models run in parallel, up to `load_threads`.
         self._loader = ThreadPoolExecutor(

@@ -21,7 +21,7 @@ class Classify:
     def __init__(self) -> None:
         self.classifier = Classifier()
 
-    @bentoml.api(route="/classify", batchable=True, max_batch_size=MAX_BATCH)  # type: ignore[misc]
+    @bentoml.api(route="/classify", batchable=True, max_batch_size=MAX_BATCH)  # type: ignore[untyped-decorator]
     def classify(self, image: list[Path]) -> list[dict[str, Any]]:
         batch = np.stack([self.classifier.tensor(p.read_bytes()) for p in image])
         return [self.classifier.answer(row) for row in self.classifier.logits(batch)]

@@ -34,7 +34,7 @@ def main() -> None:
     )
     classifier = Classifier()
 
-    @batch  # type: ignore[misc]  # untyped decorator
+    @batch  # type: ignore[untyped-decorator]
     def infer(image: np.ndarray) -> dict[str, np.ndarray]:
         logits = classifier.logits(np.stack([classifier.tensor(bytes(row[0])) for row in image]))
         z = logits - logits.max(axis=1, keepdims=True)

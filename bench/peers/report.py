@@ -50,7 +50,7 @@ def targets(r: dict[str, Any]) -> list[dict[str, Any]]:
 
 def _cell(value: float | None, ref: float | None) -> str:
     if value is None:
-        return "–"
+        return "—"
     if ref is None or ref <= 0:
         return f"{value:,.1f}"
     return f"{value:,.1f} ({value / ref:.2f}x)"
@@ -73,7 +73,7 @@ def table(r: dict[str, Any]) -> list[str]:
             for m, c in POINTS
         )
         status = "; ".join(f"{m}: {res[m]['status']}" for m in res if res[m]["status"] != "ok") or "ok"
-        lines.append(f"| {entry['peer']} | {entry['version'] or '–'} | {cells} | {status} |")
+        lines.append(f"| {entry['peer']} | {entry['version'] or '—'} | {cells} | {status} |")
     return lines
 
 

@@ -25,13 +25,19 @@ class LeNet5(nn.Module):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            nn.Conv2d(1, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 28 -> 14
-            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2),  # 14 -> 10 -> 5
+            nn.Conv2d(1, 6, 5, padding=2),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # 28 -> 14
+            nn.Conv2d(6, 16, 5),
+            nn.ReLU(inplace=True),
+            nn.MaxPool2d(2),  # 14 -> 10 -> 5
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(16 * 5 * 5, 120), nn.ReLU(inplace=True),
-            nn.Linear(120, 84), nn.ReLU(inplace=True),
+            nn.Linear(16 * 5 * 5, 120),
+            nn.ReLU(inplace=True),
+            nn.Linear(120, 84),
+            nn.ReLU(inplace=True),
             nn.Linear(84, num_classes),
         )
 
@@ -47,16 +53,23 @@ class AlexNet(nn.Module):
     def __init__(self, num_classes: int = 10) -> None:
         super().__init__()
         self.features = nn.Sequential(
-            *_conv_bn_relu(1, 32, 5), nn.MaxPool2d(2),  # 28 -> 14
-            *_conv_bn_relu(32, 64, 3), nn.MaxPool2d(2),  # 14 -> 7
+            *_conv_bn_relu(1, 32, 5),
+            nn.MaxPool2d(2),  # 28 -> 14
+            *_conv_bn_relu(32, 64, 3),
+            nn.MaxPool2d(2),  # 14 -> 7
             *_conv_bn_relu(64, 96, 3),
             *_conv_bn_relu(96, 96, 3),
-            *_conv_bn_relu(96, 64, 3), nn.MaxPool2d(2, ceil_mode=True),  # 7 -> 4
+            *_conv_bn_relu(96, 64, 3),
+            nn.MaxPool2d(2, ceil_mode=True),  # 7 -> 4
         )
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Dropout(0.5), nn.Linear(64 * 4 * 4, 384), nn.ReLU(inplace=True),
-            nn.Dropout(0.5), nn.Linear(384, 384), nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(64 * 4 * 4, 384),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.5),
+            nn.Linear(384, 384),
+            nn.ReLU(inplace=True),
             nn.Linear(384, num_classes),
         )
 
@@ -87,8 +100,12 @@ class VGG(nn.Module):
         self.features = nn.Sequential(*layers)
         self.classifier = nn.Sequential(
             nn.Flatten(),
-            nn.Linear(cin, 256), nn.ReLU(inplace=True), nn.Dropout(0.3),
-            nn.Linear(256, 256), nn.ReLU(inplace=True), nn.Dropout(0.3),
+            nn.Linear(cin, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.3),
+            nn.Linear(256, 256),
+            nn.ReLU(inplace=True),
+            nn.Dropout(0.3),
             nn.Linear(256, num_classes),
         )
 

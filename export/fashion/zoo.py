@@ -60,9 +60,15 @@ SPECS: tuple[FashionSpec, ...] = (
     FashionSpec("fmnist-vgg16", "VGG16, configuration D, widths / 8, BN", VGG, _sgd(30)),
     FashionSpec("fmnist-vgg19", "VGG19, configuration E, widths / 8, BN", VGG, _sgd(3)),
     FashionSpec("fmnist-googlenet", "GoogLeNet (inception v1 modules), channels / 8, BN", GOOGLENET, _sgd(2)),
-    FashionSpec("fmnist-resnet-v1", "ResNet v1: the seed's resnet_v1 (two res_block_v1)", RESNET, _adamw(2, 2e-3)),
-    FashionSpec("fmnist-resnet-v2", "ResNet v2: the seed's resnet_v2 (two res_block_v2)", RESNET_V2, _adamw(2, 2e-3)),
-    FashionSpec("fmnist-plain20", "Plain-20: 19 conv + FC, no shortcuts (He et al. 2016, 4.2)", RESNET, _sgd(2)),
+    FashionSpec(
+        "fmnist-resnet-v1", "ResNet v1: the seed's resnet_v1 (two res_block_v1)", RESNET, _adamw(2, 2e-3)
+    ),
+    FashionSpec(
+        "fmnist-resnet-v2", "ResNet v2: the seed's resnet_v2 (two res_block_v2)", RESNET_V2, _adamw(2, 2e-3)
+    ),
+    FashionSpec(
+        "fmnist-plain20", "Plain-20: 19 conv + FC, no shortcuts (He et al. 2016, 4.2)", RESNET, _sgd(2)
+    ),
     FashionSpec("fmnist-resnet20", "ResNet-20: plain-20 with identity shortcuts (option A)", RESNET, _sgd(2)),
 )
 NAMES = tuple(s.name for s in SPECS)
@@ -76,9 +82,7 @@ def spec_of(name: str) -> FashionSpec:
 
 
 def preprocessing(mean: float, std: float) -> Preprocessing:
-    return Preprocessing(
-        color_mode="L", resize=28, crop=28, interpolation="bilinear", mean=[mean], std=[std]
-    )
+    return Preprocessing(color_mode="L", resize=28, crop=28, interpolation="bilinear", mean=[mean], std=[std])
 
 
 def onnx_metadata(name: str, version: str, pre: Preprocessing) -> dict[str, str]:
@@ -125,11 +129,17 @@ def build_one(
     version = today().isoformat()
     torch.manual_seed(spec.config.seed)
     module = build_net(spec.name)
-    recipe = train(module, train_split, _config(spec, overrides), mean=mean, std=std, desc=spec.name, progress=progress)
+    recipe = train(
+        module, train_split, _config(spec, overrides), mean=mean, std=std, desc=spec.name, progress=progress
+    )
     path = out_dir / f"{spec.name}.onnx"
     test_x = to_input(test_split.images, mean, std)
     proto = export_onnx(
-        module, sample=torch.from_numpy(test_x[:2]), path=path, metadata=onnx_metadata(spec.name, version, pre), opset=OPSET
+        module,
+        sample=torch.from_numpy(test_x[:2]),
+        path=path,
+        metadata=onnx_metadata(spec.name, version, pre),
+        opset=OPSET,
     )
     parity = check_parity(module, path, torch.from_numpy(test_x[:PARITY_SAMPLES]))
     top1, top5 = evaluate_onnx(path, test_x, test_split.labels)
@@ -144,7 +154,9 @@ def build_one(
         input=InputSpec(name="input", shape=["batch", 1, 28, 28], dtype="float32", channels=1),
         preprocessing=pre,
         artifact=Artifact(path=path.name, bytes=path.stat().st_size, sha256=sha256_file(path)),
-        weights=Weights(kind="trained", source=f"trained here: python -m export build --zoo fashion (seed {recipe.seed})"),
+        weights=Weights(
+            kind="trained", source=f"trained here: python -m export build --zoo fashion (seed {recipe.seed})"
+        ),
         metrics=_metrics(module, proto, path, top1, top5, len(test_split)),
         parity=parity,
         latency=measure_latency(path, test_x[:1]),
@@ -152,7 +164,9 @@ def build_one(
     )
 
 
-def _metrics(module: torch.nn.Module, proto: onnx.ModelProto, path: Path, top1: float, top5: float, n: int) -> Metrics:
+def _metrics(
+    module: torch.nn.Module, proto: onnx.ModelProto, path: Path, top1: float, top5: float, n: int
+) -> Metrics:
     return Metrics(
         params=sum(p.numel() for p in module.parameters()),
         depth=weight_layer_depth(proto),
@@ -182,7 +196,12 @@ def build(
     entries: list[ModelEntry] = []
     for spec in tqdm(specs, desc="fashion zoo", unit="model", disable=not progress or len(specs) == 1):
         entry = build_one(
-            spec, train_split=train_split, test_split=test_split, out_dir=out_dir, overrides=overrides, progress=progress
+            spec,
+            train_split=train_split,
+            test_split=test_split,
+            out_dir=out_dir,
+            overrides=overrides,
+            progress=progress,
         )
         entries.append(entry)
         if on_entry is not None:
@@ -190,10 +209,10 @@ def build(
     return entries
 
 
-def evaluate(name: str, *, models_dir: Path, entry: ModelEntry, data_dir: Path | None = None) -> tuple[float, float]:
+def evaluate(
+    name: str, *, models_dir: Path, entry: ModelEntry, data_dir: Path | None = None
+) -> tuple[float, float]:
     """Re-measure a built Fashion-MNIST artifact on the 10,000 test images through ONNX Runtime."""
     test = load_split("test", data_dir)
     x = to_input(test.images, entry.preprocessing.mean[0], entry.preprocessing.std[0])
     return evaluate_onnx(models_dir / entry.artifact.path, x, test.labels)
-
-

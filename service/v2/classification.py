@@ -24,7 +24,9 @@ def top_k(tensor: Tensor, k: int, labels: list[str]) -> Tensor:
     # Ranked exactly as /classify ranks: a stable sort of the float64 softmax, descending, so that
     # ties (including probabilities that underflow alike) keep the lower index first.
     order = ranked(softmax(scores), count)
-    rows = [[_entry(float(row[i]), int(i), labels) for i in idx] for row, idx in zip(scores, order, strict=True)]
+    rows = [
+        [_entry(float(row[i]), int(i), labels) for i in idx] for row, idx in zip(scores, order, strict=True)
+    ]
     array = np.empty((scores.shape[0], count), dtype=np.object_)
     for r, row_entries in enumerate(rows):
         for c, entry in enumerate(row_entries):

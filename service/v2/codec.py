@@ -343,6 +343,8 @@ def to_json_data(tensor: Tensor) -> list[Any]:
         try:
             return [bytes(e).decode("utf-8") for e in flat]
         except UnicodeDecodeError:
-            raise bad_request(f"output {tensor.name!r} is not UTF-8 text: request it as binary data") from None
+            raise bad_request(
+                f"output {tensor.name!r} is not UTF-8 text: request it as binary data"
+            ) from None
     values: list[Any] = flat.tolist()
     return values

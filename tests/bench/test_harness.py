@@ -57,7 +57,9 @@ def test_targets_are_computed_from_the_run() -> None:
             "resnet50": {
                 "images_per_s": 40.0,
                 "best_batch": 1,
-                "batches": {"1": {"images_per_s": 40.0, "p50_ms": 25.0, "p99_ms": 26.0, "alone_p50_ms": 30.0}},
+                "batches": {
+                    "1": {"images_per_s": 40.0, "p50_ms": 25.0, "p99_ms": 26.0, "alone_p50_ms": 30.0}
+                },
             }
         },
         "convzoo": {
@@ -205,5 +207,5 @@ def test_the_side_by_side_targets_use_convzoos_runs_before_and_after() -> None:
         ("fmnist-lenet5 c32: convzoo / Fast", 0.5, False),
     ]
     text = peers_report.markdown(r)
-    assert "| Broken | – |" in text and "fmnist-lenet5: failed: x" in text
+    assert "| Broken | — |" in text and "fmnist-lenet5: failed: x" in text
     assert "1,200.0 (2.00x)" in text and "1 of 2 met" in text

@@ -22,7 +22,11 @@ def small_zoo(tmp_path: Path, committed_registry: Registry, models_dir: Path) ->
     """registry.yaml and models/ in tmp_path with the default and the two smallest other models."""
     default = committed_registry.get(committed_registry.default)
     others = sorted(
-        (m for m in committed_registry.models if m.name != default.name and m.built and m.quantization is None),
+        (
+            m
+            for m in committed_registry.models
+            if m.name != default.name and m.built and m.quantization is None
+        ),
         key=lambda m: m.artifact.bytes or 0,
     )[:2]
     keep = [default, *others]

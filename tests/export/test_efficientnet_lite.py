@@ -32,7 +32,9 @@ def test_scaling_follows_the_release() -> None:
     assert efficientnet_lite.round_filters(320, 1.1) == 352
     assert efficientnet_lite.round_filters(16, 1.1) == 16
     assert efficientnet_lite.round_repeats(3, 1.2) == 4
-    assert [efficientnet_lite.variant(n).resolution for n in ("efficientnet_lite0", "efficientnet_lite2")] == [
+    assert [
+        efficientnet_lite.variant(n).resolution for n in ("efficientnet_lite0", "efficientnet_lite2")
+    ] == [
         224,
         260,
     ]
@@ -69,5 +71,9 @@ def test_export_from_the_package_reproduces_the_bundled_model(
     assert (entry.preprocessing.resize, entry.preprocessing.crop) == (256, 224)
     x = imagenet.parity_batch(entry.preprocessing).numpy()
     fresh = ort.InferenceSession(str(tmp_path / entry.artifact.path), providers=["CPUExecutionProvider"])
-    committed = ort.InferenceSession(str(models_dir / bundled.artifact.path), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(fresh.run(None, {"input": x})[0], committed.run(None, {"input": x})[0], atol=1e-4)
+    committed = ort.InferenceSession(
+        str(models_dir / bundled.artifact.path), providers=["CPUExecutionProvider"]
+    )
+    np.testing.assert_allclose(
+        fresh.run(None, {"input": x})[0], committed.run(None, {"input": x})[0], atol=1e-4
+    )

@@ -40,7 +40,9 @@ def graphs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, onnx.ModelProt
 
 
 def _export(module: torch.nn.Module, shape: tuple[int, ...], path: Path) -> onnx.ModelProto:
-    return export_onnx(module.eval(), sample=torch.zeros(1, *shape), path=path, metadata={}, with_weights=False)
+    return export_onnx(
+        module.eval(), sample=torch.zeros(1, *shape), path=path, metadata={}, with_weights=False
+    )
 
 
 @pytest.mark.parametrize(("name", "depth"), [*PAPER_DEPTHS.items(), ("fmnist-lenet5", 5)])

@@ -64,7 +64,9 @@ def test_preprocessing_follows_the_weights() -> None:
     assert (efficientnet.resize, efficientnet.crop, efficientnet.interpolation) == (320, 300, "bicubic")
 
 
-def test_committed_catalog_matches_the_graphs(committed_registry: Registry, catalog_sample: list[ModelEntry]) -> None:
+def test_committed_catalog_matches_the_graphs(
+    committed_registry: Registry, catalog_sample: list[ModelEntry]
+) -> None:
     recorded = {m.name: m for m in committed_registry.models if m.dataset == imagenet.DATASET}
     assert set(imagenet.NAMES) <= set(recorded), "registry.yaml lacks catalog entries"
     for fresh in catalog_sample:
@@ -81,7 +83,9 @@ def test_unknown_model_is_refused(tmp_path: Path) -> None:
 
 def test_missing_weights_are_refused_with_the_ways_to_supply_them(tmp_path: Path, empty_hub: Path) -> None:
     with pytest.raises(WeightsUnavailable) as refused:
-        imagenet.build(["resnet18"], out_dir=tmp_path, weights_file=None, random_weights=False, download=False)
+        imagenet.build(
+            ["resnet18"], out_dir=tmp_path, weights_file=None, random_weights=False, download=False
+        )
     message = str(refused.value)
     for way in ("download", str(empty_hub), "resnet18-f37072fd.pth", "--weights-file", "--random-weights"):
         assert way in message
@@ -91,7 +95,12 @@ def test_missing_weights_are_refused_with_the_ways_to_supply_them(tmp_path: Path
 def test_an_unreachable_download_fails_fast(tmp_path: Path) -> None:
     started = time.monotonic()
     with pytest.raises(WeightsUnavailable, match=r"download of http://127\.0\.0\.1:9/"):
-        download("http://127.0.0.1:9/resnet18-f37072fd.pth", tmp_path / "x.pth", expected_prefix="f37072fd", timeout=5)
+        download(
+            "http://127.0.0.1:9/resnet18-f37072fd.pth",
+            tmp_path / "x.pth",
+            expected_prefix="f37072fd",
+            timeout=5,
+        )
     assert time.monotonic() - started < 5
     assert not list(tmp_path.iterdir())
 
@@ -103,7 +112,9 @@ def _run(path: Path, batch: np.ndarray) -> np.ndarray:
 
 
 def test_random_weights_build_a_working_artifact_without_accuracy(tmp_path: Path) -> None:
-    entry, half = imagenet.build(["resnet18"], out_dir=tmp_path, weights_file=None, random_weights=True, fp16=True)
+    entry, half = imagenet.build(
+        ["resnet18"], out_dir=tmp_path, weights_file=None, random_weights=True, fp16=True
+    )
     path = tmp_path / "resnet18.onnx"
     assert entry.weights.kind == "random" and entry.version == "random-seed0"
     assert (entry.metrics.top1, entry.metrics.top5, entry.metrics.accuracy_source) == (None, None, None)
@@ -179,7 +190,9 @@ def test_evaluate_measures_on_an_image_folder(local_build: tuple[ModelEntry, tor
     entry, _, root = local_build
     registry = root / "registry.yaml"
     merge_into_registry(registry, [entry], imagenet.label_sets())
-    session = ort.InferenceSession(str(root / "models" / entry.artifact.path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(root / "models" / entry.artifact.path), providers=["CPUExecutionProvider"]
+    )
     data = root / "val"
     wnids = [f"n{i:08d}" for i in range(1000)]  # sorted folder order gives the class index
     for wnid in wnids:

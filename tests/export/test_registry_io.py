@@ -31,7 +31,9 @@ def test_merge_replaces_same_names_keeps_the_others_and_picks_the_best_default(
         ),
         path,
     )
-    merge_into_registry(path, [_with(base, "fmnist-b", 0.95), _with(base, "fmnist-c", 0.90)], {"extra": ["x", "y"]})
+    merge_into_registry(
+        path, [_with(base, "fmnist-b", 0.95), _with(base, "fmnist-c", 0.90)], {"extra": ["x", "y"]}
+    )
     merged = load_registry(path)
     assert [m.name for m in merged.models] == ["fmnist-a", "fmnist-b", "fmnist-c"]
     assert merged.get("fmnist-b").metrics.top1 == 0.95

@@ -44,7 +44,9 @@ def field_violations(model: type[BaseModel], data: Any, where: str) -> list[str]
 
 def test_every_entry_has_exactly_the_permitted_and_mandatory_fields(registry_path: Path) -> None:
     raw = yaml.safe_load(registry_path.read_text(encoding="utf-8"))
-    problems = field_violations(Registry, {k: v for k, v in raw.items() if k != "models"} | {"models": []}, "registry")
+    problems = field_violations(
+        Registry, {k: v for k, v in raw.items() if k != "models"} | {"models": []}, "registry"
+    )
     for i, entry in enumerate(raw.get("models") or []):
         name = entry.get("name", f"#{i}") if isinstance(entry, dict) else f"#{i}"
         problems += field_violations(ModelEntry, entry, f"model {name!r}")

@@ -109,7 +109,7 @@ def _jpeg_segments(data: bytes) -> list[bytes] | None:
     if not data.startswith(b"\xff\xd8"):
         return None
     cuts = [m.start() for m in re.finditer(rb"\xff[\xc0-\xfe]", data)]
-    return [data[a:b] for a, b in zip(cuts, cuts[1:] + [len(data)], strict=True)] if cuts else None
+    return [data[a:b] for a, b in zip(cuts, [*cuts[1:], len(data)], strict=True)] if cuts else None
 
 
 def splice(data: bytes, donor: bytes, rng: random.Random) -> bytes:

@@ -22,7 +22,7 @@ from service.preprocess_pool import PreprocessPool
 from tests.live import Server
 from tests.security import hostile
 from tests.security.conftest import smallest
-from tests.service.conftest import FashionSample, Zoo
+from tests.service.conftest import FashionSample, ServeFactory, Zoo
 
 SECONDS = 4.0
 
@@ -42,7 +42,9 @@ def _timed(client: httpx.Client, method: str, path: str, **kwargs: object) -> tu
     return r.status_code, time.perf_counter() - started
 
 
-def test_expensive_uploads_do_not_starve_cheap_ones(zoo: Zoo, serve, fashion: FashionSample) -> None:
+def test_expensive_uploads_do_not_starve_cheap_ones(
+    zoo: Zoo, serve: ServeFactory, fashion: FashionSample
+) -> None:
     entry = smallest(zoo.registry)
     server: Server = serve(zoo)
     png = fashion.png(0)

@@ -8,6 +8,8 @@ import json
 import subprocess
 import sys
 import time
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from PIL import Image
@@ -18,7 +20,7 @@ from service.preprocess import MAX_JPEG_SCANS, decode, jpeg_scans, to_tensor
 from service.registry import Preprocessing
 from tests.security import hostile
 from tests.security.conftest import smallest
-from tests.service.conftest import Zoo, encode
+from tests.service.conftest import ClientFactory, Zoo, encode
 
 pytestmark = pytest.mark.anyio
 
@@ -30,7 +32,7 @@ RGB = Preprocessing(
 
 # ---- 500s that are 4xx (or 200) now ----------------------------------------------------------------------
 
-ODD_TIFFS = {
+ODD_TIFFS: dict[str, Callable[[], bytes]] = {
     "La": lambda: hostile.tiff(8, 8, bits=[8, 8], extra_samples=1),
     "LA": lambda: hostile.tiff(8, 8, bits=[8, 8], extra_samples=2),
     "RGBa": lambda: hostile.tiff(8, 8, bits=[8] * 4, photometric=2, extra_samples=1),
@@ -41,7 +43,9 @@ ODD_TIFFS = {
 }
 
 
-async def test_odd_tiff_modes_are_classified_or_refused_never_500(zoo: Zoo, client_for) -> None:
+async def test_odd_tiff_modes_are_classified_or_refused_never_500(
+    zoo: Zoo, client_for: ClientFactory
+) -> None:
     entry = smallest(zoo.registry)
     async with client_for(zoo) as client:
         for kind, make in ODD_TIFFS.items():
@@ -67,7 +71,7 @@ CHARSETS = [
 ]
 
 
-async def test_a_client_chosen_multipart_charset_is_415_not_500(zoo: Zoo, client_for) -> None:
+async def test_a_client_chosen_multipart_charset_is_415_not_500(zoo: Zoo, client_for: ClientFactory) -> None:
     async with client_for(zoo) as client:
         for charset, filename in CHARSETS:
             body, media = hostile.multipart_with_charset(hostile.grey_png(28, 28), charset, filename)
@@ -80,7 +84,7 @@ async def test_a_client_chosen_multipart_charset_is_415_not_500(zoo: Zoo, client
         assert r.status_code == 200, r.text
 
 
-async def test_filenames_are_echoed_as_safe_text(zoo: Zoo, client_for) -> None:
+async def test_filenames_are_echoed_as_safe_text(zoo: Zoo, client_for: ClientFactory) -> None:
     png = hostile.grey_png(28, 28)
     names = {"ok.png": "ok.png", "a\x1bb\x7f.png": "a\ufffdb\ufffd.png", "é" * 300: "é" * 255}
     async with client_for(zoo) as client:
@@ -98,7 +102,9 @@ async def test_filenames_are_echoed_as_safe_text(zoo: Zoo, client_for) -> None:
 SHAPES = [[0, 2**62, 2**62], [0, 10**30], [0, 2**31, 2**31, 2**31], [2**40], [0] + [2**20] * 5]
 
 
-async def test_v2_hostile_shapes_numbers_and_nesting_are_400_at_once(zoo: Zoo, client_for) -> None:
+async def test_v2_hostile_shapes_numbers_and_nesting_are_400_at_once(
+    zoo: Zoo, client_for: ClientFactory
+) -> None:
     entry = smallest(zoo.registry)
     url = f"/v2/models/{entry.name}/infer"
     bodies = [hostile.v2_body(shape, "[]", name=entry.input.name) for shape in SHAPES]
@@ -178,7 +184,7 @@ print(json.dumps(out))
 """
 
 
-def test_wide_sample_images_take_no_float64_copies(repo_root) -> None:
+def test_wide_sample_images_take_no_float64_copies(repo_root: Path) -> None:
     # 6000x6000 sparse TIFFs of a few kilobytes: 16-bit, float, 32-bit; float64 copies took 1.2 GB.
     done = subprocess.run(
         [sys.executable, "-c", _PEAK], capture_output=True, cwd=repo_root, check=False, timeout=120

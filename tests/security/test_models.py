@@ -214,7 +214,9 @@ def walk_routes(routes: list[Any]) -> Iterator[tuple[str, set[str]]]:
     for route in routes:
         if hasattr(route, "original_router"):  # FastAPI's included routers
             yield from walk_routes(route.original_router.routes)
-        elif hasattr(route, "routes") and not hasattr(route, "methods"):  # a mounted app: its paths under the mount's
+        elif hasattr(route, "routes") and not hasattr(
+            route, "methods"
+        ):  # a mounted app: its paths under the mount's
             yield from ((route.path + path, methods) for path, methods in walk_routes(route.routes))
         else:
             yield route.path, set(getattr(route, "methods", None) or {"GET"})

@@ -45,7 +45,9 @@ def test_many_oversized_chunked_uploads_do_not_grow_memory(zoo: Zoo, serve: Serv
 
 
 @pytest.mark.anyio
-async def test_multipart_parts_and_fields_are_limited(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
+async def test_multipart_parts_and_fields_are_limited(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
     png = fashion.png(0)
     async with client_for(zoo, max_files_per_request=4) as client:
         fields = {f"f{i}": "v" for i in range(5)}  # text fields count against the limit too
@@ -88,7 +90,9 @@ BAD_BOUNDARIES = [
 @pytest.mark.parametrize(
     "content_type", BAD_BOUNDARIES, ids=["none", "empty", "long", "backslashes", "semicolons"]
 )
-async def test_a_malicious_boundary_header_is_400_at_once(zoo: Zoo, client_for: ClientFactory, content_type: str) -> None:
+async def test_a_malicious_boundary_header_is_400_at_once(
+    zoo: Zoo, client_for: ClientFactory, content_type: str
+) -> None:
     async with client_for(zoo) as client:
         started = time.perf_counter()
         r = await client.post(

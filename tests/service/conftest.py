@@ -144,7 +144,9 @@ def client_for() -> ClientFactory:
     """`async with client_for(zoo, **settings) as client`: the real app, its lifespan run, preloads done."""
 
     @asynccontextmanager
-    async def make(zoo: Zoo, *, wait_ready: bool = True, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
+    async def make(
+        zoo: Zoo, *, wait_ready: bool = True, **overrides: Any
+    ) -> AsyncIterator[httpx.AsyncClient]:
         app = create_app(settings_for(zoo, **overrides))
         async with serving(app) as served:
             if wait_ready:

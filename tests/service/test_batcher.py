@@ -98,10 +98,10 @@ async def test_when_idle_a_lone_request_runs_at_once_and_arrivals_during_a_batch
     try:
         t0 = time.perf_counter()
         first = asyncio.ensure_future(b.submit(samples[:1], deadline=far()))
-        while not started.is_set():  # the idle worker runs it at once, not after the delay
+        while not started.is_set():  # noqa: ASYNC110 (a threading.Event, set on the inference thread)
             await asyncio.sleep(0.001)
         rest = [asyncio.ensure_future(b.submit(samples[i : i + 1], deadline=far())) for i in range(1, 6)]
-        while b.queued < 5:
+        while b.queued < 5:  # noqa: ASYNC110 (the batcher's queue is read, not awaited)
             await asyncio.sleep(0.001)
         release.set()
         await asyncio.gather(first, *rest)
@@ -208,7 +208,12 @@ async def test_expired_items_are_dropped_while_live_ones_run(model: LoadedModel,
 async def test_a_failing_batch_fails_only_its_requests(model: LoadedModel, samples: np.ndarray) -> None:
     records: list[BatchRecord] = []
     b = DynamicBatcher(
-        "m", model.run, max_batch_size=8, max_queue_delay_us=100_000, max_queue_size=64, hooks=[records.append]
+        "m",
+        model.run,
+        max_batch_size=8,
+        max_queue_delay_us=100_000,
+        max_queue_size=64,
+        hooks=[records.append],
     )
     try:
         wrong = np.zeros((2, 1, 27, 27), dtype=np.float32)  # ONNX Runtime rejects this shape

@@ -35,7 +35,9 @@ async def test_fashion_test_images_are_classified_correctly(
     measured = [
         m
         for m in registry.models
-        if m.dataset == "fashion-mnist" and m.metrics.accuracy_source == "measured" and zoo.artifact(m.name).is_file()
+        if m.dataset == "fashion-mnist"
+        and m.metrics.accuracy_source == "measured"
+        and zoo.artifact(m.name).is_file()
     ]
     best = max(measured, key=lambda m: m.metrics.top1 or 0.0)
     labels = registry.labels_of(best.name)
@@ -57,7 +59,9 @@ async def test_fashion_test_images_are_classified_correctly(
     assert accuracy > 0.5, (best.name, accuracy)
 
 
-async def test_response_shape_follows_the_contract(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
+async def test_response_shape_follows_the_contract(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
     registry = zoo.registry
     async with client_for(zoo) as client:
         r = await client.post("/classify", files={"file": ("shoe.png", fashion.png(0), "image/png")})
@@ -78,16 +82,22 @@ async def test_response_shape_follows_the_contract(zoo: Zoo, client_for: ClientF
     assert body["timing_ms"]["total"] >= body["timing_ms"]["inference"]
 
 
-async def test_scores_are_the_softmax_of_all_classes(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
+async def test_scores_are_the_softmax_of_all_classes(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
     n = zoo.registry.get(zoo.registry.default).num_classes
     async with client_for(zoo) as client:
-        r = await client.post("/classify", params={"top_k": n}, files={"file": ("a.png", fashion.png(3), "image/png")})
+        r = await client.post(
+            "/classify", params={"top_k": n}, files={"file": ("a.png", fashion.png(3), "image/png")}
+        )
     preds = r.json()["results"][0]["predictions"]
     assert len(preds) == n and sorted(p["index"] for p in preds) == list(range(n))
     assert sum(p["score"] for p in preds) == pytest.approx(1.0, abs=1e-6)
 
 
-async def test_several_files_keep_upload_order(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
+async def test_several_files_keep_upload_order(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
     async with client_for(zoo) as client:
         single = []
         for i in range(4):
@@ -104,8 +114,14 @@ async def test_several_files_keep_upload_order(zoo: Zoo, client_for: ClientFacto
 
 @pytest.mark.parametrize(
     ("fmt", "media"),
-    [("JPEG", "image/jpeg"), ("PNG", "image/png"), ("WEBP", "image/webp"), ("BMP", "image/bmp"),
-     ("GIF", "image/gif"), ("TIFF", "image/tiff")],
+    [
+        ("JPEG", "image/jpeg"),
+        ("PNG", "image/png"),
+        ("WEBP", "image/webp"),
+        ("BMP", "image/bmp"),
+        ("GIF", "image/gif"),
+        ("TIFF", "image/tiff"),
+    ],
 )
 async def test_raw_bodies_of_every_accepted_type(
     zoo: Zoo, client_for: ClientFactory, fashion: FashionSample, fmt: str, media: str
@@ -126,7 +142,9 @@ async def test_another_model_by_name(zoo: Zoo, client_for: ClientFactory, fashio
         if m.name != registry.default and m.weights.kind != "random" and zoo.artifact(m.name).is_file()
     )
     async with client_for(zoo) as client:
-        r = await client.post("/classify", params={"model": other.name}, files={"file": ("x.png", fashion.png(0))})
+        r = await client.post(
+            "/classify", params={"model": other.name}, files={"file": ("x.png", fashion.png(0))}
+        )
     assert r.status_code == 200, r.text
     assert r.json()["model"] == other.name
 
@@ -139,17 +157,40 @@ async def test_error_statuses(zoo: Zoo, client_for: ClientFactory, fashion: Fash
     n = zoo.registry.get(zoo.registry.default).num_classes
     async with client_for(zoo, max_image_pixels=10_000, max_upload_mb=0.05) as client:
         cases = [
-            (await client.post("/classify", content=b"\x89PNG garbage", headers={"content-type": "image/png"}), 400),
+            (
+                await client.post(
+                    "/classify", content=b"\x89PNG garbage", headers={"content-type": "image/png"}
+                ),
+                400,
+            ),
             (await client.post("/classify", files={"file": ("t.png", png[: len(png) // 2])}), 400),
-            (await client.post("/classify", params={"model": "no-such-model"}, files={"file": ("a.png", png)}), 404),
+            (
+                await client.post(
+                    "/classify", params={"model": "no-such-model"}, files={"file": ("a.png", png)}
+                ),
+                404,
+            ),
             (await client.get("/no/such/route"), 404),
             (await client.get("/classify"), 405),
             (await client.delete("/models"), 405),
-            (await client.post("/classify", content=b"x" * 60_000, headers={"content-type": "image/png"}), 413),
-            (await client.post("/classify", files={"file": ("big.png", encode(Image.new("L", (200, 200)), "PNG"))}), 413),
+            (
+                await client.post("/classify", content=b"x" * 60_000, headers={"content-type": "image/png"}),
+                413,
+            ),
+            (
+                await client.post(
+                    "/classify", files={"file": ("big.png", encode(Image.new("L", (200, 200)), "PNG"))}
+                ),
+                413,
+            ),
             (await client.post("/classify", content=png, headers={"content-type": "text/plain"}), 415),
             (await client.post("/classify", content=png), 415),
-            (await client.post("/classify", files={"file": ("a.ico", encode(Image.new("L", (16, 16)), "ICO"))}), 415),
+            (
+                await client.post(
+                    "/classify", files={"file": ("a.ico", encode(Image.new("L", (16, 16)), "ICO"))}
+                ),
+                415,
+            ),
             (await client.post("/classify", params={"top_k": 0}, files={"file": ("a.png", png)}), 422),
             (await client.post("/classify", params={"top_k": n + 1}, files={"file": ("a.png", png)}), 422),
             (await client.post("/classify", params={"top_k": "many"}, files={"file": ("a.png", png)}), 422),
@@ -182,7 +223,9 @@ async def test_too_many_files(zoo: Zoo, client_for: ClientFactory, fashion: Fash
     problem(r)
 
 
-async def test_full_queue_is_503_with_retry_after(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
+async def test_full_queue_is_503_with_retry_after(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
     import asyncio
 
     async with client_for(zoo, max_queue_size=2, max_queue_delay_us=300_000, max_batch_size=64) as client:

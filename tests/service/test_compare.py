@@ -83,7 +83,9 @@ async def test_models_all_runs_every_model_of_the_dataset(
         )
     body = r.json()
     assert r.status_code == 200
-    assert [m["model"] for m in body["models"]] == [m.name for m in registry.models if m.dataset == "fashion-mnist"]
+    assert [m["model"] for m in body["models"]] == [
+        m.name for m in registry.models if m.dataset == "fashion-mnist"
+    ]
     answered = [m for m in body["models"] if "predictions" in m]
     assert body["agreement"]["answered"] == len(answered) > 1
     assert len(body["agreement"]["pairwise"]) == len(answered) * (len(answered) - 1) // 2

@@ -43,7 +43,9 @@ async def test_one_line_per_request_with_the_given_id_echoed(
     async with client_for(zoo) as client:
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="convzoo.access"):
-            response = await client.get("/v2/models/" + zoo.registry.default, headers={"X-Request-ID": "abc-123"})
+            response = await client.get(
+                "/v2/models/" + zoo.registry.default, headers={"X-Request-ID": "abc-123"}
+            )
     assert response.headers["X-Request-ID"] == "abc-123"
     (record,) = _access(caplog)
     assert record.request_id == "abc-123"  # type: ignore[attr-defined]
@@ -104,7 +106,9 @@ async def test_classify_requests_log_their_model_and_timings(
     async with client_for(zoo) as client:
         caplog.clear()
         with caplog.at_level(logging.INFO, logger="convzoo.access"):
-            response = await client.post("/classify", content=fashion.png(0), headers={"Content-Type": "image/png"})
+            response = await client.post(
+                "/classify", content=fashion.png(0), headers={"Content-Type": "image/png"}
+            )
     assert response.status_code == 200
     (record,) = _access(caplog)
     assert record.model == zoo.registry.default  # type: ignore[attr-defined]

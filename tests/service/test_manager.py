@@ -24,7 +24,10 @@ def others(zoo: Zoo, n: int) -> list[ModelEntry]:
     pool = [
         m
         for m in registry.models
-        if m.name != registry.default and m.weights.kind != "random" and m.built and zoo.artifact(m.name).is_file()
+        if m.name != registry.default
+        and m.weights.kind != "random"
+        and m.built
+        and zoo.artifact(m.name).is_file()
     ]
     pool.sort(key=lambda m: m.artifact.bytes or 0)
     assert len(pool) >= n, "the zoo needs more models for this test"
@@ -36,9 +39,16 @@ def replace_entry(zoo: Zoo, name: str, **changes: Any) -> None:
     models = []
     for m in registry.models:
         if m.name == name:
-            update = {k: (getattr(m, k).model_copy(update=v) if isinstance(v, dict) else v) for k, v in changes.items()}
-            m = ModelEntry.model_validate({**m.model_dump(), **{k: u.model_dump() if hasattr(u, "model_dump") else u
-                                                               for k, u in update.items()}})
+            update = {
+                k: (getattr(m, k).model_copy(update=v) if isinstance(v, dict) else v)
+                for k, v in changes.items()
+            }
+            m = ModelEntry.model_validate(
+                {
+                    **m.model_dump(),
+                    **{k: u.model_dump() if hasattr(u, "model_dump") else u for k, u in update.items()},
+                }
+            )
         models.append(m)
     zoo.save(Registry.model_validate({**registry.model_dump(), "models": [m.model_dump() for m in models]}))
 
@@ -49,12 +59,18 @@ async def status_of(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
     return body
 
 
-async def classify(client: httpx.AsyncClient, fashion: FashionSample, model: str | None = None) -> httpx.Response:
+async def classify(
+    client: httpx.AsyncClient, fashion: FashionSample, model: str | None = None
+) -> httpx.Response:
     params = {"model": model} if model else {}
-    return await client.post("/classify", params=params, files={"file": ("x.png", fashion.png(0), "image/png")})
+    return await client.post(
+        "/classify", params=params, files={"file": ("x.png", fashion.png(0), "image/png")}
+    )
 
 
-async def test_sha256_mismatch_isolates_that_model(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
+async def test_sha256_mismatch_isolates_that_model(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
     (bad, good) = others(zoo, 2)
     with zoo.artifact(bad.name).open("ab") as f:
         f.write(b"\0")  # the file no longer matches the registry's sha256
@@ -102,12 +118,16 @@ async def test_artifact_paths_must_stay_inside_the_model_directory(
         assert (await classify(client, fashion)).status_code == 200
 
 
-async def test_missing_and_corrupt_artifacts(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
+async def test_missing_and_corrupt_artifacts(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
     missing, corrupt = others(zoo, 2)
     zoo.artifact(missing.name).unlink()
     garbage = b"this is not an ONNX graph" * 10
     zoo.artifact(corrupt.name).write_bytes(garbage)
-    replace_entry(zoo, corrupt.name, artifact={"bytes": len(garbage), "sha256": hashlib.sha256(garbage).hexdigest()})
+    replace_entry(
+        zoo, corrupt.name, artifact={"bytes": len(garbage), "sha256": hashlib.sha256(garbage).hexdigest()}
+    )
     async with client_for(zoo) as client:
         assert "missing" in (await status_of(client, missing.name))["status_reason"]
         r = await classify(client, fashion, corrupt.name)
@@ -158,7 +178,9 @@ async def test_preload_list(zoo: Zoo, client_for: ClientFactory) -> None:
         assert (await status_of(client, b.name))["status"] == "available"
 
 
-async def test_memory_budget_evicts_an_idle_model(zoo: Zoo, client_for: ClientFactory, fashion: FashionSample) -> None:
+async def test_memory_budget_evicts_an_idle_model(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample
+) -> None:
     from tests.service.lifecycle_models import fat_model, install
 
     registry = zoo.registry
@@ -174,7 +196,9 @@ async def test_memory_budget_evicts_an_idle_model(zoo: Zoo, client_for: ClientFa
         assert (await status_of(client, a.name))["status"] == "loaded"
         assert (await classify(client, fashion, b.name)).status_code == 200
         assert (await status_of(client, b.name))["status"] == "loaded"
-        assert (await status_of(client, registry.default))["status"] == "loaded"  # the default is never evicted
+        assert (await status_of(client, registry.default))[
+            "status"
+        ] == "loaded"  # the default is never evicted
         assert (await status_of(client, a.name))["status"] == "available"  # evicted
         assert manager.loaded_bytes() <= budget_mb * 1e6
         assert (await classify(client, fashion, a.name)).status_code == 200  # reloads, evicting b

@@ -41,8 +41,26 @@ def test_each_metrics_object_has_its_own_registry() -> None:
     a, b = Metrics(), Metrics()  # a process-wide registry would refuse the second set of names
     a.observe_request(route="/classify", model="m", status=200, seconds=0.01)
     a.observe_batch(BatchRecord(model="m", size=3, ok=True, compute_ns=2_000_000, queue_ns=(1, 2, 3)))
-    assert _value(_samples(a.exposition().decode()), "convzoo_requests_total", route="/classify", model="m", status="200") == 1
-    assert _value(_samples(b.exposition().decode()), "convzoo_requests_total", route="/classify", model="m", status="200") == 0
+    assert (
+        _value(
+            _samples(a.exposition().decode()),
+            "convzoo_requests_total",
+            route="/classify",
+            model="m",
+            status="200",
+        )
+        == 1
+    )
+    assert (
+        _value(
+            _samples(b.exposition().decode()),
+            "convzoo_requests_total",
+            route="/classify",
+            model="m",
+            status="200",
+        )
+        == 0
+    )
     batch = _buckets(_samples(a.exposition().decode()), "convzoo_batch_size", model="m")
     assert batch["2.0"] == 0 and batch["4.0"] == 1 and batch["+Inf"] == 1
 
@@ -68,22 +86,33 @@ async def test_counters_rise_and_histograms_have_buckets(
         assert first.status_code == 200
         assert first.headers["content-type"].startswith("text/plain")
         before = _samples(first.text)
-        response = await client.post("/classify", content=fashion.png(0), headers={"Content-Type": "image/png"})
+        response = await client.post(
+            "/classify", content=fashion.png(0), headers={"Content-Type": "image/png"}
+        )
         assert response.status_code == 200
         after = _samples((await client.get("/metrics")).text)
     labels = {"route": "/classify", "model": default, "status": "200"}
-    assert _value(after, "convzoo_requests_total", **labels) == _value(before, "convzoo_requests_total", **labels) + 1
+    assert (
+        _value(after, "convzoo_requests_total", **labels)
+        == _value(before, "convzoo_requests_total", **labels) + 1
+    )
     duration = _buckets(after, "convzoo_request_duration_seconds", **labels)
     assert len(duration) > 5 and duration["+Inf"] >= 1
     assert list(duration.values()) == sorted(duration.values())  # cumulative
-    for name in ("convzoo_queue_duration_seconds", "convzoo_inference_duration_seconds", "convzoo_batch_size"):
+    for name in (
+        "convzoo_queue_duration_seconds",
+        "convzoo_inference_duration_seconds",
+        "convzoo_batch_size",
+    ):
         buckets = _buckets(after, name, model=default)
         assert len(buckets) > 5 and buckets["+Inf"] >= 1, name
     assert _value(after, "convzoo_models_loaded") >= 1
     assert _value(after, "convzoo_model_memory_bytes", model=default) > 0
 
 
-async def test_overload_counts_as_rejected(client_for: ClientFactory, zoo: Zoo, fashion: FashionSample) -> None:
+async def test_overload_counts_as_rejected(
+    client_for: ClientFactory, zoo: Zoo, fashion: FashionSample
+) -> None:
     default = zoo.registry.default
     async with client_for(zoo, max_queue_size=1) as client:
         files = [("file", (f"{i}.png", fashion.png(i), "image/png")) for i in range(2)]
@@ -100,4 +129,7 @@ async def test_model_label_comes_from_the_registry_only(client_for: ClientFactor
         await client.get("/models/another-made-up-name")
         text = (await client.get("/metrics")).text
     assert "made-up-name" not in text
-    assert _value(_samples(text), "convzoo_requests_total", route="/v2/models/{name}", model="", status="404") == 1
+    assert (
+        _value(_samples(text), "convzoo_requests_total", route="/v2/models/{name}", model="", status="404")
+        == 1
+    )

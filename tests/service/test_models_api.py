@@ -12,13 +12,30 @@ from tests.service.conftest import ClientFactory, Zoo
 pytestmark = pytest.mark.anyio
 
 SUMMARY_FIELDS = {
-    "name", "version", "dataset", "architecture", "num_classes", "input_shape", "params", "depth", "gflops",
-    "size_mb", "top1", "top5", "accuracy_source", "weights", "status", "status_reason", "latency_ms",
+    "name",
+    "version",
+    "dataset",
+    "architecture",
+    "num_classes",
+    "input_shape",
+    "params",
+    "depth",
+    "gflops",
+    "size_mb",
+    "top1",
+    "top5",
+    "accuracy_source",
+    "weights",
+    "status",
+    "status_reason",
+    "latency_ms",
     "throughput_ips",
 }
 
 
-async def test_json_lists_every_model_with_status_and_measured_latency(zoo: Zoo, client_for: ClientFactory) -> None:
+async def test_json_lists_every_model_with_status_and_measured_latency(
+    zoo: Zoo, client_for: ClientFactory
+) -> None:
     registry = zoo.registry
     async with client_for(zoo) as client:
         body = (await client.get("/models")).json()
@@ -83,8 +100,11 @@ async def test_one_model_in_detail(zoo: Zoo, client_for: ClientFactory) -> None:
     assert set(body) >= SUMMARY_FIELDS
     assert body["preprocessing"] == entry.preprocessing.model_dump(mode="json")
     assert body["labels_count"] == entry.num_classes
-    assert body["artifact"] == {"path": entry.artifact.path, "bytes": entry.artifact.bytes,
-                                "sha256": entry.artifact.sha256}
+    assert body["artifact"] == {
+        "path": entry.artifact.path,
+        "bytes": entry.artifact.bytes,
+        "sha256": entry.artifact.sha256,
+    }
     assert "parity" in body and "provenance" in body
     assert body["calibration"]["p50_ms"] == pytest.approx(body["latency_ms"], rel=1e-3, abs=1e-4)
     assert labels == {"labels": registry.labels_of(entry.name)}

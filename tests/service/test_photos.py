@@ -52,7 +52,9 @@ def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
 
 
 async def classify(client: httpx.AsyncClient, body: bytes, media: str, **params: Any) -> list[str]:
-    r = await client.post("/classify", params={"top_k": 5, **params}, content=body, headers={"content-type": media})
+    r = await client.post(
+        "/classify", params={"top_k": 5, **params}, content=body, headers={"content-type": media}
+    )
     assert r.status_code == 200, r.text
     answer = r.json()
     assert answer["model"] == params.get("model", PHOTO_MODEL)
@@ -73,7 +75,9 @@ async def test_the_default_model_is_the_photo_model(photo_zoo: Zoo, client_for: 
 
 
 @pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
-async def test_real_photos_get_the_right_imagenet_class(photo_zoo: Zoo, client_for: ClientFactory, fmt: str) -> None:
+async def test_real_photos_get_the_right_imagenet_class(
+    photo_zoo: Zoo, client_for: ClientFactory, fmt: str
+) -> None:
     async with client_for(photo_zoo) as client:
         for name in EXPECTED:
             image = photo(name)
@@ -121,7 +125,9 @@ async def test_the_same_photos_through_v2_with_client_side_preprocessing(
         for name in EXPECTED:
             x = client_side_tensor(photo(name), pre)
             request = {
-                "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+                "inputs": [
+                    {"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}
+                ],
                 "outputs": [{"name": "logits", "parameters": {"classification": 5}}],
             }
             r = await client.post(f"/v2/models/{PHOTO_MODEL}/infer", content=json.dumps(request))

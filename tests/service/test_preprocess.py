@@ -15,7 +15,12 @@ from tests.service.conftest import encode
 
 GREY = Preprocessing(color_mode="L", resize=28, crop=28, interpolation="bilinear", mean=[0.5], std=[0.25])
 RGB = Preprocessing(
-    color_mode="RGB", resize=32, crop=24, interpolation="bicubic", mean=[0.485, 0.456, 0.406], std=[0.229, 0.224, 0.225]
+    color_mode="RGB",
+    resize=32,
+    crop=24,
+    interpolation="bicubic",
+    mean=[0.485, 0.456, 0.406],
+    std=[0.229, 0.224, 0.225],
 )
 BIG = 10_000_000
 
@@ -160,9 +165,10 @@ def test_tensor_matches_the_registry_arithmetic() -> None:
 def test_shorter_side_resize_then_centre_crop() -> None:
     image = Image.new("RGB", (64, 32))
     image.paste((255, 255, 255), (24, 0, 40, 32))  # a white band in the middle
-    tensor = to_tensor(image, Preprocessing(
-        color_mode="L", resize=16, crop=16, interpolation="nearest", mean=[0.0], std=[1.0]
-    ))
+    tensor = to_tensor(
+        image,
+        Preprocessing(color_mode="L", resize=16, crop=16, interpolation="nearest", mean=[0.0], std=[1.0]),
+    )
     assert tensor.shape == (1, 16, 16)
     column = tensor[0].mean(axis=0)
     assert column[4:12].min() > 0.9 and column[:2].max() < 0.1  # band centred after crop

@@ -20,7 +20,9 @@ def test_ready_only_after_the_default_and_the_preloads_are_warm(
 
     # A preload list without the default, one of them slow to load: readiness waits for both and the default.
     default = zoo.registry.default
-    slow, other = sorted((m for m in zoo.registry.models if m.name != default and m.built), key=lambda m: m.name)[:2]
+    slow, other = sorted(
+        (m for m in zoo.registry.models if m.name != default and m.built), key=lambda m: m.name
+    )[:2]
     install(zoo, slow.name, slow_loading_model(slow, matmuls=12))
     server: Server = serve(zoo, CONVZOO_PRELOAD=f"{slow.name},{other.name}", CONVZOO_CALIBRATION_S="0.5")
     first = httpx.get(server.url + "/health/ready")
@@ -66,12 +68,16 @@ def _raw_request(server: Server, head: bytes, body_chunks: list[bytes]) -> bytes
 def test_upload_limits_on_the_wire(zoo: Zoo, serve: ServeFactory) -> None:
     server: Server = serve(zoo, CONVZOO_MAX_UPLOAD_MB="0.1")
     # Declared too large: answered from the headers, before any body is sent.
-    head = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 500000000\r\n\r\n"
+    head = (
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nContent-Length: 500000000\r\n\r\n"
+    )
     reply = _raw_request(server, head, [])
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
     assert b"application/problem+json" in reply
     # Chunked, no length: answered once the cap is crossed.
-    head = b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+    head = (
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
     chunk = b"8000\r\n" + b"x" * 0x8000 + b"\r\n"
     reply = _raw_request(server, head, [chunk] * 8)
     assert reply.startswith(b"HTTP/1.1 413"), reply[:200]
@@ -113,6 +119,8 @@ asyncio.run(main())
 loaded = sorted(m for m in sys.modules if m == "torch" or m.startswith("torch."))
 print("TORCH" if loaded else "NO-TORCH")
 """
-    out = subprocess.run([sys.executable, "-c", script], input=fashion.png(0), capture_output=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", script], input=fashion.png(0), capture_output=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr.decode()[-2000:]
     assert out.stdout.decode().strip().endswith("NO-TORCH")

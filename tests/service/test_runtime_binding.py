@@ -14,8 +14,12 @@ from tests.service.conftest import Zoo
 def test_iobinding_matches_a_plain_run(source_zoo: Zoo) -> None:
     registry = source_zoo.registry
     entry = registry.get(registry.default)
-    model = load_model(source_zoo.artifact(entry.name), entry, Settings(intra_op_threads=1, calibration_s=0),
-                       max_batch_size=8)
+    model = load_model(
+        source_zoo.artifact(entry.name),
+        entry,
+        Settings(intra_op_threads=1, calibration_s=0),
+        max_batch_size=8,
+    )
     assert model.bind_device is None  # CPU provider: plain runs
     bound = dataclasses.replace(model, bind_device="cpu")
     batch = np.random.default_rng(0).standard_normal((5, *model.sample_shape)).astype(np.float32)

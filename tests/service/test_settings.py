@@ -26,7 +26,11 @@ def test_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CONVZOO_LOG_LEVEL", "DEBUG")
     s = Settings()
     assert (s.port, s.providers, s.preload, s.allow_random_weights, s.log_level) == (
-        9001, "cpu", ["a", "b"], True, "debug"
+        9001,
+        "cpu",
+        ["a", "b"],
+        True,
+        "debug",
     )
     monkeypatch.setenv("CONVZOO_PRELOAD", '["x"]')
     assert Settings().preload == ["x"]

@@ -36,7 +36,9 @@ class Prepared:
 
 def _prepare(data: bytes, entry: ModelEntry, max_pixels: int) -> Prepared:
     t0 = time.perf_counter()
-    image = tracing.traced("decode", decode)(data, max_pixels=max_pixels, draft_size=entry.preprocessing.resize)
+    image = tracing.traced("decode", decode)(
+        data, max_pixels=max_pixels, draft_size=entry.preprocessing.resize
+    )
     t1 = time.perf_counter()
     tensor = tracing.traced("preprocess", to_tensor)(image, entry.preprocessing)
     t2 = time.perf_counter()
@@ -47,7 +49,10 @@ async def _prepare_all(
     uploads: list[Upload], entry: ModelEntry, settings: Settings, pool: ThreadPoolExecutor
 ) -> list[Prepared]:
     loop = asyncio.get_running_loop()
-    jobs = [loop.run_in_executor(pool, tracing.bind(_prepare), u.data, entry, settings.max_image_pixels) for u in uploads]
+    jobs = [
+        loop.run_in_executor(pool, tracing.bind(_prepare), u.data, entry, settings.max_image_pixels)
+        for u in uploads
+    ]
     results = await asyncio.gather(*jobs, return_exceptions=True)
     for r in results:  # the first failing image, in upload order, decides the error
         if isinstance(r, BaseException):
@@ -74,7 +79,10 @@ async def classify(
     prepared = await _prepare_all(uploads, entry, settings, pool)
     batch = np.stack([p.tensor for p in prepared])
     logits, timings = await tracing.infer(manager, name, batch, deadline=deadline)
-    request.state.timings = {"queue": timings.queue_ms, "inference": timings.inference_ms}  # for the request log
+    request.state.timings = {
+        "queue": timings.queue_ms,
+        "inference": timings.inference_ms,
+    }  # for the request log
     probs = softmax(logits)
     labels = manager.labels(name)
     results = [

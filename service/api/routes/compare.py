@@ -185,6 +185,7 @@ async def _decode_one(
     t0 = time.perf_counter()
     # A partial, not a lambda: the pool picks its lane from the upload it is given.
     image = await loop.run_in_executor(
-        pool, functools.partial(decode, uploads[0].data, max_pixels=settings.max_image_pixels, draft_size=draft)
+        pool,
+        functools.partial(decode, uploads[0].data, max_pixels=settings.max_image_pixels, draft_size=draft),
     )
     return image, uploads[0].filename, (time.perf_counter() - t0) * 1e3

@@ -102,7 +102,10 @@ def test_response_parses_in_tritonclient(binary: bool) -> None:
         model_name="m",
         model_version="1",
         request_id="r1",
-        outputs=[Output(Tensor("logits", "FP32", logits), binary), Output(Tensor("cls", "BYTES", labels), binary)],
+        outputs=[
+            Output(Tensor("logits", "FP32", logits), binary),
+            Output(Tensor("cls", "BYTES", labels), binary),
+        ],
     )
     assert (header_length is not None) == binary
     result = Client.parse_response_body(body, header_length=header_length)
@@ -146,9 +149,20 @@ def test_malformed_requests_are_400(body: bytes, header_length: str | None, mess
     assert message in info.value.message
 
 
-def _binary_body(size: int, payload: bytes, datatype: str = "FP32", shape: list[int] | None = None) -> tuple[bytes, str]:
+def _binary_body(
+    size: int, payload: bytes, datatype: str = "FP32", shape: list[int] | None = None
+) -> tuple[bytes, str]:
     header = json.dumps(
-        {"inputs": [{"name": "x", "shape": shape or [2], "datatype": datatype, "parameters": {"binary_data_size": size}}]}
+        {
+            "inputs": [
+                {
+                    "name": "x",
+                    "shape": shape or [2],
+                    "datatype": datatype,
+                    "parameters": {"binary_data_size": size},
+                }
+            ]
+        }
     ).encode()
     return header + payload, str(len(header))
 

@@ -12,7 +12,16 @@ pytestmark = pytest.mark.anyio
 def _body(zoo: Zoo) -> dict[str, object]:
     entry = zoo.registry.get(zoo.registry.default)
     shape = [1, *[int(d) for d in entry.input.shape[1:]]]
-    return {"inputs": [{"name": entry.input.name, "shape": shape, "datatype": "FP32", "data": [0.0] * (shape[1] * shape[2] * shape[3])}]}
+    return {
+        "inputs": [
+            {
+                "name": entry.input.name,
+                "shape": shape,
+                "datatype": "FP32",
+                "data": [0.0] * (shape[1] * shape[2] * shape[3]),
+            }
+        ]
+    }
 
 
 async def test_oversized_body(client_for: ClientFactory, zoo: Zoo) -> None:
@@ -62,7 +71,9 @@ async def test_large_json_bodies_are_decoded_off_the_loop(client_for: ClientFact
 
 
 @pytest.mark.parametrize("body", [b"[" * 100_000, b"{not json", b'{"ready": "yes"}', b"[]"])
-async def test_bad_repository_index_requests_are_400(client_for: ClientFactory, zoo: Zoo, body: bytes) -> None:
+async def test_bad_repository_index_requests_are_400(
+    client_for: ClientFactory, zoo: Zoo, body: bytes
+) -> None:
     async with client_for(zoo) as client:
         response = await client.post("/v2/repository/index", content=body)
         ready = await client.post("/v2/repository/index", json={"ready": True})
@@ -70,7 +81,9 @@ async def test_bad_repository_index_requests_are_400(client_for: ClientFactory, 
     assert ready.status_code == 200 and [m["state"] for m in ready.json()] == ["READY"]
 
 
-@pytest.mark.parametrize(("accept", "encoding"), [("gzip", "gzip"), ("deflate", "deflate"), ("identity", None), ("gzip;q=0", None)])
+@pytest.mark.parametrize(
+    ("accept", "encoding"), [("gzip", "gzip"), ("deflate", "deflate"), ("identity", None), ("gzip;q=0", None)]
+)
 async def test_response_compression_follows_accept_encoding(
     client_for: ClientFactory, zoo: Zoo, accept: str, encoding: str | None
 ) -> None:

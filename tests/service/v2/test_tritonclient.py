@@ -34,7 +34,9 @@ def default(source_zoo: Zoo) -> ModelEntry:
 
 def _tensor(fashion: FashionSample, entry: ModelEntry, indices: list[int]) -> np.ndarray:
     """The service's own preprocessing of Fashion-MNIST test images: the tensors /classify would build."""
-    return np.stack([to_tensor(decode(fashion.png(i), max_pixels=10**6), entry.preprocessing) for i in indices])
+    return np.stack(
+        [to_tensor(decode(fashion.png(i), max_pixels=10**6), entry.preprocessing) for i in indices]
+    )
 
 
 def _infer(client: object, entry: ModelEntry, x: np.ndarray, binary: bool, class_count: int = 0) -> object:
@@ -73,7 +75,9 @@ def test_unknown_models_are_404(client: object, name: str) -> None:
     assert info.value.status() == "404"
 
 
-@pytest.mark.parametrize("path", ["/v2/models//ready", "/v2/models/..%2Fregistry.yaml", "/v2/models/x/versions/1"])
+@pytest.mark.parametrize(
+    "path", ["/v2/models//ready", "/v2/models/..%2Fregistry.yaml", "/v2/models/x/versions/1"]
+)
 def test_bad_model_paths_are_404_in_the_protocol_shape(live: Server, path: str) -> None:
     response = httpx.get(live.url + path)
     assert response.status_code == 404
@@ -101,7 +105,9 @@ def test_infer_matches_onnx_runtime(
     x = _tensor(fashion, default, [0, 1, 2])
     result = _infer(client, default, x, binary)
     logits = result.as_numpy("logits")  # type: ignore[attr-defined]
-    session = ort.InferenceSession(str(source_zoo.models_dir / default.artifact.path), providers=["CPUExecutionProvider"])
+    session = ort.InferenceSession(
+        str(source_zoo.models_dir / default.artifact.path), providers=["CPUExecutionProvider"]
+    )
     (expected,) = session.run(None, {default.input.name: x})
     assert logits.shape == (3, default.num_classes) and logits.dtype == np.float32
     np.testing.assert_allclose(logits, expected, rtol=1e-4, atol=1e-4)
@@ -135,7 +141,9 @@ def test_class_count_matches_classify(
         for value, idx, _ in parsed:
             assert float(value) == pytest.approx(float(raw[int(idx)]), abs=1e-5)
         probs = np.exp(raw - raw.max()) / np.exp(raw - raw.max()).sum()
-        assert [p["score"] for p in predictions] == pytest.approx([float(probs[p["index"]]) for p in predictions], abs=1e-5)
+        assert [p["score"] for p in predictions] == pytest.approx(
+            [float(probs[p["index"]]) for p in predictions], abs=1e-5
+        )
 
 
 def _stat(client: object, name: str, version: str = "") -> dict[str, object]:
@@ -183,7 +191,11 @@ def test_repository_index_is_read_only(client: object, default: ModelEntry, sour
 def test_bad_inputs_are_400(client: object, default: ModelEntry) -> None:
     wrong_shape = np.zeros((1, 3, 5, 5), dtype=np.float32)
     wrong_type = np.zeros((1, *[int(d) for d in default.input.shape[1:]]), dtype=np.float64)
-    cases: list[tuple[str, np.ndarray, str, str]] = [("input", wrong_shape, "FP32", "shape"), ("input", wrong_type, "FP64", "datatype"), ("x", wrong_type.astype(np.float32), "FP32", "one input")]
+    cases: list[tuple[str, np.ndarray, str, str]] = [
+        ("input", wrong_shape, "FP32", "shape"),
+        ("input", wrong_type, "FP64", "datatype"),
+        ("x", wrong_type.astype(np.float32), "FP32", "one input"),
+    ]
     for name, x, datatype, message in cases:
         tensor = httpclient.InferInput(name, list(x.shape), datatype)
         tensor.set_data_from_numpy(x)
@@ -194,7 +206,9 @@ def test_bad_inputs_are_400(client: object, default: ModelEntry) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
-def test_compressed_requests(client: object, default: ModelEntry, fashion: FashionSample, algorithm: str) -> None:
+def test_compressed_requests(
+    client: object, default: ModelEntry, fashion: FashionSample, algorithm: str
+) -> None:
     x = _tensor(fashion, default, [0])
     tensor = httpclient.InferInput(default.input.name, list(x.shape), "FP32")
     tensor.set_data_from_numpy(x)
@@ -220,4 +234,3 @@ def test_server_log_is_json_lines_with_request_ids(live: Server) -> None:
     mine = [r for r in records if r.get("request_id") == "trace-v2-42"]
     assert len(mine) == 1
     assert mine[0]["status"] == 200 and mine[0]["route"] == "/v2/health/live"
-

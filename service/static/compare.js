@@ -67,9 +67,19 @@ export function renderTableHead(table, onSort) {
   }
 }
 
+// Until this host has measured a model, its latency is the registry's, shown marked and naming its host.
+const otherHost = (m) => `p50 from the registry, measured on ${m.registry_latency_host}; not yet measured on this host`;
+
+function latencyCell(m) {
+  const td = el("td", { class: "num other-host", title: otherHost(m) }, formatNumber(m.registry_latency_ms));
+  td.append(el("sup", { "aria-hidden": "true" }, "\u2020"), el("span", { class: "visually-hidden" }, ` (${otherHost(m)})`));
+  return td;
+}
+
 function cell(col, m, noteIds) {
   const v = valueOf(col, m);
   if (col.key === "name") return el("th", { scope: "row" }, v);
+  if (col.key === "latency_ms" && isMissing(v) && !isMissing(m.registry_latency_ms)) return latencyCell(m);
   const td = el("td", col.text ? {} : { class: "num" }, col.format ? col.format(v) : v ?? "—");
   if (col.key === "status") {
     td.classList.add(`status-${m.status}`);
@@ -119,17 +129,22 @@ export function renderTableBody(table, notes, rows, sortKey, descending) {
   }
 }
 
+function latencyText(m, key) {
+  if (key !== "latency_ms" || !isMissing(m.latency_ms) || isMissing(m.registry_latency_ms)) return formatNumber(m[key]);
+  return `${formatNumber(m.registry_latency_ms)} (registry, ${m.registry_latency_host})`;
+}
+
 function describe(m, x) {
   return [
     ["Dataset", m.dataset],
     ["Top-1", formatPercent(m.top1)],
     ["Top-5", formatPercent(m.top5)],
-    [AXES[x].label, formatNumber(m[x])],
+    [AXES[x].label, latencyText(m, x)],
     ["Parameters", formatCount(m.params)],
     ["Depth", formatNumber(m.depth)],
     ...Object.keys(AXES)
       .filter((k) => k !== x)
-      .map((k) => [AXES[k].label, formatNumber(m[k])]),
+      .map((k) => [AXES[k].label, latencyText(m, k)]),
     ["Throughput (img/s)", formatNumber(m.throughput_ips)],
     ["Status", m.status],
     ["Accuracy", accuracyText(m)],

@@ -238,3 +238,24 @@ def test_the_file_picker_opens_from_the_keyboard(
     image = photo_test_image()
     chooser.value.set_files(upload("coffee.png", "image/png", image.png))
     expect(page.locator(".top-label")).to_have_text(image.label)
+
+
+def test_latency_not_measured_here_shows_the_registry_figure_and_its_host(
+    page: Page, catalogue: dict[str, Any]
+) -> None:
+    page.select_option("#dataset", "")
+    # The live server runs without background calibration: models it has not loaded have no latency
+    # of this host, only the registry's.
+    other = [
+        m for m in catalogue["models"] if m["latency_ms"] is None and m["registry_latency_ms"] is not None
+    ]
+    assert other, "every model with a registry latency was measured here; nothing to show"
+    m = other[0]
+    latency = page.locator(f"#models tbody tr[data-model='{m['name']}'] td.other-host")
+    expect(latency).to_contain_text("\u2020")
+    expect(latency).to_have_attribute(
+        "title", re.compile(f"registry, measured on {re.escape(m['registry_latency_host'])}")
+    )
+    measured = [x for x in catalogue["models"] if x["latency_ms"] is not None]
+    for x in measured:  # a figure of this host is shown as it is
+        expect(page.locator(f"#models tbody tr[data-model='{x['name']}'] td.other-host")).to_have_count(0)

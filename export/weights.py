@@ -50,9 +50,14 @@ def hub_cache_path(weights: WeightsEnum) -> Path:
     return Path(torch.hub.get_dir()) / "checkpoints" / release_file(weights)
 
 
-def _hash_prefix(weights: WeightsEnum) -> str | None:
-    match = _HASH_PREFIX.search(release_file(weights))
+def hash_prefix(file_name: str) -> str | None:
+    """The leading hex digits of the file's sha256 that its name carries (name-<prefix>.pth), if any."""
+    match = _HASH_PREFIX.search(file_name)
     return match.group(1) if match and match.group(1) else None
+
+
+def _hash_prefix(weights: WeightsEnum) -> str | None:
+    return hash_prefix(release_file(weights))
 
 
 def is_published(weights: WeightsEnum, digest: str) -> bool:

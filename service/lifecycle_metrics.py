@@ -3,12 +3,28 @@ memory per model, and the process's memory against the budget; read from the man
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from service.manager import ModelManager
 from service.memory import rss_bytes
+
+Labels = TypeVar("Labels", bound=tuple[str, ...])  # one label value per label name
+
+
+def _family(
+    kind: type[CounterMetricFamily] | type[GaugeMetricFamily],
+    name: str,
+    documentation: str,
+    labels: list[str],
+    values: Mapping[Labels, float],
+) -> Metric:
+    family = kind(name, documentation, labels=labels)
+    for key, value in sorted(values.items()):
+        family.add_metric(list(key), value)
+    return family
 
 
 class LifecycleCollector:
@@ -18,51 +34,49 @@ class LifecycleCollector:
     def collect(self) -> Iterator[Metric]:
         m = self._manager
         stats = m.stats
-        loads = CounterMetricFamily(
+        states = m.states()
+        yield _family(
+            CounterMetricFamily,
             "convzoo_model_loads",
             "Model loads completed, by outcome (ok, failed).",
-            labels=["model", "outcome"],
+            ["model", "outcome"],
+            stats.loads,
         )
-        for (model, outcome), n in sorted(stats.loads.items()):
-            loads.add_metric([model, outcome], n)
-        seconds = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "convzoo_model_load_seconds",
             "Seconds spent in completed loads (checksum, session, warm-up).",
-            labels=["model"],
+            ["model"],
+            {(model,): s for model, s in stats.load_seconds.items()},
         )
-        for model, s in sorted(stats.load_seconds.items()):
-            seconds.add_metric([model], s)
-        evictions = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "convzoo_model_evictions",
             "Models unloaded: reason budget (room for another load), rss (process over budget) or manual.",
-            labels=["model", "reason"],
+            ["model", "reason"],
+            stats.evictions,
         )
-        for (model, reason), n in sorted(stats.evictions.items()):
-            evictions.add_metric([model, reason], n)
-        calibrations = CounterMetricFamily(
+        yield _family(
+            CounterMetricFamily,
             "convzoo_model_calibrations",
             "Latency calibrations completed, by kind (after-load, background).",
-            labels=["model", "kind"],
+            ["model", "kind"],
+            stats.calibrations,
         )
-        for (model, kind), n in sorted(stats.calibrations.items()):
-            calibrations.add_metric([model, kind], n)
-        measured = GaugeMetricFamily(
+        yield _family(
+            GaugeMetricFamily,
             "convzoo_model_memory_measured_bytes",
             "The process's RSS growth over the model's last measured load and warm-up.",
-            labels=["model"],
+            ["model"],
+            {(st.entry.name,): st.memory_bytes for st in states if st.memory_bytes is not None},
         )
-        for state in m.states():
-            if state.memory_bytes is not None:
-                measured.add_metric([state.entry.name], state.memory_bytes)
-        peak = GaugeMetricFamily(
+        yield _family(
+            GaugeMetricFamily,
             "convzoo_model_load_peak_bytes",
             "The most the process's RSS grew while the model loaded (median of its recent loads).",
-            labels=["model"],
+            ["model"],
+            {(st.entry.name,): st.load_peak_bytes for st in states if st.load_peak_bytes is not None},
         )
-        for state in m.states():
-            if state.load_peak_bytes is not None:
-                peak.add_metric([state.entry.name], state.load_peak_bytes)
-        yield from (loads, seconds, evictions, calibrations, measured, peak)
         yield GaugeMetricFamily(
             "convzoo_memory_budget_bytes", "CONVZOO_MEMORY_BUDGET_MB.", m.settings.memory_budget_bytes
         )

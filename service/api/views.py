@@ -75,18 +75,7 @@ def detail(manager: ModelManager, name: str) -> ModelDetail:
     state = manager.state(name)
     e = state.entry
     cal = state.calibration
-    calibration = (
-        CalibrationInfo(
-            p50_ms=cal.p50_ms,
-            p99_ms=cal.p99_ms,
-            throughput_ips=cal.throughput_ips,
-            batch_size=cal.batch_size,
-            samples=cal.samples,
-            provider=cal.provider,
-        )
-        if cal
-        else None
-    )
+    calibration = CalibrationInfo.model_validate(cal, from_attributes=True) if cal else None
     return ModelDetail.model_validate(
         {
             **_summary_fields(state),

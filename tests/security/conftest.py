@@ -1,17 +1,16 @@
 """Fixtures of the security and reliability tests: the service fixtures (real app, real uvicorn, the
-committed zoo), plus helpers that point a registry entry at another artifact and read a process's RSS."""
+committed zoo), plus a slow model and helpers that read a process's RSS, descriptors and threads."""
 
 from __future__ import annotations
 
-import hashlib
 import socket
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
 from service.registry import ModelEntry, Registry
+from tests.artifacts import classifier_bytes
 from tests.live import Server
 from tests.service.conftest import (  # noqa: F401  (fixtures, re-exported for this directory)
     Zoo,
@@ -22,26 +21,6 @@ from tests.service.conftest import (  # noqa: F401  (fixtures, re-exported for t
     source_zoo,
     zoo,
 )
-
-
-def with_entry(target: Zoo, name: str, **artifact: object) -> None:
-    """Rewrite one registry entry's artifact fields in the zoo."""
-    registry = target.registry
-    models = [
-        m.model_copy(update={"artifact": m.artifact.model_copy(update=artifact)}) if m.name == name else m
-        for m in registry.models
-    ]
-    target.save(
-        Registry.model_validate({**registry.model_dump(), "models": [m.model_dump() for m in models]})
-    )
-
-
-def install_artifact(target: Zoo, name: str, data: bytes, filename: str) -> Path:
-    """Write `data` into the zoo's model directory and point entry `name` at it, checksum included."""
-    path = target.models_dir / filename
-    path.write_bytes(data)
-    with_entry(target, name, path=filename, bytes=len(data), sha256=hashlib.sha256(data).hexdigest())
-    return path
 
 
 def smallest(registry: Registry, *, exclude: tuple[str, ...] = ()) -> ModelEntry:
@@ -72,18 +51,7 @@ def slow_conv_model(entry: ModelEntry, *, channels: int = 64, layers: int = 4) -
     nodes.append(helper.make_node("GlobalAveragePool", [prev], ["pooled"]))
     nodes.append(helper.make_node("Flatten", ["pooled"], ["flat"]))
     nodes.append(helper.make_node("MatMul", ["flat", "fc"], ["logits"]))
-    shape = ["batch", *entry.input.shape[1:]]
-    graph = helper.make_graph(
-        nodes,
-        "slow",
-        [helper.make_tensor_value_info(entry.input.name, TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", entry.num_classes])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
+    return classifier_bytes(entry, nodes, inits, "slow")
 
 
 def rss_bytes(pid: int) -> int:

@@ -18,8 +18,9 @@ import pytest
 from fastapi import FastAPI
 
 from service.services import Services
+from tests.artifacts import install_artifact
 from tests.asgi import services_of_client
-from tests.security.conftest import install_artifact, smallest
+from tests.security.conftest import smallest
 from tests.service.conftest import REPO, ClientFactory, FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio

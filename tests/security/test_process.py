@@ -16,10 +16,10 @@ import httpx
 import numpy as np
 import pytest
 
+from tests.artifacts import install_artifact
 from tests.live import Server
 from tests.security.conftest import (
     address,
-    install_artifact,
     open_fds,
     rss_bytes,
     slow_conv_model,

@@ -183,6 +183,16 @@ def fashion() -> FashionSample:
     return FashionSample(images, labels)
 
 
+async def classify(
+    client: httpx.AsyncClient, fashion: FashionSample, model: str | None = None
+) -> httpx.Response:
+    """POST /classify with Fashion-MNIST test image 0, to `model` (default: the zoo's default)."""
+    params = {"model": model} if model else {}
+    return await client.post(
+        "/classify", params=params, files={"file": ("x.png", fashion.png(0), "image/png")}
+    )
+
+
 def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt, **params)

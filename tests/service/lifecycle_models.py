@@ -4,13 +4,12 @@ own constant folding at load time, so no clock or allocation is faked."""
 
 from __future__ import annotations
 
-import hashlib
-
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
+from onnx import helper, numpy_helper
 
-from service.registry import ModelEntry, Registry
+from service.registry import ModelEntry
+from tests.artifacts import classifier_bytes, install_artifact
 from tests.service.conftest import Zoo
 
 
@@ -28,18 +27,7 @@ def _graph(entry: ModelEntry, nodes: list[onnx.NodeProto], inits: list[onnx.Tens
         numpy_helper.from_array(np.array([0], np.int64), "zero"),
         numpy_helper.from_array(np.array([features], np.int64), "features"),
     ]
-    shape = ["batch", *entry.input.shape[1:]]
-    graph = helper.make_graph(
-        [*nodes, *head],
-        name,
-        [helper.make_tensor_value_info(entry.input.name, TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", entry.num_classes])],
-        inits,
-    )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    onnx.checker.check_model(model)
-    return bytes(model.SerializeToString())
+    return classifier_bytes(entry, [*nodes, *head], inits, name)
 
 
 def _scalar(value: float) -> onnx.TensorProto:
@@ -75,12 +63,4 @@ def slow_loading_model(entry: ModelEntry, *, matmuls: int, n: int = 1024) -> byt
 
 def install(zoo: Zoo, name: str, data: bytes) -> None:
     """Write `data` as entry `name`'s artifact, size and checksum recorded in the registry."""
-    registry = zoo.registry
-    filename = f"{name}.lifecycle.onnx"
-    (zoo.models_dir / filename).write_bytes(data)
-    update = {"path": filename, "bytes": len(data), "sha256": hashlib.sha256(data).hexdigest()}
-    models = [
-        m.model_copy(update={"artifact": m.artifact.model_copy(update=update)}) if m.name == name else m
-        for m in registry.models
-    ]
-    zoo.save(Registry.model_validate({**registry.model_dump(), "models": [m.model_dump() for m in models]}))
+    install_artifact(zoo, name, data, f"{name}.lifecycle.onnx")

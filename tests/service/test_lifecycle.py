@@ -16,7 +16,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from service.manager import ModelManager
 from service.registry import ModelEntry
 from tests.asgi import services_of_client
-from tests.service.conftest import ClientFactory, FashionSample, Zoo
+from tests.service.conftest import ClientFactory, FashionSample, Zoo, classify
 from tests.service.lifecycle_models import fat_model, install, slow_loading_model
 
 pytestmark = pytest.mark.anyio
@@ -50,15 +50,6 @@ async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: st
         assert time.monotonic() - start < timeout_s, f"not within {timeout_s} s: {what}"
         await asyncio.sleep(0.05)
     return time.monotonic() - start
-
-
-async def classify(
-    client: httpx.AsyncClient, fashion: FashionSample, model: str | None = None
-) -> httpx.Response:
-    params = {"model": model} if model else {}
-    return await client.post(
-        "/classify", params=params, files={"file": ("x.png", fashion.png(0), "image/png")}
-    )
 
 
 async def summary(client: httpx.AsyncClient, name: str) -> dict[str, Any]:

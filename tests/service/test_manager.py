@@ -13,7 +13,7 @@ import pytest
 
 from service.registry import ModelEntry, Registry
 from tests.asgi import services_of_client
-from tests.service.conftest import ClientFactory, FashionSample, Zoo
+from tests.service.conftest import ClientFactory, FashionSample, Zoo, classify
 
 pytestmark = pytest.mark.anyio
 
@@ -57,15 +57,6 @@ async def status_of(client: httpx.AsyncClient, name: str) -> dict[str, Any]:
     body = (await client.get(f"/models/{name}")).json()
     assert isinstance(body, dict)
     return body
-
-
-async def classify(
-    client: httpx.AsyncClient, fashion: FashionSample, model: str | None = None
-) -> httpx.Response:
-    params = {"model": model} if model else {}
-    return await client.post(
-        "/classify", params=params, files={"file": ("x.png", fashion.png(0), "image/png")}
-    )
 
 
 async def test_sha256_mismatch_isolates_that_model(

@@ -9,7 +9,6 @@ and through /compare.
 
 from __future__ import annotations
 
-import io
 import json
 from typing import Any
 
@@ -19,7 +18,7 @@ import pytest
 from PIL import Image
 from skimage import data as photos
 
-from tests.service.conftest import ClientFactory, Zoo
+from tests.service.conftest import ClientFactory, Zoo, encode
 
 pytestmark = pytest.mark.anyio
 
@@ -43,12 +42,6 @@ def photo(name: str) -> Image.Image:
     else:
         pixels = getattr(photos, name)()
     return Image.fromarray(pixels)
-
-
-def encode(image: Image.Image, fmt: str, **params: Any) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **params)
-    return buf.getvalue()
 
 
 async def classify(client: httpx.AsyncClient, body: bytes, media: str, **params: Any) -> list[str]:

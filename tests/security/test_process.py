@@ -118,14 +118,7 @@ def _head(content_type: bytes, length: int) -> bytes:
 def test_clients_disconnecting_mid_upload_or_mid_inference_leak_nothing(
     zoo: Zoo, serve: ServeFactory, fashion: FashionSample
 ) -> None:
-    # Background calibration loads other models (and their ORT threads) on its own schedule: off here,
-    # so that threads and memory count what the disconnects leave behind.
-    server: Server = serve(
-        zoo,
-        CONVZOO_MAX_QUEUE_DELAY_US="300000",
-        CONVZOO_MAX_BATCH_SIZE="64",
-        CONVZOO_BACKGROUND_CALIBRATION="false",
-    )
+    server: Server = serve(zoo, CONVZOO_MAX_QUEUE_DELAY_US="300000", CONVZOO_MAX_BATCH_SIZE="64")
     pid = server.process.pid
     content_type, body = _multipart(fashion.png(0))
 

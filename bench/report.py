@@ -371,6 +371,19 @@ def plot(r: Run, path: Path) -> None:
     plt.close(fig)
 
 
+# A section of bench.md that another tool writes (`make bench-perf-analyzer`); a new run keeps it.
+PERF_ANALYZER_BEGIN, PERF_ANALYZER_END = "<!-- perf_analyzer: begin -->", "<!-- perf_analyzer: end -->"
+
+
+def keeping_other_sections(new: str, old: str) -> str:
+    """The new bench.md text, with the section another tool wrote into the old one appended again."""
+    new = new.rstrip("\n") + "\n"
+    if PERF_ANALYZER_BEGIN not in old or PERF_ANALYZER_END not in old:
+        return new
+    section = old[old.index(PERF_ANALYZER_BEGIN) : old.index(PERF_ANALYZER_END) + len(PERF_ANALYZER_END)]
+    return f"{new}\n{section}\n"
+
+
 def write(results: dict[str, Any], out: Path) -> None:
     """The run's raw results (kept as measured in bench.json, with the targets) and everything rendered."""
     out.mkdir(parents=True, exist_ok=True)
@@ -378,7 +391,8 @@ def write(results: dict[str, Any], out: Path) -> None:
     run.targets = targets(run)
     results["targets"] = [t.model_dump() for t in run.targets]
     (out / "bench.json").write_text(json.dumps(results, indent=2) + "\n")
-    (out / "bench.md").write_text(markdown(run))
+    md = out / "bench.md"
+    md.write_text(keeping_other_sections(markdown(run), md.read_text() if md.is_file() else ""))
     plot(run, out / "bench.png")
     if run.worker_model:
         (out / "worker-model.md").write_text(worker_model_md(run))

@@ -30,6 +30,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from bench.report import PERF_ANALYZER_BEGIN, PERF_ANALYZER_END
 from tests.live import Server, free_port, start_service, stop_service
 
 CACHE = REPO / ".cache" / "perf_analyzer"
@@ -179,7 +180,7 @@ def _shown_args() -> str:
     return " ".join(shown)
 
 
-BEGIN, END = "<!-- perf_analyzer: begin -->", "<!-- perf_analyzer: end -->"
+BEGIN, END = PERF_ANALYZER_BEGIN, PERF_ANALYZER_END  # bench/report.py keeps the section on a new run
 
 
 def _write_docs(args: argparse.Namespace, table: str, rows: list[Row], before: float, after: float) -> None:

@@ -90,6 +90,19 @@ def test_the_readme_block_is_replaced_between_its_markers(
     assert not report.update_readme(r, plain) and plain.read_text() == "no markers\n"
 
 
+def test_a_new_run_keeps_the_perf_analyzer_section_of_bench_md() -> None:
+    section = f"{report.PERF_ANALYZER_BEGIN}\n## perf_analyzer\nfigures\n{report.PERF_ANALYZER_END}"
+    old = f"# Benchmark\nold table\n\n{section}\n"
+    assert (
+        report.keeping_other_sections("# Benchmark\nnew table\n", old)
+        == f"# Benchmark\nnew table\n\n{section}\n"
+    )
+    assert (
+        report.keeping_other_sections("# Benchmark\nnew table", "# Benchmark\nold\n")
+        == "# Benchmark\nnew table\n"
+    )
+
+
 # ---- the peers (bench/peers/): their request framing, reporting and failure handling; none is started here
 
 

@@ -54,13 +54,38 @@ class ItemTiming:
     batch_size: int
 
 
+Outcome = tuple[np.ndarray, ItemTiming] | ServiceError
+
+
 @dataclass
 class _Item:
     sample: np.ndarray
     deadline: float  # time.monotonic()
     enqueued_ns: int
-    done: Callable[[np.ndarray | None, ItemTiming | None, ServiceError | None], None]
+    future: asyncio.Future[tuple[np.ndarray, ItemTiming]]
+    loop: asyncio.AbstractEventLoop
     abandoned: bool = False
+
+
+def _settle(answers: list[tuple[_Item, Outcome]]) -> None:
+    """On the event loop: hand each waiting request its row, or its error."""
+    for item, outcome in answers:
+        if item.future.done():
+            continue
+        if isinstance(outcome, ServiceError):
+            item.future.set_exception(outcome)
+        else:
+            item.future.set_result(outcome)
+
+
+def _answer(answers: list[tuple[_Item, Outcome]]) -> None:
+    """From any thread: one wake-up of each waiting event loop for all its answers, not one per image."""
+    by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Item, Outcome]]] = {}
+    for answer in answers:
+        by_loop.setdefault(answer[0].loop, []).append(answer)
+    for loop, part in by_loop.items():
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for these answers
+            loop.call_soon_threadsafe(_settle, part)
 
 
 class DynamicBatcher:
@@ -121,13 +146,16 @@ class DynamicBatcher:
     async def submit(self, batch: np.ndarray, *, deadline: float) -> tuple[np.ndarray, list[ItemTiming]]:
         """Queue the N samples of `batch` (N x sample) and wait for their N output rows, in order."""
         loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[tuple[np.ndarray, ItemTiming]]] = [loop.create_future() for _ in batch]
-        items = [self._item(sample, deadline, fut, loop) for sample, fut in zip(batch, futures, strict=True)]
+        now_ns = time.perf_counter_ns()
+        items = [_Item(sample, deadline, now_ns, loop.create_future(), loop) for sample in batch]
         self._enqueue(items)
         remaining = deadline - time.monotonic()
         try:
             async with asyncio.timeout(max(remaining, 0.0)):
-                results = await asyncio.gather(*futures)
+                if len(items) == 1:  # the common case, without a gather's task per image
+                    results = [await items[0].future]
+                else:
+                    results = await asyncio.gather(*(item.future for item in items))
         except (TimeoutError, DeadlineExceeded):
             for item in items:
                 item.abandoned = True  # the worker drops it instead of running it late
@@ -138,30 +166,8 @@ class DynamicBatcher:
             for item in items:
                 item.abandoned = True
             raise
-        rows = np.stack([r[0] for r in results])
+        rows = results[0][0][None] if len(results) == 1 else np.stack([r[0] for r in results])
         return rows, [r[1] for r in results]
-
-    def _item(
-        self,
-        sample: np.ndarray,
-        deadline: float,
-        fut: asyncio.Future[tuple[np.ndarray, ItemTiming]],
-        loop: asyncio.AbstractEventLoop,
-    ) -> _Item:
-        def settle(row: np.ndarray | None, timing: ItemTiming | None, error: ServiceError | None) -> None:
-            if fut.done():
-                return
-            if error is not None:
-                fut.set_exception(error)
-            else:
-                assert row is not None and timing is not None
-                fut.set_result((row, timing))
-
-        def done(row: np.ndarray | None, timing: ItemTiming | None, error: ServiceError | None) -> None:
-            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits for this answer
-                loop.call_soon_threadsafe(settle, row, timing, error)
-
-        return _Item(sample=sample, deadline=deadline, enqueued_ns=time.perf_counter_ns(), done=done)
 
     def _enqueue(self, items: list[_Item]) -> None:
         with self._cond:
@@ -189,10 +195,12 @@ class DynamicBatcher:
             pending = list(self._queue)
             self._queue.clear()
             self._cond.notify_all()
-        for item in pending:
-            item.done(
-                None, None, ModelUnavailable(f"Model {self.name} was unloaded; retry.", retry_after_s=1)
-            )
+        _answer(
+            [
+                (item, ModelUnavailable(f"Model {self.name} was unloaded; retry.", retry_after_s=1))
+                for item in pending
+            ]
+        )
         for t in self._threads:
             if t is not threading.current_thread():
                 t.join(timeout)
@@ -247,27 +255,33 @@ class DynamicBatcher:
     def _drop_dead(self) -> None:
         """Answer expired or abandoned items now, so they never run late (lock held)."""
         now = time.monotonic()
+        if all(not item.abandoned and item.deadline > now for item in self._queue):
+            return
         keep: deque[_Item] = deque()
+        expired: list[tuple[_Item, Outcome]] = []
         for item in self._queue:
             if item.abandoned:
                 continue
             if item.deadline <= now:
-                item.done(None, None, DeadlineExceeded("The request's deadline passed while it was queued."))
+                expired.append((item, DeadlineExceeded("The request's deadline passed while it was queued.")))
                 continue
             keep.append(item)
         self._queue = keep
+        _answer(expired)
 
     def _execute(self, batch: list[_Item]) -> None:
         start_ns = time.perf_counter_ns()
         now = time.monotonic()
         live: list[_Item] = []
+        expired: list[tuple[_Item, Outcome]] = []
         for item in batch:
             if item.abandoned:
                 continue
             if item.deadline <= now:
-                item.done(None, None, DeadlineExceeded("The request's deadline passed while it was queued."))
+                expired.append((item, DeadlineExceeded("The request's deadline passed while it was queued.")))
                 continue
             live.append(item)
+        _answer(expired)
         if not live:
             return
         queue_ns = tuple(start_ns - item.enqueued_ns for item in live)
@@ -279,13 +293,16 @@ class DynamicBatcher:
             compute_ns = time.perf_counter_ns() - start_ns
             log.exception("inference failed in model %s for a batch of %d", self.name, len(live))
             self._record(len(live), False, compute_ns, queue_ns)
-            for item in live:
-                item.done(None, None, InferenceFailed(f"Inference failed in model {self.name}."))
+            _answer([(item, InferenceFailed(f"Inference failed in model {self.name}.")) for item in live])
             return
         compute_ns = time.perf_counter_ns() - start_ns
         self._record(len(live), True, compute_ns, queue_ns)
-        for item, row, q in zip(live, out, queue_ns, strict=True):
-            item.done(row, ItemTiming(queue_ns=q, compute_ns=compute_ns, batch_size=len(live)), None)
+        _answer(
+            [
+                (item, (row, ItemTiming(queue_ns=q, compute_ns=compute_ns, batch_size=len(live))))
+                for item, row, q in zip(live, out, queue_ns, strict=True)
+            ]
+        )
 
     def _record(self, size: int, ok: bool, compute_ns: int, queue_ns: tuple[int, ...]) -> None:
         with self._cond:

@@ -12,6 +12,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from service import observability, services
+from service.api.hot_path import HotClassify, find_route
 from service.api.limits import UploadLimit
 from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
 from service.errors import (
@@ -92,6 +93,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         summary="Classic convnets served through ONNX Runtime",
         version=VERSION,
         lifespan=lifespan,
+        # service/tracing.py makes the spans; FastAPI's own would double them and cost every request
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app, problem_details)
     for router in ROUTERS:
@@ -100,6 +103,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     mount = v2.V2Mount(v2_app)
     app.router.routes.append(mount)
     app.openapi = _openapi(app, v2_app)  # type: ignore[method-assign]
+    # innermost of the middleware: inside the upload limit and the request log, before the router
+    app.add_middleware(HotClassify, route=find_route(classify.router.routes))
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, render=_upload_limit_renderer(mount))
     observability.install(app, metrics, settings)  # last: its request log (and tracing) wrap every response
     return app

@@ -38,6 +38,11 @@ def label_of(labels: list[str], index: int) -> str | None:
     return labels[index] if 0 <= index < len(labels) else None
 
 
+def ranked_entries(probs: np.ndarray, labels: list[str], k: int) -> list[dict[str, object]]:
+    """The `k` most probable classes of one image's probabilities, as JSON-ready Prediction data."""
+    return [{"index": int(i), "label": labels[i], "score": float(probs[i])} for i in ranked(probs, k)]
+
+
 def top_predictions(probs: np.ndarray, labels: list[str], k: int) -> list[Prediction]:
     """The `k` most probable classes of one image's probabilities."""
-    return [Prediction(index=int(i), label=labels[i], score=float(probs[i])) for i in ranked(probs, k)]
+    return [Prediction.model_validate(e) for e in ranked_entries(probs, labels, k)]

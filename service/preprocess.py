@@ -176,7 +176,14 @@ def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Im
         return _upright(image)
 
 
+# Formats whose EXIF, when present, Pillow keeps in `info["exif"]` (PNG: its eXIf chunk, or the raw
+# profile text ImageMagick writes): without it there is no orientation to read.
+_EXIF_IN_INFO = ("JPEG", "PNG", "WEBP")
+
+
 def _upright(image: Image.Image) -> Image.Image:
+    if image.format in _EXIF_IN_INFO and not ({"exif", "Raw profile type exif"} & image.info.keys()):
+        return image
     try:
         return ImageOps.exif_transpose(image)
     except Exception:
@@ -273,16 +280,18 @@ def to_tensor(image: Image.Image, preprocessing: Preprocessing) -> np.ndarray:
     with image_errors():
         pp = preprocessing
         base = _base(image)
-        if not (base.mode == "L" and pp.color_mode == "RGB"):
+        if base.mode != pp.color_mode and not (base.mode == "L" and pp.color_mode == "RGB"):
             base = base.convert(pp.color_mode)  # grey to RGB only copies: done on the crop, below
         resample = _RESAMPLING[pp.interpolation]
         new = _resized_size(base.size, pp.resize)
         if new[0] * new[1] <= MAX_RESIZED_AREA * pp.resize * pp.resize:
             resized = base if new == base.size else base.resize(new, resample)
-            cropped = _centre_crop(resized, pp.crop)
+            cropped = resized if resized.size == (pp.crop, pp.crop) else _centre_crop(resized, pp.crop)
         else:
             cropped = base.resize((pp.crop, pp.crop), resample, box=_crop_box(base.size, pp))
-        arr = np.asarray(cropped.convert(pp.color_mode), dtype=np.float32) / np.float32(255.0)
+        if cropped.mode != pp.color_mode:
+            cropped = cropped.convert(pp.color_mode)
+        arr = np.asarray(cropped, dtype=np.float32) / np.float32(255.0)
         if arr.ndim == 2:
             arr = arr[:, :, None]
         mean = np.asarray(pp.mean, dtype=np.float32)

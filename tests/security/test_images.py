@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
-from service.api.routes.classify import _prepare
+from service.api.classification import prepare as _prepare
 from service.errors import ServiceError, problem_of
 from service.registry import Preprocessing
 from service.settings import Settings

@@ -212,12 +212,16 @@ class DynamicBatcher:
             batch = self._next_batch()
             if batch is None:
                 return
+            answers: list[tuple[_Item, Outcome]] = []
             try:
-                self._execute(batch)
+                answers = self._execute(batch)
             finally:
                 with self._cond:
                     self._busy -= 1
                     self._cond.notify_all()
+            # Answered once the batch no longer counts as running: a client that has its answer finds
+            # the model idle (evictable, and cut at once with `when_idle`).
+            _answer(answers)
 
     def _next_batch(self) -> list[_Item] | None:
         """Block until a batch is cut: full, or the delay since its first item has passed."""
@@ -269,7 +273,8 @@ class DynamicBatcher:
         self._queue = keep
         _answer(expired)
 
-    def _execute(self, batch: list[_Item]) -> None:
+    def _execute(self, batch: list[_Item]) -> list[tuple[_Item, Outcome]]:
+        """Run the batch's live items; their answers, and those of the expired ones, to be handed out."""
         start_ns = time.perf_counter_ns()
         now = time.monotonic()
         live: list[_Item] = []
@@ -281,9 +286,8 @@ class DynamicBatcher:
                 expired.append((item, DeadlineExceeded("The request's deadline passed while it was queued.")))
                 continue
             live.append(item)
-        _answer(expired)
         if not live:
-            return
+            return expired
         queue_ns = tuple(start_ns - item.enqueued_ns for item in live)
         try:
             out = self._run(np.stack([item.sample for item in live]))
@@ -293,16 +297,17 @@ class DynamicBatcher:
             compute_ns = time.perf_counter_ns() - start_ns
             log.exception("inference failed in model %s for a batch of %d", self.name, len(live))
             self._record(len(live), False, compute_ns, queue_ns)
-            _answer([(item, InferenceFailed(f"Inference failed in model {self.name}.")) for item in live])
-            return
+            failed = InferenceFailed(f"Inference failed in model {self.name}.")
+            return [*expired, *((item, failed) for item in live)]
         compute_ns = time.perf_counter_ns() - start_ns
         self._record(len(live), True, compute_ns, queue_ns)
-        _answer(
-            [
+        return [
+            *expired,
+            *(
                 (item, (row, ItemTiming(queue_ns=q, compute_ns=compute_ns, batch_size=len(live))))
                 for item, row, q in zip(live, out, queue_ns, strict=True)
-            ]
-        )
+            ),
+        ]
 
     def _record(self, size: int, ok: bool, compute_ns: int, queue_ns: tuple[int, ...]) -> None:
         with self._cond:

@@ -252,3 +252,15 @@ async def test_stop_answers_queued_requests(model: LoadedModel, samples: np.ndar
     with pytest.raises(Exception) as info:
         await pending
     assert getattr(info.value, "retry_after_s", None) == 1
+
+
+async def test_an_answered_request_finds_its_batcher_idle(model: LoadedModel, samples: np.ndarray) -> None:
+    # The manager evicts only idle models: a client holding its answer must not find the model busy
+    # for the moment the inference thread takes to finish its bookkeeping.
+    b = DynamicBatcher("m", model.run, max_batch_size=8, max_queue_delay_us=0, max_queue_size=64)
+    try:
+        for i in range(50):
+            await b.submit(samples[i : i + 1], deadline=far())
+            assert b.idle, i
+    finally:
+        b.stop()

@@ -1,15 +1,52 @@
-"""`python -m service`: uvicorn on CONVZOO_HOST:CONVZOO_PORT with the app factory."""
+"""`python -m service`: uvicorn on CONVZOO_HOST:CONVZOO_PORT with the app factory, and its front processes."""
 
 from __future__ import annotations
 
 import logging
 import os
+import shutil
+import signal
+import socket
+import tempfile
+from pathlib import Path
+from types import FrameType
+from typing import Any
 
 import uvicorn
 
 from service.connections import GuardedHttpToolsProtocol, Limits, configure, raise_descriptor_limit
+from service.fronts import process as front_processes
 from service.logging import configure_logging
 from service.settings import Settings, unknown_variables
+
+BACKLOG = 2048  # uvicorn's
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, passing a stop signal on to the front processes at once."""
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        front_processes.signal_running(signal.SIGTERM if sig == signal.SIGINT else sig)
+        super().handle_exit(sig, frame)
+
+
+def _reserve_tcp(host: str, port: int) -> socket.socket:
+    """The service's address, bound but not listened on: the fronts listen there (each its own socket,
+    SO_REUSEPORT, so that the kernel spreads connections evenly over them); binding it here first makes
+    an address in use fail the start at once."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
+
+
+def _listen_unix(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.bind(str(path))
+    sock.listen(BACKLOG)
+    return sock
 
 
 def main() -> None:
@@ -21,17 +58,36 @@ def main() -> None:
         )
     limits = Limits.from_settings(settings, raise_descriptor_limit())
     configure(limits)
-    uvicorn.run(
-        "service.main:create_app",
-        factory=True,
-        host=settings.host,
-        port=settings.port,
-        workers=settings.workers,
-        log_level=settings.log_level,
-        timeout_graceful_shutdown=int(settings.graceful_shutdown_s),
-        http=GuardedHttpToolsProtocol,  # the limits of service/connections.py
-        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works: call_later
+    common: dict[str, Any] = {
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": int(settings.graceful_shutdown_s),
+        "http": GuardedHttpToolsProtocol,  # the limits of service/connections.py
+        "timeout_keep_alive": settings.keep_alive_s,  # a float works: call_later
+    }
+    fronts = (
+        settings.front_processes if settings.front_processes is not None else front_processes.auto_count()
     )
+    if settings.workers > 1 or fronts == 0:
+        uvicorn.run(
+            "service.main:create_app",
+            factory=True,
+            host=settings.host,
+            port=settings.port,
+            workers=settings.workers,
+            **common,
+        )
+        return
+    workdir = Path(tempfile.mkdtemp(prefix="convzoo-"))  # 0700: the Unix sockets are this user's only
+    try:
+        address = _reserve_tcp(settings.host, settings.port)
+        http_path = workdir / "http.sock"
+        front_processes.configure(front_processes.Plan(fronts, address.getsockname()[:2], http_path, workdir))
+        config = uvicorn.Config("service.main:create_app", factory=True, **common)
+        # The clients' HTTP goes to the fronts; the service answers what they relay, on a Unix socket.
+        _Server(config).run(sockets=[_listen_unix(http_path)])
+        address.close()
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -26,6 +26,9 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _request_id: ContextVar[str | None] = ContextVar("convzoo_request_id", default=None)
 
 access_log = logging.getLogger("convzoo.access")
+# A request's scope-state key, set where a front process hands a request on to the service: the service
+# logs and counts it, the front does not.
+HANDED_ON = "convzoo.handed_on"
 
 # LogRecord attributes that are not extra fields.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -44,9 +47,21 @@ def current_request_id() -> str | None:
 class JsonFormatter(logging.Formatter):
     """One JSON object per line: time, level, logger, message, the request id, and any `extra` fields."""
 
+    _second: int = -1
+    _prefix: str = ""
+
+    def _timestamp(self, created: float) -> str:
+        # ISO 8601 in UTC to the millisecond; the part up to the second is made once a second (a request
+        # log line is written per request).
+        second = int(created)
+        if second != self._second:
+            self._prefix = dt.datetime.fromtimestamp(second, dt.UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._prefix}.{int((created - second) * 1000):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
-            "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
@@ -199,7 +214,8 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            self._finish(scope, rid, status, time.perf_counter() - started)
+            if not scope["state"].get(HANDED_ON):
+                self._finish(scope, rid, status, time.perf_counter() - started)
             _request_id.reset(token)
 
     def _finish(self, scope: Scope, rid: str, status: int, seconds: float) -> None:

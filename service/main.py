@@ -24,6 +24,7 @@ from service.errors import (
     problem_details,
     reply_of,
 )
+from service.fronts import process as front_processes
 from service.grpc import server as grpc_server
 from service.logging import configure_logging
 from service.metrics import Metrics
@@ -83,9 +84,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, services.Services]]:
         async with services.running(settings, metrics) as built:
             grpc = await grpc_server.start(built, VERSION)  # None unless CONVZOO_GRPC_PORT is set
+            fronts = await front_processes.start(built)  # None unless `python -m service` planned some
             try:
                 yield {services.STATE_KEY: built}  # the ASGI lifespan state: every request's scope["state"]
             finally:
+                await front_processes.stop(fronts, settings.graceful_shutdown_s)
                 await grpc_server.stop(grpc, settings.graceful_shutdown_s)
 
     app = FastAPI(

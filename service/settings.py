@@ -55,6 +55,9 @@ class Settings(BaseSettings):
 
     # Process
     workers: int = Field(default=1, ge=1)  # uvicorn worker processes; docs/worker-model.md
+    # processes doing HTTP and preprocessing beside the service's, which alone holds the models (with
+    # workers=1); None: one per core beside the service's, at most 3 (docs/architecture.md, Processes)
+    front_processes: int | None = Field(default=None, ge=0)
     log_level: LogLevel = "info"
     graceful_shutdown_s: float = Field(default=10.0, ge=0)
     preprocess_threads: int = Field(default=2, ge=1)
@@ -79,7 +82,7 @@ class Settings(BaseSettings):
     grpc_port: int | None = Field(default=None, ge=1, le=65535)  # None (or empty): no gRPC server
     otlp_endpoint: str | None = None  # None (or empty): no tracing, at no cost
 
-    @field_validator("grpc_port", "otlp_endpoint", mode="before")
+    @field_validator("grpc_port", "otlp_endpoint", "front_processes", mode="before")
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value

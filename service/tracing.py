@@ -30,7 +30,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-    from service.manager import InferTimings, ModelManager
+    from service.api.classification import Models
+    from service.manager import InferTimings
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -137,7 +138,7 @@ def bind(fn: Callable[P, R]) -> Callable[P, R]:
 
 
 async def infer(
-    manager: ModelManager, name: str, batch: np.ndarray, *, deadline: float
+    manager: Models, name: str, batch: np.ndarray, *, deadline: float
 ) -> tuple[np.ndarray, InferTimings]:
     """`manager.infer`, inside a `batch` span with the batcher's measured `queue` and `inference`."""
     if _tracer is None:

@@ -12,18 +12,32 @@ import asyncio
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
 from service import tracing
 from service.api.uploads import Upload
 from service.errors import InferenceFailed, InvalidParameter
+from service.manager import InferTimings
 from service.postprocess import ranked_entries, softmax
 from service.preprocess import decode, to_tensor
 from service.preprocess_pool import inline
 from service.registry import ModelEntry
-from service.services import Services
+from service.settings import Settings
+
+
+class Models(Protocol):
+    """What a /classify answer needs of the models: the service's manager, or a front process's link to
+    it (service/fronts/link.py)."""
+
+    async def infer(
+        self, name: str, batch: np.ndarray, *, deadline: float
+    ) -> tuple[np.ndarray, InferTimings]:
+        """N preprocessed samples through the model's batcher; logits N x classes."""
+        ...
+
+    def labels(self, name: str) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -68,7 +82,9 @@ def check_top_k(entry: ModelEntry, top_k: int) -> None:
 
 
 async def classify(
-    services: Services,
+    models: Models,
+    settings: Settings,
+    pool: Executor,
     entry: ModelEntry,
     uploads: list[Upload],
     top_k: int,
@@ -80,15 +96,14 @@ async def classify(
     """The /classify answer for `uploads` (a ClassifyResponse without `selection`), as JSON-ready data.
 
     `state` is the request's scope state: the request log reads the model's timings from it."""
-    manager = services.manager
-    prepared = await prepare_all(uploads, entry, services.settings.max_image_pixels, services.preprocess_pool)
+    prepared = await prepare_all(uploads, entry, settings.max_image_pixels, pool)
     batch = prepared[0].tensor[None] if len(prepared) == 1 else np.stack([p.tensor for p in prepared])
-    logits, timings = await tracing.infer(manager, entry.name, batch, deadline=deadline)
+    logits, timings = await tracing.infer(models, entry.name, batch, deadline=deadline)
     state["timings"] = {"queue": timings.queue_ms, "inference": timings.inference_ms}
     probs = softmax(logits)
     if not np.isfinite(probs).all():  # a broken model: no JSON number can say NaN
         raise InferenceFailed(f"Model {entry.name} produced scores that are not finite numbers.")
-    labels = manager.labels(entry.name)
+    labels = models.labels(entry.name)
     results = [
         {
             "filename": u.filename,

@@ -18,6 +18,9 @@ import json
 import logging
 import re
 import time
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -31,8 +34,11 @@ from service.api.deps import services_of
 from service.api.limits import BodyTooLarge
 from service.api.uploads import Upload
 from service.errors import ErrorReply, ServiceError, problem_details, reply_of
+from service.logging import HANDED_ON
 from service.preprocess import ACCEPTED_MEDIA_TYPES
-from service.services import Services
+from service.preprocess_pool import inline
+from service.registry import ModelEntry
+from service.settings import Settings
 
 log = logging.getLogger("convzoo.errors")
 
@@ -74,29 +80,95 @@ async def _body(receive: Receive) -> bytes:
             return b"".join(chunks)
 
 
-class HotClassify:
-    """ASGI middleware: answers the hot path's requests itself (see the module's docstring)."""
+@dataclass(frozen=True)
+class Serving:
+    """What the hot path needs to answer: the service's own (`serving_of`), or a front process's."""
 
-    def __init__(self, app: ASGIApp, *, route: BaseRoute) -> None:
+    models: classification.Models
+    settings: Settings
+    pool: Executor
+    entry: Callable[[str], ModelEntry]  # raises UnknownModel
+    default: str
+
+
+def serving_of(scope: Scope) -> Serving | None:
+    """The service's own models, from the request's lifespan state; None without a lifespan."""
+    try:
+        services = services_of(scope.get("state"))
+    except RuntimeError:
+        return None
+    manager = services.manager
+    return Serving(manager, services.settings, services.preprocess_pool, manager.entry, manager.default)
+
+
+def takes(scope: Scope) -> tuple[str | None, int] | None:
+    """(model, top_k) of a request the hot path answers; None for every other request."""
+    if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
+        return None
+    query = simple_query(scope.get("query_string", b""))
+    if query is None or _media_type(scope) not in ACCEPTED_MEDIA_TYPES:
+        return None
+    return query
+
+
+# Where a request goes once its body is read, when this process does not prepare its image (a front
+# process hands on all but tiny images): (scope, body, send).
+HandOn = Callable[[Scope, bytes, Send], Awaitable[None]]
+
+
+class HotClassify:
+    """ASGI middleware: answers the hot path's requests itself (see the module's docstring).
+
+    `serving` finds the models for a request (the service's, by default); with `hand_on`, a request
+    whose image is not tiny (service/preprocess_pool.py, `inline`) is handed on with its body instead.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        route: BaseRoute,
+        serving: Callable[[Scope], Serving | None] = serving_of,
+        hand_on: HandOn | None = None,
+    ) -> None:
         self.app = app
         self.route = route  # the /classify route: the request log's route label
+        self.serving = serving
+        self.hand_on = hand_on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        query = None
-        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
-            query = simple_query(scope.get("query_string", b""))
-        if query is None or _media_type(scope) not in ACCEPTED_MEDIA_TYPES:
+        query = takes(scope)
+        serving = self.serving(scope) if query is not None else None
+        if query is None or serving is None:
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
-        try:
-            services = services_of(scope.get("state"))
-        except RuntimeError:  # no lifespan: the app answers as it does without one
-            await self.app(scope, receive, send)
-            return
         scope["route"] = self.route
+        state: dict[str, Any] = scope.setdefault("state", {})
         try:
-            answer = await self._classify(scope, receive, services, *query, started=started)
+            model, top_k = query
+            deadline = time.monotonic() + serving.settings.request_timeout_s
+            name = model or serving.default
+            state["model"] = name
+            entry = serving.entry(name)
+            classification.check_top_k(entry, top_k)
+            data = await _body(receive)
+            if self.hand_on is not None and not inline(data):
+                state[HANDED_ON] = True  # the service that answers logs and counts it
+                await self.hand_on(scope, data, send)
+                return
+            uploads = [Upload(filename=None, data=data)]
+            answer = await classification.classify(
+                serving.models,
+                serving.settings,
+                serving.pool,
+                entry,
+                uploads,
+                top_k,
+                state,
+                started=started,
+                deadline=deadline,
+            )
         except BodyTooLarge:
             raise  # the upload limit outside answers it, and closes the connection
         except ServiceError as exc:
@@ -120,29 +192,6 @@ class HotClassify:
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body})
-
-    async def _classify(
-        self,
-        scope: Scope,
-        receive: Receive,
-        services: Services,
-        model: str | None,
-        top_k: int,
-        *,
-        started: float,
-    ) -> dict[str, Any]:
-        deadline = time.monotonic() + services.settings.request_timeout_s
-        manager = services.manager
-        name = model or manager.default
-        state: dict[str, Any] = scope.setdefault("state", {})
-        state["model"] = name
-        entry = manager.entry(name)
-        classification.check_top_k(entry, top_k)
-        data = await _body(receive)
-        uploads = [Upload(filename=None, data=data)]
-        return await classification.classify(
-            services, entry, uploads, top_k, state, started=started, deadline=deadline
-        )
 
 
 def find_route(routes: list[BaseRoute]) -> BaseRoute:

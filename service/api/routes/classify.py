@@ -34,7 +34,15 @@ async def classify(
     classification.check_top_k(entry, top_k)
     uploads = await read_uploads(request, services.settings)
     answer = await classification.classify(
-        services, entry, uploads, top_k, request.scope["state"], started=started, deadline=deadline
+        services.manager,
+        services.settings,
+        services.preprocess_pool,
+        entry,
+        uploads,
+        top_k,
+        request.scope["state"],
+        started=started,
+        deadline=deadline,
     )
     if choice.selection is not None:  # set only for model=auto: the member is absent otherwise
         answer["selection"] = choice.selection

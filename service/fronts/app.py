@@ -1,0 +1,110 @@
+"""The ASGI app of a front process: the hot path of POST /classify for tiny images, answered here with
+the service's models over the link; every other request relayed to the service (service/fronts/proxy.py).
+
+Requests answered here are logged here and counted in the service's metrics (over the link); relayed
+ones are logged and counted by the service, which answers them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+
+from starlette.types import Message, Receive, Scope, Send
+
+from service.api.hot_path import HotClassify, Serving, find_route, takes
+from service.api.limits import UploadLimit
+from service.api.routes import classify
+from service.errors import UnknownModel
+from service.fronts.link import ModelLink
+from service.fronts.proxy import forward
+from service.logging import RequestLog, RequestRecord
+from service.registry import ModelEntry, Registry
+from service.settings import Settings
+
+log = logging.getLogger("convzoo.fronts")
+
+
+async def _nothing_more() -> Message:
+    return {"type": "http.disconnect"}
+
+
+class FrontApp:
+    def __init__(self, settings: Settings, registry: Registry, *, link_path: str, http_path: str) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.link_path = link_path
+        self.http_path = http_path
+        self.link = ModelLink(registry)
+        names = {m.name for m in registry.models}
+        # Images are prepared here only when tiny, on the event loop: the pool is never used.
+        self.serving = Serving(
+            self.link, settings, ThreadPoolExecutor(max_workers=1), self._entry, registry.default
+        )
+        hot = HotClassify(
+            self._relay,
+            route=find_route(classify.router.routes),
+            serving=lambda scope: self.serving,
+            hand_on=self._hand_on,
+        )
+        self.hot = RequestLog(
+            UploadLimit(hot, max_bytes=settings.max_upload_bytes),
+            observe=self._observe,
+            known_models=lambda scope: names,
+            default_model=lambda scope, route: registry.default if route == "/classify" else None,
+        )
+
+    def _entry(self, name: str) -> ModelEntry:
+        try:
+            return self.registry.get(name)
+        except ValueError:
+            raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models.") from None
+
+    def _observe(self, record: RequestRecord) -> None:
+        self.link.observe(
+            route=record.route, model=record.model, status=record.status, seconds=record.seconds
+        )
+
+    async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
+        await forward(scope, receive, send, path=self.http_path)
+
+    async def _hand_on(self, scope: Scope, body: bytes, send: Send) -> None:
+        rid = (scope.get("state") or {}).get("request_id")
+        await forward(scope, _nothing_more, send, path=self.http_path, body=body, request_id=rid)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http" and takes(scope) is not None:
+            await self.hot(scope, receive, send)
+        elif scope["type"] == "http":
+            await self._relay(scope, receive, send)
+        else:  # no websocket routes anywhere
+            await send({"type": "websocket.close", "code": 1000})
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self._connect()
+                except OSError as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                self.link.close()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def _connect(self) -> None:
+        # The service opens the link before it starts its fronts; a few tries cover a slow start.
+        for attempt in range(50):
+            try:
+                await self.link.connect(self.link_path)
+                return
+            except OSError:
+                if attempt == 49:
+                    raise
+                await asyncio.sleep(0.1)

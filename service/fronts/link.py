@@ -1,0 +1,124 @@
+"""A front process's side of the link: the models of the service process, as the hot path needs them
+(service/api/classification.py, `Models`), and the front's finished requests for the service's metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+
+import numpy as np
+
+from service import errors
+from service.errors import DeadlineExceeded, NotReady, ServiceError
+from service.fronts import wire
+from service.manager import InferTimings
+from service.registry import Registry
+
+log = logging.getLogger("convzoo.fronts")
+
+# A front's finished requests reach the service's metrics at most this late, in one frame.
+OBSERVE_EVERY_S = 0.05
+
+# The service's errors by name, to raise in the front what the service raised.
+_ERRORS: dict[str, type[ServiceError]] = {
+    cls.__name__: cls
+    for cls in vars(errors).values()
+    if isinstance(cls, type) and issubclass(cls, ServiceError)
+}
+
+
+class _Protocol(asyncio.Protocol):
+    def __init__(self, link: ModelLink) -> None:
+        self.link = link
+        self.reader = wire.Reader()
+
+    def data_received(self, data: bytes) -> None:
+        for f in self.reader.feed(data):
+            self.link.settle(f)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.link.lost()
+
+
+class ModelLink:
+    """The service's models, over the link; labels from the registry, which both processes read."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[tuple[np.ndarray, float, float]]] = {}
+        self._transport: asyncio.Transport | None = None
+        self._writer: wire.Writer | None = None
+        self._observed: list[tuple[str, str, int, float]] = []
+        self.closed = asyncio.Event()
+
+    async def connect(self, path: str) -> None:
+        loop = asyncio.get_running_loop()
+        transport, _ = await loop.create_unix_connection(lambda: _Protocol(self), path)
+        self._transport = transport  # (uvloop's transports are not asyncio.Transport subclasses)
+        self._writer = wire.Writer(transport)
+
+    def close(self) -> None:
+        self._flush_observed()
+        if self._writer is not None:
+            self._writer.flush()
+        if self._transport is not None:
+            self._transport.close()
+
+    def labels(self, name: str) -> list[str]:
+        return self.registry.labels_of(name)
+
+    async def infer(
+        self, name: str, batch: np.ndarray, *, deadline: float
+    ) -> tuple[np.ndarray, InferTimings]:
+        transport, writer = self._transport, self._writer
+        if transport is None or writer is None or transport.is_closing():
+            raise NotReady("The service is restarting or shutting down; retry.", retry_after_s=1)
+        request_id = next(self._ids)
+        future: asyncio.Future[tuple[np.ndarray, float, float]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        remaining = deadline - time.monotonic()
+        try:
+            writer.write(wire.infer(request_id, name, batch, remaining))
+            # The service answers a passed deadline itself; this covers a service that stalls.
+            async with asyncio.timeout(max(remaining, 0.0) + 1.0):
+                logits, queue_ms, inference_ms = await future
+        except TimeoutError:
+            raise DeadlineExceeded("The request's deadline passed before inference completed.") from None
+        finally:
+            self._waiting.pop(request_id, None)
+        return logits, InferTimings(queue_ms=queue_ms, inference_ms=inference_ms, batch_sizes=(len(batch),))
+
+    def observe(self, *, route: str, model: str, status: int, seconds: float) -> None:
+        """A finished request, for the service's metrics: sent with others every OBSERVE_EVERY_S."""
+        if not self._observed:
+            asyncio.get_running_loop().call_later(OBSERVE_EVERY_S, self._flush_observed)
+        self._observed.append((route, model, status, seconds))
+
+    def _flush_observed(self) -> None:
+        observed, self._observed = self._observed, []
+        if observed and self._writer is not None:
+            self._writer.write(wire.json_frame(wire.OBSERVE, 0, {"requests": observed}))
+
+    def settle(self, f: wire.Frame) -> None:
+        future = self._waiting.get(f.id)
+        if future is None or future.done():
+            return  # its request gave up (its client left)
+        if f.kind == wire.RESULT:
+            future.set_result(wire.read_result(f.payload))
+        elif f.kind == wire.ERROR:
+            body = wire.read_json(f.payload)
+            cls = _ERRORS.get(str(body.get("error")), ServiceError)
+            detail, retry = str(body.get("detail")), body.get("retry_after_s")
+            future.set_exception(cls(detail, retry_after_s=retry, extensions=body.get("extensions")))
+
+    def lost(self) -> None:
+        self._transport, self._writer = None, None
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(
+                    NotReady("The service is restarting or shutting down; retry.", retry_after_s=1)
+                )
+        self.closed.set()

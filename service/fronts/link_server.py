@@ -1,0 +1,112 @@
+"""The service's side of the front processes' link: their inference requests into the model manager (so
+batches, queues, deadlines and the memory budget stay one), their finished requests into the metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from pathlib import Path
+from typing import cast
+
+from service import tracing
+from service.errors import ServiceError
+from service.fronts import wire
+from service.services import Services
+
+log = logging.getLogger("convzoo.fronts")
+
+
+def error_frame(request_id: int, exc: ServiceError) -> bytes:
+    body = {
+        "error": type(exc).__name__,
+        "detail": exc.detail,
+        "retry_after_s": exc.retry_after_s,
+        "extensions": exc.extensions,
+    }
+    return wire.json_frame(wire.ERROR, request_id, body)
+
+
+class _Link(asyncio.Protocol):
+    """One front process's connection."""
+
+    def __init__(self, services: Services, tasks: set[asyncio.Task[None]]) -> None:
+        self.services = services
+        self.tasks = tasks
+        self.reader = wire.Reader()
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.transport = None
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            frames = self.reader.feed(data)
+        except ValueError:
+            log.exception("a front process sent a malformed frame; its link is closed")
+            if self.transport is not None:
+                self.transport.close()
+            return
+        for f in frames:
+            if f.kind == wire.INFER:
+                task = asyncio.get_running_loop().create_task(self._infer(f.id, f.payload))
+                self.tasks.add(task)
+                task.add_done_callback(self.tasks.discard)
+            elif f.kind == wire.OBSERVE:
+                self._observe(f.payload)
+
+    def _observe(self, payload: memoryview) -> None:
+        try:
+            r = wire.read_json(payload)
+            self.services.metrics.observe_request(
+                route=str(r["route"]),
+                model=str(r["model"]),
+                status=int(r["status"]),
+                seconds=float(r["seconds"]),
+            )
+        except Exception:
+            log.exception("recording a front process's request metrics failed")
+
+    async def _infer(self, request_id: int, payload: memoryview) -> None:
+        try:
+            name, remaining_s, batch = wire.read_infer(payload)
+            deadline = time.monotonic() + remaining_s
+            logits, timings = await tracing.infer(self.services.manager, name, batch, deadline=deadline)
+            out = wire.result(request_id, logits, timings.queue_ms, timings.inference_ms)
+        except ServiceError as exc:
+            out = error_frame(request_id, exc)
+        except Exception:
+            log.exception("inference for a front process failed")
+            out = error_frame(request_id, ServiceError("An unexpected error occurred."))
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(out)
+
+
+class LinkServer:
+    """A Unix socket at `path` for the front processes, answered on the service's event loop."""
+
+    def __init__(self, services: Services, path: Path) -> None:
+        self.services = services
+        self.path = path
+        self._server: asyncio.AbstractServer | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_unix_server(
+            lambda: _Link(self.services, self._tasks), str(self.path)
+        )
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._server.wait_closed(), 1.0)
+        for task in list(self._tasks):
+            task.cancel()
+        with contextlib.suppress(OSError):
+            self.path.unlink()

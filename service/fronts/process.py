@@ -1,0 +1,150 @@
+"""Starting, watching and stopping the front processes, from the service process.
+
+`python -m service` binds its listening socket with SO_REUSEPORT and plans the fronts (`configure`);
+the app's lifespan then opens the link and starts them (`start`), each binding its own socket to the
+same address, so the kernel spreads connections evenly over the service and its fronts. A front that dies is started again; on
+SIGTERM the fronts are told at once, so they stop accepting while the service drains, and the link
+stays open until they have answered what they hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from service.fronts.link_server import LinkServer
+from service.services import Services
+
+log = logging.getLogger("convzoo.fronts")
+
+RESTART_DELAY_S = 1.0
+
+
+@dataclass(frozen=True)
+class Plan:
+    count: int
+    address: tuple[str, int]  # the service's TCP address: each front listens there too (SO_REUSEPORT)
+    http_path: Path  # the service's own HTTP on a Unix socket: where fronts relay what they do not answer
+    workdir: Path  # a private directory for the link's socket
+
+
+_plan: Plan | None = None
+_running: Fronts | None = None
+
+
+def configure(plan: Plan | None) -> None:
+    global _plan
+    _plan = plan
+
+
+def auto_count() -> int:
+    """One front per core, at most 4; none on one core, where the service alone does everything."""
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        cores = os.cpu_count() or 1
+    return 0 if cores < 2 else min(cores, 4)
+
+
+class Fronts:
+    def __init__(self, plan: Plan, link: LinkServer) -> None:
+        self.plan = plan
+        self.link = link
+        self.processes: list[subprocess.Popen[bytes] | None] = [None] * plan.count
+        self.stopping = False
+        self._watch: asyncio.Task[None] | None = None
+        self.restarts = 0
+
+    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+        cmd = [
+            sys.executable,
+            "-m",
+            "service.fronts",
+            "--host",
+            self.plan.address[0],
+            "--port",
+            str(self.plan.address[1]),
+            "--link",
+            str(self.link.path),
+            "--http",
+            str(self.plan.http_path),
+            "--index",
+            str(index),
+        ]
+        return subprocess.Popen(cmd)
+
+    def start(self) -> None:
+        for i in range(self.plan.count):
+            self.processes[i] = self._spawn(i)
+        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
+        log.info("started %d front process(es): %s", self.plan.count, [p.pid for p in self.processes if p])
+
+    async def _watch_loop(self) -> None:
+        while not self.stopping:
+            await asyncio.sleep(RESTART_DELAY_S)
+            for i, p in enumerate(self.processes):
+                if self.stopping or p is None or p.poll() is None:
+                    continue
+                log.warning(
+                    "front process %d (pid %d) exited with %s; starting it again", i, p.pid, p.returncode
+                )
+                self.restarts += 1
+                self.processes[i] = self._spawn(i)
+
+    def signal(self, sig: int) -> None:
+        """Pass a stop signal on at once: the fronts stop accepting while the service drains."""
+        self.stopping = True
+        for p in self.processes:
+            if p is not None and p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(sig)
+
+    async def stop(self, timeout_s: float) -> None:
+        self.signal(signal.SIGTERM)
+        if self._watch is not None:
+            self._watch.cancel()
+        deadline = time.monotonic() + timeout_s + 2.0  # their own drain, then a little
+        while any(p is not None and p.poll() is None for p in self.processes):
+            if time.monotonic() > deadline:
+                for p in self.processes:
+                    if p is not None and p.poll() is None:
+                        log.warning("front process %d did not stop in time; killed", p.pid)
+                        p.kill()
+                        p.wait()
+                break
+            await asyncio.sleep(0.05)
+        await self.link.stop()
+
+
+async def start(services: Services) -> Fronts | None:
+    """The planned fronts, with their link to `services`; None when `python -m service` planned none."""
+    global _running
+    if _plan is None or _plan.count == 0:
+        return None
+    link = LinkServer(services, _plan.workdir / "link.sock")
+    await link.start()
+    fronts = Fronts(_plan, link)
+    fronts.start()
+    _running = fronts
+    return fronts
+
+
+async def stop(fronts: Fronts | None, timeout_s: float) -> None:
+    global _running
+    if fronts is not None:
+        await fronts.stop(timeout_s)
+        _running = None
+
+
+def signal_running(sig: int) -> None:
+    """From the service's signal handler."""
+    if _running is not None:
+        _running.signal(sig)

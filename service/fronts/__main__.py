@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
+import dataclasses
 import os
 import signal
 import socket
@@ -35,11 +36,14 @@ def main() -> None:
     parser.add_argument("--link", required=True, help="the service's link socket")
     parser.add_argument("--http", required=True, help="the service's HTTP Unix socket")
     parser.add_argument("--index", type=int, default=0)
+    parser.add_argument("--of", type=int, default=1, help="how many fronts share the connection cap")
     args = parser.parse_args()
     _die_with_parent()
     settings = Settings()
     configure_logging(settings.log_level)
-    configure(Limits.from_settings(settings, raise_descriptor_limit()))
+    limits = Limits.from_settings(settings, raise_descriptor_limit())
+    # CONVZOO_MAX_CONNECTIONS bounds the service's connections in all: each front takes its share.
+    configure(dataclasses.replace(limits, max_connections=max(1, limits.max_connections // args.of)))
     app = FrontApp(settings, load_registry(settings.registry_path), link_path=args.link, http_path=args.http)
     config = uvicorn.Config(
         app,

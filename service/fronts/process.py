@@ -45,13 +45,23 @@ def configure(plan: Plan | None) -> None:
     _plan = plan
 
 
-def auto_count() -> int:
-    """One front per core, at most 4; none on one core, where the service alone does everything."""
+def cores() -> float:
+    """The CPUs this process may use: its affinity, and its cgroup's CPU quota (a container's limit)."""
     try:
-        cores = len(os.sched_getaffinity(0))
+        count: float = len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
-        cores = os.cpu_count() or 1
-    return 0 if cores < 2 else min(cores, 4)
+        count = os.cpu_count() or 1
+    with contextlib.suppress(OSError, ValueError):
+        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
+        if quota != "max":
+            count = min(count, int(quota) / int(period))
+    return count
+
+
+def auto_count() -> int:
+    """One front per core, at most 4; none below two cores, where the service alone does everything."""
+    available = cores()
+    return 0 if available < 2 else min(int(available), 4)
 
 
 class Fronts:
@@ -78,6 +88,8 @@ class Fronts:
             str(self.plan.http_path),
             "--index",
             str(index),
+            "--of",
+            str(self.plan.count),
         ]
         return subprocess.Popen(cmd)
 

@@ -27,6 +27,8 @@ _HOP = {
     b"transfer-encoding",
     b"upgrade",
 }
+# Response headers the front's own server writes: relayed, they would appear twice.
+_OWN = {b"date", b"server"}
 _READ = 64 * 1024
 
 
@@ -68,7 +70,7 @@ class _Response:
 
     def on_header(self, name: bytes, value: bytes) -> None:
         lowered = name.lower()
-        if lowered not in _HOP:
+        if lowered not in _HOP and lowered not in _OWN:
             self.headers.append((lowered, value))
 
     def on_headers_complete(self) -> None:

@@ -3,6 +3,7 @@ committed zoo), plus a slow model and helpers that read a process's RSS, descrip
 
 from __future__ import annotations
 
+import contextlib
 import socket
 from pathlib import Path
 
@@ -60,6 +61,28 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+def children(pid: int) -> list[int]:
+    """The processes `pid` started (a service's fronts and decoding workers), from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:  # fields[1]: the parent
+            found.append(int(stat.parent.name))
+    return found
+
+
+def server_rss(server: Server) -> int:
+    """Resident set size of the service and every process it started."""
+    total = 0
+    for pid in [server.process.pid, *children(server.process.pid)]:
+        with contextlib.suppress(OSError, AssertionError):  # gone meanwhile
+            total += rss_bytes(pid)
+    return total
 
 
 def open_fds(pid: int) -> int:

@@ -81,10 +81,16 @@ def main() -> None:
     try:
         address = _reserve_tcp(settings.host, settings.port)
         http_path = workdir / "http.sock"
-        front_processes.configure(front_processes.Plan(fronts, address.getsockname()[:2], http_path, workdir))
+        plan = front_processes.Plan(fronts, address.getsockname()[:2], http_path, workdir)
         config = uvicorn.Config("service.main:create_app", factory=True, **common)
-        # The clients' HTTP goes to the fronts; the service answers what they relay, on a Unix socket.
-        _Server(config).run(sockets=[_listen_unix(http_path)])
+        listening = _listen_unix(http_path)
+        spawned = front_processes.plan(plan)  # they import and start up while the service does
+        try:
+            # The clients' HTTP goes to the fronts; the service answers what they relay, on a Unix socket.
+            _Server(config).run(sockets=[listening])
+        finally:
+            if spawned is not None:
+                spawned.kill()  # only those still running: the lifespan stopped them unless it failed
         address.close()
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

@@ -12,6 +12,7 @@ import socket
 
 import uvicorn
 
+from service import tracing
 from service.connections import GuardedHttpToolsProtocol, Limits, configure, raise_descriptor_limit
 from service.fronts.app import FrontApp
 from service.logging import configure_logging
@@ -44,6 +45,8 @@ def main() -> None:
     limits = Limits.from_settings(settings, raise_descriptor_limit())
     # CONVZOO_MAX_CONNECTIONS bounds the service's connections in all: each front takes its share.
     configure(dataclasses.replace(limits, max_connections=max(1, limits.max_connections // args.of)))
+    if settings.otlp_endpoint is not None:
+        tracing.enable_otlp(settings.otlp_endpoint)
     app = FrontApp(settings, load_registry(settings.registry_path), link_path=args.link, http_path=args.http)
     config = uvicorn.Config(
         app,

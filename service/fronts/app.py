@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
-from starlette.types import Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from service import tracing
 from service.api.hot_path import HotClassify, Serving, find_route, takes
 from service.api.limits import UploadLimit
 from service.api.routes import classify
@@ -24,6 +26,8 @@ from service.registry import ModelEntry, Registry
 from service.settings import Settings
 
 log = logging.getLogger("convzoo.fronts")
+
+LINK_WAIT_S = 120.0  # a service whose start-up takes longer gets its fronts started again by its watch
 
 
 async def _nothing_more() -> Message:
@@ -48,12 +52,14 @@ class FrontApp:
             serving=lambda scope: self.serving,
             hand_on=self._hand_on,
         )
-        self.hot = RequestLog(
+        self.hot: ASGIApp = RequestLog(
             UploadLimit(hot, max_bytes=settings.max_upload_bytes),
             observe=self._observe,
             known_models=lambda scope: names,
             default_model=lambda scope, route: registry.default if route == "/classify" else None,
         )
+        if tracing.enabled():  # the span of a request answered here; relayed ones get the service's
+            self.hot = cast(ASGIApp, tracing.TraceRequests(self.hot))
 
     def _entry(self, name: str) -> ModelEntry:
         try:
@@ -99,12 +105,14 @@ class FrontApp:
                 return
 
     async def _connect(self) -> None:
-        # The service opens the link before it starts its fronts; a few tries cover a slow start.
-        for attempt in range(50):
+        # Fronts start beside the service: the link opens once the service's lifespan has built its models'
+        # manager. Until then the front does not listen.
+        deadline = asyncio.get_running_loop().time() + LINK_WAIT_S
+        while True:
             try:
                 await self.link.connect(self.link_path)
                 return
             except OSError:
-                if attempt == 49:
+                if asyncio.get_running_loop().time() > deadline:
                     raise
-                await asyncio.sleep(0.1)
+                await asyncio.sleep(0.02)

@@ -39,6 +39,7 @@ class _Link(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not a subclass
+        self.writer = wire.Writer(self.transport)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
@@ -61,13 +62,10 @@ class _Link(asyncio.Protocol):
 
     def _observe(self, payload: memoryview) -> None:
         try:
-            r = wire.read_json(payload)
-            self.services.metrics.observe_request(
-                route=str(r["route"]),
-                model=str(r["model"]),
-                status=int(r["status"]),
-                seconds=float(r["seconds"]),
-            )
+            for route, model, status, seconds in wire.read_json(payload)["requests"]:
+                self.services.metrics.observe_request(
+                    route=str(route), model=str(model), status=int(status), seconds=float(seconds)
+                )
         except Exception:
             log.exception("recording a front process's request metrics failed")
 
@@ -82,8 +80,8 @@ class _Link(asyncio.Protocol):
         except Exception:
             log.exception("inference for a front process failed")
             out = error_frame(request_id, ServiceError("An unexpected error occurred."))
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(out)
+        if self.transport is not None:
+            self.writer.write(out)
 
 
 class LinkServer:

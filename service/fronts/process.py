@@ -1,8 +1,8 @@
 """Starting, watching and stopping the front processes, from the service process.
 
-`python -m service` binds its listening socket with SO_REUSEPORT and plans the fronts (`configure`);
-the app's lifespan then opens the link and starts them (`start`), each binding its own socket to the
-same address, so the kernel spreads connections evenly over the service and its fronts. A front that dies is started again; on
+`python -m service` reserves its address (SO_REUSEPORT) and spawns the fronts (`plan`) before the app
+starts; the app's lifespan opens the link (`start`); each front then binds its own socket to that
+address, so the kernel spreads the connections evenly over the fronts. A front that dies is started again; on
 SIGTERM the fronts are told at once, so they stop accepting while the service drains, and the link
 stays open until they have answered what they hold.
 """
@@ -36,13 +36,7 @@ class Plan:
     workdir: Path  # a private directory for the link's socket
 
 
-_plan: Plan | None = None
 _running: Fronts | None = None
-
-
-def configure(plan: Plan | None) -> None:
-    global _plan
-    _plan = plan
 
 
 def cores() -> float:
@@ -65,9 +59,13 @@ def auto_count() -> int:
 
 
 class Fronts:
-    def __init__(self, plan: Plan, link: LinkServer) -> None:
+    """The front processes of one service: spawned by `python -m service` before the app starts, so that
+    they start up beside it; linked to the service's models once its lifespan has built them."""
+
+    def __init__(self, plan: Plan) -> None:
         self.plan = plan
-        self.link = link
+        self.link_path = plan.workdir / "link.sock"
+        self.link: LinkServer | None = None
         self.processes: list[subprocess.Popen[bytes] | None] = [None] * plan.count
         self.stopping = False
         self._watch: asyncio.Task[None] | None = None
@@ -83,7 +81,7 @@ class Fronts:
             "--port",
             str(self.plan.address[1]),
             "--link",
-            str(self.link.path),
+            str(self.link_path),
             "--http",
             str(self.plan.http_path),
             "--index",
@@ -93,11 +91,17 @@ class Fronts:
         ]
         return subprocess.Popen(cmd)
 
-    def start(self) -> None:
+    def spawn(self) -> None:
+        """Start every front; each listens once it has reached the link (`attach`)."""
         for i in range(self.plan.count):
             self.processes[i] = self._spawn(i)
-        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
         log.info("started %d front process(es): %s", self.plan.count, [p.pid for p in self.processes if p])
+
+    async def attach(self, services: Services) -> None:
+        """Open the link to `services` and watch the fronts from now on."""
+        self.link = LinkServer(services, self.link_path)
+        await self.link.start()
+        self._watch = asyncio.get_running_loop().create_task(self._watch_loop())
 
     async def _watch_loop(self) -> None:
         while not self.stopping:
@@ -126,34 +130,40 @@ class Fronts:
         deadline = time.monotonic() + timeout_s + 2.0  # their own drain, then a little
         while any(p is not None and p.poll() is None for p in self.processes):
             if time.monotonic() > deadline:
-                for p in self.processes:
-                    if p is not None and p.poll() is None:
-                        log.warning("front process %d did not stop in time; killed", p.pid)
-                        p.kill()
-                        p.wait()
+                self.kill()
                 break
             await asyncio.sleep(0.05)
-        await self.link.stop()
+        if self.link is not None:
+            await self.link.stop()
+
+    def kill(self) -> None:
+        for p in self.processes:
+            if p is not None and p.poll() is None:
+                log.warning("front process %d did not stop in time; killed", p.pid)
+                p.kill()
+                p.wait()
+
+
+def plan(fronts: Plan | None) -> Fronts | None:
+    """From `python -m service`: spawn the planned fronts now; the app's lifespan links them."""
+    global _running
+    _running = Fronts(fronts) if fronts is not None and fronts.count > 0 else None
+    if _running is not None:
+        _running.spawn()
+    return _running
 
 
 async def start(services: Services) -> Fronts | None:
-    """The planned fronts, with their link to `services`; None when `python -m service` planned none."""
-    global _running
-    if _plan is None or _plan.count == 0:
+    """Link the spawned fronts to `services`; None when `python -m service` planned none."""
+    if _running is None or _running.link is not None:  # none, or an app already linked them
         return None
-    link = LinkServer(services, _plan.workdir / "link.sock")
-    await link.start()
-    fronts = Fronts(_plan, link)
-    fronts.start()
-    _running = fronts
-    return fronts
+    await _running.attach(services)
+    return _running
 
 
 async def stop(fronts: Fronts | None, timeout_s: float) -> None:
-    global _running
     if fronts is not None:
         await fronts.stop(timeout_s)
-        _running = None
 
 
 def signal_running(sig: int) -> None:

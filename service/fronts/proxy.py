@@ -38,8 +38,10 @@ def _head(scope: Scope, body_length: int | None, request_id: str | None) -> byte
         target += b"?" + scope["query_string"]
     lines = [b"%s %s HTTP/1.1" % (scope["method"].encode(), target)]
     for name, value in scope["headers"]:
-        if name in _HOP or name == b"content-length" or name == REQUEST_ID_HEADER.lower().encode():
+        if name in _HOP or name == b"content-length":
             continue
+        if request_id is not None and name == REQUEST_ID_HEADER.lower().encode():
+            continue  # the front's id for this request replaces the client's (which it kept if valid)
         lines.append(name + b": " + value)
     if request_id is not None:
         lines.append(REQUEST_ID_HEADER.encode() + b": " + request_id.encode())

@@ -1,0 +1,238 @@
+"""Front processes (service/fronts/): the service with two fronts answers every kind of request as the
+service alone does, counts the fronts' requests in its metrics, and outlives a front that dies.
+
+Real `python -m service` processes: the fronts listen on the service's port, the models stay in the
+service process.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.live import Server, start_service, stop_service
+from tests.security.conftest import children
+from tests.service.conftest import FashionSample, Zoo, encode
+
+
+@pytest.fixture(scope="module")
+def pair(source_zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Server, Server]]:
+    """The service alone, and the service with two fronts, on the same zoo."""
+    logs = tmp_path_factory.mktemp("fronts")
+    started = []
+    try:
+        for fronts in ("0", "2"):
+            started.append(
+                start_service(
+                    registry_path=source_zoo.registry_path,
+                    models_dir=source_zoo.models_dir,
+                    log_path=logs / f"fronts-{fronts}.log",
+                    env={"CONVZOO_FRONT_PROCESSES": fronts},
+                )
+            )
+        yield started[0], started[1]
+    finally:
+        for server in started:
+            stop_service(server)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"  # a zombie has exited: only its parent has not read its status yet
+
+
+def _fronts(server: Server) -> list[int]:
+    pids = []
+    for pid in children(server.process.pid):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if b"service.fronts" in cmdline and _alive(pid):
+            pids.append(pid)
+    return pids
+
+
+def _volatile_free(value: Any) -> Any:
+    """A body without what differs from one process to another: timings, latencies, ids, uptimes."""
+    if isinstance(value, dict):
+        return {
+            k: _volatile_free(v)
+            for k, v in value.items()
+            if not any(
+                word in k for word in ("timing", "latency", "ms", "_s", "seconds", "id", "calibration")
+            )
+        }
+    if isinstance(value, list):
+        return [_volatile_free(v) for v in value]
+    return value
+
+
+def _requests(fashion: FashionSample, default: str) -> list[tuple[str, str, dict[str, Any]]]:
+    png = fashion.png(0)
+    photo = Image.fromarray(np.dstack([fashion.images[3]] * 3)).resize((600, 400))
+    big = encode(photo, "PNG")  # over the tiny-image limit: relayed to the service with its body
+    multipart = {
+        "files": [("file", ("a.png", png, "image/png")), ("file", ("b.png", fashion.png(1), "image/png"))]
+    }
+    v2 = {
+        "inputs": [
+            {"name": "input", "shape": [1, 1, 28, 28], "datatype": "FP32", "data": [0.0] * 784},
+        ]
+    }
+    return [
+        ("POST", "/classify", {"content": png, "headers": {"content-type": "image/png"}}),
+        ("POST", "/classify?top_k=3", {"content": big, "headers": {"content-type": "image/png"}}),
+        ("POST", "/classify?model=nope", {"content": png, "headers": {"content-type": "image/png"}}),
+        ("POST", "/classify", {"content": b"junk", "headers": {"content-type": "image/png"}}),
+        ("POST", "/classify", {"content": png, "headers": {"content-type": "text/plain"}}),
+        ("POST", "/classify?top_k=2", multipart),
+        ("POST", "/classify?model=auto&dataset=fashion-mnist", multipart),
+        ("POST", "/compare?models=" + default, {"content": png, "headers": {"content-type": "image/png"}}),
+        ("GET", "/health/live", {}),
+        ("GET", "/health/ready", {}),
+        ("GET", "/models", {}),
+        ("GET", f"/models/{default}", {}),
+        ("GET", "/models/nope", {}),
+        ("GET", "/nowhere", {}),
+        ("DELETE", "/models", {}),
+        ("HEAD", "/health/live", {}),
+        ("GET", "/v2", {}),
+        ("GET", f"/v2/models/{default}", {}),
+        ("POST", f"/v2/models/{default}/infer", {"json": v2}),
+        ("GET", "/openapi.json", {}),
+        ("GET", "/", {}),
+    ]
+
+
+def _comparable(r: httpx.Response) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "status": r.status_code,
+        "content-type": r.headers.get("content-type"),
+        "retry-after": r.headers.get("retry-after"),
+        "request-id": bool(r.headers.get("x-request-id")),
+    }
+    if "json" in (r.headers.get("content-type") or "") and r.content:
+        body = r.json()
+        # Each server's own state (what is loaded, measured, counted) differs; the catalogue must not.
+        if r.status_code == 200 and r.request.url.path == "/models":
+            body = sorted(m["name"] for m in body["models"])
+        elif r.status_code == 200 and r.request.url.path.startswith("/models/"):
+            body = {"name": body["name"], "members": sorted(body)}
+        out["body"] = _volatile_free(body)
+    else:
+        out["length"] = len(r.content)
+    return out
+
+
+def test_every_kind_of_request_is_answered_through_a_front_as_by_the_service(
+    pair: tuple[Server, Server], fashion: FashionSample, source_zoo: Zoo
+) -> None:
+    alone, fronted = pair
+    assert len(_fronts(fronted)) == 2 and _fronts(alone) == []
+    mismatches = []
+    for method, path, kwargs in _requests(fashion, source_zoo.registry.default):
+        answers = []
+        for server in (alone, fronted):
+            # a new connection each time: the kernel spreads them over the fronts
+            with httpx.Client(base_url=server.url, timeout=30) as client:
+                answers.append(_comparable(client.request(method, path, **kwargs)))
+        if answers[0] != answers[1]:
+            mismatches.append((method, path, answers))
+    assert not mismatches, mismatches
+
+
+def test_the_fronts_requests_are_counted_in_the_services_metrics(
+    pair: tuple[Server, Server], fashion: FashionSample, source_zoo: Zoo
+) -> None:
+    _, fronted = pair
+    model = source_zoo.registry.default
+    series = f'convzoo_requests_total{{model="{model}",route="/classify",status="200"}}'
+
+    def count() -> float:
+        text = httpx.get(fronted.url + "/metrics", timeout=10).text
+        lines = [line for line in text.splitlines() if line.startswith(series)]
+        return float(lines[0].split()[-1]) if lines else 0.0
+
+    before = count()
+    for _ in range(20):  # new connections: both fronts answer some
+        r = httpx.post(
+            fronted.url + "/classify",
+            content=fashion.png(0),
+            headers={"content-type": "image/png"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+    deadline = time.monotonic() + 5
+    while count() - before < 20 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert count() - before == 20
+
+
+def test_a_front_that_dies_is_started_again(source_zoo: Zoo, fashion: FashionSample, tmp_path: Any) -> None:
+    server = start_service(
+        registry_path=source_zoo.registry_path,
+        models_dir=source_zoo.models_dir,
+        log_path=tmp_path / "server.log",
+        env={"CONVZOO_FRONT_PROCESSES": "2"},
+    )
+    try:
+        first = _fronts(server)
+        assert len(first) == 2
+        os.kill(first[0], signal.SIGKILL)
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and (len(_fronts(server)) < 2 or first[0] in _fronts(server)):
+            time.sleep(0.1)
+        assert len(_fronts(server)) == 2 and first[0] not in _fronts(server), server.log()
+        time.sleep(1.5)  # the new front's start-up
+        for _ in range(10):
+            r = httpx.post(
+                server.url + "/classify",
+                content=fashion.png(0),
+                headers={"content-type": "image/png"},
+                timeout=10,
+            )
+            assert r.status_code == 200, r.text
+        assert "starting it again" in server.log()
+        running = _fronts(server)
+    finally:
+        stop_service(server)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(pid) for pid in running):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in running)  # none left behind
+
+
+def test_sigterm_stops_the_fronts_with_the_service(source_zoo: Zoo, tmp_path: Any) -> None:
+    server = start_service(
+        registry_path=source_zoo.registry_path,
+        models_dir=source_zoo.models_dir,
+        log_path=tmp_path / "server.log",
+        env={"CONVZOO_FRONT_PROCESSES": "2"},
+    )
+    fronts = _fronts(server)
+    assert len(fronts) == 2
+    server.process.send_signal(signal.SIGTERM)
+    assert server.process.wait(20) in (0, -signal.SIGTERM)
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(_alive(pid) for pid in fronts):
+        time.sleep(0.05)
+    assert not any(_alive(pid) for pid in fronts)
+
+
+def test_the_default_plans_a_front_per_core() -> None:
+    from service.fronts.process import auto_count, cores
+
+    assert auto_count() == (0 if cores() < 2 else min(int(cores()), 4))

@@ -140,6 +140,8 @@ class HotClassify:
         query = takes(scope)
         serving = self.serving(scope) if query is not None else None
         if query is None or serving is None:
+            if self.hand_on is not None:  # not answered here: the service that answers logs it
+                scope.setdefault("state", {})[HANDED_ON] = True
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

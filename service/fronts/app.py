@@ -15,7 +15,7 @@ from typing import cast
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import tracing
-from service.api.hot_path import HotClassify, Serving, find_route, takes
+from service.api.hot_path import PATH, HotClassify, Serving, find_route
 from service.api.limits import UploadLimit
 from service.api.routes import classify
 from service.errors import UnknownModel
@@ -73,7 +73,9 @@ class FrontApp:
         )
 
     async def _relay(self, scope: Scope, receive: Receive, send: Send) -> None:
-        await forward(scope, receive, send, path=self.http_path)
+        # A request the front's request log has seen carries its id on, so that both name it alike.
+        rid = (scope.get("state") or {}).get("request_id")
+        await forward(scope, receive, send, path=self.http_path, request_id=rid)
 
     async def _hand_on(self, scope: Scope, body: bytes, send: Send) -> None:
         rid = (scope.get("state") or {}).get("request_id")
@@ -82,8 +84,8 @@ class FrontApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
-        elif scope["type"] == "http" and takes(scope) is not None:
-            await self.hot(scope, receive, send)
+        elif scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
+            await self.hot(scope, receive, send)  # it relays what it does not answer
         elif scope["type"] == "http":
             await self._relay(scope, receive, send)
         else:  # no websocket routes anywhere

@@ -6,9 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import struct
 import time
 from pathlib import Path
 from typing import cast
+
+import numpy as np
 
 from service import tracing
 from service.errors import ServiceError
@@ -52,13 +55,23 @@ class _Link(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
+        groups: dict[str, list[tuple[int, float, np.ndarray]]] = {}
         for f in frames:
             if f.kind == wire.INFER:
-                task = asyncio.get_running_loop().create_task(self._infer(f.id, f.payload))
-                self.tasks.add(task)
-                task.add_done_callback(self.tasks.discard)
+                try:
+                    name, remaining_s, batch = wire.read_infer(f.payload)
+                except (ValueError, UnicodeDecodeError, IndexError, struct.error):
+                    log.exception("a front process sent a malformed request")
+                    self.writer.write(error_frame(f.id, ServiceError("A malformed request.")))
+                    continue
+                groups.setdefault(name, []).append((f.id, remaining_s, batch))
             elif f.kind == wire.OBSERVE:
                 self._observe(f.payload)
+        # The requests of one read go to their model's batcher together: one wait, not one per request.
+        for name, requests in groups.items():
+            task = asyncio.get_running_loop().create_task(self._infer(name, requests))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
 
     def _observe(self, payload: memoryview) -> None:
         try:
@@ -69,19 +82,23 @@ class _Link(asyncio.Protocol):
         except Exception:
             log.exception("recording a front process's request metrics failed")
 
-    async def _infer(self, request_id: int, payload: memoryview) -> None:
+    async def _infer(self, name: str, requests: list[tuple[int, float, np.ndarray]]) -> None:
         try:
-            name, remaining_s, batch = wire.read_infer(payload)
-            deadline = time.monotonic() + remaining_s
+            batch = requests[0][2] if len(requests) == 1 else np.concatenate([r[2] for r in requests])
+            deadline = time.monotonic() + min(r[1] for r in requests)
             logits, timings = await tracing.infer(self.services.manager, name, batch, deadline=deadline)
-            out = wire.result(request_id, logits, timings.queue_ms, timings.inference_ms)
+            at = 0
+            for request_id, _, part in requests:
+                rows = logits[at : at + len(part)]
+                at += len(part)
+                self.writer.write(wire.result(request_id, rows, timings.queue_ms, timings.inference_ms))
         except ServiceError as exc:
-            out = error_frame(request_id, exc)
+            for request_id, _, _ in requests:
+                self.writer.write(error_frame(request_id, exc))
         except Exception:
             log.exception("inference for a front process failed")
-            out = error_frame(request_id, ServiceError("An unexpected error occurred."))
-        if self.transport is not None:
-            self.writer.write(out)
+            for request_id, _, _ in requests:
+                self.writer.write(error_frame(request_id, ServiceError("An unexpected error occurred.")))
 
 
 class LinkServer:

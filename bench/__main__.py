@@ -26,6 +26,7 @@ from bench.load import Body
 from bench.peers import PEERS, Peer, by_key
 from bench.peers import report as peer_report
 from bench.peers import run as peer_run
+from service.fronts.process import auto_count
 from service.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,6 +62,7 @@ def defaults() -> dict[str, Any]:
     fields = Settings.model_fields
     names = [
         "workers",
+        "front_processes",
         "intra_op_threads",
         "inference_threads",
         "intra_op_spinning",
@@ -71,7 +73,10 @@ def defaults() -> dict[str, Any]:
         "max_queue_size",
         "log_level",
     ]
-    return {n: fields[n].default for n in names if n in fields}
+    found = {n: fields[n].default for n in names if n in fields}
+    if found.get("front_processes") is None:  # the default: one per core
+        found["front_processes"] = auto_count()
+    return found
 
 
 class Bench:

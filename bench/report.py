@@ -83,6 +83,7 @@ class Host(_Result):
 
 class ServerSettings(_Result):
     workers: int = 1
+    front_processes: int = 0  # resolved: the default's count on the bench's host
     intra_op_threads: int
     inference_threads: int
     intra_op_spinning: bool = False
@@ -248,7 +249,8 @@ def markdown(r: Run) -> str:
         ),
         "",
         (
-            f"Server settings (the service defaults): {s.workers} process(es), intra-op threads "
+            f"Server settings (the service defaults): {s.workers} process(es) holding the models, "
+            f"{s.front_processes} front process(es) taking the connections (docs/architecture.md), intra-op threads "
             f"{s.intra_op_threads or 'one per core (0)'}, {s.inference_threads} inference thread(s) per model, "
             f"ONNX Runtime spinning {'on' if s.intra_op_spinning else 'off'}, "
             f"{s.preprocess_threads} preprocess threads, max batch {s.max_batch_size}, queue delay "

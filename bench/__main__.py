@@ -54,7 +54,7 @@ LAYOUTS = [
     Layout("1 process, 2 inference threads x 1 thread", 1, 1, inference_threads=2),
     Layout("1 process, 2 inference threads x 2 threads", 1, 2, inference_threads=2),
     Layout("1 process x 2 threads, 1 inference thread, queue delay 0", 1, 2, max_queue_delay_us=0),
-    Layout("1 process x 2 threads, 1 inference thread, batch when idle", 1, 2, batch_when_idle=True),
+    Layout("1 process x 2 threads, 1 inference thread, batch by delay only", 1, 2, batch_when_idle=False),
 ]
 
 

@@ -51,7 +51,7 @@ class Settings(BaseSettings):
     max_queue_size: int = Field(default=256, ge=1)
     inference_threads: int = Field(default=1, ge=1)  # per model; docs/worker-model.md
     # cut a batch at once while no batch of the model runs; the delay applies only while one does
-    batch_when_idle: bool = False
+    batch_when_idle: bool = True
 
     # Process
     workers: int = Field(default=1, ge=1)  # uvicorn worker processes; docs/worker-model.md

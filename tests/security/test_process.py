@@ -57,6 +57,7 @@ def test_sigterm_with_16_requests_in_flight(zoo: Zoo, serve: ServeFactory, fashi
     server: Server = serve(
         zoo,
         CONVZOO_MAX_QUEUE_DELAY_US="2500000",
+        CONVZOO_BATCH_WHEN_IDLE="false",  # the first one too
         CONVZOO_MAX_BATCH_SIZE="64",
         CONVZOO_GRACEFUL_SHUTDOWN_S=str(grace),
     )
@@ -118,7 +119,9 @@ def _head(content_type: bytes, length: int) -> bytes:
 def test_clients_disconnecting_mid_upload_or_mid_inference_leak_nothing(
     zoo: Zoo, serve: ServeFactory, fashion: FashionSample
 ) -> None:
-    server: Server = serve(zoo, CONVZOO_MAX_QUEUE_DELAY_US="300000", CONVZOO_MAX_BATCH_SIZE="64")
+    server: Server = serve(
+        zoo, CONVZOO_MAX_QUEUE_DELAY_US="300000", CONVZOO_BATCH_WHEN_IDLE="false", CONVZOO_MAX_BATCH_SIZE="64"
+    )
     pid = server.process.pid
     content_type, body = _multipart(fashion.png(0))
 

@@ -130,6 +130,9 @@ def settings_for(zoo: Zoo, **overrides: Any) -> Settings:
         "calibration_s": 0.02,
         "max_queue_delay_us": 500,
         "background_calibration": False,  # on where a test is about it
+        # batches form by the delay, as the batching tests (queues filling, concurrent requests sharing a
+        # batch, a failing batch) need; the default (cut at once when idle) is the batcher's own tests'
+        "batch_when_idle": False,
     }
     values.update(overrides)
     return Settings(**values)

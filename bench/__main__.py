@@ -45,6 +45,7 @@ class Layout:
     spinning: bool = False
     max_queue_delay_us: int | None = None  # None: the default
     batch_when_idle: bool | None = None  # None: the default
+    front_processes: int | None = None  # None: the default
 
 
 LAYOUTS = [
@@ -116,6 +117,8 @@ class Bench:
                 env["CONVZOO_MAX_QUEUE_DELAY_US"] = str(layout.max_queue_delay_us)
             if layout.batch_when_idle is not None:
                 env["CONVZOO_BATCH_WHEN_IDLE"] = str(layout.batch_when_idle).lower()
+            if layout.front_processes is not None:
+                env["CONVZOO_FRONT_PROCESSES"] = str(layout.front_processes)
         if not batching:
             env["CONVZOO_MAX_BATCH_SIZE"] = "1"
         return env

@@ -38,8 +38,8 @@ def _head(scope: Scope, body_length: int | None, request_id: str | None) -> byte
         target += b"?" + scope["query_string"]
     lines = [b"%s %s HTTP/1.1" % (scope["method"].encode(), target)]
     for name, value in scope["headers"]:
-        if name in _HOP or name == b"content-length":
-            continue
+        if name in _HOP or name in (b"content-length", b"expect"):
+            continue  # the body is sent at once: no 100 Continue to wait for, nor to relay
         if request_id is not None and name == REQUEST_ID_HEADER.lower().encode():
             continue  # the front's id for this request replaces the client's (which it kept if valid)
         lines.append(name + b": " + value)

@@ -95,6 +95,11 @@ def _requests(fashion: FashionSample, default: str) -> list[tuple[str, str, dict
     return [
         ("POST", "/classify", {"content": png, "headers": {"content-type": "image/png"}}),
         ("POST", "/classify?top_k=3", {"content": big, "headers": {"content-type": "image/png"}}),
+        (
+            "POST",
+            "/classify",
+            {"content": big, "headers": {"content-type": "image/png", "expect": "100-continue"}},
+        ),
         ("POST", "/classify?model=nope", {"content": png, "headers": {"content-type": "image/png"}}),
         ("POST", "/classify", {"content": b"junk", "headers": {"content-type": "image/png"}}),
         ("POST", "/classify", {"content": png, "headers": {"content-type": "text/plain"}}),

@@ -10,16 +10,20 @@ import socket
 import tempfile
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import uvicorn
 
-from service.connections import GuardedHttpToolsProtocol, Limits, configure, raise_descriptor_limit
+from service.connections import (
+    BACKLOG,
+    Limits,
+    configure,
+    raise_descriptor_limit,
+    server_options,
+    shared_port,
+)
 from service.fronts import process as front_processes
 from service.logging import configure_logging
 from service.settings import Settings, unknown_variables
-
-BACKLOG = 2048  # uvicorn's
 
 
 class _Server(uvicorn.Server):
@@ -28,18 +32,6 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         front_processes.signal_running(signal.SIGTERM if sig == signal.SIGINT else sig)
         super().handle_exit(sig, frame)
-
-
-def _reserve_tcp(host: str, port: int) -> socket.socket:
-    """The service's address, bound but not listened on: the fronts listen there (each its own socket,
-    SO_REUSEPORT, so that the kernel spreads connections evenly over them); binding it here first makes
-    an address in use fail the start at once."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind((host, port))
-    return sock
 
 
 def _listen_unix(path: Path) -> socket.socket:
@@ -58,12 +50,7 @@ def main() -> None:
         )
     limits = Limits.from_settings(settings, raise_descriptor_limit())
     configure(limits)
-    common: dict[str, Any] = {
-        "log_level": settings.log_level,
-        "timeout_graceful_shutdown": int(settings.graceful_shutdown_s),
-        "http": GuardedHttpToolsProtocol,  # the limits of service/connections.py
-        "timeout_keep_alive": settings.keep_alive_s,  # a float works: call_later
-    }
+    common = server_options(settings)
     fronts = (
         settings.front_processes if settings.front_processes is not None else front_processes.auto_count()
     )
@@ -79,7 +66,9 @@ def main() -> None:
         return
     workdir = Path(tempfile.mkdtemp(prefix="convzoo-"))  # 0700: the Unix sockets are this user's only
     try:
-        address = _reserve_tcp(settings.host, settings.port)
+        # The service's address, bound but not listened on: the fronts listen there; binding it here
+        # first makes an address in use fail the start at once.
+        address = shared_port(settings.host, settings.port)
         http_path = workdir / "http.sock"
         plan = front_processes.Plan(fronts, address.getsockname()[:2], http_path, workdir)
         config = uvicorn.Config("service.main:create_app", factory=True, **common)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import resource
+import socket
 from dataclasses import dataclass
+from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
@@ -20,6 +22,7 @@ from service.settings import Settings
 
 log = logging.getLogger("convzoo.connections")
 
+BACKLOG = 2048  # uvicorn's, for every listening socket of the service and its fronts
 RESERVED_DESCRIPTORS = 128  # model files, logs, pipes to worker processes, sockets the service opens
 
 
@@ -31,13 +34,36 @@ class Limits:
     max_connections: int
 
     @classmethod
-    def from_settings(cls, settings: Settings, descriptors: int) -> Limits:
+    def from_settings(cls, settings: Settings, descriptors: int, *, share: int = 1) -> Limits:
+        """The limits of one process; `share`: how many processes serve the connections, each taking an
+        equal part of CONVZOO_MAX_CONNECTIONS (front processes)."""
+        cap = max(1, min(settings.max_connections, descriptors - RESERVED_DESCRIPTORS))
         return cls(
             header_timeout_s=settings.header_timeout_s,
             body_timeout_s=settings.body_timeout_s,
             max_header_bytes=settings.max_header_bytes,
-            max_connections=max(1, min(settings.max_connections, descriptors - RESERVED_DESCRIPTORS)),
+            max_connections=max(1, cap // share),
         )
+
+
+def server_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's options for every process of the service that serves HTTP: the guarded protocol."""
+    return {
+        "log_level": settings.log_level,
+        "timeout_graceful_shutdown": int(settings.graceful_shutdown_s),
+        "http": GuardedHttpToolsProtocol,  # the limits below
+        "timeout_keep_alive": settings.keep_alive_s,  # a float works: call_later
+    }
+
+
+def shared_port(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to (host, port) with SO_REUSEPORT, not listening yet: every process that binds
+    one to the same address and listens gets an even share of the connections from the kernel."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, port))
+    return sock
 
 
 def raise_descriptor_limit() -> int:

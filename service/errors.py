@@ -167,6 +167,26 @@ def reply_of(exc: ServiceError) -> ErrorReply:
     )
 
 
+def logged_reply(exc: ServiceError, path: str) -> ErrorReply:
+    """The reply to `exc` on `path`; a failure of the service (5xx, but 503) is logged as an error."""
+    reply = reply_of(exc)
+    if reply.status >= 500 and reply.status != 503:
+        log.error("%s on %s: %s", type(exc).__name__, path, exc.detail)
+    return reply
+
+
+# The client left before its body arrived: no server error. Nobody reads this answer; the request log and
+# metrics show 499, nginx's "client closed request".
+CLIENT_CLOSED = ErrorReply(
+    499,
+    "client-closed-request",
+    "Client closed request",
+    "The client closed the connection before the request body was received.",
+)
+# Anything else: a bug, logged where it is caught, and no detail of it in the answer.
+INTERNAL = ErrorReply(500, "internal", "Internal error", "An unexpected error occurred.")
+
+
 def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors():
@@ -203,10 +223,7 @@ def _handlers(render: Renderer) -> dict[type[Exception], Handler]:
 
     async def service_error(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
-        reply = reply_of(exc)
-        if reply.status >= 500 and reply.status != 503:
-            log.error("%s on %s: %s", type(exc).__name__, request.url.path, exc.detail)
-        return render(reply)
+        return render(logged_reply(exc, request.url.path))
 
     async def request_validation(request: Request, exc: Exception) -> Response:
         assert isinstance(exc, RequestValidationError)
@@ -220,14 +237,11 @@ def _handlers(render: Renderer) -> dict[type[Exception], Handler]:
         return response
 
     async def client_disconnect(request: Request, exc: Exception) -> Response:
-        # The client left before its body arrived: no server error. Nobody reads this answer; the request
-        # log and metrics show 499, nginx's "client closed request".
-        detail = "The client closed the connection before the request body was received."
-        return render(ErrorReply(499, "client-closed-request", "Client closed request", detail))
+        return render(CLIENT_CLOSED)
 
     async def unhandled(request: Request, exc: Exception) -> Response:
         log.exception("unhandled error on %s", request.url.path)
-        return render(ErrorReply(500, "internal", "Internal error", "An unexpected error occurred."))
+        return render(INTERNAL)
 
     return {
         ServiceError: service_error,

@@ -58,6 +58,11 @@ class ArtifactProblem(Exception):
     """An artifact that must not be loaded; the message is safe to show to clients."""
 
 
+def unknown_model(name: str) -> UnknownModel:
+    """The error of a model name the registry does not have (a 404)."""
+    return UnknownModel(f"Unknown model {name!r}; GET /models lists the models.")
+
+
 @dataclass(frozen=True)
 class InferTimings:
     queue_ms: float  # the longest wait of the request's images
@@ -345,7 +350,7 @@ class ModelManager:
         try:
             return self._states[name]
         except KeyError:
-            raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models.") from None
+            raise unknown_model(name) from None
 
     def labels(self, name: str) -> list[str]:
         return self.registry.labels_of(self.entry(name).name)

@@ -17,7 +17,6 @@ read on a thread of the small lane, which hands a large task on; the caller sees
 
 from __future__ import annotations
 
-import ctypes
 import functools
 import io
 import logging
@@ -35,6 +34,7 @@ from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
+from service.children import die_with_parent
 from service.errors import BadImage
 from service.preprocess import ROW_COST
 
@@ -43,7 +43,6 @@ Lane = Literal["small", "large", "process"]
 log = logging.getLogger("convzoo.preprocess")
 
 LARGE_BYTES = 1 << 20  # an upload over 1 MiB is large whatever its header says
-_PR_SET_PDEATHSIG = 1
 # A 28x28 PNG decodes and preprocesses in about 0.1 ms, a 128x128 one in about 0.3 ms; a hop to a thread
 # and back costs about as much as the first, and holds the GIL-bound loop no less.
 INLINE_BYTES = 64 * 1024
@@ -76,13 +75,7 @@ def inline(data: bytes | bytearray | memoryview) -> bool:
 def _start_worker(parent: int, max_bytes: int | None) -> None:
     """In each worker process: die with the service (a killed service leaves no orphan decoding on), and
     map at most `max_bytes`."""
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)  # Linux: SIGKILL when the parent thread exits
-    except (OSError, AttributeError):
-        pass
-    if os.getppid() != parent:  # the service died before the line above
-        os._exit(0)
+    die_with_parent(parent, signal.SIGKILL)
     if max_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 

@@ -32,8 +32,8 @@ from service.api import classification
 from service.api.choice import AUTO
 from service.api.deps import services_of
 from service.api.limits import BodyTooLarge
-from service.api.uploads import Upload
-from service.errors import ErrorReply, ServiceError, problem_details, reply_of
+from service.api.uploads import Upload, media_type_of
+from service.errors import CLIENT_CLOSED, INTERNAL, ServiceError, logged_reply, problem_details
 from service.logging import HANDED_ON
 from service.preprocess import ACCEPTED_MEDIA_TYPES
 from service.preprocess_pool import inline
@@ -62,13 +62,6 @@ def simple_query(query_string: bytes) -> tuple[str | None, int] | None:
     return model, DEFAULT_TOP_K if top_k is None else top_k
 
 
-def _media_type(scope: Scope) -> str:
-    for key, value in scope["headers"]:
-        if key == b"content-type":
-            return str(value.decode("latin-1")).split(";")[0].strip().lower()
-    return ""
-
-
 async def _body(receive: Receive) -> bytes:
     chunks: list[bytes] = []
     while True:
@@ -86,7 +79,7 @@ class Serving:
 
     models: classification.Models
     settings: Settings
-    pool: Executor
+    pool: Executor | None  # None: images prepared where the request is (service/api/classification.py)
     entry: Callable[[str], ModelEntry]  # raises UnknownModel
     default: str
 
@@ -106,7 +99,7 @@ def takes(scope: Scope) -> tuple[str | None, int] | None:
     if scope["type"] != "http" or scope["path"] != PATH or scope["method"] != "POST":
         return None
     query = simple_query(scope.get("query_string", b""))
-    if query is None or _media_type(scope) not in ACCEPTED_MEDIA_TYPES:
+    if query is None or media_type_of(scope) not in ACCEPTED_MEDIA_TYPES:
         return None
     return query
 
@@ -173,22 +166,15 @@ class HotClassify:
             )
         except BodyTooLarge:
             raise  # the upload limit outside answers it, and closes the connection
-        except ServiceError as exc:
-            reply = reply_of(exc)
-            if reply.status >= 500 and reply.status != 503:
-                log.error("%s on %s: %s", type(exc).__name__, PATH, exc.detail)
-            await problem_details(reply)(scope, receive, send)
+        except ServiceError as exc:  # the app's exception handlers, as the route's errors get them
+            await problem_details(logged_reply(exc, PATH))(scope, receive, send)
             return
         except ClientDisconnect:
-            # Nobody reads the answer; the request log and metrics show 499, as the route's.
-            detail = "The client closed the connection before the request body was received."
-            reply = ErrorReply(499, "client-closed-request", "Client closed request", detail)
-            await problem_details(reply)(scope, receive, send)
+            await problem_details(CLIENT_CLOSED)(scope, receive, send)
             return
         except Exception:
             log.exception("unhandled error on %s", PATH)
-            reply = ErrorReply(500, "internal", "Internal error", "An unexpected error occurred.")
-            await problem_details(reply)(scope, receive, send)
+            await problem_details(INTERNAL)(scope, receive, send)
             return
         body = json.dumps(answer, ensure_ascii=False, separators=(",", ":")).encode()
         headers = [*_JSON_HEADERS, (b"content-length", str(len(body)).encode())]

@@ -47,7 +47,7 @@ class UploadLimit:
         if charset is not None and charset not in MULTIPART_CHARSETS:
             await self._refuse_charset(scope, receive, send, charset)
             return
-        declared = _content_length(scope)
+        declared = content_length(scope)
         if declared is not None and declared > self.max_bytes:
             await self._reject(scope, receive, send)
             return
@@ -118,7 +118,8 @@ def safe_text(name: str | None) -> str | None:
     return "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cs") else c for c in name[:MAX_NAME_CHARS])
 
 
-def _content_length(scope: Scope) -> int | None:
+def content_length(scope: Scope) -> int | None:
+    """A request's declared Content-Length; None without one, or with one that is no number."""
     for key, value in scope.get("headers", []):
         if key == b"content-length":
             try:

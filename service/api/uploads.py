@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 from starlette.datastructures import UploadFile
+from starlette.types import Scope
 
 from service.api.limits import safe_text
 from service.errors import InvalidParameter, UnsupportedMediaType
@@ -19,13 +20,17 @@ class Upload:
     data: bytes
 
 
-def _media_type(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+def media_type_of(scope: Scope) -> str:
+    """A request's media type: its Content-Type without parameters, in lower case; "" without one."""
+    for key, value in scope["headers"]:
+        if key == b"content-type":
+            return str(value.decode("latin-1")).split(";")[0].strip().lower()
+    return ""
 
 
 async def read_uploads(request: Request, settings: Settings) -> list[Upload]:
     """Every uploaded image, in order; 415 for another body type, 422 for a multipart body without files."""
-    media = _media_type(request)
+    media = media_type_of(request.scope)
     if media == "multipart/form-data":
         limit = settings.max_files_per_request
         async with request.form(max_files=limit, max_fields=limit) as form:

@@ -8,8 +8,6 @@ ones are logged and counted by the service, which answers them.
 from __future__ import annotations
 
 import asyncio
-import logging
-from concurrent.futures import ThreadPoolExecutor
 from typing import cast
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -18,14 +16,12 @@ from service import tracing
 from service.api.hot_path import PATH, HotClassify, Serving, find_route
 from service.api.limits import UploadLimit
 from service.api.routes import classify
-from service.errors import UnknownModel
 from service.fronts.link import ModelLink
 from service.fronts.proxy import forward
 from service.logging import RequestLog, RequestRecord
+from service.manager import unknown_model
 from service.registry import ModelEntry, Registry
 from service.settings import Settings
-
-log = logging.getLogger("convzoo.fronts")
 
 LINK_WAIT_S = 120.0  # a service whose start-up takes longer gets its fronts started again by its watch
 
@@ -42,10 +38,8 @@ class FrontApp:
         self.http_path = http_path
         self.link = ModelLink(registry)
         names = {m.name for m in registry.models}
-        # Images are prepared here only when tiny, on the event loop: the pool is never used.
-        self.serving = Serving(
-            self.link, settings, ThreadPoolExecutor(max_workers=1), self._entry, registry.default
-        )
+        # No pool: only tiny images are prepared here (the others are handed on), on the event loop.
+        self.serving = Serving(self.link, settings, None, self._entry, registry.default)
         hot = HotClassify(
             self._relay,
             route=find_route(classify.router.routes),
@@ -65,7 +59,7 @@ class FrontApp:
         try:
             return self.registry.get(name)
         except ValueError:
-            raise UnknownModel(f"Unknown model {name!r}; GET /models lists the models.") from None
+            raise unknown_model(name) from None
 
     def _observe(self, record: RequestRecord) -> None:
         self.link.observe(

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import logging
 import time
 
 import numpy as np
@@ -16,8 +15,6 @@ from service.fronts import wire
 from service.manager import InferTimings
 from service.registry import Registry
 
-log = logging.getLogger("convzoo.fronts")
-
 # A front's finished requests reach the service's metrics at most this late, in one frame.
 OBSERVE_EVERY_S = 0.05
 
@@ -27,6 +24,10 @@ _ERRORS: dict[str, type[ServiceError]] = {
     for cls in vars(errors).values()
     if isinstance(cls, type) and issubclass(cls, ServiceError)
 }
+
+
+def _link_down() -> NotReady:
+    return NotReady("The service is restarting or shutting down; retry.", retry_after_s=1)
 
 
 class _Protocol(asyncio.Protocol):
@@ -49,23 +50,19 @@ class ModelLink:
         self.registry = registry
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[tuple[np.ndarray, float, float]]] = {}
-        self._transport: asyncio.Transport | None = None
-        self._writer: wire.Writer | None = None
+        self._writer: wire.Writer | None = None  # while the link is up
         self._observed: list[tuple[str, str, int, float]] = []
-        self.closed = asyncio.Event()
 
     async def connect(self, path: str) -> None:
         loop = asyncio.get_running_loop()
         transport, _ = await loop.create_unix_connection(lambda: _Protocol(self), path)
-        self._transport = transport  # (uvloop's transports are not asyncio.Transport subclasses)
-        self._writer = wire.Writer(transport)
+        self._writer = wire.Writer(transport)  # (uvloop's transports are no asyncio.Transport subclasses)
 
     def close(self) -> None:
         self._flush_observed()
         if self._writer is not None:
             self._writer.flush()
-        if self._transport is not None:
-            self._transport.close()
+            self._writer.transport.close()
 
     def labels(self, name: str) -> list[str]:
         return self.registry.labels_of(name)
@@ -73,9 +70,9 @@ class ModelLink:
     async def infer(
         self, name: str, batch: np.ndarray, *, deadline: float
     ) -> tuple[np.ndarray, InferTimings]:
-        transport, writer = self._transport, self._writer
-        if transport is None or writer is None or transport.is_closing():
-            raise NotReady("The service is restarting or shutting down; retry.", retry_after_s=1)
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            raise _link_down()
         request_id = next(self._ids)
         future: asyncio.Future[tuple[np.ndarray, float, float]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
@@ -115,10 +112,7 @@ class ModelLink:
             future.set_exception(cls(detail, retry_after_s=retry, extensions=body.get("extensions")))
 
     def lost(self) -> None:
-        self._transport, self._writer = None, None
+        self._writer = None
         for future in self._waiting.values():
             if not future.done():
-                future.set_exception(
-                    NotReady("The service is restarting or shutting down; retry.", retry_after_s=1)
-                )
-        self.closed.set()
+                future.set_exception(_link_down())

@@ -66,12 +66,11 @@ class Fronts:
         self.plan = plan
         self.link_path = plan.workdir / "link.sock"
         self.link: LinkServer | None = None
-        self.processes: list[subprocess.Popen[bytes] | None] = [None] * plan.count
+        self.processes: list[subprocess.Popen[bytes]] = []
         self.stopping = False
         self._watch: asyncio.Task[None] | None = None
-        self.restarts = 0
 
-    def _spawn(self, index: int) -> subprocess.Popen[bytes]:
+    def _spawn(self) -> subprocess.Popen[bytes]:
         cmd = [
             sys.executable,
             "-m",
@@ -84,8 +83,6 @@ class Fronts:
             str(self.link_path),
             "--http",
             str(self.plan.http_path),
-            "--index",
-            str(index),
             "--of",
             str(self.plan.count),
         ]
@@ -93,9 +90,8 @@ class Fronts:
 
     def spawn(self) -> None:
         """Start every front; each listens once it has reached the link (`attach`)."""
-        for i in range(self.plan.count):
-            self.processes[i] = self._spawn(i)
-        log.info("started %d front process(es): %s", self.plan.count, [p.pid for p in self.processes if p])
+        self.processes = [self._spawn() for _ in range(self.plan.count)]
+        log.info("started %d front process(es): %s", self.plan.count, [p.pid for p in self.processes])
 
     async def attach(self, services: Services) -> None:
         """Open the link to `services` and watch the fronts from now on."""
@@ -107,19 +103,18 @@ class Fronts:
         while not self.stopping:
             await asyncio.sleep(RESTART_DELAY_S)
             for i, p in enumerate(self.processes):
-                if self.stopping or p is None or p.poll() is None:
+                if self.stopping or p.poll() is None:
                     continue
                 log.warning(
                     "front process %d (pid %d) exited with %s; starting it again", i, p.pid, p.returncode
                 )
-                self.restarts += 1
-                self.processes[i] = self._spawn(i)
+                self.processes[i] = self._spawn()
 
     def signal(self, sig: int) -> None:
         """Pass a stop signal on at once: the fronts stop accepting while the service drains."""
         self.stopping = True
         for p in self.processes:
-            if p is not None and p.poll() is None:
+            if p.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(sig)
 
@@ -128,7 +123,7 @@ class Fronts:
         if self._watch is not None:
             self._watch.cancel()
         deadline = time.monotonic() + timeout_s + 2.0  # their own drain, then a little
-        while any(p is not None and p.poll() is None for p in self.processes):
+        while any(p.poll() is None for p in self.processes):
             if time.monotonic() > deadline:
                 self.kill()
                 break
@@ -138,7 +133,7 @@ class Fronts:
 
     def kill(self) -> None:
         for p in self.processes:
-            if p is not None and p.poll() is None:
+            if p.poll() is None:
                 log.warning("front process %d did not stop in time; killed", p.pid)
                 p.kill()
                 p.wait()

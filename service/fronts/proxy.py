@@ -12,6 +12,7 @@ import logging
 import httptools
 from starlette.types import Message, Receive, Scope, Send
 
+from service.api.limits import content_length
 from service.errors import ErrorReply, problem_details
 from service.logging import REQUEST_ID_HEADER
 
@@ -48,14 +49,6 @@ def _head(scope: Scope, body_length: int | None, request_id: str | None) -> byte
     framing = b"transfer-encoding: chunked" if body_length is None else b"content-length: %d" % body_length
     lines += [framing, b"connection: close", b"", b""]
     return b"\r\n".join(lines)
-
-
-def _declared_length(scope: Scope) -> int | None:
-    for name, value in scope["headers"]:
-        if name == b"content-length":
-            with contextlib.suppress(ValueError):
-                return int(value)
-    return None
 
 
 class _Response:
@@ -132,7 +125,7 @@ async def forward(
     response = _Response(send, scope["method"] == "HEAD")
     sender: asyncio.Task[None] | None = None
     try:
-        length = len(body) if body is not None else _declared_length(scope)
+        length = len(body) if body is not None else content_length(scope)
         writer.write(_head(scope, length, request_id))
         if body is not None:
             writer.write(body)

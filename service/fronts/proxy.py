@@ -8,6 +8,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
+from collections.abc import Callable
 
 import httptools
 from starlette.types import Message, Receive, Scope, Send
@@ -54,9 +56,10 @@ def _head(scope: Scope, body_length: int | None, request_id: str | None) -> byte
 class _Response:
     """httptools callbacks: the service's answer, relayed to the client as it is parsed."""
 
-    def __init__(self, send: Send, head_only: bool) -> None:
+    def __init__(self, send: Send, head_only: bool, body_sent: Callable[[], bool]) -> None:
         self.send = send
         self.head_only = head_only
+        self.body_sent = body_sent
         self.headers: list[tuple[bytes, bytes]] = []
         self.parser = httptools.HttpResponseParser(self)
         self.chunks: list[bytes] = []
@@ -84,26 +87,59 @@ class _Response:
         self.parser.feed_data(data)
         if self.started and not was_started:
             status = self.parser.get_status_code()
+            if not self.body_sent():
+                # The service answered before it read the whole body, and will not read the rest: nor will
+                # the client's next request follow it, so the client's connection ends with this answer.
+                self.headers.append((b"connection", b"close"))
             await self.send({"type": "http.response.start", "status": status, "headers": self.headers})
         if self.started and (self.chunks or self.complete):
             body, self.chunks = b"".join(self.chunks), []
             await self.send({"type": "http.response.body", "body": body, "more_body": not self.complete})
 
 
-async def _send_body(writer: asyncio.StreamWriter, receive: Receive, chunked: bool) -> None:
+def _body_length(scope: Scope) -> int | None:
+    """The request body's length, None when it comes chunked. A request with neither header has none
+    (RFC 9112, section 6.3): it is sent with a length of 0, so that nothing is left to send once the
+    service has answered."""
+    length = content_length(scope)
+    if length is None and not any(name == b"transfer-encoding" for name, _ in scope["headers"]):
+        return 0
+    return length
+
+
+async def _send(
+    sock: socket.socket, head: bytes, body: bytes | None, receive: Receive, chunked: bool
+) -> None:
+    """The request: its head and `body`, or, when that is None, the body as it arrives from `receive`."""
+    loop = asyncio.get_running_loop()
+    if body is not None:
+        await loop.sock_sendall(sock, head + body)
+        return
+    await loop.sock_sendall(sock, head)
     while True:
         message: Message = await receive()
         if message["type"] == "http.disconnect":
-            writer.close()
+            # The service sees the request cut short; the answer loop sees the end of its answer.
+            sock.shutdown(socket.SHUT_RDWR)
             return
         data = message.get("body", b"")
         if data:
-            writer.write(b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
-            await writer.drain()
+            await loop.sock_sendall(sock, b"%x\r\n%s\r\n" % (len(data), data) if chunked else data)
         if not message.get("more_body", False):
             if chunked:
-                writer.write(b"0\r\n\r\n")
+                await loop.sock_sendall(sock, b"0\r\n\r\n")
             return
+
+
+async def _sent(sender: asyncio.Task[None]) -> None:
+    """Waits for the body to be sent, or stops sending it. The service may answer before it has read the
+    whole body (a 413, a 404) and close its end: the rest of the body is not needed then, and a failed
+    write must not lose the answer already on its way (an asyncio stream would: a broken pipe on the
+    write side is raised on the next read, before the data buffered for it)."""
+    if not sender.done():
+        sender.cancel()
+    with contextlib.suppress(BaseException):
+        await sender
 
 
 async def forward(
@@ -117,22 +153,31 @@ async def forward(
 ) -> None:
     """Relay the request to the service at the Unix socket `path`: with `body` when it was read already,
     else as it arrives from `receive`."""
-    try:
-        reader, writer = await asyncio.open_unix_connection(path)
-    except OSError:
-        await _unavailable(scope, receive, send)
-        return
-    response = _Response(send, scope["method"] == "HEAD")
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.setblocking(False)
     sender: asyncio.Task[None] | None = None
+
+    def body_sent() -> bool:  # all of it: a write that failed, the service having closed, did not send it
+        return sender is not None and sender.done() and not sender.cancelled() and sender.exception() is None
+
+    response = _Response(send, scope["method"] == "HEAD", body_sent)
     try:
-        length = len(body) if body is not None else content_length(scope)
-        writer.write(_head(scope, length, request_id))
-        if body is not None:
-            writer.write(body)
-        else:
-            sender = asyncio.get_running_loop().create_task(_send_body(writer, receive, length is None))
+        try:
+            await loop.sock_connect(sock, path)
+        except OSError:
+            await _unavailable(scope, receive, send)
+            return
+        length = len(body) if body is not None else _body_length(scope)
+        head = _head(scope, length, request_id)
+        if length == 0:
+            body = b""
+        sender = loop.create_task(_send(sock, head, body, receive, length is None))
         while not response.complete:
-            data = await reader.read(_READ)
+            try:
+                data = await loop.sock_recv(sock, _READ)
+            except OSError:  # reset: what was read is all there is
+                data = b""
             if not data:
                 break
             await response.relay(data)
@@ -146,10 +191,8 @@ async def forward(
             await _unavailable(scope, receive, send)
     finally:
         if sender is not None:
-            sender.cancel()
-            with contextlib.suppress(BaseException):
-                await sender
-        writer.close()
+            await _sent(sender)
+        sock.close()
 
 
 async def _unavailable(scope: Scope, receive: Receive, send: Send) -> None:

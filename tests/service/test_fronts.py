@@ -7,8 +7,11 @@ service process.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import socket
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +22,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service.settings import Settings
 from tests.live import Server, start_service, stop_service
 from tests.security.conftest import children
 from tests.service.conftest import FashionSample, Zoo, encode
@@ -184,6 +188,56 @@ def test_the_fronts_requests_are_counted_in_the_services_metrics(
     while count() - before < 20 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert count() - before == 20
+
+
+def _early_answer(url: str, path: str, size: int) -> bytes:
+    """Sends a request with a body of `size` bytes, while reading the answer that may come before the body
+    has all been sent: everything the server sent before it closed the connection."""
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+    head += f"content-length: {size}\r\n\r\n"
+
+    def send_all() -> None:
+        with contextlib.suppress(OSError):  # the server may close before it has read it all
+            sock.sendall(head.encode())
+            for start in range(0, size, 65536):
+                sock.sendall(b"0" * min(65536, size - start))
+
+    sender = threading.Thread(target=send_all)
+    sender.start()
+    answer = b""
+    with contextlib.suppress(OSError):  # a timeout too: the connection must end with the answer
+        while chunk := sock.recv(65536):
+            answer += chunk
+    sock.close()
+    sender.join()
+    return answer
+
+
+def test_a_relayed_answer_is_not_lost_when_the_service_answers_before_the_body_ends(
+    pair: tuple[Server, Server], source_zoo: Zoo
+) -> None:
+    """The service answers a body over the upload limit from its Content-Length and closes its end while the
+    front still relays the body: the front must relay the answer, not fail on the broken pipe (a 500)."""
+    _, fronted = pair
+    path = f"/compare?models={source_zoo.registry.default}"  # a route the fronts relay
+    size = Settings().max_upload_bytes + 1  # the default upload limit, crossed
+    answers = [_early_answer(fronted.url, path, size) for _ in range(20)]
+    statuses = [answer.split(b"\r\n", 1)[0] for answer in answers]
+    assert statuses == [b"HTTP/1.1 413 Request Entity Too Large"] * 20, statuses
+    # as from the service alone: the rest of the body is not read, so the connection ends with the answer
+    heads = [answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n") for answer in answers]
+    assert all(b"connection: close" in head for head in heads), heads
+
+
+def test_bodiless_requests_relayed_in_a_row_are_all_answered(pair: tuple[Server, Server]) -> None:
+    _, fronted = pair
+    statuses = set()
+    with httpx.Client(base_url=fronted.url, timeout=30) as client:  # one connection: one front
+        for i in range(300):
+            statuses.add(client.get(f"/v2/models/nope-{i}/versions/1").status_code)
+    assert statuses == {404}
 
 
 def test_a_front_that_dies_is_started_again(source_zoo: Zoo, fashion: FashionSample, tmp_path: Any) -> None:

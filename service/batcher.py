@@ -31,6 +31,15 @@ class BatchRecord:
     queue_ns: tuple[int, ...]  # per item, from enqueue to the start of the batch
 
 
+@dataclass(frozen=True)
+class InferTimings:
+    """What a request's images met on their way through a model: its answer's `timings`."""
+
+    queue_ms: float  # the longest wait of the request's images
+    inference_ms: float  # the longest batch the request's images ran in
+    batch_sizes: tuple[int, ...]
+
+
 @dataclass
 class BatcherStats:
     """Running counters of one model's batcher; read them, never write them outside the batcher."""

@@ -35,6 +35,11 @@ class ServiceError(Exception):
 class UnknownModel(ServiceError): ...
 
 
+def unknown_model(name: str) -> UnknownModel:
+    """The error of a model name the registry does not have (a 404)."""
+    return UnknownModel(f"Unknown model {name!r}; GET /models lists the models.")
+
+
 class ModelUnavailable(ServiceError): ...
 
 

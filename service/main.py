@@ -12,6 +12,7 @@ from starlette.routing import Match
 from starlette.types import Scope
 
 from service import observability, services
+from service.api.deps import serving_of
 from service.api.hot_path import HotClassify, find_route
 from service.api.limits import UploadLimit
 from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
@@ -107,7 +108,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.router.routes.append(mount)
     app.openapi = _openapi(app, v2_app)  # type: ignore[method-assign]
     # innermost of the middleware: inside the upload limit and the request log, before the router
-    app.add_middleware(HotClassify, route=find_route(classify.router.routes))
+    app.add_middleware(HotClassify, route=find_route(classify.router.routes), serving=serving_of)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, render=_upload_limit_renderer(mount))
     observability.install(app, metrics, settings)  # last: its request log (and tracing) wrap every response
     return app

@@ -18,14 +18,14 @@ from typing import Any, Literal, TypeVar
 
 import numpy as np
 
-from service.batcher import BatchRecord, DynamicBatcher
+from service.batcher import BatchRecord, DynamicBatcher, InferTimings
 from service.errors import (
     DeadlineExceeded,
     ModelUnavailable,
     NotReady,
     Overloaded,
     ServiceError,
-    UnknownModel,
+    unknown_model,
 )
 from service.memory import bound_heap, peak_rss_bytes, reset_peak, rss_bytes, trim_heap
 from service.registry import ModelEntry, Registry, load_registry, sha256_file
@@ -56,18 +56,6 @@ BACKGROUND_PASSES = 30
 
 class ArtifactProblem(Exception):
     """An artifact that must not be loaded; the message is safe to show to clients."""
-
-
-def unknown_model(name: str) -> UnknownModel:
-    """The error of a model name the registry does not have (a 404)."""
-    return UnknownModel(f"Unknown model {name!r}; GET /models lists the models.")
-
-
-@dataclass(frozen=True)
-class InferTimings:
-    queue_ms: float  # the longest wait of the request's images
-    inference_ms: float  # the longest batch the request's images ran in
-    batch_sizes: tuple[int, ...]
 
 
 @dataclass(frozen=True)

@@ -16,6 +16,7 @@ LatencySource = Literal["live", "calibration", "registry"]
 CostAxis = Literal["latency", "size", "gflops"]
 COST_AXES: tuple[CostAxis, ...] = ("latency", "size", "gflops")
 CLOSEST = 3  # candidates named when nothing fits
+AUTO = "auto"  # the model name that asks for a choice by constraints
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
     from service.api.classification import Models
-    from service.manager import InferTimings
+    from service.batcher import InferTimings
 
 P = ParamSpec("P")
 R = TypeVar("R")

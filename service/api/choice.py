@@ -14,10 +14,8 @@ from service.errors import InvalidParameter, ModelUnavailable
 from service.live_latency import RecentLatencies
 from service.manager import ModelManager, ModelState
 from service.runtime import CPU, RuntimeUnavailable, requested_providers
-from service.selection import Candidate, Constraints, LatencySource, select
+from service.selection import AUTO, Candidate, Constraints, LatencySource, select
 from service.settings import Settings
-
-AUTO = "auto"
 
 
 def _serving_provider(state: ModelState, settings: Settings) -> str:

@@ -18,8 +18,8 @@ import numpy as np
 
 from service import tracing
 from service.api.uploads import Upload
+from service.batcher import InferTimings
 from service.errors import InferenceFailed, InvalidParameter
-from service.manager import InferTimings
 from service.postprocess import ranked_entries, softmax
 from service.preprocess import decode, to_tensor
 from service.preprocess_pool import inline

@@ -9,7 +9,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import Depends, Request
+from starlette.types import Scope
 
+from service.api.hot_path import Serving
 from service.manager import ModelManager
 from service.services import STATE_KEY, Services
 
@@ -20,6 +22,16 @@ def services_of(state: object) -> Services:
     if not isinstance(services, Services):
         raise RuntimeError("no lifespan state: serve the app with an ASGI server that runs its lifespan")
     return services
+
+
+def serving_of(scope: Scope) -> Serving | None:
+    """The service's own models, from the request's lifespan state; None without a lifespan."""
+    try:
+        services = services_of(scope.get("state"))
+    except RuntimeError:
+        return None
+    manager = services.manager
+    return Serving(manager, services.settings, services.preprocess_pool, manager.entry, manager.default)
 
 
 async def get_services(request: Request) -> Services:

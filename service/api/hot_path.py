@@ -29,8 +29,6 @@ from starlette.routing import BaseRoute
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api import classification
-from service.api.choice import AUTO
-from service.api.deps import services_of
 from service.api.limits import BodyTooLarge
 from service.api.uploads import Upload, media_type_of
 from service.errors import CLIENT_CLOSED, INTERNAL, ServiceError, logged_reply, problem_details
@@ -38,6 +36,7 @@ from service.logging import HANDED_ON
 from service.preprocess import ACCEPTED_MEDIA_TYPES
 from service.preprocess_pool import inline
 from service.registry import ModelEntry
+from service.selection import AUTO
 from service.settings import Settings
 
 log = logging.getLogger("convzoo.errors")
@@ -75,23 +74,13 @@ async def _body(receive: Receive) -> bytes:
 
 @dataclass(frozen=True)
 class Serving:
-    """What the hot path needs to answer: the service's own (`serving_of`), or a front process's."""
+    """What the hot path needs to answer: the service's own (`deps.serving_of`), or a front process's."""
 
     models: classification.Models
     settings: Settings
     pool: Executor | None  # None: images prepared where the request is (service/api/classification.py)
     entry: Callable[[str], ModelEntry]  # raises UnknownModel
     default: str
-
-
-def serving_of(scope: Scope) -> Serving | None:
-    """The service's own models, from the request's lifespan state; None without a lifespan."""
-    try:
-        services = services_of(scope.get("state"))
-    except RuntimeError:
-        return None
-    manager = services.manager
-    return Serving(manager, services.settings, services.preprocess_pool, manager.entry, manager.default)
 
 
 def takes(scope: Scope) -> tuple[str | None, int] | None:
@@ -121,7 +110,7 @@ class HotClassify:
         app: ASGIApp,
         *,
         route: BaseRoute,
-        serving: Callable[[Scope], Serving | None] = serving_of,
+        serving: Callable[[Scope], Serving | None],
         hand_on: HandOn | None = None,
     ) -> None:
         self.app = app

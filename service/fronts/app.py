@@ -10,20 +10,31 @@ from __future__ import annotations
 import asyncio
 from typing import cast
 
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import tracing
-from service.api.hot_path import PATH, HotClassify, Serving, find_route
+from service.api.hot_path import PATH, HotClassify, Serving
 from service.api.limits import UploadLimit
-from service.api.routes import classify
+from service.errors import unknown_model
 from service.fronts.link import ModelLink
 from service.fronts.proxy import forward
 from service.logging import RequestLog, RequestRecord
-from service.manager import unknown_model
 from service.registry import ModelEntry, Registry
 from service.settings import Settings
 
 LINK_WAIT_S = 120.0  # a service whose start-up takes longer gets its fronts started again by its watch
+
+
+def _label_only(request: Request) -> Response:
+    raise RuntimeError("a front has no router: its /classify route only labels requests")
+
+
+# The request log and the spans name a request by its route's path, as the service's router sets it. A front
+# has no router (nor the service's routes, whose imports would load ONNX Runtime in every front).
+CLASSIFY_ROUTE = Route(PATH, _label_only, methods=["POST"])
 
 
 async def _nothing_more() -> Message:
@@ -42,7 +53,7 @@ class FrontApp:
         self.serving = Serving(self.link, settings, None, self._entry, registry.default)
         hot = HotClassify(
             self._relay,
-            route=find_route(classify.router.routes),
+            route=CLASSIFY_ROUTE,
             serving=lambda scope: self.serving,
             hand_on=self._hand_on,
         )

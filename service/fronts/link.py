@@ -10,9 +10,9 @@ import time
 import numpy as np
 
 from service import errors
+from service.batcher import InferTimings
 from service.errors import DeadlineExceeded, NotReady, ServiceError
 from service.fronts import wire
-from service.manager import InferTimings
 from service.registry import Registry
 
 # A front's finished requests reach the service's metrics at most this late, in one frame.

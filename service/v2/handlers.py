@@ -15,8 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 
 from service import tracing
+from service.batcher import InferTimings
 from service.errors import UnknownModel
-from service.manager import InferTimings, ModelManager, ModelState
+from service.manager import ModelManager, ModelState
 from service.registry import NAME_PATTERN, ModelEntry
 from service.v2 import datatypes
 from service.v2.classification import top_k

@@ -11,6 +11,8 @@ import contextlib
 import os
 import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -295,3 +297,10 @@ def test_the_default_plans_a_front_per_core() -> None:
     from service.fronts.process import auto_count, cores
 
     assert auto_count() == (0 if cores() < 2 else min(int(cores()), 4))
+
+
+def test_a_front_does_not_load_onnx_runtime() -> None:
+    """A front holds no model: what it imports is its memory, paid once per front (about 20 MB for ORT)."""
+    code = "import sys, service.fronts.__main__; print('onnxruntime' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
+    assert out.stdout.strip() == "False", out.stderr

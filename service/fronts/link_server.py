@@ -13,7 +13,6 @@ from typing import cast
 
 import numpy as np
 
-from service import tracing
 from service.errors import ServiceError
 from service.fronts import wire
 from service.services import Services
@@ -86,7 +85,9 @@ class _Link(asyncio.Protocol):
         try:
             batch = requests[0][2] if len(requests) == 1 else np.concatenate([r[2] for r in requests])
             deadline = time.monotonic() + min(r[1] for r in requests)
-            logits, timings = await tracing.infer(self.services.manager, name, batch, deadline=deadline)
+            # No span here: the front's trace has the batch, with the queue and inference measured here and sent
+            # back (a span made here would start a trace of its own, with no request in it).
+            logits, timings = await self.services.manager.infer(name, batch, deadline=deadline)
             at = 0
             for request_id, _, part in requests:
                 rows = logits[at : at + len(part)]

@@ -19,6 +19,7 @@ from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import (
     ExportTraceServiceRequest,
     ExportTraceServiceResponse,
 )
+from opentelemetry.proto.trace.v1.trace_pb2 import Span
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
@@ -34,6 +35,7 @@ pytestmark = pytest.mark.anyio
 
 MODEL = "fmnist-lenet5"
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
+CLASSIFY_TRACE_ID = "5cf92f3577b34da6a3ce929d0e0e4737"
 PARENT_ID = "00f067aa0ba902b7"
 TRACEPARENT = f"00-{TRACE_ID}-{PARENT_ID}-01"
 
@@ -216,7 +218,21 @@ class _Collector(http.server.BaseHTTPRequestHandler):
         pass
 
 
-def test_otlp_export_from_a_live_server(source_zoo: Zoo, tmp_path: Path) -> None:
+def _spans() -> list[Span]:
+    return [
+        s
+        for request in _Collector.received
+        for rs in request.resource_spans
+        for ss in rs.scope_spans
+        for s in ss.spans
+    ]
+
+
+def _names(*trace_ids: str) -> set[str]:
+    return {s.name for s in _spans() if s.trace_id.hex() in trace_ids}
+
+
+def test_otlp_export_from_a_live_server(source_zoo: Zoo, fashion: FashionSample, tmp_path: Path) -> None:
     collector = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Collector)
     threading.Thread(target=collector.serve_forever, daemon=True).start()
     endpoint = f"http://127.0.0.1:{collector.server_address[1]}/v1/traces"
@@ -224,25 +240,36 @@ def test_otlp_export_from_a_live_server(source_zoo: Zoo, tmp_path: Path) -> None
         registry_path=source_zoo.registry_path,
         models_dir=source_zoo.models_dir,
         log_path=tmp_path / "server.log",
-        env={"CONVZOO_OTLP_ENDPOINT": endpoint, "CONVZOO_PRELOAD": MODEL, "OTEL_BSP_SCHEDULE_DELAY": "100"},
+        env={
+            "CONVZOO_OTLP_ENDPOINT": endpoint,
+            "CONVZOO_PRELOAD": MODEL,
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+            "CONVZOO_FRONT_PROCESSES": "2",  # /classify answered in a front, its batch in the service
+        },
         probe="/health/live",
     )
     try:
         response = httpx.get(f"{server.url}/v2/models/{MODEL}", headers={"traceparent": TRACEPARENT})
         assert response.status_code == 200
+        classify_parent = f"00-{CLASSIFY_TRACE_ID}-{PARENT_ID}-01"
+        response = httpx.post(
+            f"{server.url}/classify?model={MODEL}",
+            content=fashion.png(0),
+            headers={"traceparent": classify_parent, "content-type": "image/png"},
+        )
+        assert response.status_code == 200, response.text
         deadline = time.monotonic() + 10
-        names: set[str] = set()
-        while time.monotonic() < deadline and "receive" not in names:
+        while time.monotonic() < deadline and not {"receive", "inference"} <= _names(
+            TRACE_ID, CLASSIFY_TRACE_ID
+        ):
             time.sleep(0.1)
-            names = {
-                s.name
-                for request in _Collector.received
-                for rs in request.resource_spans
-                for ss in rs.scope_spans
-                for s in ss.spans
-                if s.trace_id.hex() == TRACE_ID
-            }
-        assert "receive" in names
+        assert "receive" in _names(TRACE_ID)
+        assert {"decode", "preprocess", "batch", "queue", "inference"} <= _names(CLASSIFY_TRACE_ID)
+        time.sleep(0.5)  # a stray span of another process would be exported by now
+        orphans = [
+            s.name for s in _spans() if not s.parent_span_id and s.name in ("batch", "queue", "inference")
+        ]
+        assert orphans == []  # every batch belongs to a request's trace, in whichever process it ran
         log = [json.loads(line) for line in server.log().splitlines() if line.startswith("{")]
         assert any(r.get("trace_id") == TRACE_ID and r.get("route") == "/v2/models/{name}" for r in log)
     finally:

@@ -1,5 +1,5 @@
 """Write docs/architecture.svg: the request path of POST /classify and POST /v2/.../infer, one swimlane
-per kind of thread. Rerun after changing the path: `python scripts/architecture_svg.py`."""
+per process or kind of thread. Rerun after changing the path: `python scripts/architecture_svg.py`."""
 
 from __future__ import annotations
 
@@ -11,12 +11,13 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parents[1] / "docs" / "architecture.svg"
 
 LANES = [  # (title, second line, colour)
-    ("event loop", "uvicorn, one thread", "#e8f0fb"),
+    ("front process", "CONVZOO_FRONT_PROCESSES, own event loop", "#eef3f5"),
+    ("service event loop", "uvicorn, one thread", "#e8f0fb"),
     ("preprocess pool", "CONVZOO_PREPROCESS_THREADS", "#eaf6ea"),
     ("batcher threads", "per model: CONVZOO_INFERENCE_THREADS", "#fdf1e3"),
     ("ONNX Runtime session", "CONVZOO_INTRA_OP_THREADS", "#f6e8f3"),
 ]
-LANE_W, STEP_H, BOX_H, TOP, TITLE_H = 270, 52, 38, 46, 30
+LANE_W, STEP_H, BOX_H, TOP, TITLE_H = 250, 52, 38, 46, 30
 
 
 @dataclass(frozen=True)
@@ -26,25 +27,43 @@ class Step:
     where: str  # the module that does it
 
 
+FRONT, LOOP, POOL, BATCHER, SESSION = range(len(LANES))
+
+HOT = [
+    Step(FRONT, "accept; RequestLog, UploadLimit", "fronts/app, logging, api/limits"),
+    Step(FRONT, "HotClassify: one tiny image, a named model", "api/hot_path"),
+    Step(FRONT, "decode + to_tensor on the front's loop", "api/classification, preprocess"),
+    Step(FRONT, "INFER frame over the link (Unix socket)", "fronts/link, fronts/wire"),
+    Step(LOOP, "link server: a read's frames, one submit", "fronts/link_server, manager"),
+    Step(BATCHER, "DynamicBatcher: run when idle, else batch", "batcher"),
+    Step(SESSION, "session.run(batch): logits", "runtime"),
+    Step(LOOP, "RESULT frames, once per batch", "fronts/link_server"),
+    Step(FRONT, "softmax, top-k, labels; the answer", "postprocess, api/hot_path"),
+]
+
 CLASSIFY = [
-    Step(0, "RequestLog, UploadLimit; route; Services", "logging, api/limits, api/deps"),
-    Step(0, "model or model=auto; read the uploads", "api/choice, api/uploads"),
-    Step(1, "decode (EXIF, frames, modes) + to_tensor", "preprocess"),
-    Step(0, "ModelManager.infer: load if needed, submit", "manager"),
-    Step(2, "DynamicBatcher: cut a batch (size / delay)", "batcher"),
-    Step(3, "session.run(batch): logits", "runtime"),
-    Step(2, "hooks: metrics, v2 statistics, live latency", "metrics, v2/statistics, live_latency"),
-    Step(0, "softmax, top-k, labels; ClassifyResponse", "postprocess, api/schemas"),
+    Step(FRONT, "any other request: relayed, body streamed", "fronts/proxy"),
+    Step(LOOP, "RequestLog, UploadLimit; hot path or route", "logging, api/limits, api/hot_path"),
+    Step(LOOP, "model or model=auto; read the uploads", "api/choice, api/uploads"),
+    Step(POOL, "decode (EXIF, frames, modes) + to_tensor", "preprocess"),
+    Step(LOOP, "ModelManager.infer: load if needed, submit", "manager"),
+    Step(BATCHER, "DynamicBatcher: run when idle, else batch", "batcher"),
+    Step(SESSION, "session.run(batch): logits", "runtime"),
+    Step(BATCHER, "hooks: metrics, v2 statistics, live latency", "metrics, v2/statistics, live_latency"),
+    Step(LOOP, "softmax, top-k, labels; ClassifyResponse", "postprocess, api/schemas"),
+    Step(FRONT, "the answer relayed to the client", "fronts/proxy"),
 ]
 
 V2 = [
-    Step(0, "RequestLog, UploadLimit; the /v2 app (mount)", "logging, api/limits, api/routes/v2"),
-    Step(0, "resolve model; read (gunzip) the body", "v2/handlers"),
-    Step(1, "decode the tensors (bodies > 64 KiB)", "v2/codec"),
-    Step(0, "validate against the metadata; infer", "v2/handlers, manager"),
-    Step(2, "DynamicBatcher: shared with /classify", "batcher"),
-    Step(3, "session.run(batch): logits", "runtime"),
-    Step(0, "outputs (+ classification top-k); encode", "v2/classification, v2/codec"),
+    Step(FRONT, "relayed to the service's own socket", "fronts/proxy"),
+    Step(LOOP, "RequestLog, UploadLimit; the /v2 app (mount)", "logging, api/limits, api/routes/v2"),
+    Step(LOOP, "resolve model; read (gunzip) the body", "v2/handlers"),
+    Step(POOL, "decode the tensors (bodies > 64 KiB)", "v2/codec"),
+    Step(LOOP, "validate against the metadata; infer", "v2/handlers, manager"),
+    Step(BATCHER, "DynamicBatcher: shared with /classify", "batcher"),
+    Step(SESSION, "session.run(batch): logits", "runtime"),
+    Step(LOOP, "outputs (+ classification top-k); encode", "v2/classification, v2/codec"),
+    Step(FRONT, "the answer relayed to the client", "fronts/proxy"),
 ]
 
 
@@ -91,7 +110,15 @@ def svg() -> str:
     width = 20 + len(LANES) * LANE_W
     parts: list[str] = []
     y = 6
-    for title, steps in (("POST /classify", CLASSIFY), ("POST /v2/models/{name}/infer", V2)):
+    flows = (
+        ("POST /classify, one tiny image: answered in a front (the default on 2+ cores)", HOT),
+        (
+            "POST /classify, any other: in the service (without fronts, the same minus the front's steps)",
+            CLASSIFY,
+        ),
+        ("POST /v2/models/{name}/infer", V2),
+    )
+    for title, steps in flows:
         drawn, y = _flow(title, steps, y)
         parts += drawn
     head = (

@@ -53,20 +53,28 @@ class UploadLimit:
             return
         received = 0
         started = False
+        # A request has a body to read unless it says it has none (RFC 9112, section 6.3).
+        body_read = declared == 0 or (declared is None and not chunked(scope))
 
         async def limited_receive() -> Message:
-            nonlocal received
+            nonlocal received, body_read
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLarge(self._detail())
+                body_read = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
+                headers = message.get("headers", [])
+                if not body_read and not any(key == b"connection" for key, _ in headers):
+                    # Answered before its body was read (an error mid-upload, or before it): kept open, the
+                    # connection would read and drop the rest first, as long as the client cares to send it.
+                    message = {**message, "headers": [*headers, _CLOSE]}
             await send(message)
 
         try:
@@ -89,6 +97,14 @@ class UploadLimit:
         response = self.render(scope, UnsupportedMediaType(detail))
         response.headers["Connection"] = "close"  # the body is not read
         await response(scope, receive, send)
+
+
+_CLOSE = (b"connection", b"close")
+
+
+def chunked(scope: Scope) -> bool:
+    """Whether the request declares a Transfer-Encoding: a body of a length it does not say."""
+    return any(key == b"transfer-encoding" for key, _ in scope.get("headers", []))
 
 
 def _multipart_charset(scope: Scope) -> str | None:

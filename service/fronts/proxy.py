@@ -14,7 +14,7 @@ from collections.abc import Callable
 import httptools
 from starlette.types import Message, Receive, Scope, Send
 
-from service.api.limits import content_length
+from service.api.limits import chunked, content_length
 from service.errors import ErrorReply, problem_details
 from service.logging import REQUEST_ID_HEADER
 
@@ -102,9 +102,7 @@ def _body_length(scope: Scope) -> int | None:
     (RFC 9112, section 6.3): it is sent with a length of 0, so that nothing is left to send once the
     service has answered."""
     length = content_length(scope)
-    if length is None and not any(name == b"transfer-encoding" for name, _ in scope["headers"]):
-        return 0
-    return length
+    return 0 if length is None and not chunked(scope) else length
 
 
 async def _send(

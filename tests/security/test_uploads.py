@@ -4,6 +4,8 @@ parser denial-of-service bugs), with good requests served meanwhile."""
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import statistics
 import threading
 import time
@@ -12,7 +14,7 @@ import httpx
 import pytest
 
 from tests.live import Server
-from tests.security.conftest import raw_exchange, rss_bytes
+from tests.security.conftest import address, raw_exchange, rss_bytes
 from tests.service.conftest import ClientFactory, FashionSample, ServeFactory, Zoo
 
 MIB = 1 << 20
@@ -41,6 +43,64 @@ def test_many_oversized_chunked_uploads_do_not_grow_memory(zoo: Zoo, serve: Serv
         oversized()
     growth = rss_bytes(server.process.pid) - before
     assert growth < 20 * MIB, f"RSS grew {growth / MIB:.1f} MiB over 100 oversized uploads"
+    assert httpx.get(server.url + "/health/live").status_code == 200
+
+
+def _endless_chunked(server: Server, path: str, content_type: bytes, limit: int) -> tuple[bytes, int, bool]:
+    """A chunked body sent until the server stops it, or 16 times `limit`: (the answer, bytes sent, whether
+    the server ended the connection)."""
+    head = b"POST " + path.encode() + b" HTTP/1.1\r\nHost: x\r\nContent-Type: " + content_type
+    head += b"\r\nTransfer-Encoding: chunked\r\n\r\n"
+    chunk = b"10000\r\n" + b"x" * 0x10000 + b"\r\n"
+    sent = 0
+    with socket.create_connection(address(server), timeout=10) as sock:
+
+        def send() -> None:
+            nonlocal sent
+            with contextlib.suppress(OSError):
+                sock.sendall(head)
+                while sent < 16 * limit:
+                    sock.sendall(chunk)
+                    sent += 0x10000
+
+        sender = threading.Thread(target=send)
+        sender.start()
+        answer, ended = b"", True
+        try:
+            while part := sock.recv(65536):
+                answer += part
+        except TimeoutError:
+            ended = False  # still open, reading the body
+        except OSError:
+            pass  # reset: ended, the rest of the body unread
+        with contextlib.suppress(OSError):  # wakes a sender the server left blocked
+            sock.shutdown(socket.SHUT_RDWR)
+        sender.join()
+    return answer, sent, ended
+
+
+@pytest.mark.parametrize(
+    ("path", "content_type"),
+    [
+        ("/classify", b"image/png"),
+        ("/classify", b"multipart/form-data; boundary=b"),
+        ("/compare?models={model}", b"multipart/form-data; boundary=b"),
+        ("/v2/models/{model}/infer", b"application/json"),
+    ],
+    ids=["classify-raw", "classify-multipart", "compare", "v2-infer"],
+)
+@pytest.mark.parametrize("fronts", ["0", "2"], ids=["alone", "fronts"])
+def test_a_body_over_the_limit_ends_its_connection(
+    zoo: Zoo, serve: ServeFactory, path: str, content_type: bytes, fronts: str
+) -> None:
+    """Refused at the limit, the rest of a body is never read: the connection ends with the answer, on every
+    route that takes a body, instead of reading and dropping whatever the client goes on sending."""
+    server: Server = serve(zoo, CONVZOO_MAX_UPLOAD_MB="1", CONVZOO_FRONT_PROCESSES=fronts)
+    answer, sent, ended = _endless_chunked(server, path.format(model=zoo.registry.default), content_type, MIB)
+    status = answer.split(b"\r\n", 1)[0]
+    assert status in (b"HTTP/1.1 413 Request Entity Too Large", b"HTTP/1.1 400 Bad Request"), answer[:300]
+    assert b"connection: close" in answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    assert ended and sent < 16 * MIB, f"the server read {sent / MIB:.0f} MiB before it ended the connection"
     assert httpx.get(server.url + "/health/live").status_code == 200
 
 

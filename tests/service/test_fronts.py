@@ -192,19 +192,22 @@ def test_the_fronts_requests_are_counted_in_the_services_metrics(
     assert count() - before == 20
 
 
-def _early_answer(url: str, path: str, size: int) -> bytes:
+def _early_answer(url: str, path: str, size: int, *, chunked: bool) -> bytes:
     """Sends a request with a body of `size` bytes, while reading the answer that may come before the body
     has all been sent: everything the server sent before it closed the connection."""
     host, port = url.removeprefix("http://").split(":")
     sock = socket.create_connection((host, int(port)), timeout=10)
     head = f"POST {path} HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
-    head += f"content-length: {size}\r\n\r\n"
+    head += "transfer-encoding: chunked\r\n\r\n" if chunked else f"content-length: {size}\r\n\r\n"
 
     def send_all() -> None:
         with contextlib.suppress(OSError):  # the server may close before it has read it all
             sock.sendall(head.encode())
             for start in range(0, size, 65536):
-                sock.sendall(b"0" * min(65536, size - start))
+                piece = b"0" * min(65536, size - start)
+                sock.sendall(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+            if chunked:
+                sock.sendall(b"0\r\n\r\n")
 
     sender = threading.Thread(target=send_all)
     sender.start()
@@ -217,17 +220,26 @@ def _early_answer(url: str, path: str, size: int) -> bytes:
     return answer
 
 
+@pytest.mark.parametrize("chunked", [False, True], ids=["content-length", "chunked"])
 def test_a_relayed_answer_is_not_lost_when_the_service_answers_before_the_body_ends(
-    pair: tuple[Server, Server], source_zoo: Zoo
+    pair: tuple[Server, Server], source_zoo: Zoo, chunked: bool
 ) -> None:
-    """The service answers a body over the upload limit from its Content-Length and closes its end while the
-    front still relays the body: the front must relay the answer, not fail on the broken pipe (a 500)."""
-    _, fronted = pair
-    path = f"/compare?models={source_zoo.registry.default}"  # a route the fronts relay
-    size = Settings().max_upload_bytes + 1  # the default upload limit, crossed
-    answers = [_early_answer(fronted.url, path, size) for _ in range(20)]
+    """The service answers a body over the upload limit (from its Content-Length, or once the chunks cross
+    it) and closes its end while the front still relays the body: the front must relay the answer the
+    service alone gives, not fail on the broken pipe (a 500)."""
+    alone, fronted = pair
+    model = source_zoo.registry.default
+    # routes the fronts relay: /compare refuses from the Content-Length, /v2 while it reads the chunks
+    path = f"/v2/models/{model}/infer" if chunked else f"/compare?models={model}"
+    # the default upload limit crossed; chunked, by far: the answer comes while the body is still on its way
+    size = Settings().max_upload_bytes * (2 if chunked else 1) + 1
+    answer = _early_answer(alone.url, path, size, chunked=chunked)
+    expected = answer.split(b"\r\n", 1)[0]
+    assert expected in (b"HTTP/1.1 413 Request Entity Too Large", b"HTTP/1.1 400 Bad Request")
+    assert b"connection: close" in answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n")
+    answers = [_early_answer(fronted.url, path, size, chunked=chunked) for _ in range(10)]
     statuses = [answer.split(b"\r\n", 1)[0] for answer in answers]
-    assert statuses == [b"HTTP/1.1 413 Request Entity Too Large"] * 20, statuses
+    assert statuses == [expected] * 10, statuses
     # as from the service alone: the rest of the body is not read, so the connection ends with the answer
     heads = [answer.split(b"\r\n\r\n")[0].lower().split(b"\r\n") for answer in answers]
     assert all(b"connection: close" in head for head in heads), heads

@@ -301,12 +301,13 @@ def _normalised(pixels: np.ndarray, mean: list[float], std: list[float]) -> np.n
     if pixels.ndim == 2:
         pixels = pixels[:, :, None]
     height, width, channels = pixels.shape
-    means = np.broadcast_to(np.asarray(mean, dtype=np.float64), (channels,))
-    stds = np.broadcast_to(np.asarray(std, dtype=np.float64), (channels,))
     out = np.empty((channels, height, width), dtype=np.float32)
-    for c in range(channels):
-        np.multiply(pixels[:, :, c], np.float32(1.0 / (255.0 * stds[c])), out=out[c])
-        out[c] += np.float32(-means[c] / stds[c])
+    for c in range(
+        channels
+    ):  # one mean and std for all channels, or one each (plain floats: no array set-up)
+        m, sd = mean[c if len(mean) > 1 else 0], std[c if len(std) > 1 else 0]
+        np.multiply(pixels[:, :, c], np.float32(1.0 / (255.0 * sd)), out=out[c])
+        out[c] += np.float32(-m / sd)
     return out
 
 

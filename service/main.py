@@ -14,7 +14,7 @@ from starlette.types import Scope
 from service import observability, services
 from service.api.deps import serving_of
 from service.api.hot_path import HotClassify, find_route
-from service.api.limits import UploadLimit
+from service.api.limits import CloseUnread, UploadLimit
 from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
 from service.errors import (
     PROBLEM_CONTENT,
@@ -110,5 +110,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     # innermost of the middleware: inside the upload limit and the request log, before the router
     app.add_middleware(HotClassify, route=find_route(classify.router.routes), serving=serving_of)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, render=_upload_limit_renderer(mount))
+    app.add_middleware(CloseUnread)  # around the upload limit: its refusals leave bodies unread too
     observability.install(app, metrics, settings)  # last: its request log (and tracing) wrap every response
     return app

@@ -1,5 +1,6 @@
 """ASGI middleware that caps request bodies, with or without Content-Length, and refuses multipart bodies
-in a charset other than UTF-8 or Latin-1; and the text of a client-chosen name made safe to echo."""
+in a charset other than UTF-8 or Latin-1; that ends a connection whose request body was not read; and the
+text of a client-chosen name made safe to echo."""
 
 from __future__ import annotations
 
@@ -53,28 +54,20 @@ class UploadLimit:
             return
         received = 0
         started = False
-        # A request has a body to read unless it says it has none (RFC 9112, section 6.3).
-        body_read = declared == 0 or (declared is None and not chunked(scope))
 
         async def limited_receive() -> Message:
-            nonlocal received, body_read
+            nonlocal received
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
                     raise BodyTooLarge(self._detail())
-                body_read = not message.get("more_body", False)
             return message
 
         async def tracking_send(message: Message) -> None:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                headers = message.get("headers", [])
-                if not body_read and not any(key == b"connection" for key, _ in headers):
-                    # Answered before its body was read (an error mid-upload, or before it): kept open, the
-                    # connection would read and drop the rest first, as long as the client cares to send it.
-                    message = {**message, "headers": [*headers, _CLOSE]}
             await send(message)
 
         try:
@@ -102,9 +95,47 @@ class UploadLimit:
 _CLOSE = (b"connection", b"close")
 
 
+class CloseUnread:
+    """ASGI middleware: an answer that starts before the request's body was read in full ends its
+    connection (an error mid-upload, or before it; a relay whose upstream answered early). Kept open, the
+    connection would read and drop the rest of the body first, for as long as the client cares to send it:
+    a chunked body has no end of its own."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not has_body(scope):
+            await self.app(scope, receive, send)
+            return
+        read = False
+
+        async def tracked_receive() -> Message:
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request" and not message.get("more_body", False):
+                read = True
+            return message
+
+        async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not read:
+                headers = message.get("headers", [])
+                if not any(key == b"connection" for key, _ in headers):
+                    message = {**message, "headers": [*headers, _CLOSE]}
+            await send(message)
+
+        await self.app(scope, tracked_receive, closing_send)
+
+
 def chunked(scope: Scope) -> bool:
     """Whether the request declares a Transfer-Encoding: a body of a length it does not say."""
     return any(key == b"transfer-encoding" for key, _ in scope.get("headers", []))
+
+
+def has_body(scope: Scope) -> bool:
+    """Whether the request has a body to read: it has one unless it says it has none (RFC 9112, 6.3)."""
+    declared = content_length(scope)
+    return declared != 0 if declared is not None else chunked(scope)
 
 
 def _multipart_charset(scope: Scope) -> str | None:

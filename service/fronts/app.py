@@ -17,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from service import tracing
 from service.api.hot_path import PATH, HotClassify, Serving
-from service.api.limits import UploadLimit
+from service.api.limits import CloseUnread, UploadLimit
 from service.errors import unknown_model
 from service.fronts.link import ModelLink
 from service.fronts.proxy import forward
@@ -57,8 +57,9 @@ class FrontApp:
             serving=lambda scope: self.serving,
             hand_on=self._hand_on,
         )
+        self.relayed = CloseUnread(self._relay)
         self.hot: ASGIApp = RequestLog(
-            UploadLimit(hot, max_bytes=settings.max_upload_bytes),
+            CloseUnread(UploadLimit(hot, max_bytes=settings.max_upload_bytes)),
             observe=self._observe,
             known_models=lambda scope: names,
             default_model=lambda scope, route: registry.default if route == "/classify" else None,
@@ -92,7 +93,7 @@ class FrontApp:
         elif scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
             await self.hot(scope, receive, send)  # it relays what it does not answer
         elif scope["type"] == "http":
-            await self._relay(scope, receive, send)
+            await self.relayed(scope, receive, send)
         else:  # no websocket routes anywhere
             await send({"type": "websocket.close", "code": 1000})
 

@@ -9,12 +9,11 @@ import asyncio
 import contextlib
 import logging
 import socket
-from collections.abc import Callable
 
 import httptools
 from starlette.types import Message, Receive, Scope, Send
 
-from service.api.limits import chunked, content_length
+from service.api.limits import content_length, has_body
 from service.errors import ErrorReply, problem_details
 from service.logging import REQUEST_ID_HEADER
 
@@ -56,10 +55,9 @@ def _head(scope: Scope, body_length: int | None, request_id: str | None) -> byte
 class _Response:
     """httptools callbacks: the service's answer, relayed to the client as it is parsed."""
 
-    def __init__(self, send: Send, head_only: bool, body_sent: Callable[[], bool]) -> None:
+    def __init__(self, send: Send, head_only: bool) -> None:
         self.send = send
         self.head_only = head_only
-        self.body_sent = body_sent
         self.headers: list[tuple[bytes, bytes]] = []
         self.parser = httptools.HttpResponseParser(self)
         self.chunks: list[bytes] = []
@@ -87,10 +85,6 @@ class _Response:
         self.parser.feed_data(data)
         if self.started and not was_started:
             status = self.parser.get_status_code()
-            if not self.body_sent():
-                # The service answered before it read the whole body, and will not read the rest: nor will
-                # the client's next request follow it, so the client's connection ends with this answer.
-                self.headers.append((b"connection", b"close"))
             await self.send({"type": "http.response.start", "status": status, "headers": self.headers})
         if self.started and (self.chunks or self.complete):
             body, self.chunks = b"".join(self.chunks), []
@@ -98,11 +92,9 @@ class _Response:
 
 
 def _body_length(scope: Scope) -> int | None:
-    """The request body's length, None when it comes chunked. A request with neither header has none
-    (RFC 9112, section 6.3): it is sent with a length of 0, so that nothing is left to send once the
-    service has answered."""
-    length = content_length(scope)
-    return 0 if length is None and not chunked(scope) else length
+    """The request body's length, None when it comes chunked. A request without a body is sent with a
+    length of 0, so that nothing is left to send once the service has answered."""
+    return content_length(scope) if has_body(scope) else 0
 
 
 async def _send(
@@ -129,11 +121,12 @@ async def _send(
             return
 
 
-async def _sent(sender: asyncio.Task[None]) -> None:
-    """Waits for the body to be sent, or stops sending it. The service may answer before it has read the
+async def _stop(sender: asyncio.Task[None]) -> None:
+    """Stops sending the request, if it is still being sent. The service may answer before it has read the
     whole body (a 413, a 404) and close its end: the rest of the body is not needed then, and a failed
     write must not lose the answer already on its way (an asyncio stream would: a broken pipe on the
-    write side is raised on the next read, before the data buffered for it)."""
+    write side is raised on the next read, before the data buffered for it). The client's connection
+    then ends with the answer (`limits.CloseUnread`, around the relay)."""
     if not sender.done():
         sender.cancel()
     with contextlib.suppress(BaseException):
@@ -155,11 +148,7 @@ async def forward(
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.setblocking(False)
     sender: asyncio.Task[None] | None = None
-
-    def body_sent() -> bool:  # all of it: a write that failed, the service having closed, did not send it
-        return sender is not None and sender.done() and not sender.cancelled() and sender.exception() is None
-
-    response = _Response(send, scope["method"] == "HEAD", body_sent)
+    response = _Response(send, scope["method"] == "HEAD")
     try:
         try:
             await loop.sock_connect(sock, path)
@@ -189,7 +178,7 @@ async def forward(
             await _unavailable(scope, receive, send)
     finally:
         if sender is not None:
-            await _sent(sender)
+            await _stop(sender)
         sock.close()
 
 

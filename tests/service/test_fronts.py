@@ -71,6 +71,18 @@ def _fronts(server: Server) -> list[int]:
     return pids
 
 
+def _classify_tiny(server: Server, fashion: FashionSample, times: int) -> None:
+    """`times` POST /classify of a tiny image (the fronts' hot path), each on a new connection: all 200."""
+    for _ in range(times):
+        r = httpx.post(
+            server.url + "/classify",
+            content=fashion.png(0),
+            headers={"content-type": "image/png"},
+            timeout=10,
+        )
+        assert r.status_code == 200, r.text
+
+
 def _volatile_free(value: Any) -> Any:
     """A body without what differs from one process to another: timings, latencies, ids, uptimes."""
     if isinstance(value, dict):
@@ -178,14 +190,7 @@ def test_the_fronts_requests_are_counted_in_the_services_metrics(
         return float(lines[0].split()[-1]) if lines else 0.0
 
     before = count()
-    for _ in range(20):  # new connections: both fronts answer some
-        r = httpx.post(
-            fronted.url + "/classify",
-            content=fashion.png(0),
-            headers={"content-type": "image/png"},
-            timeout=10,
-        )
-        assert r.status_code == 200, r.text
+    _classify_tiny(fronted, fashion, 20)  # new connections: both fronts answer some
     deadline = time.monotonic() + 5
     while count() - before < 20 and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -270,14 +275,7 @@ def test_a_front_that_dies_is_started_again(source_zoo: Zoo, fashion: FashionSam
             time.sleep(0.1)
         assert len(_fronts(server)) == 2 and first[0] not in _fronts(server), server.log()
         time.sleep(1.5)  # the new front's start-up
-        for _ in range(10):
-            r = httpx.post(
-                server.url + "/classify",
-                content=fashion.png(0),
-                headers={"content-type": "image/png"},
-                timeout=10,
-            )
-            assert r.status_code == 200, r.text
+        _classify_tiny(server, fashion, 10)
         assert "starting it again" in server.log()
         running = _fronts(server)
     finally:

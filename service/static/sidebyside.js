@@ -44,7 +44,7 @@ function agreementText(agreement) {
   const { answered, top1, share_top1: share, unanimous } = agreement;
   if (answered === 0 || !top1) return "No model answered.";
   if (answered === 1) return `One model answered: “${top1.label}”.`;
-  if (unanimous) return `All ${answered} models say “${top1.label}”.`;
+  if (unanimous) return `${answered === 2 ? "Both" : `All ${answered}`} models say “${top1.label}”.`;
   return `${share} of ${answered} models say “${top1.label}” (${top1.models.join(", ")}); ${agreement.distinct_top1} different answers in all.`;
 }
 

@@ -173,7 +173,9 @@ async function compareSideBySide(file) {
   const models = checkedModels($("sbs-model-list"));
   if (models.length < 2) {
     results.replaceChildren();
-    showError(error, { headline: "Choose two or more models to compare.", detail: `${models.length} chosen.` });
+    const runnable = sbsRunnable().length;
+    const detail = runnable < 2 ? `${$("sbs-dataset").value} has ${plural(runnable, "model", "models")} that can run here; choose another dataset.` : `${models.length} chosen.`;
+    showError(error, { headline: "Choose two or more models to compare.", detail });
     return;
   }
   $("sbs-busy").textContent = `Running ${models.length} models…`;

@@ -352,7 +352,7 @@ function renderApart(box, models, x) {
   const ul = el("ul");
   for (const [d, why] of apart) {
     const li = el("li", { "data-model": d.name });
-    li.append(el("strong", {}, d.name), ` ${why}`);
+    li.append(el("strong", {}, d.name), ` ${why}${canRun(d) ? "" : ", cannot run here"}`);
     ul.append(li);
   }
   box.append(ul);

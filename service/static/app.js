@@ -18,6 +18,8 @@ const state = {
   descending: true,
   lastFiles: null,
   sbsFile: null,
+  // Each request's number: a constraint changed twice quickly sends two, and only the later may render.
+  sent: { classify: 0, compare: 0 },
 };
 
 const AUTO = "auto";
@@ -112,10 +114,12 @@ async function classify(files) {
   if (!files || files.length === 0) return;
   state.lastFiles = files;
   const error = $("error");
+  const number = ++state.sent.classify;
   error.hidden = true;
   $("busy").textContent = "Classifying…";
   try {
     const r = await postImages("classify", files, classifyParams());
+    if (number !== state.sent.classify) return;
     if (r.ok) {
       renderResults($("results"), files, r.body, r.elapsed);
     } else {
@@ -123,10 +127,11 @@ async function classify(files) {
       showError(error, describeError(r.status, r.body, r.retryAfter));
     }
   } catch {
+    if (number !== state.sent.classify) return;
     $("results").replaceChildren();
     showError(error, { headline: "The service could not be reached.", detail: "Check that it is running, then try again." });
   } finally {
-    $("busy").textContent = "";
+    if (number === state.sent.classify) $("busy").textContent = "";
   }
 }
 
@@ -171,7 +176,9 @@ async function compareSideBySide(file) {
   const results = $("sbs-results");
   error.hidden = true;
   const models = checkedModels($("sbs-model-list"));
+  const number = ++state.sent.compare;
   if (models.length < 2) {
+    $("sbs-busy").textContent = "";
     results.replaceChildren();
     const runnable = sbsRunnable().length;
     const detail = runnable < 2 ? `${$("sbs-dataset").value} has ${plural(runnable, "model", "models")} that can run here; choose another dataset.` : `${models.length} chosen.`;
@@ -181,6 +188,7 @@ async function compareSideBySide(file) {
   $("sbs-busy").textContent = `Running ${models.length} models…`;
   try {
     const r = await compareImage(file, models, $("sbs-top-k").value);
+    if (number !== state.sent.compare) return;
     if (r.ok) {
       renderColumns(results, file, r.body);
     } else {
@@ -188,10 +196,11 @@ async function compareSideBySide(file) {
       showError(error, describeError(r.status, r.body, r.retryAfter));
     }
   } catch {
+    if (number !== state.sent.compare) return;
     results.replaceChildren();
     showError(error, { headline: "The service could not be reached.", detail: "Check that it is running, then try again." });
   } finally {
-    $("sbs-busy").textContent = "";
+    if (number === state.sent.compare) $("sbs-busy").textContent = "";
   }
 }
 

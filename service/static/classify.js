@@ -1,5 +1,8 @@
 // Classify: send images to POST /classify and show the predictions, the timing and the errors.
 
+import { renderSelection } from "./choice.js";
+import { el } from "./dom.js";
+
 const HEADLINES = {
   400: "That file is not an image we can read.",
   404: "That model is not in the registry.",
@@ -10,24 +13,26 @@ const HEADLINES = {
   503: "The model is not available right now.",
 };
 
+// Problem types whose own title says more than the status's headline.
+const TITLED = { "urn:convzoo:problem:no-model-fits": "No model meets the constraints." };
+
 const TIMING_PARTS = ["decode", "preprocess", "queue", "inference"];
 
 /** A short headline and the service's own explanation for a failed request. */
 export function describeError(status, problem, retryAfter) {
-  const headline = HEADLINES[status] ?? `The service failed (HTTP ${status}).`;
+  const headline = TITLED[problem?.type] ?? HEADLINES[status] ?? `The service failed (HTTP ${status}).`;
   let detail = problem && typeof problem.detail === "string" ? problem.detail : "";
   if (status === 503 && retryAfter) detail += `${detail ? " " : ""}Try again in ${retryAfter} s.`;
   return { headline, detail };
 }
 
-/** POST the files as multipart parts named `file`; resolves to {ok, body, status, retryAfter, elapsed}. */
-export async function postClassify(files, model, topK) {
+/** POST `files` as multipart parts named `file` to `path` with the query `params`;
+ * resolves to {ok, body, status, retryAfter, elapsed}. */
+export async function postImages(path, files, params) {
   const form = new FormData();
   for (const f of files) form.append("file", f, f.name || "pasted-image");
-  const params = new URLSearchParams({ top_k: String(topK) });
-  if (model) params.set("model", model);
   const started = performance.now();
-  const response = await fetch(`classify?${params}`, { method: "POST", body: form });
+  const response = await fetch(`${path}?${new URLSearchParams(params)}`, { method: "POST", body: form });
   const elapsed = performance.now() - started;
   let body = null;
   try {
@@ -38,14 +43,8 @@ export async function postClassify(files, model, topK) {
   return { ok: response.ok, status: response.status, body, retryAfter: response.headers.get("Retry-After"), elapsed };
 }
 
-function el(tag, attrs = {}, text) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function renderPredictions(predictions) {
+/** Horizontal bars, most likely first. */
+export function renderPredictions(predictions) {
   const list = el("ol", { class: "bars", "aria-label": "Predictions, most likely first" });
   for (const p of predictions) {
     const item = el("li", { class: "bar-row" });
@@ -59,6 +58,14 @@ function renderPredictions(predictions) {
     list.append(item);
   }
   return list;
+}
+
+/** The user's image, shown from a blob: URL (the page's CSP allows no other source). */
+export function thumbnail(file, alt) {
+  const img = el("img", { class: "thumb", alt, width: "112", height: "112" });
+  img.src = URL.createObjectURL(file);
+  img.addEventListener("load", () => URL.revokeObjectURL(img.src), { once: true });
+  return img;
 }
 
 function renderTiming(timing, elapsed) {
@@ -77,24 +84,23 @@ function renderTiming(timing, elapsed) {
   return box;
 }
 
-/** Replace the results area with one card per image, and the request's timing. */
-export function renderResults(container, files, body, elapsed) {
-  container.replaceChildren();
+function renderHead(body) {
+  if (body.selection) return renderSelection(body.selection, body.version);
   const head = el("p", { class: "result-head" });
   head.append("Model ", el("strong", {}, body.model), ` (version ${body.version})`);
-  container.append(head);
+  return head;
+}
+
+/** Replace the results area with how the model was chosen, one card per image, and the timing. */
+export function renderResults(container, files, body, elapsed) {
+  container.replaceChildren(renderHead(body));
   body.results.forEach((result, i) => {
     const card = el("article", { class: "result" });
-    const img = el("img", {
-      class: "thumb",
-      alt: `Uploaded image ${result.filename || i + 1}`,
-      width: "112",
-      height: "112",
-    });
-    img.src = URL.createObjectURL(files[i]);
-    img.addEventListener("load", () => URL.revokeObjectURL(img.src), { once: true });
     const figure = el("figure", { class: "thumb-figure" });
-    figure.append(img, el("figcaption", {}, `${result.filename || "pasted image"}, ${result.width}×${result.height}`));
+    figure.append(
+      thumbnail(files[i], `Uploaded image ${result.filename || i + 1}`),
+      el("figcaption", {}, `${result.filename || "pasted image"}, ${result.width}×${result.height}`),
+    );
     const top = result.predictions[0];
     const main = el("div", { class: "result-main" });
     main.append(el("h3", { class: "top-label" }, top ? top.label : "no prediction"), renderPredictions(result.predictions));

@@ -1,5 +1,7 @@
 // Compare: the sortable table of models and the accuracy-against-cost scatter plot.
 
+import { canRun } from "./catalog.js";
+import { el, svg } from "./dom.js";
 import { AXES, formatCount, formatNumber, formatPercent, logDomain, logTicks, paretoFrontier, plotExclusion } from "./frontier.js";
 
 const accuracyText = (m) => (m.weights === "random" ? "none (random)" : m.accuracy_source ?? "none");
@@ -19,7 +21,6 @@ export const COLUMNS = [
   { key: "accuracy_source", label: "Accuracy", text: true, value: accuracyText },
 ];
 
-const SVG = "http://www.w3.org/2000/svg";
 const PALETTE = ["#2563eb", "#c2410c", "#15803d", "#7c3aed", "#be123c", "#0e7490"];
 
 const valueOf = (col, m) => (col.value ? col.value(m) : m[col.key]);
@@ -36,20 +37,6 @@ export function sortModels(models, key, descending) {
     const order = col.text ? String(va).localeCompare(String(vb)) : va - vb;
     return sign * order || a.name.localeCompare(b.name);
   });
-}
-
-function el(tag, attrs = {}, text) {
-  const node = document.createElement(tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, v);
-  if (text !== undefined) node.textContent = text;
-  return node;
-}
-
-function svg(tag, attrs = {}, text) {
-  const node = document.createElementNS(SVG, tag);
-  for (const [k, v] of Object.entries(attrs)) node.setAttribute(k, String(v));
-  if (text !== undefined) node.textContent = text;
-  return node;
 }
 
 /** Build the header once; `onSort(key)` is called when a heading is activated. */
@@ -250,7 +237,9 @@ export function renderPlot({ container, tip, apartBox, models, x, onHover }) {
   const color = (d) => PALETTE[datasets.indexOf(d.dataset) % PALETTE.length];
   const frontierNames = new Set();
   for (const ds of datasets) {
-    const frontier = paretoFrontier(plotted.filter((d) => d.dataset === ds), x);
+    // Only models that run here make the frontier, as in GET /models/pareto and model=auto.
+    const frontier = paretoFrontier(plotted.filter((d) => d.dataset === ds && canRun(d)), x);
+    if (frontier.length === 0) continue;
     frontier.forEach((d) => frontierNames.add(d.name));
     const points = frontier.map((d) => `${sx(d[x]).toFixed(1)},${sy(d.top1).toFixed(1)}`).join(" ");
     root.append(svg("polyline", { class: "frontier", points, stroke: PALETTE[datasets.indexOf(ds) % PALETTE.length] }));
@@ -269,12 +258,12 @@ export function renderPlot({ container, tip, apartBox, models, x, onHover }) {
       cx: cx.toFixed(1),
       cy: cy.toFixed(1),
       r: radius(d).toFixed(1),
-      class: on ? "point on-frontier" : "point",
+      class: ["point", on && "on-frontier", !canRun(d) && "cannot-run"].filter(Boolean).join(" "),
       fill: color(d),
       tabindex: 0,
       role: "img",
       "data-model": d.name,
-      "aria-label": `${d.name}: top-1 ${formatPercent(d.top1)}, ${AXES[x].short} ${formatNumber(d[x])}, ${formatCount(d.params)} parameters${on ? ", on the Pareto frontier" : ""}`,
+      "aria-label": `${d.name}: top-1 ${formatPercent(d.top1)}, ${AXES[x].short} ${formatNumber(d[x])}, ${formatCount(d.params)} parameters${on ? ", on the Pareto frontier" : ""}${canRun(d) ? "" : ", cannot run here"}`,
     });
     const enter = () => {
       showTip(tip, d, x, cx, cy, on);
@@ -363,7 +352,7 @@ function renderApart(box, models, x) {
   const ul = el("ul");
   for (const [d, why] of apart) {
     const li = el("li", { "data-model": d.name });
-    li.append(el("strong", {}, d.name), ` ${why}`);
+    li.append(el("strong", {}, d.name), ` ${why}${canRun(d) ? "" : ", cannot run here"}`);
     ul.append(li);
   }
   box.append(ul);

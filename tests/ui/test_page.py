@@ -25,9 +25,13 @@ def labels_of(server: Server, model: str) -> list[str]:
     return labels
 
 
+def can_run(model: dict[str, Any]) -> bool:
+    return bool(model["status"] != "unavailable")
+
+
 def frontier(models: list[dict[str, Any]], x: str) -> set[str]:
-    """The Pareto frontier computed here, independently of the page's script."""
-    ranked = [m for m in models if m["weights"] != "random" and m["top1"] is not None and m[x]]
+    """The Pareto frontier of the models that run here, computed independently of the page's script."""
+    ranked = [m for m in models if m["weights"] != "random" and m["top1"] is not None and m[x] and can_run(m)]
     ranked.sort(key=lambda m: (m[x], -m["top1"]))
     best, names = -1.0, set()
     for m in ranked:
@@ -121,6 +125,7 @@ def numbers(cells: list[str]) -> list[float]:
 
 def test_table_sorts_by_any_column_with_mouse_and_keyboard(page: Page, catalogue: dict[str, Any]) -> None:
     page.select_option("#dataset", "")  # every dataset
+    page.click("#show-unavailable")  # and every model, also those that cannot run here
     expect(page.locator("#models tbody tr")).to_have_count(len(catalogue["models"]))
     size_heading = page.locator("#models th[data-key='size_mb']")
     size_heading.get_by_role("button").click()
@@ -151,8 +156,13 @@ def test_one_plot_point_per_model_with_accuracy(page: Page, catalogue: dict[str,
     page.select_option("#x-axis", "gflops")  # every registry entry has GFLOPs
     ranked = [m for m in catalogue["models"] if m["top1"] is not None and m["weights"] != "random"]
     points = page.locator("#plot .point")
+    # Folded: the models that run here; unfolded: every model with an accuracy, the others drawn apart.
+    expect(points).to_have_count(sum(can_run(m) for m in ranked))
+    page.click("#show-unavailable")
     expect(points).to_have_count(len(ranked))
     assert {p.get_attribute("data-model") for p in points.all()} == {m["name"] for m in ranked}
+    cannot = {p.get_attribute("data-model") for p in page.locator("#plot .point.cannot-run").all()}
+    assert cannot == {m["name"] for m in ranked if not can_run(m)}
     expected: set[str] = set()
     for dataset in {m["dataset"] for m in ranked}:
         expected |= frontier([m for m in ranked if m["dataset"] == dataset], "gflops")
@@ -185,16 +195,29 @@ def test_readable_at_360_px(browser: Browser, server: Server) -> None:
     overflow = page.evaluate("document.documentElement.scrollWidth")
     assert overflow <= 360, f"the page is {overflow} px wide at a 360 px viewport"
     assert page.locator("#plot svg").bounding_box()["width"] <= 360  # type: ignore[index]
-    for control in ["#model", "#top-k", "#file", "#dataset", "#x-axis"]:
+    controls = ["#model", "#top-k", "#file", "#auto-dataset", "#max-latency", "#min-top1", "#max-size"]
+    controls += ["#sbs-dataset", "#sbs-top-k", "#sbs-file", "#dataset", "#x-axis"]
+    for control in controls:
         assert page.locator(f"label[for='{control[1:]}']").count() == 1
     page.close()
     assert errors == []
 
 
 def test_every_control_is_reachable_by_keyboard(page: Page) -> None:
-    wanted = {"model", "top-k", "file", "dataset", "x-axis", "sort", "point"}
+    wanted = {
+        "model",
+        "top-k",
+        "file",
+        "sbs-dataset",
+        "sbs-top-k",
+        "sbs-file",
+        "dataset",
+        "x-axis",
+        "sort",
+        "point",
+    }
     reached: set[str] = set()
-    for _ in range(80):
+    for _ in range(160):
         page.keyboard.press("Tab")
         reached.add(
             page.evaluate(
@@ -205,6 +228,16 @@ def test_every_control_is_reachable_by_keyboard(page: Page) -> None:
         if wanted <= reached:
             break
     assert wanted <= reached, reached
+    # The toggle appears with a dataset that has models that cannot run, next in the tab order after the
+    # x axis, and works from the keyboard.
+    page.select_option("#dataset", "")
+    page.focus("#x-axis")
+    page.keyboard.press("Tab")
+    toggle = page.locator("#show-unavailable")
+    expect(toggle).to_be_focused()
+    page.keyboard.press("Enter")
+    expect(toggle).to_have_attribute("aria-pressed", "true")
+    expect(page.locator("#models tbody .status-unavailable").first).to_be_visible()
 
 
 def test_the_file_picker_opens_from_the_keyboard(
@@ -220,14 +253,18 @@ def test_the_file_picker_opens_from_the_keyboard(
     expect(page.locator(".top-label")).to_have_text(image.label)
 
 
-def test_latency_not_measured_here_shows_the_registry_figure_and_its_host(
-    page: Page, catalogue: dict[str, Any]
-) -> None:
+def test_latency_not_measured_here_shows_the_registry_figure_and_its_host(page: Page, server: Server) -> None:
+    # The rows as they are now: the tests before this one have loaded, and so measured, some models.
+    catalogue = httpx.get(server.url + "/models", timeout=10).json()
+    page.reload()
+    page.wait_for_selector("body[data-ready]")
     page.select_option("#dataset", "")
     # The live server runs without background calibration: models it has not loaded have no latency
     # of this host, only the registry's.
     other = [
-        m for m in catalogue["models"] if m["latency_ms"] is None and m["registry_latency_ms"] is not None
+        m
+        for m in catalogue["models"]
+        if m["latency_ms"] is None and m["registry_latency_ms"] is not None and can_run(m)
     ]
     assert other, "every model with a registry latency was measured here; nothing to show"
     m = other[0]

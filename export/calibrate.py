@@ -11,8 +11,8 @@ from pathlib import Path
 import numpy as np
 
 from service import host
-from service.manager import ArtifactProblem, resolve_artifact
-from service.registry import Latency, ModelEntry, Registry, load_registry, save_registry, sha256_file
+from service.models.artifacts import ArtifactProblem, checked_artifact
+from service.registry import Latency, ModelEntry, Registry, load_registry, save_registry
 from service.runtime import LoadedModel, RuntimeUnavailable, load_model
 from service.settings import Providers, Settings
 
@@ -26,15 +26,6 @@ class Outcome:
     name: str
     latency: Latency | None  # None: skipped
     reason: str | None = None  # why it was skipped
-
-
-def _checked_artifact(entry: ModelEntry, models_dir: Path) -> Path:
-    if not entry.built:
-        raise ArtifactProblem("the artifact is not built")
-    path = resolve_artifact(models_dir, entry.artifact.path)
-    if sha256_file(path) != entry.artifact.sha256:
-        raise ArtifactProblem("the artifact's sha256 does not match the registry")
-    return path
 
 
 def measure(model: LoadedModel, *, seconds: float, batch_size: int, threads: int) -> Latency:
@@ -70,7 +61,7 @@ def calibrate_entry(
     entry: ModelEntry, models_dir: Path, settings: Settings, *, seconds: float, batch_size: int
 ) -> Outcome:
     try:
-        path = _checked_artifact(entry, models_dir)
+        path = checked_artifact(entry, models_dir)
         model = load_model(path, entry, settings, max_batch_size=batch_size)
     except (ArtifactProblem, RuntimeUnavailable) as exc:
         return Outcome(entry.name, None, str(exc))

@@ -1,0 +1,124 @@
+"""One model's state (status, loaded session and batcher, calibration, measured footprint, use counts), its
+batching policy, and the lifecycle counters /metrics reads."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from typing import Literal
+
+from service.batcher import DynamicBatcher
+from service.errors import ModelUnavailable
+from service.models import footprint
+from service.models.artifacts import file_bytes
+from service.models.footprint import LoadMemory
+from service.registry import ModelEntry
+from service.runtime import Calibration, LoadedModel
+from service.settings import Settings
+
+log = logging.getLogger("convzoo.manager")
+
+Status = Literal["available", "loading", "loaded", "unavailable"]
+
+
+@dataclass(frozen=True)
+class BatchingPolicy:
+    """How a model's requests are batched: its registry entry's `batching`, else the service's settings."""
+
+    max_batch_size: int
+    max_queue_delay_us: int
+    max_queue_size: int
+
+    @classmethod
+    def of(cls, entry: ModelEntry, settings: Settings) -> BatchingPolicy:
+        own = entry.batching
+        return cls(
+            max_batch_size=own.max_batch_size if own else settings.max_batch_size,
+            max_queue_delay_us=own.max_queue_delay_us if own else settings.max_queue_delay_us,
+            max_queue_size=settings.max_queue_size,
+        )
+
+
+@dataclass
+class ModelState:
+    entry: ModelEntry
+    policy: BatchingPolicy
+    status: Status = "available"
+    reason: str | None = None
+    model: LoadedModel | None = None
+    batcher: DynamicBatcher | None = None
+    calibration: Calibration | None = None  # kept after eviction: it was measured here
+    last_used: float = 0.0
+    in_flight: int = 0  # requests using or waiting for the model
+    loads: int = 0  # completed loads, evictions included
+    memory_bytes: int | None = None  # measured: the median RSS growth over its recent loads and warm-ups
+    measurements: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
+    load_peak_bytes: int | None = None  # measured: the median of the most RSS grew during recent loads
+    peak_measurements: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
+    load_s: float | None = None  # the last load, measured: checksum, session, warm-up
+    loaded_at: dt.datetime | None = None  # wall clock of the last completed load
+    load_started: float | None = None  # time.monotonic() of the load in progress
+    hits: int = 0  # requests since it was loaded: the frequency of greedy-dual-size-frequency
+    priority: float = 0.0  # greedy-dual-size-frequency's H; the lowest idle one is evicted first
+    calibrating: bool = False
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.status == "loaded"
+
+    @property
+    def size_bytes(self) -> int:
+        return file_bytes(self.entry)
+
+    @property
+    def memory_estimate_bytes(self) -> int:
+        """What the model costs loaded: measured when it was, else estimated from its file."""
+        return footprint.memory_estimate(self.size_bytes, self.memory_bytes)
+
+    @property
+    def load_estimate_bytes(self) -> int:
+        """What the model costs while it loads: its measured peak, else estimated from its file."""
+        return footprint.load_estimate(self.size_bytes, self.memory_estimate_bytes, self.load_peak_bytes)
+
+    @property
+    def idle(self) -> bool:
+        """No request uses or waits for it and its batcher has nothing queued or running."""
+        return self.in_flight == 0 and (self.batcher is None or self.batcher.idle)
+
+    def record_memory(self, measured: LoadMemory | None) -> None:
+        """Take a load's measurement into the model's figures (the medians of its recent loads)."""
+        if measured is None:
+            return
+        self.measurements.append(measured.steady)
+        self.memory_bytes = footprint.median_bytes(self.measurements)
+        if measured.peak is not None:
+            self.peak_measurements.append(measured.peak)
+            self.load_peak_bytes = footprint.median_bytes(self.peak_measurements)
+
+    def mark_unavailable(self, reason: str) -> None:
+        self.status, self.reason = "unavailable", reason
+        log.warning("model %s is unavailable: %s", self.entry.name, reason)
+
+    def unavailable(self) -> ModelUnavailable:
+        return ModelUnavailable(f"Model {self.entry.name} is unavailable: {self.reason}.")
+
+    def unload(self) -> None:
+        """Stop its batcher and drop the session; a loaded model becomes available again."""
+        if self.batcher is not None:
+            self.batcher.stop()
+        self.batcher, self.model = None, None
+        if self.status == "loaded":
+            self.status = "available"
+
+
+@dataclass
+class LifecycleStats:
+    """Counters of loads, evictions and calibrations since start-up (read by /metrics)."""
+
+    loads: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model, "ok" | "failed")
+    load_seconds: dict[str, float] = field(default_factory=dict)  # per model, completed loads
+    evictions: Counter[tuple[str, str]] = field(default_factory=Counter)  # (model, reason)
+    # (model, "after-load" | "background")
+    calibrations: Counter[tuple[str, str]] = field(default_factory=Counter)

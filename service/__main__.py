@@ -8,6 +8,7 @@ import shutil
 import signal
 import socket
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from types import FrameType
 
@@ -24,6 +25,8 @@ from service.connections import (
 from service.fronts import process as front_processes
 from service.logging import configure_logging
 from service.settings import Settings, unknown_variables
+
+RELAYED_HEAD_BYTES = 1024
 
 
 class _Server(uvicorn.Server):
@@ -64,6 +67,9 @@ def main() -> None:
             **common,
         )
         return
+    # Behind fronts, every head reaching the service has passed a front's limit already; the relay adds its
+    # own fields (the request id, the framing), which must not make a head at the limit 431.
+    configure(replace(limits, max_header_bytes=limits.max_header_bytes + RELAYED_HEAD_BYTES))
     workdir = Path(tempfile.mkdtemp(prefix="convzoo-"))  # 0700: the Unix sockets are this user's only
     try:
         # The service's address, bound but not listened on: the fronts listen there; binding it here

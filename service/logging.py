@@ -64,6 +64,7 @@ class JsonFormatter(logging.Formatter):
             "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # the service's or one of its front processes' (docs/architecture.md)
             "message": record.getMessage(),
         }
         rid = getattr(record, "request_id", None) or current_request_id()

@@ -1,5 +1,6 @@
-"""The ASGI app of a front process: the hot path of POST /classify for tiny images, answered here with
-the service's models over the link; every other request relayed to the service (service/fronts/proxy.py).
+"""The ASGI app of a front process: the hot path of POST /classify (one raw image, a named model), its image
+decoded and prepared here, in this process's own preprocessing pool, and its tensor inferred by the service's
+models over the link; every other request relayed to the service (service/fronts/proxy.py).
 
 Requests answered here are logged here and counted in the service's metrics (over the link); relayed
 ones are logged and counted by the service, which answers them.
@@ -13,15 +14,16 @@ from typing import cast
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import tracing
+from service import preprocess, tracing
 from service.api.hot_path import PATH, HotClassify, Serving
 from service.api.limits import CloseUnread, UploadLimit
 from service.errors import unknown_model
 from service.fronts.link import ModelLink
 from service.fronts.proxy import forward
 from service.logging import RequestLog, RequestRecord
+from service.preprocess_pool import PreprocessPool
 from service.registry import ModelEntry, Registry
 from service.settings import Settings
 
@@ -37,10 +39,6 @@ def _label_only(request: Request) -> Response:
 CLASSIFY_ROUTE = Route(PATH, _label_only, methods=["POST"])
 
 
-async def _nothing_more() -> Message:
-    return {"type": "http.disconnect"}
-
-
 class FrontApp:
     def __init__(self, settings: Settings, registry: Registry, *, link_path: str, http_path: str) -> None:
         self.settings = settings
@@ -49,14 +47,17 @@ class FrontApp:
         self.http_path = http_path
         self.link = ModelLink(registry)
         names = {m.name for m in registry.models}
-        # No pool: only tiny images are prepared here (the others are handed on), on the event loop.
-        self.serving = Serving(self.link, settings, None, self._entry, registry.default)
-        hot = HotClassify(
-            self._relay,
-            route=CLASSIFY_ROUTE,
-            serving=lambda scope: self.serving,
-            hand_on=self._hand_on,
+        # Images of every size are prepared here: tiny ones on the event loop, the others in this front's own
+        # lanes (threads, and memory-limited decoding processes for large images), as in the service.
+        self.pool = PreprocessPool(
+            small_threads=settings.preprocess_threads,
+            large_threads=settings.preprocess_large_threads,
+            large_pixels=settings.preprocess_large_pixels,
+            process_memory_mb=settings.preprocess_process_memory_mb,
+            max_pixels=settings.max_image_pixels,
         )
+        self.serving = Serving(self.link, settings, self.pool, self._entry, registry.default)
+        hot = HotClassify(self._relay, route=CLASSIFY_ROUTE, serving=lambda scope: self.serving, relayed=True)
         self.relayed = CloseUnread(self._relay)
         self.hot: ASGIApp = RequestLog(
             CloseUnread(UploadLimit(hot, max_bytes=settings.max_upload_bytes)),
@@ -83,10 +84,6 @@ class FrontApp:
         rid = (scope.get("state") or {}).get("request_id")
         await forward(scope, receive, send, path=self.http_path, request_id=rid)
 
-    async def _hand_on(self, scope: Scope, body: bytes, send: Send) -> None:
-        rid = (scope.get("state") or {}).get("request_id")
-        await forward(scope, _nothing_more, send, path=self.http_path, body=body, request_id=rid)
-
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
             await self._lifespan(receive, send)
@@ -102,6 +99,7 @@ class FrontApp:
             message = await receive()
             if message["type"] == "lifespan.startup":
                 try:
+                    await asyncio.get_running_loop().run_in_executor(self.pool, preprocess.warm_up)
                     await self._connect()
                 except OSError as exc:
                     await send({"type": "lifespan.startup.failed", "message": str(exc)})
@@ -109,6 +107,7 @@ class FrontApp:
                 await send({"type": "lifespan.startup.complete"})
             elif message["type"] == "lifespan.shutdown":
                 self.link.close()
+                self.pool.shutdown(wait=False, cancel_futures=True)
                 await send({"type": "lifespan.shutdown.complete"})
                 return
 

@@ -26,9 +26,6 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _request_id: ContextVar[str | None] = ContextVar("convzoo_request_id", default=None)
 
 access_log = logging.getLogger("convzoo.access")
-# A request's scope-state key, set where a front process hands a request on to the service: the service
-# logs and counts it, the front does not.
-HANDED_ON = "convzoo.handed_on"
 
 # LogRecord attributes that are not extra fields.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -215,8 +212,7 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if not scope["state"].get(HANDED_ON):
-                self._finish(scope, rid, status, time.perf_counter() - started)
+            self._finish(scope, rid, status, time.perf_counter() - started)
             _request_id.reset(token)
 
     def _finish(self, scope: Scope, rid: str, status: int, seconds: float) -> None:

@@ -30,12 +30,14 @@ from service.errors import (
 from service.memory import bound_heap, peak_rss_bytes, reset_peak, rss_bytes, trim_heap
 from service.registry import ModelEntry, Registry, load_registry, sha256_file
 from service.runtime import (
+    CPU,
     Calibration,
     LoadedModel,
     RuntimeUnavailable,
     calibrate,
     initialise_runtime,
     load_model,
+    requested_providers,
 )
 from service.settings import Settings
 
@@ -247,6 +249,17 @@ class ModelManager:
     @property
     def default(self) -> str:
         return self.registry.default
+
+    @property
+    def provider(self) -> str:
+        """The execution provider a model gets when it loads."""
+        try:
+            return requested_providers(self.settings.providers)[0]
+        except RuntimeUnavailable:
+            return CPU
+
+    async def refresh(self) -> None:
+        """The states are this process's own: always current (a front's link fetches them)."""
 
     def preload_names(self) -> list[str]:
         names = self.settings.preload if self.settings.preload is not None else [self.default]

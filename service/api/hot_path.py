@@ -32,7 +32,6 @@ from service.api import classification
 from service.api.limits import BodyTooLarge
 from service.api.uploads import Upload, media_type_of
 from service.errors import CLIENT_CLOSED, INTERNAL, ServiceError, logged_reply, problem_details
-from service.logging import HANDED_ON
 from service.preprocess import ACCEPTED_MEDIA_TYPES
 from service.registry import ModelEntry
 from service.selection import AUTO
@@ -96,7 +95,6 @@ class HotClassify:
     """ASGI middleware: answers the hot path's requests itself (see the module's docstring).
 
     `serving` finds the models for a request: the service's own, or a front process's link to them.
-    `relayed`: requests this middleware does not answer go to another process, which logs them.
     """
 
     def __init__(
@@ -105,19 +103,15 @@ class HotClassify:
         *,
         route: BaseRoute,
         serving: Callable[[Scope], Serving | None],
-        relayed: bool = False,
     ) -> None:
         self.app = app
         self.route = route  # the /classify route: the request log's route label
         self.serving = serving
-        self.relayed = relayed
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = takes(scope)
         serving = self.serving(scope) if query is not None else None
         if query is None or serving is None:
-            if self.relayed:  # not answered here: the service that answers logs it
-                scope.setdefault("state", {})[HANDED_ON] = True
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()

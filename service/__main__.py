@@ -6,7 +6,6 @@ import logging
 import os
 import shutil
 import signal
-import socket
 import tempfile
 from pathlib import Path
 from types import FrameType
@@ -14,7 +13,6 @@ from types import FrameType
 import uvicorn
 
 from service.connections import (
-    BACKLOG,
     Limits,
     configure,
     raise_descriptor_limit,
@@ -32,13 +30,6 @@ class _Server(uvicorn.Server):
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         front_processes.signal_running(signal.SIGTERM if sig == signal.SIGINT else sig)
         super().handle_exit(sig, frame)
-
-
-def _listen_unix(path: Path) -> socket.socket:
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    sock.bind(str(path))
-    sock.listen(BACKLOG)
-    return sock
 
 
 def main() -> None:
@@ -64,19 +55,18 @@ def main() -> None:
             **common,
         )
         return
-    workdir = Path(tempfile.mkdtemp(prefix="convzoo-"))  # 0700: the Unix sockets are this user's only
+    workdir = Path(tempfile.mkdtemp(prefix="convzoo-"))  # 0700: the link's Unix socket is this user's only
     try:
         # The service's address, bound but not listened on: the fronts listen there; binding it here
         # first makes an address in use fail the start at once.
         address = shared_port(settings.host, settings.port)
-        http_path = workdir / "http.sock"
-        plan = front_processes.Plan(fronts, address.getsockname()[:2], http_path, workdir)
+        plan = front_processes.Plan(fronts, address.getsockname()[:2], workdir)
         config = uvicorn.Config("service.main:create_app", factory=True, **common)
-        listening = _listen_unix(http_path)
         spawned = front_processes.plan(plan)  # they import and start up while the service does
         try:
-            # The clients' HTTP goes to the fronts; the service answers what they relay, on a Unix socket.
-            _Server(config).run(sockets=[listening])
+            # The clients' connections, HTTP and gRPC, are the fronts'; this process holds the models and
+            # answers the fronts over the link. uvicorn runs its lifespan and its signals, on no socket.
+            _Server(config).run(sockets=[])
         finally:
             if spawned is not None:
                 spawned.kill()  # only those still running: the lifespan stopped them unless it failed

@@ -114,6 +114,18 @@ TOO_MANY_CONNECTIONS = _canned(
 )
 HEADERS_TOO_LARGE = _canned(b"431 Request Header Fields Too Large", "The request head is too large.")
 HEAD_TIMEOUT = _canned(b"408 Request Timeout", "The request head did not arrive in time.")
+TRAILERS_TOO_LARGE = _canned(
+    b"431 Request Header Fields Too Large", "The request's trailer section is too large."
+)
+FRAMING_TOO_LARGE = _canned(b"400 Bad Request", "The request's chunk framing is too large for its body.")
+CODING_NOT_IMPLEMENTED = _canned(
+    b"501 Not Implemented", "Transfer codings other than chunked are not implemented; send the body as it is."
+)
+
+# What a chunked body may carry besides its data: a chunk-size line per chunk (hex digits and CRLF: 10 bytes
+# frame up to 4 GiB), and what the head limit allows for extensions and the trailer section. Beyond that the
+# client sends framing, not body, and neither the upload limit nor the body timeout sees it.
+CHUNK_LINE_BYTES = 16
 
 
 class _Refused(Exception):
@@ -132,6 +144,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._body_timer: asyncio.TimerHandle | None = None
         self._body_progress = 0.0
         self._refused = False
+        self._after_head = 0  # bytes received since this request's head was complete
+        self._body_bytes = 0  # of them, the body's data
+        self._chunks = 0
+        self._trailer_bytes = 0
 
     # --- the connection cap and the head timer ---------------------------------------------------------
 
@@ -174,13 +190,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._arm_head_timer()
         else:
             self._body_progress = self.loop.time()
+            self._after_head += len(data)
         super().data_received(data)
-        if (
-            self._in_head
-            and self._head_bytes > self.limits.max_header_bytes
-            and not self.transport.is_closing()
-        ):
+        if self.transport.is_closing():
+            return
+        if self._in_head and self._head_bytes > self.limits.max_header_bytes:
             self._refuse(HEADERS_TOO_LARGE)
+        elif not self._in_head and self._framing_bytes() > self._framing_allowance():
+            log.info("closing a connection whose chunk framing outgrew its body")
+            self._refuse(FRAMING_TOO_LARGE)
 
     def _refuse(self, answer: bytes) -> None:
         self._refused = True
@@ -194,14 +212,51 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().send_400_response(msg)
 
     def _head_size(self) -> int:
-        # The request line and header lines as received, give or take the method and version.
-        return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+        # The request head as a client writes it: "METHOD target HTTP/1.1" CRLF, "name: value" CRLF per
+        # field, CRLF. Exact for that form (a test holds a head at the limit to 200 and one byte more to 431).
+        method = self.parser.get_method() if self.parser is not None else b"GET"
+        fields = sum(len(name) + len(value) + 4 for name, value in self.headers)
+        return len(method) + 1 + len(self.url) + 1 + 8 + 2 + fields + 2
+
+    def _framing_bytes(self) -> int:
+        # What arrived after the head that is not body data: chunk-size lines, extensions, trailers. The read
+        # that ended the head counts only after it, so this may fall short by part of one read, never more.
+        return self._after_head - self._body_bytes
+
+    def _framing_allowance(self) -> int:
+        return self.limits.max_header_bytes + CHUNK_LINE_BYTES * (self._chunks + 1)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
         self._in_head = True
         self._head_bytes = 0
+        self._after_head = self._body_bytes = self._chunks = self._trailer_bytes = 0
         self._arm_head_timer()
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        if self._in_head:
+            super().on_header(name, value)
+            return
+        # A trailer field (after the last chunk): never used, so never kept (uvicorn would append it to the
+        # request's headers, already handed to the app); its size is bounded as the head's is.
+        self._trailer_bytes += len(name) + len(value) + 4
+        if self._trailer_bytes > self.limits.max_header_bytes:
+            self._refuse(TRAILERS_TOO_LARGE)
+            raise _Refused
+
+    def on_chunk_header(self) -> None:
+        self._chunks += 1
+
+    def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
+        super().on_body(body)
+
+    def _codings(self) -> list[bytes]:
+        codings: list[bytes] = []
+        for name, value in self.headers:
+            if name.lower() == b"transfer-encoding":
+                codings += [c.strip().lower() for c in value.split(b",") if c.strip()]
+        return codings
 
     def on_headers_complete(self) -> None:
         self._in_head = False
@@ -210,6 +265,9 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             self._head_timer = None
         if self._head_size() > self.limits.max_header_bytes:  # a whole head in one read
             self._refuse(HEADERS_TOO_LARGE)
+            raise _Refused
+        if any(c != b"chunked" for c in self._codings()):  # RFC 9112, 6.1: a coding not understood is 501
+            self._refuse(CODING_NOT_IMPLEMENTED)
             raise _Refused
         self._body_progress = self.loop.time()
         self._body_timer = self.loop.call_later(self.limits.body_timeout_s, self._body_check)

@@ -26,9 +26,6 @@ _CLIENT_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,128}$")
 _request_id: ContextVar[str | None] = ContextVar("convzoo_request_id", default=None)
 
 access_log = logging.getLogger("convzoo.access")
-# A request's scope-state key, set where a front process hands a request on to the service: the service
-# logs and counts it, the front does not.
-HANDED_ON = "convzoo.handed_on"
 
 # LogRecord attributes that are not extra fields.
 _STANDARD = set(vars(logging.LogRecord("", 0, "", 0, "", None, None))) | {
@@ -64,6 +61,7 @@ class JsonFormatter(logging.Formatter):
             "ts": self._timestamp(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
+            "pid": record.process,  # the service's or one of its front processes' (docs/architecture.md)
             "message": record.getMessage(),
         }
         rid = getattr(record, "request_id", None) or current_request_id()
@@ -214,8 +212,7 @@ class RequestLog:
         try:
             await self.app(scope, receive, send_with_id)
         finally:
-            if not scope["state"].get(HANDED_ON):
-                self._finish(scope, rid, status, time.perf_counter() - started)
+            self._finish(scope, rid, status, time.perf_counter() - started)
             _request_id.reset(token)
 
     def _finish(self, scope: Scope, rid: str, status: int, seconds: float) -> None:

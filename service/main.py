@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 from fastapi import APIRouter, FastAPI
@@ -75,17 +75,37 @@ def _upload_limit_renderer(mount: v2.V2Mount) -> Callable[[Scope, ServiceError],
     return render
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """A convzoo app; `settings` defaults to the environment's (CONVZOO_*)."""
+def _in_process(settings: Settings, metrics: Metrics) -> AbstractAsyncContextManager[services.Services]:
+    # Imported here, not at the top: a front process builds its app from this module too, and must not
+    # load ONNX Runtime (the model manager's sessions), which is its memory paid once per front.
+    from service import model_process
+
+    return model_process.running(settings, metrics)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    services_from: services.ServicesFrom = _in_process,
+    metrics: Metrics | None = None,
+    shared_port: bool = False,
+) -> FastAPI:
+    """A convzoo app; `settings` defaults to the environment's (CONVZOO_*).
+
+    Every protocol a client speaks is answered by this app: in the service process when it has no front
+    processes, else in each front, whose `services_from` reaches the service's models over the link;
+    `shared_port`: other processes serve the same gRPC port (fronts, uvicorn workers)."""
     settings = settings if settings is not None else Settings()
     configure_logging(settings.log_level)
-    metrics = Metrics()  # per app; the request log records into it before, during and after the lifespan
+    # per app; the request log records into it before, during and after the lifespan
+    metrics = metrics if metrics is not None else Metrics()
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, services.Services]]:
-        async with services.running(settings, metrics) as built:
-            grpc = await grpc_server.start(built, VERSION)  # None unless CONVZOO_GRPC_PORT is set
+        async with services_from(settings, metrics) as built:
             fronts = await front_processes.start(built)  # None unless `python -m service` planned some
+            # gRPC is served where HTTP is: by the fronts when there are any (they share its port).
+            grpc = await grpc_server.start(built, VERSION, shared=shared_port) if fronts is None else None
             try:
                 yield {services.STATE_KEY: built}  # the ASGI lifespan state: every request's scope["state"]
             finally:

@@ -25,7 +25,7 @@ from service.models.loader import Loader, expected_load_remaining_s, wait_for_lo
 from service.models.readiness import readiness
 from service.models.state import BatchingPolicy, LifecycleStats, ModelState, Status
 from service.registry import ModelEntry, Registry, load_registry
-from service.runtime import LoadedModel, RuntimeUnavailable, initialise_runtime
+from service.runtime import CPU, LoadedModel, RuntimeUnavailable, initialise_runtime, requested_providers
 from service.settings import Settings
 
 __all__ = ["BatchingPolicy", "LifecycleStats", "ModelManager", "ModelState", "Status"]
@@ -75,6 +75,17 @@ class ModelManager:
     @property
     def default(self) -> str:
         return self.registry.default
+
+    @property
+    def provider(self) -> str:
+        """The execution provider a model gets when it loads."""
+        try:
+            return requested_providers(self.settings.providers)[0]
+        except RuntimeUnavailable:
+            return CPU
+
+    async def refresh(self) -> None:
+        """The states are this process's own: always current (a front's link fetches them)."""
 
     def preload_names(self) -> list[str]:
         names = self.settings.preload if self.settings.preload is not None else [self.default]

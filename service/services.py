@@ -1,25 +1,22 @@
 """Everything a request needs beyond itself, built once per app in its lifespan and handed to the routes
-through the ASGI lifespan state (service.api.deps.ServicesDep)."""
+through the ASGI lifespan state (service.api.deps.ServicesDep).
+
+The service process builds them around its model manager (service/model_process.py); a front process
+around its link to that manager (service/fronts/remote.py). The routes see the same interfaces either way
+(service/interfaces.py).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import logging
-from collections.abc import AsyncIterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
-from service import preprocess
-from service.lifecycle_metrics import LifecycleCollector
-from service.live_latency import RecentLatencies
-from service.manager import ModelManager
-from service.metrics import Metrics, ModelGauge
+from service.interfaces import LiveLatencies, Models, ModelStatistics
+from service.metrics import Metrics
 from service.preprocess_pool import PreprocessPool
 from service.settings import Settings
-from service.v2.statistics import Statistics
-
-log = logging.getLogger("convzoo")
 
 STATE_KEY = "services"  # its key in the lifespan state
 
@@ -27,44 +24,24 @@ STATE_KEY = "services"  # its key in the lifespan state
 @dataclass(frozen=True)
 class Services:
     settings: Settings
-    manager: ModelManager
-    preprocess_pool: ThreadPoolExecutor  # decoding and preprocessing, apart from the loop and from inference
-    metrics: Metrics
-    statistics: Statistics  # the /v2 statistics extension
-    recent: RecentLatencies  # live latencies, for model=auto and the frontier
+    manager: Models
+    preprocess_pool: Executor  # decoding and preprocessing, apart from the loop and from inference
+    metrics: Metrics  # this process's: its request log records into it
+    statistics: ModelStatistics  # the /v2 statistics extension
+    recent: LiveLatencies  # live latencies, for model=auto and the frontier
+    exposition: Callable[[], Awaitable[bytes]]  # GET /metrics: the service's metrics, whoever asks
 
 
-@asynccontextmanager
-async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
-    """Build the services, preload the models in the background, and stop everything on exit.
+# How an app builds its services: (settings, metrics) -> an async context that yields them.
+ServicesFrom = Callable[[Settings, Metrics], AbstractAsyncContextManager[Services]]
 
-    `metrics` is made with the app: its request log records into it whether or not the lifespan runs."""
-    statistics, recent = Statistics(), RecentLatencies()
-    # Every batch any model runs reports to the metrics, the statistics and the live latencies.
-    manager = ModelManager.from_settings(
-        settings, batch_hooks=(metrics.observe_batch, statistics.record, recent.record)
-    )  # a bad registry fails start-up, loudly
-    manager.preload_names()  # unknown preload names too
-    metrics.watch_models(
-        lambda: [
-            ModelGauge(s.entry.name, s.status == "loaded", s.memory_estimate_bytes, s.status == "unavailable")
-            for s in manager.states()
-        ]
-    )
-    metrics.registry.register(LifecycleCollector(manager))  # loads, load seconds, evictions, calibrations
-    # Lanes: large uploads cannot hold every thread while small ones wait (docs/security.md, Fairness).
-    pool = PreprocessPool(
+
+def preprocess_pool(settings: Settings) -> Executor:
+    """The decoding and preprocessing lanes of one process (docs/security.md, Fairness)."""
+    return PreprocessPool(
         small_threads=settings.preprocess_threads,
         large_threads=settings.preprocess_large_threads,
         large_pixels=settings.preprocess_large_pixels,
         process_memory_mb=settings.preprocess_process_memory_mb,
         max_pixels=settings.max_image_pixels,
     )
-    await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
-    manager.start()
-    log.info("convzoo serving %d models; default %s", len(manager.states()), manager.default)
-    try:
-        yield Services(settings, manager, pool, metrics, statistics, recent)
-    finally:
-        await manager.stop()
-        pool.shutdown(wait=False, cancel_futures=True)

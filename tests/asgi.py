@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from service.api.deps import services_of
+from service.manager import ModelManager
 from service.services import Services
 
 
@@ -24,6 +25,13 @@ class Served:
     @property
     def services(self) -> Services:
         return services_of(self.state)
+
+    @property
+    def manager(self) -> ModelManager:
+        """The app's own model manager (an app built in process holds its models)."""
+        manager = self.services.manager
+        assert isinstance(manager, ModelManager)
+        return manager
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         await self.app({**scope, "state": dict(self.state)}, receive, send)
@@ -41,3 +49,10 @@ def services_of_client(client: httpx.AsyncClient) -> Services:
     transport = client._transport
     assert isinstance(transport, httpx.ASGITransport) and isinstance(transport.app, Served)
     return transport.app.services
+
+
+def manager_of_client(client: httpx.AsyncClient) -> ModelManager:
+    """The model manager behind a client of `client_for`."""
+    manager = manager_of_client(client)
+    assert isinstance(manager, ModelManager)
+    return manager

@@ -11,24 +11,13 @@ from fastapi import Depends, Query
 from service import host
 from service.api.deps import ServicesDep
 from service.errors import InvalidParameter, ModelUnavailable
-from service.live_latency import RecentLatencies
-from service.manager import ModelManager, ModelState
-from service.runtime import CPU, RuntimeUnavailable, requested_providers
+from service.interfaces import LiveLatencies, Models, ModelStatus
 from service.selection import AUTO, Candidate, Constraints, LatencySource, select
 from service.settings import Settings
 
 
-def _serving_provider(state: ModelState, settings: Settings) -> str:
-    if state.model is not None:
-        return state.model.providers[0]
-    try:
-        return requested_providers(settings.providers)[0]
-    except RuntimeUnavailable:
-        return CPU
-
-
 def latency_here(
-    state: ModelState, settings: Settings, recent: RecentLatencies | None
+    state: ModelStatus, settings: Settings, recent: LiveLatencies | None, provider: str
 ) -> tuple[float | None, LatencySource | None, int | None]:
     """The model's p50 on this host: recent live traffic, else the service's calibration, else the
     registry's figure when it was measured on this kind of machine with this provider."""
@@ -40,18 +29,19 @@ def latency_here(
     measured = state.entry.latency
     if measured is not None:
         here = host.describe(
-            provider=_serving_provider(state, settings), intra_op_threads=settings.intra_op_threads
+            provider=state.model.providers[0] if state.model is not None else provider,
+            intra_op_threads=settings.intra_op_threads,
         )
         if host.same_machine(measured.host, here):
             return measured.p50_ms, "registry", None
     return None, None, None
 
 
-def candidates(manager: ModelManager, settings: Settings, recent: RecentLatencies | None) -> list[Candidate]:
+def candidates(manager: Models, settings: Settings, recent: LiveLatencies | None) -> list[Candidate]:
     out = []
     for state in manager.states():
         e, m = state.entry, state.entry.metrics
-        latency, source, samples = latency_here(state, settings, recent)
+        latency, source, samples = latency_here(state, settings, recent, manager.provider)
         out.append(
             Candidate(
                 name=e.name,

@@ -61,12 +61,12 @@ def prepare(data: bytes, entry: ModelEntry, max_pixels: int) -> Prepared:
 
 
 async def prepare_all(
-    uploads: list[Upload], entry: ModelEntry, max_pixels: int, pool: Executor | None
+    uploads: list[Upload], entry: ModelEntry, max_pixels: int, pool: Executor
 ) -> list[Prepared]:
     """Every upload's tensor, in upload order. A tiny image (the preprocessing pool's `inline` lane) is
     prepared right here on the event loop: its cost is bounded from its header to less than a thread
-    hand-off's. No `pool`: the caller has bounded the cost already (a front process, tiny images only)."""
-    if pool is None or (len(uploads) == 1 and inline(uploads[0].data)):
+    hand-off's."""
+    if len(uploads) == 1 and inline(uploads[0].data):
         return [prepare(u.data, entry, max_pixels) for u in uploads]
     loop = asyncio.get_running_loop()
     jobs = [loop.run_in_executor(pool, tracing.bind(prepare), u.data, entry, max_pixels) for u in uploads]
@@ -85,7 +85,7 @@ def check_top_k(entry: ModelEntry, top_k: int) -> None:
 async def classify(
     models: Models,
     settings: Settings,
-    pool: Executor | None,
+    pool: Executor,
     entry: ModelEntry,
     uploads: list[Upload],
     top_k: int,

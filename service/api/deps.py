@@ -1,7 +1,8 @@
 """The one dependency of the routes: the app's Services, from the ASGI lifespan state.
 
 It is `async def` on purpose: FastAPI runs a plain `def` dependency on its thread pool, a thread hop per
-request for a mere lookup (measured: a large share of a small model's request cost).
+request for a mere lookup (measured: a large share of a small model's request cost). It also brings the
+models' states up to date for the route (a front process asks the service once per request).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from fastapi import Depends, Request
 from starlette.types import Scope
 
 from service.api.hot_path import Serving
-from service.manager import ModelManager
+from service.interfaces import Models
 from service.services import STATE_KEY, Services
 
 
@@ -25,7 +26,7 @@ def services_of(state: object) -> Services:
 
 
 def serving_of(scope: Scope) -> Serving | None:
-    """The service's own models, from the request's lifespan state; None without a lifespan."""
+    """The models as the hot path needs them, from the request's lifespan state; None without a lifespan."""
     try:
         services = services_of(scope.get("state"))
     except RuntimeError:
@@ -35,15 +36,17 @@ def serving_of(scope: Scope) -> Serving | None:
 
 
 async def get_services(request: Request) -> Services:
-    return services_of(request.scope.get("state"))
+    services = services_of(request.scope.get("state"))
+    await services.manager.refresh()
+    return services
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
 
 
-async def get_manager(request: Request) -> ModelManager:
-    return services_of(request.scope.get("state")).manager
+async def get_manager(request: Request) -> Models:
+    return (await get_services(request)).manager
 
 
-# A shorthand for routes that need the manager only.
-ManagerDep = Annotated[ModelManager, Depends(get_manager)]
+# A shorthand for routes that need the models only.
+ManagerDep = Annotated[Models, Depends(get_manager)]

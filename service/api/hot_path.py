@@ -18,7 +18,7 @@ import json
 import logging
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -32,9 +32,7 @@ from service.api import classification
 from service.api.limits import BodyTooLarge
 from service.api.uploads import Upload, media_type_of
 from service.errors import CLIENT_CLOSED, INTERNAL, ServiceError, logged_reply, problem_details
-from service.logging import HANDED_ON
 from service.preprocess import ACCEPTED_MEDIA_TYPES
-from service.preprocess_pool import inline
 from service.registry import ModelEntry
 from service.selection import AUTO
 from service.settings import Settings
@@ -78,7 +76,7 @@ class Serving:
 
     models: classification.Models
     settings: Settings
-    pool: Executor | None  # None: images prepared where the request is (service/api/classification.py)
+    pool: Executor  # where images are prepared (service/api/classification.py): the service's or a front's
     entry: Callable[[str], ModelEntry]  # raises UnknownModel
     default: str
 
@@ -93,16 +91,10 @@ def takes(scope: Scope) -> tuple[str | None, int] | None:
     return query
 
 
-# Where a request goes once its body is read, when this process does not prepare its image (a front
-# process hands on all but tiny images): (scope, body, send).
-HandOn = Callable[[Scope, bytes, Send], Awaitable[None]]
-
-
 class HotClassify:
     """ASGI middleware: answers the hot path's requests itself (see the module's docstring).
 
-    `serving` finds the models for a request (the service's, by default); with `hand_on`, a request
-    whose image is not tiny (service/preprocess_pool.py, `inline`) is handed on with its body instead.
+    `serving` finds the models for a request: the service's own, or a front process's link to them.
     """
 
     def __init__(
@@ -111,19 +103,15 @@ class HotClassify:
         *,
         route: BaseRoute,
         serving: Callable[[Scope], Serving | None],
-        hand_on: HandOn | None = None,
     ) -> None:
         self.app = app
         self.route = route  # the /classify route: the request log's route label
         self.serving = serving
-        self.hand_on = hand_on
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         query = takes(scope)
         serving = self.serving(scope) if query is not None else None
         if query is None or serving is None:
-            if self.hand_on is not None:  # not answered here: the service that answers logs it
-                scope.setdefault("state", {})[HANDED_ON] = True
             await self.app(scope, receive, send)
             return
         started = time.perf_counter()
@@ -137,10 +125,6 @@ class HotClassify:
             entry = serving.entry(name)
             classification.check_top_k(entry, top_k)
             data = await _body(receive)
-            if self.hand_on is not None and not inline(data):
-                state[HANDED_ON] = True  # the service that answers logs and counts it
-                await self.hand_on(scope, data, send)
-                return
             uploads = [Upload(filename=None, data=data)]
             answer = await classification.classify(
                 serving.models,

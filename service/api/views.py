@@ -10,10 +10,10 @@ from service.api.schemas import (
     ModelList,
     ModelSummary,
 )
-from service.manager import ModelManager, ModelState
+from service.interfaces import Models, ModelStatus
 
 
-def _summary_fields(state: ModelState) -> dict[str, object]:
+def _summary_fields(state: ModelStatus) -> dict[str, object]:
     e, m = state.entry, state.entry.metrics
     cal = state.calibration
     return {
@@ -40,7 +40,7 @@ def _summary_fields(state: ModelState) -> dict[str, object]:
     }
 
 
-def _lifecycle_fields(state: ModelState) -> dict[str, object]:
+def _lifecycle_fields(state: ModelStatus) -> dict[str, object]:
     """Where the latency comes from, the registry's figure labelled with the host it was measured on,
     and the model's measured memory and last load."""
     cal, reg = state.calibration, state.entry.latency
@@ -63,15 +63,15 @@ def _lifecycle_fields(state: ModelState) -> dict[str, object]:
     }
 
 
-def summary(state: ModelState) -> ModelSummary:
+def summary(state: ModelStatus) -> ModelSummary:
     return ModelSummary.model_validate(_summary_fields(state))
 
 
-def model_list(manager: ModelManager) -> ModelList:
+def model_list(manager: Models) -> ModelList:
     return ModelList(default=manager.default, models=[summary(s) for s in manager.states()])
 
 
-def detail(manager: ModelManager, name: str) -> ModelDetail:
+def detail(manager: Models, name: str) -> ModelDetail:
     state = manager.state(name)
     e = state.entry
     cal = state.calibration

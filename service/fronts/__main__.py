@@ -1,4 +1,5 @@
-"""`python -m service.fronts`: one front process, started by the service (service/fronts/process.py)."""
+"""`python -m service.fronts`: one front process, started by the service (service/fronts/process.py). It
+serves the service's whole app, HTTP and gRPC, with the service's models over the link."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from service.connections import (
     server_options,
     shared_port,
 )
-from service.fronts.app import FrontApp
+from service.fronts.remote import LinkedMetrics, linked
 from service.logging import configure_logging
-from service.registry import load_registry
+from service.main import create_app
 from service.settings import Settings
 
 
@@ -29,7 +30,6 @@ def main() -> None:
     parser.add_argument("--host", required=True, help="the service's address, shared (SO_REUSEPORT)")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--link", required=True, help="the service's link socket")
-    parser.add_argument("--http", required=True, help="the service's HTTP Unix socket")
     parser.add_argument("--of", type=int, default=1, help="how many fronts share the connection cap")
     args = parser.parse_args()
     die_with_parent(os.getppid(), signal.SIGTERM)  # a SIGTERM: it drains what it holds
@@ -39,7 +39,7 @@ def main() -> None:
     configure(Limits.from_settings(settings, raise_descriptor_limit(), share=args.of))
     if settings.otlp_endpoint is not None:
         tracing.enable_otlp(settings.otlp_endpoint)
-    app = FrontApp(settings, load_registry(settings.registry_path), link_path=args.link, http_path=args.http)
+    app = create_app(settings, services_from=linked(args.link), metrics=LinkedMetrics(), shared_port=True)
     config = uvicorn.Config(
         app,
         log_config=None,  # the JSON lines configured above

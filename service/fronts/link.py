@@ -1,11 +1,12 @@
-"""A front process's side of the link: the models of the service process, as the hot path needs them
-(service/api/classification.py, `Models`), and the front's finished requests for the service's metrics."""
+"""A front process's side of the link: inference by the service's models, calls into the service (its
+models' state, loads, metrics), and the front's finished requests for the service's metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import time
+from typing import Any
 
 import numpy as np
 
@@ -49,7 +50,7 @@ class ModelLink:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self._ids = itertools.count(1)
-        self._waiting: dict[int, asyncio.Future[tuple[np.ndarray, float, float]]] = {}
+        self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._writer: wire.Writer | None = None  # while the link is up
         self._observed: list[tuple[str, str, int, float]] = []
 
@@ -88,6 +89,23 @@ class ModelLink:
             self._waiting.pop(request_id, None)
         return logits, InferTimings(queue_ms=queue_ms, inference_ms=inference_ms, batch_sizes=(len(batch),))
 
+    async def call(self, method: str, timeout_s: float, **args: Any) -> dict[str, Any]:
+        """One call into the service (service/fronts/link_server.py, `CALLS`); its errors are raised here."""
+        writer = self._writer
+        if writer is None or writer.transport.is_closing():
+            raise _link_down()
+        request_id = next(self._ids)
+        future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = future
+        try:
+            writer.write(wire.json_frame(wire.CALL, request_id, {"method": method, "args": args}))
+            async with asyncio.timeout(timeout_s):
+                return await future
+        except TimeoutError:
+            raise DeadlineExceeded(f"The service did not answer ({method}) in time.") from None
+        finally:
+            self._waiting.pop(request_id, None)
+
     def observe(self, *, route: str, model: str, status: int, seconds: float) -> None:
         """A finished request, for the service's metrics: sent with others every OBSERVE_EVERY_S."""
         if not self._observed:
@@ -105,6 +123,8 @@ class ModelLink:
             return  # its request gave up (its client left)
         if f.kind == wire.RESULT:
             future.set_result(wire.read_result(f.payload))
+        elif f.kind == wire.REPLY:
+            future.set_result(wire.read_json(f.payload))
         elif f.kind == wire.ERROR:
             body = wire.read_json(f.payload)
             cls = _ERRORS.get(str(body.get("error")), ServiceError)

@@ -1,5 +1,6 @@
 """The service's side of the front processes' link: their inference requests into the model manager (so
-batches, queues, deadlines and the memory budget stay one), their finished requests into the metrics."""
+batches, queues, deadlines and the memory budget stay one), their calls (the models' state, loads, the
+metrics' exposition), and their finished requests into the metrics."""
 
 from __future__ import annotations
 
@@ -8,13 +9,14 @@ import contextlib
 import logging
 import struct
 import time
+from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 import numpy as np
 
 from service.errors import ServiceError
-from service.fronts import wire
+from service.fronts import mirror, wire
 from service.services import Services
 
 log = logging.getLogger("convzoo.fronts")
@@ -28,6 +30,27 @@ def error_frame(request_id: int, exc: ServiceError) -> bytes:
         "extensions": exc.extensions,
     }
     return wire.json_frame(wire.ERROR, request_id, body)
+
+
+async def _snapshot(services: Services) -> dict[str, Any]:
+    return mirror.snapshot(services.manager, services.statistics, services.recent)
+
+
+async def _ensure_loaded(services: Services, *, name: str) -> dict[str, Any]:
+    await services.manager.ensure_loaded(name)
+    return {}
+
+
+async def _metrics(services: Services) -> dict[str, Any]:
+    return {"text": (await services.exposition()).decode()}
+
+
+# What a front may call, by name: each takes the services and the call's arguments.
+CALLS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
+    "snapshot": _snapshot,
+    "ensure_loaded": _ensure_loaded,
+    "metrics": _metrics,
+}
 
 
 class _Link(asyncio.Protocol):
@@ -66,11 +89,29 @@ class _Link(asyncio.Protocol):
                 groups.setdefault(name, []).append((f.id, remaining_s, batch))
             elif f.kind == wire.OBSERVE:
                 self._observe(f.payload)
+            elif f.kind == wire.CALL:
+                self._spawn(self._call(f.id, f.payload))
         # The requests of one read go to their model's batcher together: one wait, not one per request.
         for name, requests in groups.items():
-            task = asyncio.get_running_loop().create_task(self._infer(name, requests))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
+            self._spawn(self._infer(name, requests))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
+
+    async def _call(self, request_id: int, payload: memoryview) -> None:
+        try:
+            body = wire.read_json(payload)
+            method = CALLS[str(body["method"])]
+            answer = await method(self.services, **dict(body.get("args") or {}))
+        except ServiceError as exc:
+            self.writer.write(error_frame(request_id, exc))
+        except Exception:
+            log.exception("a front process's call failed")
+            self.writer.write(error_frame(request_id, ServiceError("An unexpected error occurred.")))
+        else:
+            self.writer.write(wire.json_frame(wire.REPLY, request_id, answer))
 
     def _observe(self, payload: memoryview) -> None:
         try:

@@ -31,8 +31,7 @@ RESTART_DELAY_S = 1.0
 @dataclass(frozen=True)
 class Plan:
     count: int
-    address: tuple[str, int]  # the service's TCP address: each front listens there too (SO_REUSEPORT)
-    http_path: Path  # the service's own HTTP on a Unix socket: where fronts relay what they do not answer
+    address: tuple[str, int]  # the service's TCP address: each front listens there (SO_REUSEPORT)
     workdir: Path  # a private directory for the link's socket
 
 
@@ -81,8 +80,6 @@ class Fronts:
             str(self.plan.address[1]),
             "--link",
             str(self.link_path),
-            "--http",
-            str(self.plan.http_path),
             "--of",
             str(self.plan.count),
         ]

@@ -1,8 +1,8 @@
 """The frames between a front process and the service, over a Unix socket.
 
 Each frame: u32 length of the rest, u8 kind, u64 request id, then the kind's payload. Tensors travel as
-their raw bytes with dtype and shape, so neither side pickles or copies them more than once; the rare
-frames (errors, observations) are JSON.
+their raw bytes with dtype and shape, so neither side pickles or copies them more than once; the other
+frames (calls and their replies, errors, observations) are JSON.
 """
 
 from __future__ import annotations
@@ -15,7 +15,10 @@ from typing import Any
 
 import numpy as np
 
-INFER, RESULT, ERROR, OBSERVE = 1, 2, 3, 4
+# INFER (front -> service): a model's name, the time left and a batch; RESULT: logits and timings.
+# CALL (front -> service): {"method", "args"} as JSON; REPLY: its JSON answer. ERROR answers either.
+# OBSERVE (front -> service): the front's finished requests, for the service's metrics.
+INFER, RESULT, ERROR, OBSERVE, CALL, REPLY = 1, 2, 3, 4, 5, 6
 
 _HEAD = struct.Struct("<IBQ")  # length of the rest, kind, id
 _F64 = struct.Struct("<d")

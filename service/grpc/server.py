@@ -11,7 +11,7 @@ from grpc_health.v1._async import HealthServicer
 from tritonclient.grpc import service_pb2_grpc
 
 from service.grpc.servicer import SERVICE, InferenceServicer
-from service.manager import ModelManager
+from service.interfaces import Models
 from service.services import Services
 from service.settings import Settings
 
@@ -21,7 +21,7 @@ log = logging.getLogger("convzoo")
 class ReadinessHealth(HealthServicer):  # type: ignore[misc]
     """grpc.health.v1: the server and the inference service are SERVING when REST's /health/ready is 200."""
 
-    def __init__(self, manager: ModelManager) -> None:
+    def __init__(self, manager: Models) -> None:
         super().__init__()
         self.manager = manager
 
@@ -37,23 +37,24 @@ class ReadinessHealth(HealthServicer):  # type: ignore[misc]
         return await super().Check(request, context)
 
 
-def options(settings: Settings) -> list[tuple[str, int]]:
+def options(settings: Settings, *, shared: bool = False) -> list[tuple[str, int]]:
     """The same upload limit as REST: a larger message is refused with RESOURCE_EXHAUSTED."""
     return [
         ("grpc.max_receive_message_length", settings.max_upload_bytes),
         ("grpc.max_send_message_length", -1),
-        # Worker processes share the port (as they share REST's); one process fails on a port in use.
-        ("grpc.so_reuseport", 1 if settings.workers > 1 else 0),
+        # Front processes and workers share the port (as they share REST's); one process alone fails on a
+        # port in use.
+        ("grpc.so_reuseport", 1 if shared or settings.workers > 1 else 0),
     ]
 
 
-async def start(services: Services, version: str) -> grpc.aio.Server | None:
+async def start(services: Services, version: str, *, shared: bool = False) -> grpc.aio.Server | None:
     """Serve gRPC on CONVZOO_HOST:CONVZOO_GRPC_PORT with the REST app's manager, statistics and metrics."""
     settings = services.settings
     if settings.grpc_port is None:
         return None
     manager = services.manager
-    server = grpc.aio.server(options=options(settings))
+    server = grpc.aio.server(options=options(settings, shared=shared))
     servicer = InferenceServicer(
         manager=manager,
         settings=settings,

@@ -25,12 +25,11 @@ from tritonclient.grpc import service_pb2_grpc
 from service import tracing
 from service.errors import DeadlineExceeded, ServiceError, problem_of
 from service.grpc import tensors
-from service.manager import ModelManager
+from service.interfaces import Models, ModelStatistics
 from service.metrics import Metrics
 from service.settings import Settings
 from service.v2 import handlers
 from service.v2.errors import V2Error
-from service.v2.statistics import Statistics
 
 SERVICE = "inference.GRPCInferenceService"
 access_log = logging.getLogger("convzoo.access")
@@ -73,9 +72,9 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     def __init__(
         self,
         *,
-        manager: ModelManager,
+        manager: Models,
         settings: Settings,
-        statistics: Statistics,
+        statistics: ModelStatistics,
         metrics: Metrics,
         version: str,
         pool: Executor | None,

@@ -17,7 +17,8 @@ import numpy as np
 from service import tracing
 from service.batcher import InferTimings
 from service.errors import UnknownModel
-from service.manager import ModelManager, ModelState
+from service.interfaces import Models, ModelStatus
+from service.interfaces import ModelStatistics as StatisticsSource
 from service.registry import NAME_PATTERN, ModelEntry
 from service.v2 import datatypes
 from service.v2.classification import top_k
@@ -33,7 +34,6 @@ from service.v2.schemas import (
     ServerMetadata,
     TensorMetadata,
 )
-from service.v2.statistics import Statistics
 
 SERVER_NAME = "convzoo"
 EXTENSIONS = ["binary_tensor_data", "classification", "statistics", "model_repository"]
@@ -53,7 +53,7 @@ def server_metadata(version: str) -> ServerMetadata:
     return ServerMetadata(name=SERVER_NAME, version=version, extensions=EXTENSIONS)
 
 
-def resolve(manager: ModelManager, name: str, version: str | None = None) -> ModelState:
+def resolve(manager: Models, name: str, version: str | None = None) -> ModelStatus:
     """The model's state; 404 for a name not in the registry or a version it does not have."""
     if not _NAME.fullmatch(name):
         raise not_found(f"Unknown model '{name}'")
@@ -66,7 +66,7 @@ def resolve(manager: ModelManager, name: str, version: str | None = None) -> Mod
     return state
 
 
-def model_ready(state: ModelState) -> None:
+def model_ready(state: ModelStatus) -> None:
     if state.status != "loaded":
         reason = f": {state.reason}" if state.reason else " (it loads on its first inference request)"
         raise unavailable(f"Model '{state.entry.name}' is {state.status}{reason}")
@@ -76,7 +76,7 @@ def _input_shape(entry: ModelEntry) -> list[int]:
     return [d if isinstance(d, int) else -1 for d in entry.input.shape]
 
 
-def model_metadata(state: ModelState) -> ModelMetadata:
+def model_metadata(state: ModelStatus) -> ModelMetadata:
     entry = state.entry
     return ModelMetadata(
         name=entry.name,
@@ -93,7 +93,7 @@ def model_metadata(state: ModelState) -> ModelMetadata:
     )
 
 
-def model_config(state: ModelState) -> ModelConfig:
+def model_config(state: ModelStatus) -> ModelConfig:
     """Triton's model configuration (`GET .../config`), as far as it describes a registry model."""
     entry = state.entry
     max_batch = state.model.max_batch_size if state.model is not None else state.policy.max_batch_size
@@ -115,7 +115,7 @@ def model_config(state: ModelState) -> ModelConfig:
     )
 
 
-def repository_index(manager: ModelManager, body: bytes) -> list[RepositoryModel]:
+def repository_index(manager: Models, body: bytes) -> list[RepositoryModel]:
     """Every registry model with its state; `{"ready": true}` keeps the loaded ones only."""
     ready_only = False
     if body.strip():
@@ -141,7 +141,7 @@ def repository_index(manager: ModelManager, body: bytes) -> list[RepositoryModel
     return index
 
 
-def refuse_model_control(manager: ModelManager, name: str) -> V2Error:
+def refuse_model_control(manager: Models, name: str) -> V2Error:
     resolve(manager, name)
     return bad_request(
         "explicit model load / unload is not allowed: the server serves the models of its registry "
@@ -150,7 +150,7 @@ def refuse_model_control(manager: ModelManager, name: str) -> V2Error:
 
 
 def statistics(
-    manager: ModelManager, stats: Statistics, name: str | None = None, version: str | None = None
+    manager: Models, stats: StatisticsSource, name: str | None = None, version: str | None = None
 ) -> ModelStatistics:
     states = [resolve(manager, name, version)] if name is not None else manager.states()
     return ModelStatistics.model_validate(
@@ -241,8 +241,8 @@ def _outputs(request: Request, logits: Tensor, labels: list[str]) -> list[Output
 
 
 async def infer(
-    manager: ModelManager,
-    state: ModelState,
+    manager: Models,
+    state: ModelStatus,
     body: bytes,
     header_length: str | None,
     *,
@@ -272,7 +272,7 @@ async def infer(
 
 
 async def run(
-    manager: ModelManager, state: ModelState, request: Request, *, timeout_s: float, max_images: int
+    manager: Models, state: ModelStatus, request: Request, *, timeout_s: float, max_images: int
 ) -> tuple[list[Output], InferTimings]:
     """A decoded request (from any transport, e.g. gRPC): validated, run through the batcher, its
     outputs (classification applied) returned unencoded."""

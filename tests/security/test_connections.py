@@ -185,3 +185,78 @@ def test_a_body_answered_early_is_not_taken_for_a_head(server: Server) -> None:
             )
             assert r.status_code == 404, r.text
         assert client.get("/health/live").status_code == 200
+
+
+def _head_of(size: int) -> bytes:
+    """A GET /health/live head of exactly `size` bytes, as clients write heads."""
+    start = b"GET /health/live HTTP/1.1\r\nHost: x\r\nX-Filler: "
+    end = b"\r\n\r\n"
+    return start + b"y" * (size - len(start) - len(end)) + end
+
+
+def test_a_head_at_the_limit_is_served_and_one_byte_more_is_431(server: Server) -> None:
+    # Through a front too: the relay's own fields do not count against the client's head.
+    limit = int(LIMITS["CONVZOO_MAX_HEADER_BYTES"])
+    with _connect(server) as sock:
+        sock.sendall(_head_of(limit))
+        sock.settimeout(5)
+        assert sock.recv(4096).startswith(b"HTTP/1.1 200"), limit
+    with _connect(server) as sock:
+        sock.sendall(_head_of(limit + 1))
+        closed, data = _closed_within(sock, 3.0)
+        assert closed and data.startswith(b"HTTP/1.1 431"), data[:100]
+
+
+def _chunked_head(extra: bytes = b"") -> bytes:
+    return (
+        b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+        + b"Transfer-Encoding: chunked\r\n"
+        + extra
+        + b"\r\n"
+    )
+
+
+def _send_until_closed(sock: socket.socket, first: bytes, endless: bytes, cap: int) -> tuple[int, bytes]:
+    """Send `first`, then `endless` until the server closes or `cap` bytes went; what came back."""
+    sent = 0
+    try:
+        sock.sendall(first)
+        while sent < cap:
+            sock.sendall(endless)
+            sent += len(endless)
+    except OSError:
+        pass
+    _, data = _closed_within(sock, 3.0)
+    return sent, data
+
+
+def test_an_endless_trailer_section_is_431_and_not_held(server: Server) -> None:
+    before = server_rss(server)
+    with _connect(server) as sock:
+        line = b"X-Trailer: " + b"t" * 50 + b"\r\n"
+        sent, data = _send_until_closed(sock, _chunked_head() + b"1\r\nx\r\n0\r\n", line * 1000, 64 << 20)
+    assert sent < 8 << 20, f"{sent} bytes of trailer fields were accepted"
+    assert data.startswith(b"HTTP/1.1 431"), data[:100]
+    assert server_rss(server) - before < 32 << 20
+    _healthy(server)
+
+
+def test_an_endless_chunk_extension_is_refused(server: Server) -> None:
+    before = server_rss(server)
+    with _connect(server) as sock:
+        sent, data = _send_until_closed(sock, _chunked_head() + b"1;ext=", b"e" * 65536, 64 << 20)
+    assert sent < 8 << 20, f"{sent} bytes of one chunk extension were accepted"
+    assert data.startswith(b"HTTP/1.1 400"), data[:100]
+    assert server_rss(server) - before < 32 << 20
+    _healthy(server)
+
+
+def test_a_transfer_coding_other_than_chunked_is_501(server: Server) -> None:
+    with _connect(server) as sock:
+        sock.sendall(
+            b"POST /classify HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
+            b"Transfer-Encoding: gzip, chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n"
+        )
+        closed, data = _closed_within(sock, 3.0)
+        assert closed and data.startswith(b"HTTP/1.1 501"), data[:100]
+    _healthy(server)

@@ -10,7 +10,7 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from tests.asgi import services_of_client
+from tests.asgi import manager_of_client
 from tests.security.conftest import smallest
 from tests.service.conftest import ClientFactory, FashionSample, Zoo
 
@@ -42,7 +42,7 @@ async def test_onnx_runtime_raising_fails_only_that_batch(
     other = smallest(zoo.registry, exclude=(zoo.registry.default,))
     # One inference thread: with more, a burst is shared between idle threads and the three split up.
     async with client_for(zoo, max_queue_delay_us=300_000, max_batch_size=64, inference_threads=1) as client:
-        manager = services_of_client(client).manager
+        manager = manager_of_client(client)
         batcher = manager.state(manager.default).batcher
         assert batcher is not None
         fault = FailOnce(batcher._run)

@@ -153,7 +153,7 @@ def client_for() -> ClientFactory:
         app = create_app(settings_for(zoo, **overrides))
         async with serving(app) as served:
             if wait_ready:
-                await served.services.manager.wait_preloaded()
+                await served.manager.wait_preloaded()
             transport = httpx.ASGITransport(app=served)
             async with httpx.AsyncClient(transport=transport, base_url="http://convzoo.test") as client:
                 yield client

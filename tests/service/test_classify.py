@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from tests.asgi import services_of_client
+from tests.asgi import manager_of_client
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, encode
 
 pytestmark = pytest.mark.anyio
@@ -272,7 +272,7 @@ async def test_concurrent_requests_get_their_own_results(
 
         sequential = [await top(i) for i in range(24)]
         concurrent = await asyncio.gather(*(top(i) for i in range(24)))
-        manager = services_of_client(client).manager
+        manager = manager_of_client(client)
         batcher = manager.state(zoo.registry.default).batcher
         assert batcher is not None
         sizes = batcher.stats.batches_by_size

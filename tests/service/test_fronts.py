@@ -8,6 +8,7 @@ service process.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import signal
 import socket
@@ -101,7 +102,7 @@ def _volatile_free(value: Any) -> Any:
 def _requests(fashion: FashionSample, default: str) -> list[tuple[str, str, dict[str, Any]]]:
     png = fashion.png(0)
     photo = Image.fromarray(np.dstack([fashion.images[3]] * 3)).resize((600, 400))
-    big = encode(photo, "PNG")  # over the tiny-image limit: relayed to the service with its body
+    big = encode(photo, "PNG")  # over the tiny-image limit: prepared in the front's pool
     multipart = {
         "files": [("file", ("a.png", png, "image/png")), ("file", ("b.png", fashion.png(1), "image/png"))]
     }
@@ -195,6 +196,28 @@ def test_the_fronts_requests_are_counted_in_the_services_metrics(
     while count() - before < 20 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert count() - before == 20
+
+
+def test_images_of_every_size_are_prepared_in_a_front(
+    pair: tuple[Server, Server], fashion: FashionSample, repo_root: Path
+) -> None:
+    """The process that holds the models decodes no image of the hot path: a front answers it, whatever the
+    image's size (its request log line is the front's)."""
+    _, fronted = pair
+    fronts = _fronts(fronted)
+    tiny = fashion.png(0)
+    large = encode(Image.fromarray(np.dstack([fashion.images[3]] * 3)).resize((600, 400)), "PNG")
+    ids = []
+    photo = (repo_root / "docs" / "examples" / "cat.jpg").read_bytes()
+    for body, kind in ((tiny, "image/png"), (large, "image/png"), (photo, "image/jpeg")):
+        r = httpx.post(fronted.url + "/classify", content=body, headers={"content-type": kind}, timeout=30)
+        assert r.status_code == 200, r.text
+        ids.append(r.headers["x-request-id"])
+    time.sleep(0.2)
+    lines = [json.loads(line) for line in fronted.log().splitlines() if line.startswith("{")]
+    answered = {x["request_id"]: x["pid"] for x in lines if x.get("logger") == "convzoo.access"}
+    assert all(answered.get(i) in fronts for i in ids), (answered, fronts)
+    assert fronted.process.pid not in {answered.get(i) for i in ids}
 
 
 def _early_answer(url: str, path: str, size: int, *, chunked: bool) -> bytes:

@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from service.manager import ModelManager
 from service.registry import ModelEntry
-from tests.asgi import services_of_client
+from tests.asgi import manager_of_client
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, classify
 from tests.service.lifecycle_models import fat_model, install, slow_loading_model
 
@@ -40,7 +40,7 @@ def fashion_models(zoo: Zoo) -> list[ModelEntry]:
 
 
 def manager_of(client: httpx.AsyncClient) -> ModelManager:
-    return services_of_client(client).manager
+    return manager_of_client(client)
 
 
 async def until(check: Callable[[], Awaitable[bool]], timeout_s: float, what: str) -> float:

@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from service.registry import ModelEntry, Registry
-from tests.asgi import services_of_client
+from tests.asgi import manager_of_client
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, classify
 
 pytestmark = pytest.mark.anyio
@@ -148,7 +148,7 @@ async def test_lazy_loading_loads_once_under_concurrency(
 ) -> None:
     (entry,) = others(zoo, 1)
     async with client_for(zoo) as client:
-        manager = services_of_client(client).manager
+        manager = manager_of_client(client)
         assert (await status_of(client, entry.name))["status"] == "available"
         assert (await status_of(client, entry.name))["latency_ms"] is None
         responses = await asyncio.gather(*(classify(client, fashion, entry.name) for _ in range(8)))
@@ -179,10 +179,10 @@ async def test_memory_budget_evicts_an_idle_model(
     for entry in (a, b):  # 24 MB each once loaded, measured: room for the default and one of them
         install(zoo, entry.name, fat_model(entry, megabytes=24))
     async with client_for(zoo) as client:  # the default's footprint, whichever model it is
-        default_bytes = services_of_client(client).manager.state(registry.default).memory_estimate_bytes
+        default_bytes = manager_of_client(client).state(registry.default).memory_estimate_bytes
     budget_mb = (default_bytes + 36_000_000) / 1e6
     async with client_for(zoo, memory_budget_mb=budget_mb) as client:
-        manager = services_of_client(client).manager
+        manager = manager_of_client(client)
         assert (await classify(client, fashion, a.name)).status_code == 200
         assert (await status_of(client, a.name))["status"] == "loaded"
         assert (await classify(client, fashion, b.name)).status_code == 200

@@ -109,7 +109,7 @@ async def main():
     app = create_app(Settings(registry_path={str(zoo.registry_path)!r}, models_dir={str(zoo.models_dir)!r},
                               calibration_s=0.01))
     async with serving(app) as served:
-        await served.services.manager.wait_preloaded()
+        await served.manager.wait_preloaded()
         transport = httpx.ASGITransport(app=served)
         async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
             r = await client.post("/classify", content=sys.stdin.buffer.read(), headers={{"content-type": "image/png"}})

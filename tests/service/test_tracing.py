@@ -147,7 +147,7 @@ async def test_grpc_infer_span_tree(spans: InMemorySpanExporter, source_zoo: Zoo
     port = free_port()
     app = create_app(settings_for(source_zoo, preload=[MODEL], grpc_port=port))
     async with serving(app) as served:
-        await served.services.manager.wait_preloaded()
+        await served.manager.wait_preloaded()
         client = grpcaio.InferenceServerClient(f"127.0.0.1:{port}")
         x = np.zeros((2, *[int(d) for d in entry.input.shape[1:]]), np.float32)
         tensor = grpcaio.InferInput(entry.input.name, list(x.shape), "FP32")
@@ -169,7 +169,7 @@ async def test_a_failed_grpc_call_is_an_error_span(spans: InMemorySpanExporter, 
     port = free_port()
     app = create_app(settings_for(source_zoo, preload=[MODEL], grpc_port=port))
     async with serving(app) as served:
-        await served.services.manager.wait_preloaded()
+        await served.manager.wait_preloaded()
         client = grpcaio.InferenceServerClient(f"127.0.0.1:{port}")
         with pytest.raises(InferenceServerException):
             await client.get_model_metadata("no-such-model", headers={"traceparent": TRACEPARENT})

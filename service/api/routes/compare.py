@@ -8,7 +8,7 @@ import itertools
 import time
 from collections import Counter
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
@@ -30,7 +30,7 @@ from service.api.schemas import (
 )
 from service.api.uploads import read_uploads
 from service.errors import InvalidParameter, ServiceError, problem_of
-from service.manager import ModelManager
+from service.interfaces import Models
 from service.postprocess import softmax, top_predictions
 from service.preprocess import decode, to_tensor
 from service.settings import Settings
@@ -40,7 +40,7 @@ router = APIRouter(tags=["compare"])
 ALL = "all"
 
 
-def _names(models: str, dataset: str | None, manager: ModelManager) -> list[str]:
+def _names(models: str, dataset: str | None, manager: Models) -> list[str]:
     if models.strip() == ALL:
         datasets = sorted({s.entry.dataset for s in manager.states()})
         if dataset is None and len(datasets) > 1:
@@ -71,8 +71,8 @@ async def _one(
     image: Image.Image,
     *,
     top_k: int,
-    manager: ModelManager,
-    pool: ThreadPoolExecutor,
+    manager: Models,
+    pool: Executor,
     deadline: float,
 ) -> CompareAnswer | CompareFailure:
     started = time.perf_counter()
@@ -174,7 +174,7 @@ async def compare(
 
 
 async def _decode_one(
-    request: Request, settings: Settings, pool: ThreadPoolExecutor, names: list[str], manager: ModelManager
+    request: Request, settings: Settings, pool: Executor, names: list[str], manager: Models
 ) -> tuple[Image.Image, str | None, float]:
     uploads = await read_uploads(request, settings)
     if len(uploads) != 1:

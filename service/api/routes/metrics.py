@@ -1,4 +1,4 @@
-"""GET /metrics: the Prometheus exposition of this app's registry."""
+"""GET /metrics: the Prometheus exposition of the service (the process that holds the models), whoever answers."""
 
 from __future__ import annotations
 
@@ -20,4 +20,4 @@ router = APIRouter(tags=["operations"])
     },
 )
 async def metrics(services: ServicesDep) -> Response:
-    return Response(services.metrics.exposition(), media_type=CONTENT_TYPE)
+    return Response(await services.exposition(), media_type=CONTENT_TYPE)

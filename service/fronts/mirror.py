@@ -1,0 +1,144 @@
+"""The models' state as the service sends it to a front process (`snapshot`) and as the front reads it
+back (`Mirror`): one module for both ends of one format.
+
+A front asks for a snapshot before each request that reads state (service/api/deps.py), so what it
+answers is as current as the service's own answer would be.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from service.interfaces import LiveLatencies, Models, ModelStatistics, ModelStatus
+from service.registry import ModelEntry, Registry
+
+
+def _state(s: ModelStatus) -> dict[str, Any]:
+    cal = s.calibration
+    policy = s.policy
+    return {
+        "name": s.entry.name,
+        "status": s.status,
+        "reason": s.reason,
+        "policy": [policy.max_batch_size, policy.max_queue_delay_us, policy.max_queue_size],
+        "model": None if s.model is None else [list(s.model.providers), s.model.max_batch_size],
+        "calibration": None
+        if cal is None
+        else [cal.p50_ms, cal.p99_ms, cal.throughput_ips, cal.batch_size, cal.samples, cal.provider],
+        "load_s": s.load_s,
+        "loaded_at": s.loaded_at.isoformat() if s.loaded_at is not None else None,
+        "loads": s.loads,
+        "memory_bytes": s.memory_bytes,
+        "load_peak_bytes": s.load_peak_bytes,
+        "memory_estimate_bytes": s.memory_estimate_bytes,
+    }
+
+
+def snapshot(models: Models, statistics: ModelStatistics, recent: LiveLatencies) -> dict[str, Any]:
+    """In the service: everything a front's routes read of the models, as JSON-ready data."""
+    ok, reason, lists = models.readiness()
+    states = models.states()
+    return {
+        "provider": models.provider,
+        "readiness": [ok, reason, lists],
+        "states": [_state(s) for s in states],
+        "statistics": {s.entry.name: statistics.model_stat(s.entry.name, s.entry.version) for s in states},
+        "recent": {s.entry.name: p for s in states if (p := recent.p50_ms(s.entry.name)) is not None},
+    }
+
+
+@dataclass(frozen=True)
+class Policy:
+    max_batch_size: int
+    max_queue_delay_us: int
+    max_queue_size: int
+
+
+@dataclass(frozen=True)
+class Session:
+    providers: list[str]
+    max_batch_size: int
+
+
+@dataclass(frozen=True)
+class Calibration:
+    p50_ms: float
+    p99_ms: float
+    throughput_ips: float
+    batch_size: int
+    samples: int
+    provider: str
+
+
+@dataclass(frozen=True)
+class State:
+    """A model's state as the service last reported it (service/interfaces.py, ModelStatus)."""
+
+    entry: ModelEntry
+    policy: Policy
+    status: str
+    reason: str | None
+    model: Session | None
+    calibration: Calibration | None
+    load_s: float | None
+    loaded_at: dt.datetime | None
+    loads: int
+    memory_bytes: int | None
+    load_peak_bytes: int | None
+    memory_estimate_bytes: int
+
+    @classmethod
+    def read(cls, entry: ModelEntry, raw: dict[str, Any]) -> State:
+        model, cal, loaded_at = raw["model"], raw["calibration"], raw["loaded_at"]
+        return cls(
+            entry=entry,
+            policy=Policy(*raw["policy"]),
+            status=raw["status"],
+            reason=raw["reason"],
+            model=Session(*model) if model is not None else None,
+            calibration=Calibration(*cal) if cal is not None else None,
+            load_s=raw["load_s"],
+            loaded_at=dt.datetime.fromisoformat(loaded_at) if loaded_at is not None else None,
+            loads=raw["loads"],
+            memory_bytes=raw["memory_bytes"],
+            load_peak_bytes=raw["load_peak_bytes"],
+            memory_estimate_bytes=raw["memory_estimate_bytes"],
+        )
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.status == "loaded"
+
+
+class Mirror:
+    """In a front: the last snapshot, read back against the registry both processes load."""
+
+    def __init__(self, registry: Registry) -> None:
+        self.registry = registry
+        self.provider = "CPUExecutionProvider"
+        self.readiness: tuple[bool, str, dict[str, list[str]]] = (False, "not yet linked", {})
+        self.states: dict[str, State] = {}
+        self._statistics: dict[str, dict[str, Any]] = {}
+        self._recent: dict[str, tuple[float, int]] = {}
+
+    def update(self, raw: dict[str, Any]) -> None:
+        entries = {m.name: m for m in self.registry.models}
+        self.provider = str(raw["provider"])
+        ok, reason, lists = raw["readiness"]
+        self.readiness = (bool(ok), str(reason), {k: list(v) for k, v in lists.items()})
+        self.states = {s["name"]: State.read(entries[s["name"]], s) for s in raw["states"]}
+        self._statistics = raw["statistics"]
+        self._recent = {name: (float(p[0]), int(p[1])) for name, p in raw["recent"].items()}
+
+    def ordered(self) -> Sequence[State]:
+        return [self.states[m.name] for m in self.registry.models if m.name in self.states]
+
+    def model_stat(self, name: str, version: str) -> dict[str, Any]:
+        stat = dict(self._statistics.get(name) or {})
+        return {**stat, "name": name, "version": version} if stat else {"name": name, "version": version}
+
+    def p50_ms(self, model: str) -> tuple[float, int] | None:
+        return self._recent.get(model)

@@ -1,0 +1,144 @@
+"""The services of a front process: the service's models over the link (`RemoteModels`, the same interface
+as the model manager), this front's own preprocessing pool, and metrics recorded by the service.
+
+With them, a front runs the very app the service runs alone (service/main.py, `create_app`): every route,
+/v2, gRPC and the page, one implementation each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+import numpy as np
+
+from service import preprocess
+from service.batcher import InferTimings
+from service.errors import unknown_model
+from service.fronts.link import ModelLink
+from service.fronts.mirror import Mirror, State
+from service.metrics import Metrics
+from service.registry import ModelEntry, Registry, load_registry
+from service.services import Services, ServicesFrom, preprocess_pool
+from service.settings import Settings
+
+log = logging.getLogger("convzoo.fronts")
+
+LINK_WAIT_S = 120.0  # a service whose start-up takes longer gets its fronts started again by its watch
+CALL_TIMEOUT_S = 10.0  # a call that reads state; loads wait for as long as a request may
+
+
+class RemoteModels:
+    """The service's models (service/interfaces.py, `Models`), over the link."""
+
+    def __init__(self, registry: Registry, link: ModelLink, settings: Settings) -> None:
+        self.registry = registry
+        self.link = link
+        self.settings = settings
+        self.mirror = Mirror(registry)
+
+    @property
+    def default(self) -> str:
+        return self.registry.default
+
+    @property
+    def provider(self) -> str:
+        return self.mirror.provider
+
+    async def refresh(self) -> None:
+        self.mirror.update(await self.link.call("snapshot", CALL_TIMEOUT_S))
+
+    def states(self) -> Sequence[State]:
+        return self.mirror.ordered()
+
+    def state(self, name: str) -> State:
+        state = self.mirror.states.get(name)
+        if state is None:
+            raise unknown_model(name)
+        return state
+
+    def entry(self, name: str) -> ModelEntry:
+        try:
+            return self.registry.get(name)
+        except ValueError:
+            raise unknown_model(name) from None
+
+    def labels(self, name: str) -> list[str]:
+        return self.registry.labels_of(self.entry(name).name)
+
+    def ready(self) -> tuple[bool, str]:
+        ok, reason, _ = self.mirror.readiness
+        return ok, reason
+
+    def readiness(self) -> tuple[bool, str, dict[str, list[str]]]:
+        return self.mirror.readiness
+
+    async def ensure_loaded(self, name: str) -> object:
+        return await self.link.call("ensure_loaded", self.settings.request_timeout_s + 1.0, name=name)
+
+    async def infer(
+        self, name: str, batch: np.ndarray, *, deadline: float
+    ) -> tuple[np.ndarray, InferTimings]:
+        return await self.link.infer(name, batch, deadline=deadline)
+
+
+class LinkedMetrics(Metrics):
+    """A front's metrics: its finished requests are recorded by the service (sent over the link), which
+    alone exposes them, with the models' own."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.link: ModelLink | None = None
+
+    def observe_request(self, *, route: str, model: str, status: int, seconds: float) -> None:
+        if self.link is not None:
+            self.link.observe(route=route, model=model, status=status, seconds=seconds)
+
+
+async def _connect(link: ModelLink, path: str) -> None:
+    # Fronts start beside the service: the link opens once the service's lifespan has built its models'
+    # manager. Until then the front does not listen.
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + LINK_WAIT_S
+    while True:
+        try:
+            await link.connect(path)
+            return
+        except OSError:
+            if loop.time() > deadline:
+                raise
+            await asyncio.sleep(0.02)
+
+
+def linked(link_path: str) -> ServicesFrom:
+    """`services_from` for `create_app` in a front process: its services, linked to the service at
+    `link_path`."""
+
+    @asynccontextmanager
+    async def build(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
+        registry = load_registry(settings.registry_path)
+        link = ModelLink(registry)
+        await _connect(link, link_path)
+        if isinstance(metrics, LinkedMetrics):
+            metrics.link = link
+        models = RemoteModels(registry, link, settings)
+        await models.refresh()
+        pool = preprocess_pool(settings)
+        await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
+
+        async def exposition() -> bytes:
+            reply = await link.call("metrics", CALL_TIMEOUT_S)
+            return str(reply["text"]).encode()
+
+        try:
+            yield Services(settings, models, pool, metrics, models.mirror, models.mirror, exposition)
+        finally:
+            link.close()
+            pool.shutdown(wait=False, cancel_futures=True)
+
+    def services_from(settings: Settings, metrics: Metrics) -> AbstractAsyncContextManager[Services]:
+        return build(settings, metrics)
+
+    return services_from

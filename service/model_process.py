@@ -1,0 +1,54 @@
+"""The services of the process that holds the models: the model manager, its batchers and sessions, the
+metrics, statistics and live latencies that every batch reports to."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from service import preprocess
+from service.lifecycle_metrics import LifecycleCollector
+from service.live_latency import RecentLatencies
+from service.manager import ModelManager
+from service.metrics import Metrics, ModelGauge
+from service.services import Services, preprocess_pool
+from service.settings import Settings
+from service.v2.statistics import Statistics
+
+log = logging.getLogger("convzoo")
+
+
+@asynccontextmanager
+async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
+    """Build the services, preload the models in the background, and stop everything on exit.
+
+    `metrics` is made with the app: its request log records into it whether or not the lifespan runs."""
+    statistics, recent = Statistics(), RecentLatencies()
+    # Every batch any model runs reports to the metrics, the statistics and the live latencies.
+    manager = ModelManager.from_settings(
+        settings, batch_hooks=(metrics.observe_batch, statistics.record, recent.record)
+    )  # a bad registry fails start-up, loudly
+    manager.preload_names()  # unknown preload names too
+    metrics.watch_models(
+        lambda: [
+            ModelGauge(s.entry.name, s.status == "loaded", s.memory_estimate_bytes, s.status == "unavailable")
+            for s in manager.states()
+        ]
+    )
+    metrics.registry.register(LifecycleCollector(manager))  # loads, load seconds, evictions, calibrations
+    # Lanes: large uploads cannot hold every thread while small ones wait (docs/security.md, Fairness).
+    pool = preprocess_pool(settings)
+    await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
+    manager.start()
+    log.info("convzoo serving %d models; default %s", len(manager.states()), manager.default)
+
+    async def exposition() -> bytes:
+        return metrics.exposition()
+
+    try:
+        yield Services(settings, manager, pool, metrics, statistics, recent, exposition)
+    finally:
+        await manager.stop()
+        pool.shutdown(wait=False, cancel_futures=True)

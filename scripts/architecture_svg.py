@@ -1,5 +1,6 @@
 """Write docs/architecture.svg: the request path of POST /classify and POST /v2/.../infer, one swimlane
-per process or kind of thread. Rerun after changing the path: `python scripts/architecture_svg.py`."""
+per process or kind of thread. Without front processes the service's own event loop and pool take the
+front's lanes, and the link's hop is a call. Rerun after changing the path: `python scripts/architecture_svg.py`."""
 
 from __future__ import annotations
 
@@ -11,9 +12,9 @@ from pathlib import Path
 OUT = Path(__file__).resolve().parents[1] / "docs" / "architecture.svg"
 
 LANES = [  # (title, second line, colour)
-    ("front process", "CONVZOO_FRONT_PROCESSES, own event loop", "#eef3f5"),
-    ("service event loop", "uvicorn, one thread", "#e8f0fb"),
-    ("preprocess pool", "CONVZOO_PREPROCESS_THREADS", "#eaf6ea"),
+    ("front event loop", "HTTP and gRPC, one per front process", "#eef3f5"),
+    ("front preprocess pool", "CONVZOO_PREPROCESS_THREADS", "#eaf6ea"),
+    ("service event loop", "the link server, the models' lifecycle", "#e8f0fb"),
     ("batcher threads", "per model: CONVZOO_INFERENCE_THREADS", "#fdf1e3"),
     ("ONNX Runtime session", "CONVZOO_INTRA_OP_THREADS", "#f6e8f3"),
 ]
@@ -27,43 +28,42 @@ class Step:
     where: str  # the module that does it
 
 
-FRONT, LOOP, POOL, BATCHER, SESSION = range(len(LANES))
+FRONT, POOL, LOOP, BATCHER, SESSION = range(len(LANES))
 
-HOT = [
-    Step(FRONT, "accept; RequestLog, UploadLimit", "fronts/app, logging, api/limits"),
-    Step(FRONT, "HotClassify: one tiny image, a named model", "api/hot_path"),
-    Step(FRONT, "decode + to_tensor on the front's loop", "api/classification, preprocess"),
-    Step(FRONT, "INFER frame over the link (Unix socket)", "fronts/link, fronts/wire"),
+# The service's side of every inference, whichever protocol asked.
+MODELS = [
+    Step(FRONT, "INFER frame over the link (Unix socket)", "fronts/remote, fronts/link, fronts/wire"),
     Step(LOOP, "link server: a read's frames, one submit", "fronts/link_server, manager"),
     Step(BATCHER, "DynamicBatcher: run when idle, else batch", "batcher"),
     Step(SESSION, "session.run(batch): logits", "runtime"),
+    Step(BATCHER, "hooks: metrics, v2 statistics, live latency", "metrics, v2/statistics, live_latency"),
     Step(LOOP, "RESULT frames, once per batch", "fronts/link_server"),
+]
+
+HOT = [
+    Step(FRONT, "accept; RequestLog, UploadLimit", "connections, logging, api/limits"),
+    Step(FRONT, "HotClassify: one raw image, a named model", "api/hot_path"),
+    Step(POOL, "decode + to_tensor (tiny ones: on the loop)", "api/classification, preprocess"),
+    *MODELS,
     Step(FRONT, "softmax, top-k, labels; the answer", "postprocess, api/hot_path"),
 ]
 
 CLASSIFY = [
-    Step(FRONT, "any other request: relayed, body streamed", "fronts/proxy"),
-    Step(LOOP, "RequestLog, UploadLimit; hot path or route", "logging, api/limits, api/hot_path"),
-    Step(LOOP, "model or model=auto; read the uploads", "api/choice, api/uploads"),
+    Step(FRONT, "accept; RequestLog, UploadLimit; the router", "connections, logging, main"),
+    Step(FRONT, "states from the service (one CALL frame)", "api/deps, fronts/remote, fronts/mirror"),
+    Step(FRONT, "model or model=auto; read the uploads", "api/choice, api/uploads"),
     Step(POOL, "decode (EXIF, frames, modes) + to_tensor", "preprocess"),
-    Step(LOOP, "ModelManager.infer: load if needed, submit", "manager"),
-    Step(BATCHER, "DynamicBatcher: run when idle, else batch", "batcher"),
-    Step(SESSION, "session.run(batch): logits", "runtime"),
-    Step(BATCHER, "hooks: metrics, v2 statistics, live latency", "metrics, v2/statistics, live_latency"),
-    Step(LOOP, "softmax, top-k, labels; ClassifyResponse", "postprocess, api/schemas"),
-    Step(FRONT, "the answer relayed to the client", "fronts/proxy"),
+    *MODELS,
+    Step(FRONT, "softmax, top-k, labels; ClassifyResponse", "postprocess, api/schemas"),
 ]
 
 V2 = [
-    Step(FRONT, "relayed to the service's own socket", "fronts/proxy"),
-    Step(LOOP, "RequestLog, UploadLimit; the /v2 app (mount)", "logging, api/limits, api/routes/v2"),
-    Step(LOOP, "resolve model; read (gunzip) the body", "v2/handlers"),
+    Step(FRONT, "REST: the /v2 app (mount); gRPC: the servicer", "api/routes/v2, grpc/servicer"),
+    Step(FRONT, "resolve model; read (gunzip) the body", "v2/handlers"),
     Step(POOL, "decode the tensors (bodies > 64 KiB)", "v2/codec"),
-    Step(LOOP, "validate against the metadata; infer", "v2/handlers, manager"),
-    Step(BATCHER, "DynamicBatcher: shared with /classify", "batcher"),
-    Step(SESSION, "session.run(batch): logits", "runtime"),
-    Step(LOOP, "outputs (+ classification top-k); encode", "v2/classification, v2/codec"),
-    Step(FRONT, "the answer relayed to the client", "fronts/proxy"),
+    Step(FRONT, "validate against the metadata", "v2/handlers"),
+    *MODELS,
+    Step(FRONT, "outputs (+ classification top-k); encode", "v2/classification, v2/codec"),
 ]
 
 
@@ -111,12 +111,9 @@ def svg() -> str:
     parts: list[str] = []
     y = 6
     flows = (
-        ("POST /classify, one tiny image: answered in a front (the default on 2+ cores)", HOT),
-        (
-            "POST /classify, any other: in the service (without fronts, the same minus the front's steps)",
-            CLASSIFY,
-        ),
-        ("POST /v2/models/{name}/infer", V2),
+        ("POST /classify, one raw image (the hot path), in a front process (the default on 2+ cores)", HOT),
+        ("POST /classify, multipart or model=auto: the route, in a front", CLASSIFY),
+        ("POST /v2/models/{name}/infer, REST or gRPC, in a front", V2),
     )
     for title, steps in flows:
         drawn, y = _flow(title, steps, y)

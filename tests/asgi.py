@@ -53,6 +53,6 @@ def services_of_client(client: httpx.AsyncClient) -> Services:
 
 def manager_of_client(client: httpx.AsyncClient) -> ModelManager:
     """The model manager behind a client of `client_for`."""
-    manager = manager_of_client(client)
+    manager = services_of_client(client).manager
     assert isinstance(manager, ModelManager)
     return manager

@@ -97,7 +97,7 @@ _CLOSE = (b"connection", b"close")
 
 class CloseUnread:
     """ASGI middleware: an answer that starts before the request's body was read in full ends its
-    connection (an error mid-upload, or before it; a relay whose upstream answered early). Kept open, the
+    connection (an error mid-upload, or before it). Kept open, the
     connection would read and drop the rest of the body first, for as long as the client cares to send it:
     a chunked body has no end of its own."""
 

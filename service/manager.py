@@ -19,8 +19,10 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from service.batcher import BatchRecord, DynamicBatcher, InferTimings
+from service.catalog import build_command
 from service.errors import (
     DeadlineExceeded,
+    ModelNotBuilt,
     ModelUnavailable,
     NotReady,
     Overloaded,
@@ -58,6 +60,10 @@ class ArtifactProblem(Exception):
     """An artifact that must not be loaded; the message is safe to show to clients."""
 
 
+class ArtifactMissing(ArtifactProblem):
+    """No file at the artifact's path: the model is not built here."""
+
+
 @dataclass(frozen=True)
 class BatchingPolicy:
     """How a model's requests are batched: its registry entry's `batching`, else the service's settings."""
@@ -82,6 +88,7 @@ class ModelState:
     policy: BatchingPolicy
     status: Status = "available"
     reason: str | None = None
+    build_command: str | None = None  # set while its artifact is not there: the command that makes it
     model: LoadedModel | None = None
     batcher: DynamicBatcher | None = None
     calibration: Calibration | None = None  # kept after eviction: it was measured here
@@ -192,12 +199,24 @@ def resolve_artifact(models_dir: Path, relative: str) -> Path:
     try:
         real = (root / rel).resolve(strict=True)
     except (OSError, RuntimeError):
-        raise ArtifactProblem("the artifact file is missing") from None
+        raise ArtifactMissing("the artifact file is missing") from None
     if not real.is_relative_to(root):
         raise ArtifactProblem("the artifact path in the registry is not inside the model directory")
     if not real.is_file():
         raise ArtifactProblem("the artifact is not a regular file")
     return real
+
+
+def unavailable_error(state: ModelState) -> ModelUnavailable:
+    """The error of a request for a model that is unavailable: ModelNotBuilt (409, with the command that
+    builds it) when its artifact is not there, else ModelUnavailable (503)."""
+    name = state.entry.name
+    if state.build_command is not None:
+        return ModelNotBuilt(
+            f"Model {name} is not built: {state.reason}.",
+            extensions={"model": name, "build_command": state.build_command},
+        )
+    return ModelUnavailable(f"Model {name} is unavailable: {state.reason}.")
 
 
 class ModelManager:
@@ -338,7 +357,7 @@ class ModelManager:
         try:
             return self._states[name]
         except KeyError:
-            raise unknown_model(name) from None
+            raise unknown_model(name, self._states) from None
 
     def labels(self, name: str) -> list[str]:
         return self.registry.labels_of(self.entry(name).name)
@@ -352,25 +371,34 @@ class ModelManager:
         entry = state.entry
         reason = None
         if not entry.built:
-            reason = "the artifact is not built"
-        elif entry.weights.kind == "random" and not self.settings.allow_random_weights:
+            self._mark_not_built(state, "the artifact is not built")
+            return
+        if entry.weights.kind == "random" and not self.settings.allow_random_weights:
             reason = "random weights are served only with CONVZOO_ALLOW_RANDOM_WEIGHTS=true"
         elif state.size_bytes > self.settings.memory_budget_bytes:
             reason = "the model is larger than the memory budget (CONVZOO_MEMORY_BUDGET_MB)"
         else:
             try:
                 resolve_artifact(self.models_dir, entry.artifact.path)
+            except ArtifactMissing as exc:
+                self._mark_not_built(state, str(exc))
+                return
             except ArtifactProblem as exc:
                 reason = str(exc)
         if reason is not None:
             self._mark_unavailable(state, reason)
 
+    def _mark_not_built(self, state: ModelState, what: str) -> None:
+        # One line at start-up sums these up (service.catalog.summary): a checkout without the ImageNet
+        # artifacts has two dozen of them, which is expected, not a warning each.
+        state.build_command = build_command(state.entry)
+        state.status = "unavailable"
+        state.reason = f"{what}; `{state.build_command}` builds it"
+        log.debug("model %s is not built: %s", state.entry.name, state.reason)
+
     def _mark_unavailable(self, state: ModelState, reason: str) -> None:
         state.status, state.reason = "unavailable", reason
         log.warning("model %s is unavailable: %s", state.entry.name, reason)
-
-    def _unavailable(self, state: ModelState) -> ModelUnavailable:
-        return ModelUnavailable(f"Model {state.entry.name} is unavailable: {state.reason}.")
 
     async def ensure_loaded(self, name: str, *, deadline: float | None = None) -> ModelState:
         """The model's loaded state; the first caller starts the load, concurrent callers share it.
@@ -382,7 +410,7 @@ class ModelManager:
         if state.is_loaded:
             return state
         if state.status == "unavailable":
-            raise self._unavailable(state)
+            raise unavailable_error(state)
         task = self._loads.get(name)
         if task is None:
             self._make_room(state)
@@ -444,10 +472,10 @@ class ModelManager:
         try:
             model, measured = await loop.run_in_executor(self._loader, self._load_blocking, state.entry)
         except (ArtifactProblem, RuntimeUnavailable) as exc:
-            return self._load_failed(state, str(exc))
+            return self._load_failed(state, exc)
         except Exception:
             log.exception("loading model %s failed", name)
-            return self._load_failed(state, "ONNX Runtime could not load the artifact")
+            return self._load_failed(state, RuntimeError("ONNX Runtime could not load the artifact"))
         seconds = time.perf_counter() - started
         if self._stopping:
             return ModelUnavailable("The service is shutting down.", retry_after_s=1)
@@ -461,10 +489,16 @@ class ModelManager:
             self._spawn(self._calibrate_loaded(state, "after-load"))
         return None
 
-    def _load_failed(self, state: ModelState, reason: str) -> ServiceError:
+    def _load_failed(self, state: ModelState, exc: Exception) -> ServiceError:
         self.stats.loads[(state.entry.name, "failed")] += 1
-        self._mark_unavailable(state, reason)
-        return self._unavailable(state)
+        self._mark_failed(state, exc)
+        return unavailable_error(state)
+
+    def _mark_failed(self, state: ModelState, exc: Exception) -> None:
+        if isinstance(exc, ArtifactMissing):  # removed since start-up
+            self._mark_not_built(state, str(exc))
+        else:
+            self._mark_unavailable(state, str(exc))
 
     def _load_blocking(self, entry: ModelEntry) -> tuple[LoadedModel, LoadMemory | None]:
         path = resolve_artifact(self.models_dir, entry.artifact.path)
@@ -606,7 +640,7 @@ class ModelManager:
                 f"the model needs {incoming.memory_bytes / 1e6:.0f} MB (measured), more than the memory budget "
                 f"leaves beside the default and preloaded models ({max(room, 0) / 1e6:.0f} MB)",
             )
-            raise self._unavailable(incoming)
+            raise unavailable_error(incoming)
         need = min(incoming.load_estimate_bytes, max(room, 0))  # an estimate may be too high: try
         while self.loaded_bytes() + need > budget:
             candidates = self._evictable(exclude=incoming)
@@ -724,7 +758,7 @@ class ModelManager:
                 self._calibrator, self._private_calibration, state.entry
             )
         except (ArtifactProblem, RuntimeUnavailable) as exc:
-            self._mark_unavailable(state, str(exc))
+            self._mark_failed(state, exc)
             return
         except Exception:
             log.exception("background calibration of model %s failed", name)

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 
-from service import preprocess
+from service import catalog, preprocess
 from service.lifecycle_metrics import LifecycleCollector
 from service.live_latency import RecentLatencies
 from service.manager import ModelManager
@@ -62,7 +62,7 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
     )
     await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
     manager.start()
-    log.info("convzoo serving %d models; default %s", len(manager.states()), manager.default)
+    log.info("%s", catalog.summary(manager.states(), manager.default))
     try:
         yield Services(settings, manager, pool, metrics, statistics, recent)
     finally:

@@ -62,7 +62,6 @@ class FrontApp:
             CloseUnread(UploadLimit(hot, max_bytes=settings.max_upload_bytes)),
             observe=self._observe,
             known_models=lambda scope: names,
-            default_model=lambda scope, route: registry.default if route == "/classify" else None,
         )
         if tracing.enabled():  # the span of a request answered here; relayed ones get the service's
             self.hot = cast(ASGIApp, tracing.TraceRequests(self.hot))
@@ -71,7 +70,7 @@ class FrontApp:
         try:
             return self.registry.get(name)
         except ValueError:
-            raise unknown_model(name) from None
+            raise unknown_model(name, [m.name for m in self.registry.models]) from None
 
     def _observe(self, record: RequestRecord) -> None:
         self.link.observe(

@@ -213,7 +213,7 @@ def unavailable_error(state: ModelState) -> ModelUnavailable:
     name = state.entry.name
     if state.build_command is not None:
         return ModelNotBuilt(
-            f"Model {name} is not built: {state.reason}.",
+            f"Model {name}: {state.reason}.",
             extensions={"model": name, "build_command": state.build_command},
         )
     return ModelUnavailable(f"Model {name} is unavailable: {state.reason}.")

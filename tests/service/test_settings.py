@@ -70,9 +70,9 @@ def test_unknown_preload_name_fails_start_up(tmp_path, source_zoo) -> None:  # t
 def test_every_setting_is_documented() -> None:
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     missing = [f for f in Settings.model_fields if f"`CONVZOO_{f.upper()}`" not in text]
-    assert not missing, f"settings missing from the README: {missing}"
+    assert not missing, f"settings missing from docs/configuration.md: {missing}"
 
 
 def test_unknown_variables_are_named() -> None:

@@ -19,7 +19,7 @@ from typing import Any, Literal, TypeVar
 import numpy as np
 
 from service.batcher import BatchRecord, DynamicBatcher, InferTimings
-from service.catalog import build_command
+from service.catalog import build_command, closest
 from service.errors import (
     DeadlineExceeded,
     ModelNotBuilt,
@@ -271,7 +271,8 @@ class ModelManager:
         names = self.settings.preload if self.settings.preload is not None else [self.default]
         unknown = [n for n in names if n not in self._states]
         if unknown:
-            raise ValueError(f"Unknown model {unknown[0]}")
+            guess = closest(unknown[0], self._states)
+            raise ValueError(f"Unknown model {unknown[0]}" + (f"; did you mean {guess}?" if guess else ""))
         return names
 
     def required_names(self) -> list[str]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -63,8 +65,12 @@ def test_unknown_preload_name_fails_start_up(tmp_path, source_zoo) -> None:  # t
     from tests.service.conftest import settings_for
 
     manager = ModelManager.from_settings(settings_for(source_zoo, preload=["no-such-model"]))
-    with pytest.raises(ValueError, match="Unknown model no-such-model"):
+    with pytest.raises(ValueError, match=r"Unknown model no-such-model$"):
         manager.preload_names()
+    default = source_zoo.registry.default
+    typo = ModelManager.from_settings(settings_for(source_zoo, preload=[default.replace("-", "_")]))
+    with pytest.raises(ValueError, match=re.escape(f"; did you mean {default}?")):
+        typo.preload_names()
 
 
 def test_every_setting_is_documented() -> None:

@@ -6,5 +6,8 @@ dir=/usr/share/datasets/fashion-mnist
 sudo=""
 [ "$(id -u)" -eq 0 ] || sudo="sudo"
 echo "Fashion-MNIST not found in $dir: installing the dataset-fashion-mnist package" >&2
-$sudo apt-get update -qq
-DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq dataset-fashion-mnist
+# Another apt or dpkg (unattended-upgrades, a second `make`) may hold the lock: wait for it, up to 10 min,
+# rather than fail.
+wait_for_lock=(-o DPkg::Lock::Timeout=600)
+$sudo apt-get "${wait_for_lock[@]}" update -qq
+DEBIAN_FRONTEND=noninteractive $sudo apt-get "${wait_for_lock[@]}" install -y -qq dataset-fashion-mnist

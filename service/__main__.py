@@ -32,13 +32,18 @@ class _Server(uvicorn.Server):
         super().handle_exit(sig, frame)
 
 
+log = logging.getLogger("convzoo")
+
+
+def _url(host: str, port: int) -> str:
+    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+
 def main() -> None:
     settings = Settings()
     configure_logging(settings.log_level)  # JSON lines from the first one on
     for name in unknown_variables(dict(os.environ)):
-        logging.getLogger("convzoo").warning(
-            "%s is not a convzoo setting; see the README, section Configuration", name
-        )
+        log.warning("%s is not a convzoo setting; see docs/configuration.md", name)
     limits = Limits.from_settings(settings, raise_descriptor_limit())
     configure(limits)
     common = server_options(settings)
@@ -46,6 +51,7 @@ def main() -> None:
         settings.front_processes if settings.front_processes is not None else front_processes.auto_count()
     )
     if settings.workers > 1 or fronts == 0:
+        log.info("HTTP on %s (uvicorn, %d worker(s))", _url(settings.host, settings.port), settings.workers)
         uvicorn.run(
             "service.main:create_app",
             factory=True,
@@ -60,7 +66,9 @@ def main() -> None:
         # The service's address, bound but not listened on: the fronts listen there; binding it here
         # first makes an address in use fail the start at once.
         address = shared_port(settings.host, settings.port)
-        plan = front_processes.Plan(fronts, address.getsockname()[:2], workdir)
+        host, port = address.getsockname()[:2]
+        log.info("HTTP on %s (%d front processes)", _url(host, port), fronts)
+        plan = front_processes.Plan(fronts, (host, port), workdir)
         config = uvicorn.Config("service.main:create_app", factory=True, **common)
         spawned = front_processes.plan(plan)  # they import and start up while the service does
         try:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -13,6 +13,8 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
+
+from service.catalog import Entry, closest
 
 log = logging.getLogger("convzoo.errors")
 
@@ -35,12 +37,36 @@ class ServiceError(Exception):
 class UnknownModel(ServiceError): ...
 
 
-def unknown_model(name: str) -> UnknownModel:
-    """The error of a model name the registry does not have (a 404)."""
-    return UnknownModel(f"Unknown model {name!r}; GET /models lists the models.")
+def unknown_model(name: str, known: Iterable[str] = ()) -> UnknownModel:
+    """The error of a model name the registry does not have (a 404), with the closest of the `known` names
+    in its detail and as the member `did_you_mean`."""
+    guess = closest(name, known)
+    if guess is None:
+        return UnknownModel(f"Unknown model {name!r}; GET /models lists the models.")
+    return UnknownModel(
+        f"Unknown model {name!r}; did you mean {guess!r}? GET /models lists the models.",
+        extensions={"did_you_mean": guess},
+    )
 
 
 class ModelUnavailable(ServiceError): ...
+
+
+class ModelNotBuilt(ModelUnavailable):
+    """A registry model whose artifact is not there: the detail and the member `build_command` say how to
+    make it."""
+
+
+def unavailable_error(state: Entry) -> ModelUnavailable:
+    """The error of a request for a model that is unavailable: ModelNotBuilt (409, with the command that
+    builds it) when its artifact is not there, else ModelUnavailable (503)."""
+    name = state.entry.name
+    if state.build_command is not None:
+        return ModelNotBuilt(
+            f"Model {name}: {state.reason}.",
+            extensions={"model": name, "build_command": state.build_command},
+        )
+    return ModelUnavailable(f"Model {name} is unavailable: {state.reason}.")
 
 
 class NotReady(ServiceError): ...
@@ -107,6 +133,10 @@ class Problem:
 PROBLEMS: dict[type[ServiceError], Problem] = {
     UnknownModel: Problem(404, "unknown-model", "Unknown model"),
     ModelUnavailable: Problem(503, "model-unavailable", "Model unavailable", 30),
+    # 409 Conflict: the model exists (not a 404), but its state, no artifact, conflicts with the request
+    # until someone builds it; no Retry-After, as retrying changes nothing (a 503 made clients retry for
+    # ever). Not 501: that says the server lacks the method, for every resource.
+    ModelNotBuilt: Problem(409, "model-not-built", "Model not built"),
     NotReady: Problem(503, "not-ready", "Service not ready", 5),
     Overloaded: Problem(503, "overloaded", "Service overloaded", 1),
     DeadlineExceeded: Problem(503, "deadline-exceeded", "Request deadline exceeded", 1),

@@ -65,6 +65,8 @@ class ModelStatus(Protocol):
     @property
     def reason(self) -> str | None: ...
     @property
+    def build_command(self) -> str | None: ...  # set while its artifact is not there: what makes it
+    @property
     def model(self) -> SessionFacts | None: ...  # while loaded
     @property
     def calibration(self) -> CalibrationFacts | None: ...

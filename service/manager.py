@@ -14,10 +14,11 @@ from typing import Any
 import numpy as np
 
 from service.batcher import BatchRecord, DynamicBatcher, InferTimings
+from service.catalog import closest
 from service.errors import ModelUnavailable, NotReady, Overloaded, ServiceError, unknown_model
 from service.memory import bound_heap, rss_bytes, trim_heap
 from service.models import budget
-from service.models.artifacts import ArtifactProblem, static_problem
+from service.models.artifacts import ArtifactProblem, missing, static_problem
 from service.models.budget import EvictionReason, GreedyDual, Memory, Resident
 from service.models.calibrator import Calibrator
 from service.models.footprint import LoadMemory
@@ -60,8 +61,9 @@ class ModelManager:
         # Called with every batch any model's batcher runs (metrics, statistics, live latencies).
         self.batch_hooks = tuple(batch_hooks)
         for state in self._states.values():
-            reason = static_problem(state.entry, settings)
-            if reason is not None:
+            if (what := missing(state.entry, settings.models_dir)) is not None:
+                state.mark_not_built(what)
+            elif (reason := static_problem(state.entry, settings)) is not None:
                 state.mark_unavailable(reason)
 
     @classmethod
@@ -91,7 +93,8 @@ class ModelManager:
         names = self.settings.preload if self.settings.preload is not None else [self.default]
         unknown = [n for n in names if n not in self._states]
         if unknown:
-            raise ValueError(f"Unknown model {unknown[0]}")
+            guess = closest(unknown[0], self._states)
+            raise ValueError(f"Unknown model {unknown[0]}" + (f"; did you mean {guess}?" if guess else ""))
         return names
 
     def required_names(self) -> list[str]:
@@ -168,7 +171,7 @@ class ModelManager:
         try:
             return self._states[name]
         except KeyError:
-            raise unknown_model(name) from None
+            raise unknown_model(name, self._states) from None
 
     def labels(self, name: str) -> list[str]:
         return self.registry.labels_of(self.entry(name).name)
@@ -221,10 +224,10 @@ class ModelManager:
         try:
             model, measured, seconds = await self._loader.load(state.entry, state.policy.max_batch_size)
         except (ArtifactProblem, RuntimeUnavailable) as exc:
-            return self._load_failed(state, str(exc))
+            return self._load_failed(state, exc)
         except Exception:
             log.exception("loading model %s failed", name)
-            return self._load_failed(state, "ONNX Runtime could not load the artifact")
+            return self._load_failed(state, RuntimeError("ONNX Runtime could not load the artifact"))
         if self._stopping:
             return ModelUnavailable("The service is shutting down.", retry_after_s=1)
         self._install(state, model, seconds, measured)
@@ -240,9 +243,9 @@ class ModelManager:
     def _load_blocking(self, state: ModelState) -> tuple[LoadedModel, LoadMemory | None]:
         return self._loader.load_blocking(state.entry, state.policy.max_batch_size)
 
-    def _load_failed(self, state: ModelState, reason: str) -> ServiceError:
+    def _load_failed(self, state: ModelState, exc: Exception) -> ServiceError:
         self.stats.loads[(state.entry.name, "failed")] += 1
-        state.mark_unavailable(reason)
+        state.mark_failed(exc)
         return state.unavailable()
 
     def _install(

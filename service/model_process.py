@@ -8,7 +8,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from service import preprocess
+from service import catalog, preprocess
 from service.lifecycle_metrics import LifecycleCollector
 from service.live_latency import RecentLatencies
 from service.manager import ModelManager
@@ -42,7 +42,7 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
     pool = preprocess_pool(settings)
     await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
     manager.start()
-    log.info("convzoo serving %d models; default %s", len(manager.states()), manager.default)
+    log.info("%s", catalog.summary(manager.states(), manager.default))
 
     async def exposition() -> bytes:
         return metrics.exposition()

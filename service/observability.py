@@ -22,15 +22,6 @@ def _known_models(scope: Scope) -> Container[str]:
     return {m.name for m in manager.registry.models}
 
 
-def _default_model(scope: Scope, route: str) -> str | None:
-    if route != "/classify":
-        return None
-    try:
-        return services_of(scope.get("state")).manager.default
-    except RuntimeError:
-        return None
-
-
 def install(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
     """At app creation, after the other middleware: the request log then wraps every response."""
     app.add_middleware(
@@ -39,7 +30,6 @@ def install(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
             route=r.route, model=r.model, status=r.status, seconds=r.seconds
         ),
         known_models=_known_models,
-        default_model=_default_model,
     )
     if settings.otlp_endpoint is not None and not tracing.enabled():
         tracing.enable_otlp(settings.otlp_endpoint)

@@ -15,7 +15,7 @@ LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
 class Settings(BaseSettings):
-    """Every setting of the service; see the README, section Configuration."""
+    """Every setting of the service; see docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="CONVZOO_", extra="forbid", frozen=True)
 

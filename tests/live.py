@@ -41,12 +41,14 @@ def start_service(
     env: Mapping[str, str] | None = None,
     probe: str = "/health/ready",
     timeout_s: float = 60,
+    module: str = "service",
 ) -> Server:
     """Start `python -m service` on 127.0.0.1 and a free port, and wait until `probe` answers 200.
 
     The process runs one inference thread with a short calibration; `env` holds further variables
-    (CONVZOO_* settings), which win over those. Raises AssertionError with the server's log when the
-    process exits or `timeout_s` passes first, the process stopped.
+    (CONVZOO_* settings), which win over those; `module` is what `python -m` runs (the service, or a
+    test's wrapper of it). Raises AssertionError with the server's log when the process exits or
+    `timeout_s` passes first, the process stopped.
     """
     port = free_port()
     full_env = {
@@ -63,7 +65,7 @@ def start_service(
     }
     with log_path.open("wb") as log:
         process = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT
+            [sys.executable, "-m", module], cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
     server = Server(f"http://127.0.0.1:{port}", process, log_path)
     try:

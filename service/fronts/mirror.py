@@ -23,6 +23,7 @@ def _state(s: ModelStatus) -> dict[str, Any]:
         "name": s.entry.name,
         "status": s.status,
         "reason": s.reason,
+        "build_command": s.build_command,
         "policy": [policy.max_batch_size, policy.max_queue_delay_us, policy.max_queue_size],
         "model": None if s.model is None else [list(s.model.providers), s.model.max_batch_size],
         "calibration": None
@@ -81,6 +82,7 @@ class State:
     policy: Policy
     status: str
     reason: str | None
+    build_command: str | None
     model: Session | None
     calibration: Calibration | None
     load_s: float | None
@@ -98,6 +100,7 @@ class State:
             policy=Policy(*raw["policy"]),
             status=raw["status"],
             reason=raw["reason"],
+            build_command=raw["build_command"],
             model=Session(*model) if model is not None else None,
             calibration=Calibration(*cal) if cal is not None else None,
             load_s=raw["load_s"],

@@ -56,14 +56,14 @@ class RemoteModels:
     def state(self, name: str) -> State:
         state = self.mirror.states.get(name)
         if state is None:
-            raise unknown_model(name)
+            raise unknown_model(name, self.mirror.states)
         return state
 
     def entry(self, name: str) -> ModelEntry:
         try:
             return self.registry.get(name)
         except ValueError:
-            raise unknown_model(name) from None
+            raise unknown_model(name, self.mirror.states) from None
 
     def labels(self, name: str) -> list[str]:
         return self.registry.labels_of(self.entry(name).name)

@@ -13,6 +13,10 @@ class ArtifactProblem(Exception):
     """An artifact that must not be loaded; the message is safe to show to clients."""
 
 
+class ArtifactMissing(ArtifactProblem):
+    """No file at the artifact's path: the model is not built here."""
+
+
 def file_bytes(entry: ModelEntry) -> int:
     """The artifact's size: the registry's byte count, else its `size_mb`."""
     if entry.artifact.bytes is not None:
@@ -29,7 +33,7 @@ def resolve_artifact(models_dir: Path, relative: str) -> Path:
     try:
         real = (root / rel).resolve(strict=True)
     except (OSError, RuntimeError):
-        raise ArtifactProblem("the artifact file is missing") from None
+        raise ArtifactMissing("the artifact file is missing") from None
     if not real.is_relative_to(root):
         raise ArtifactProblem("the artifact path in the registry is not inside the model directory")
     if not real.is_file():
@@ -41,11 +45,24 @@ def checked_artifact(entry: ModelEntry, models_dir: Path) -> Path:
     """The path of a built artifact inside `models_dir` whose content matches the registry's sha256. External
     data outside the model directory is refused when ONNX Runtime builds the session (tests/security)."""
     if not entry.built:
-        raise ArtifactProblem("the artifact is not built")
+        raise ArtifactMissing("the artifact is not built")
     path = resolve_artifact(models_dir, entry.artifact.path)
     if sha256_file(path) != entry.artifact.sha256:
         raise ArtifactProblem("the artifact's sha256 does not match the registry")
     return path
+
+
+def missing(entry: ModelEntry, models_dir: Path) -> str | None:
+    """Why the model is not built here (no artifact recorded, or no file), else None."""
+    if not entry.built:
+        return "the artifact is not built"
+    try:
+        resolve_artifact(models_dir, entry.artifact.path)
+    except ArtifactMissing as exc:
+        return str(exc)
+    except ArtifactProblem:
+        return None  # there, but wrong: static_problem says how
+    return None
 
 
 def static_problem(entry: ModelEntry, settings: Settings) -> str | None:

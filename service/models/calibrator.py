@@ -112,7 +112,7 @@ class Calibrator:
                 self._thread, self._private_calibration, state
             )
         except (ArtifactProblem, RuntimeUnavailable) as exc:
-            state.mark_unavailable(str(exc))
+            state.mark_failed(exc)
             return
         except Exception:
             log.exception("background calibration of model %s failed", name)

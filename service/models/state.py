@@ -9,10 +9,11 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Literal
 
+from service import catalog
 from service.batcher import DynamicBatcher
-from service.errors import ModelUnavailable
+from service.errors import ModelUnavailable, unavailable_error
 from service.models import footprint
-from service.models.artifacts import file_bytes
+from service.models.artifacts import ArtifactMissing, file_bytes
 from service.models.footprint import LoadMemory
 from service.registry import ModelEntry
 from service.runtime import Calibration, LoadedModel
@@ -47,6 +48,7 @@ class ModelState:
     policy: BatchingPolicy
     status: Status = "available"
     reason: str | None = None
+    build_command: str | None = None  # set while its artifact is not there: the command that makes it
     model: LoadedModel | None = None
     batcher: DynamicBatcher | None = None
     calibration: Calibration | None = None  # kept after eviction: it was measured here
@@ -101,8 +103,23 @@ class ModelState:
         self.status, self.reason = "unavailable", reason
         log.warning("model %s is unavailable: %s", self.entry.name, reason)
 
+    def mark_not_built(self, what: str) -> None:
+        # One line at start-up sums these up (service.catalog.summary): a checkout without the ImageNet
+        # artifacts has two dozen of them, which is expected, not a warning each.
+        self.build_command = catalog.build_command(self.entry)
+        self.status = "unavailable"
+        self.reason = f"{what}; `{self.build_command}` builds it"
+        log.debug("model %s is not built: %s", self.entry.name, self.reason)
+
+    def mark_failed(self, exc: Exception) -> None:
+        """A load or calibration that failed: not built when its file is gone, else unavailable."""
+        if isinstance(exc, ArtifactMissing):  # removed since start-up
+            self.mark_not_built(str(exc))
+        else:
+            self.mark_unavailable(str(exc))
+
     def unavailable(self) -> ModelUnavailable:
-        return ModelUnavailable(f"Model {self.entry.name} is unavailable: {self.reason}.")
+        return unavailable_error(self)
 
     def unload(self) -> None:
         """Stop its batcher and drop the session; a loaded model becomes available again."""

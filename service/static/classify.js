@@ -7,6 +7,7 @@ const HEADLINES = {
   400: "That file is not an image we can read.",
   404: "That model is not in the registry.",
   405: "The service refused that request method.",
+  409: "That model is not built on this server.",
   413: "That file is too large.",
   415: "That file is not an image we can read.",
   422: "A setting is out of range.",

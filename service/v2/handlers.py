@@ -16,7 +16,7 @@ import numpy as np
 
 from service import tracing
 from service.batcher import InferTimings
-from service.errors import UnknownModel
+from service.errors import UnknownModel, unavailable_error, unknown_model
 from service.interfaces import Models, ModelStatus
 from service.interfaces import ModelStatistics as StatisticsSource
 from service.registry import NAME_PATTERN, ModelEntry
@@ -55,18 +55,21 @@ def server_metadata(version: str) -> ServerMetadata:
 
 def resolve(manager: Models, name: str, version: str | None = None) -> ModelStatus:
     """The model's state; 404 for a name not in the registry or a version it does not have."""
-    if not _NAME.fullmatch(name):
-        raise not_found(f"Unknown model '{name}'")
     try:
+        if not _NAME.fullmatch(name):
+            raise unknown_model(name, [m.name for m in manager.registry.models])
         state = manager.state(name)
-    except UnknownModel:
-        raise not_found(f"Unknown model '{name}'") from None
+    except UnknownModel as exc:
+        guess = (exc.extensions or {}).get("did_you_mean")
+        raise not_found(f"Unknown model '{name}'" + (f"; did you mean '{guess}'?" if guess else "")) from None
     if version is not None and version != state.entry.version:
         raise not_found(f"Model '{name}' has no version '{version}'; it has version '{state.entry.version}'")
     return state
 
 
 def model_ready(state: ModelStatus) -> None:
+    if state.build_command is not None:  # 409, as for its inference requests: built by a command, not time
+        raise unavailable_error(state)
     if state.status != "loaded":
         reason = f": {state.reason}" if state.reason else " (it loads on its first inference request)"
         raise unavailable(f"Model '{state.entry.name}' is {state.status}{reason}")

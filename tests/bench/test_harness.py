@@ -167,13 +167,19 @@ def test_every_peer_receives_the_same_image_bytes() -> None:
 def test_a_peer_not_installed_or_not_starting_is_reported_and_the_bench_goes_on(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    import shlex
     import sys
 
     from bench.peers import Peer, run
 
+    # The peers' virtualenv stands in as this test's own interpreter, which has pytest (the "installed"
+    # peer below). Not a symlink to it: a link outside a virtualenv runs the base interpreter, whose
+    # packages differ from machine to machine.
     venv = tmp_path / "venv"
     (venv / "bin").mkdir(parents=True)
-    (venv / "bin" / "python").symlink_to(sys.executable)
+    python = venv / "bin" / "python"
+    python.write_text(f'#!/bin/sh\nexec {shlex.quote(sys.executable)} "$@"\n')
+    python.chmod(0o755)
     monkeypatch.setattr(run, "VENV", venv)
     monkeypatch.setattr("bench.peers.VENV", venv)
     body = tmp_path / "x.png"

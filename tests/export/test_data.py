@@ -56,3 +56,14 @@ def test_the_build_command_reports_missing_data_without_a_traceback(tmp_path: Pa
     assert "apt-get install dataset-fashion-mnist" in result.output
     assert result.exception is None or isinstance(result.exception, SystemExit)
     assert not (tmp_path / "registry.yaml").exists()
+
+
+def test_make_data_and_the_other_installers_wait_for_the_package_managers_lock() -> None:
+    from tests.paths import REPO
+
+    for script in ("ensure-data.sh", "ensure-browser.sh", "ensure-promtool.sh"):
+        text = (REPO / "scripts" / script).read_text()
+        calls = [line for line in text.splitlines() if "$sudo apt-get" in line]
+        assert calls, script
+        assert all('"${wait_for_lock[@]}"' in line for line in calls), script
+        assert "wait_for_lock=(-o DPkg::Lock::Timeout=600)" in text, script

@@ -120,6 +120,13 @@ def _requests(fashion: FashionSample, default: str) -> list[tuple[str, str, dict
             {"content": big, "headers": {"content-type": "image/png", "expect": "100-continue"}},
         ),
         ("POST", "/classify?model=nope", {"content": png, "headers": {"content-type": "image/png"}}),
+        # a catalogued model not built (409, its command) and a mistyped name (404, did_you_mean)
+        ("POST", "/classify?model=resnet50", {"content": png, "headers": {"content-type": "image/png"}}),
+        (
+            "POST",
+            f"/classify?model={default.upper()}",
+            {"content": png, "headers": {"content-type": "image/png"}},
+        ),
         ("POST", "/classify", {"content": b"junk", "headers": {"content-type": "image/png"}}),
         ("POST", "/classify", {"content": png, "headers": {"content-type": "text/plain"}}),
         ("POST", "/classify?top_k=2", multipart),

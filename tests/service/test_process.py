@@ -6,39 +6,61 @@ from __future__ import annotations
 import signal
 import socket
 import time
+from pathlib import Path
 
 import httpx
 
-from tests.live import Server
+from tests.live import Server, start_service, stop_service
 from tests.service.conftest import FashionSample, ServeFactory, Zoo
 
 
 def test_ready_only_after_the_default_and_the_preloads_are_warm(
-    zoo: Zoo, serve: ServeFactory, fashion: FashionSample
+    zoo: Zoo, tmp_path: Path, fashion: FashionSample
 ) -> None:
-    from tests.service.lifecycle_models import install, slow_loading_model
-
-    # A preload list without the default, one of them slow to load: readiness waits for both and the default.
+    # A preload list without the default, one of them held before its load until the first probes are
+    # answered: readiness waits for both and the default, on any machine, however fast it loads.
     default = zoo.registry.default
     slow, other = sorted(
         (m for m in zoo.registry.models if m.name != default and m.built), key=lambda m: m.name
     )[:2]
-    install(zoo, slow.name, slow_loading_model(slow, matmuls=12))
-    server: Server = serve(zoo, CONVZOO_PRELOAD=f"{slow.name},{other.name}", CONVZOO_CALIBRATION_S="0.5")
+    gate = tmp_path / "let-the-load-go"
+    server = start_service(
+        registry_path=zoo.registry_path,
+        models_dir=zoo.models_dir,
+        log_path=tmp_path / "server.log",
+        env={
+            "CONVZOO_PRELOAD": f"{slow.name},{other.name}",
+            "CONVZOO_CALIBRATION_S": "0.5",
+            "HELD_MODEL": slow.name,
+            "HELD_UNTIL": str(gate),
+        },
+        probe="/health/live",
+        module="tests.service.held_load",
+    )
+    try:
+        _ready_after_the_held_load(server, gate, default, slow.name, other.name, fashion)
+    finally:
+        stop_service(server)
+
+
+def _ready_after_the_held_load(
+    server: Server, gate: Path, default: str, slow: str, other: str, fashion: FashionSample
+) -> None:
     first = httpx.get(server.url + "/health/ready")
     assert first.status_code == 503
     assert first.headers["content-type"] == "application/problem+json"
     assert "not yet warmed up" in first.json()["detail"] and "retry-after" in first.headers
-    assert slow.name in first.json()["loading"]
+    assert slow in first.json()["loading"]
     assert httpx.get(server.url + "/health/live").status_code == 200
-    deadline = time.monotonic() + 30
+    gate.touch()
+    deadline = time.monotonic() + 60
     while httpx.get(server.url + "/health/ready").status_code != 200:
         assert time.monotonic() < deadline, server.log()
         time.sleep(0.1)
     ready = httpx.get(server.url + "/health/ready").json()
-    assert set(ready["loaded"]) == {default, slow.name, other.name}
+    assert set(ready["loaded"]) == {default, slow, other}
     models = {m["name"]: m for m in httpx.get(server.url + "/models").json()["models"]}
-    assert all(models[n]["status"] == "loaded" for n in (default, slow.name, other.name))
+    assert all(models[n]["status"] == "loaded" for n in (default, slow, other))
     r = httpx.post(server.url + "/classify", files={"file": ("shoe.png", fashion.png(0), "image/png")})
     assert r.status_code == 200 and r.json()["results"][0]["filename"] == "shoe.png"
     while models[default]["latency_ms"] is None:  # calibrated after readiness, off the requests' path
@@ -92,6 +114,12 @@ def test_sigterm_shuts_down_cleanly(zoo: Zoo, serve: ServeFactory) -> None:
     log = server.log()
     assert "Application shutdown complete" in log and "Finished server process" in log
     assert "Traceback" not in log
+    assert f"HTTP on {server.url} (" in log  # where the front processes listen
+
+
+def test_one_process_logs_its_http_address(zoo: Zoo, serve: ServeFactory) -> None:
+    server: Server = serve(zoo, CONVZOO_FRONT_PROCESSES="0")
+    assert f"HTTP on {server.url} (uvicorn, 1 worker(s))" in server.log()
 
 
 def test_the_service_never_imports_torch(zoo: Zoo, fashion: FashionSample) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from pydantic import ValidationError
 
@@ -63,16 +65,20 @@ def test_unknown_preload_name_fails_start_up(tmp_path, source_zoo) -> None:  # t
     from tests.service.conftest import settings_for
 
     manager = ModelManager.from_settings(settings_for(source_zoo, preload=["no-such-model"]))
-    with pytest.raises(ValueError, match="Unknown model no-such-model"):
+    with pytest.raises(ValueError, match=r"Unknown model no-such-model$"):
         manager.preload_names()
+    default = source_zoo.registry.default
+    typo = ModelManager.from_settings(settings_for(source_zoo, preload=[default.replace("-", "_")]))
+    with pytest.raises(ValueError, match=re.escape(f"; did you mean {default}?")):
+        typo.preload_names()
 
 
 def test_every_setting_is_documented() -> None:
     from pathlib import Path
 
-    text = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    text = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
     missing = [f for f in Settings.model_fields if f"`CONVZOO_{f.upper()}`" not in text]
-    assert not missing, f"settings missing from the README: {missing}"
+    assert not missing, f"settings missing from docs/configuration.md: {missing}"
 
 
 def test_unknown_variables_are_named() -> None:

@@ -23,7 +23,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from service.errors import DeadlineExceeded, ModelUnavailable, Overloaded, PayloadTooLarge, UnknownModel
+from service.catalog import build_command
+from service.errors import (
+    DeadlineExceeded,
+    ModelNotBuilt,
+    ModelUnavailable,
+    Overloaded,
+    PayloadTooLarge,
+    UnknownModel,
+)
 from service.grpc.servicer import failure_of
 from service.preprocess import decode, to_tensor
 from service.registry import ModelEntry
@@ -277,7 +285,9 @@ def test_invalid_argument(client: grpcclient.InferenceServerClient, entry: Model
         assert _code(info) == "StatusCode.INVALID_ARGUMENT" and message in str(info.value.message())
 
 
-def test_unavailable_model(client: grpcclient.InferenceServerClient, live: Live) -> None:
+def test_a_model_not_built_is_a_failed_precondition_naming_its_command(
+    client: grpcclient.InferenceServerClient, live: Live
+) -> None:
     index = client.get_model_repository_index().models
     unbuilt = [m.name for m in index if m.state == "UNAVAILABLE" and "not built" in m.reason]
     if not unbuilt:
@@ -289,7 +299,9 @@ def test_unavailable_model(client: grpcclient.InferenceServerClient, live: Live)
     tensor.set_data_from_numpy(np.zeros(shape, np.float32))
     with pytest.raises(InferenceServerException) as info:
         client.infer(name, [tensor])
-    assert _code(info) == "StatusCode.UNAVAILABLE"
+    # Not UNAVAILABLE, which clients retry: the model stays as it is until someone builds it.
+    assert _code(info) == "StatusCode.FAILED_PRECONDITION"
+    assert build_command(live.zoo.registry.get(name)) in str(info.value.message())
 
 
 def test_over_the_upload_limit_is_resource_exhausted(
@@ -346,6 +358,7 @@ def test_unsupported_methods_are_unimplemented(client: grpcclient.InferenceServe
         (bad_request("x"), grpc.StatusCode.INVALID_ARGUMENT),
         (UnknownModel("x"), grpc.StatusCode.NOT_FOUND),
         (ModelUnavailable("x"), grpc.StatusCode.UNAVAILABLE),
+        (ModelNotBuilt("x"), grpc.StatusCode.FAILED_PRECONDITION),
         (Overloaded("x"), grpc.StatusCode.UNAVAILABLE),
         (DeadlineExceeded("x"), grpc.StatusCode.DEADLINE_EXCEEDED),
         (PayloadTooLarge("x"), grpc.StatusCode.RESOURCE_EXHAUSTED),

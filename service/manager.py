@@ -28,7 +28,7 @@ from service.errors import (
     unknown_model,
 )
 from service.memory import bound_heap, peak_rss_bytes, reset_peak, rss_bytes, trim_heap
-from service.registry import ModelEntry, Registry, load_registry, sha256_file
+from service.registry import ModelEntry, Registry, full_decoding, load_registry, sha256_file
 from service.runtime import (
     Calibration,
     LoadedModel,
@@ -240,7 +240,10 @@ class ModelManager:
     def from_settings(
         cls, settings: Settings, batch_hooks: Sequence[Callable[[BatchRecord], None]] = ()
     ) -> ModelManager:
-        return cls(load_registry(settings.registry_path), settings, batch_hooks)
+        registry = load_registry(settings.registry_path)
+        if not settings.reduce_at_decode:
+            registry = full_decoding(registry)
+        return cls(registry, settings, batch_hooks)
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from service.connections import (
 )
 from service.fronts.app import FrontApp
 from service.logging import configure_logging
-from service.registry import load_registry
+from service.registry import full_decoding, load_registry
 from service.settings import Settings
 
 
@@ -39,7 +39,10 @@ def main() -> None:
     configure(Limits.from_settings(settings, raise_descriptor_limit(), share=args.of))
     if settings.otlp_endpoint is not None:
         tracing.enable_otlp(settings.otlp_endpoint)
-    app = FrontApp(settings, load_registry(settings.registry_path), link_path=args.link, http_path=args.http)
+    registry = load_registry(settings.registry_path)
+    if not settings.reduce_at_decode:
+        registry = full_decoding(registry)
+    app = FrontApp(settings, registry, link_path=args.link, http_path=args.http)
     config = uvicorn.Config(
         app,
         log_config=None,  # the JSON lines configured above

@@ -56,6 +56,9 @@ ROW_COST = 16
 # (`Preprocessing.reduce_at_decode`), so an integer: a client computes the factor exactly.
 REDUCING_GAP = 3
 _REDUCED_AT_DECODE = ("LA", "La", "RGBA", "RGBa", "I", "F")
+# Pillow opens a JPEG with more than one picture (an MPF index: a phone's gain map or depth map, a stereo
+# pair) as format MPO; its first picture, the one decoded, is a plain JPEG.
+JPEG_FORMATS = ("JPEG", "MPO")
 _BAND_PIXELS = 1 << 20  # other modes are converted to L or RGB in bands of about this many pixels
 # The resized image (before the crop) is made only up to this many times the crop's area; beyond,
 # resize and crop are one resampling of the crop's source rectangle.
@@ -180,12 +183,12 @@ def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None
             )
         if width == 0 or height == 0:
             raise BadImage("The image has no pixels.")
-        if image.format == "JPEG":
+        if image.format in JPEG_FORMATS:
             _check_jpeg_cost(data, width * height)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb warning: our own cap is lower and already checked
             # The first frame is the one open() positioned on: n_frames would walk every page.
-            if image.format == "JPEG" and draft_size is not None:
+            if image.format in JPEG_FORMATS and draft_size is not None:
                 image.draft(image.mode if image.mode in ("L", "RGB") else None, (draft_size, draft_size))
             image.load()
         if draft_size is not None and image.mode in _REDUCED_AT_DECODE:

@@ -41,8 +41,8 @@ class Preprocessing(Strict):
     reduce_at_decode: bool = Field(
         default=True,
         description=(
-            "A large image is decoded at reduced size, before anything else. A JPEG by its decoder's DCT "
-            "scaling, Pillow's `Image.draft(mode, (resize, resize))`: scale 1/s, s the largest of 8, 4, 2 "
+            "A large image is decoded at reduced size, before anything else. A JPEG (Pillow format JPEG "
+            "or MPO) by its decoder's DCT scaling, Pillow's `Image.draft(mode, (resize, resize))`: scale 1/s, s the largest of 8, 4, 2 "
             "at most min(width, height) // resize, each side rounded up. An image of Pillow mode LA, La, "
             "RGBA, RGBa, I or F by `Image.reduce(n)`, n = min(width, height) // (3 * resize), where n >= 2. "
             "Other images, and every image when false, at full size. Absent from a registry entry: true."

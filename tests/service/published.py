@@ -17,7 +17,7 @@ def published_tensor(data: bytes, pre: dict[str, Any]) -> np.ndarray:
     Pillow and NumPy only (L or RGB uploads; the other modes' flattening is not needed here)."""
     resize, crop = pre["resize"], pre["crop"]
     image: Image.Image = Image.open(io.BytesIO(data))
-    if pre["reduce_at_decode"] and image.format == "JPEG":
+    if pre["reduce_at_decode"] and image.format in ("JPEG", "MPO"):
         image.draft(image.mode, (resize, resize))  # the JPEG decoder's own 1/2, 1/4 or 1/8 scaling
     image.load()
     factor = min(image.size) // (3 * resize)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service import preprocess
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 from service.preprocess import decode, decode_upload, draft_size, to_base_mode, to_tensor
 from service.registry import Preprocessing
@@ -193,6 +194,26 @@ def test_reduction_at_decoding_is_what_the_registry_field_says(
     assert decoded.image.size == published_reduction(fmt, decoded.image.mode, size, resize)
     assert (decoded.width, decoded.height) == size  # the upload's own size, whatever was decoded
     assert decode_upload(data, max_pixels=BIG).image.size == size  # no draft size: full decoding
+
+
+def mpo(size: tuple[int, int]) -> bytes:
+    """A JPEG with a second picture (an MPF index), as phones write them: Pillow's format MPO."""
+    first = gradient(*size)
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[first.resize((size[0] // 4, size[1] // 4))])
+    return buf.getvalue()
+
+
+def test_a_jpeg_with_more_pictures_is_reduced_as_a_jpeg() -> None:
+    decoded = decode_upload(mpo((1024, 1200)), max_pixels=BIG, draft_size=256)
+    assert decoded.image.size == published_reduction("JPEG", "RGB", (1024, 1200), 256) == (256, 300)
+    assert (decoded.width, decoded.height) == (1024, 1200)
+
+
+def test_a_jpeg_with_more_pictures_has_its_scans_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preprocess, "MAX_JPEG_SCANS", 0)  # any scan is one too many
+    with pytest.raises(ImageTooLarge, match="scans"):
+        decode(mpo((64, 64)), max_pixels=BIG)
 
 
 def test_the_reported_size_is_the_upright_upload_size() -> None:

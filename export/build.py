@@ -17,6 +17,9 @@ ROOT = Path(__file__).resolve().parents[1]
 REGISTRY_PATH = ROOT / "registry.yaml"
 MODELS_DIR = ROOT / "models"
 FASHION_DATASET = "fashion-mnist"
+# Written into every entry, so that registry.yaml says how uploads are decoded: large ones at reduced size
+# (`Preprocessing.reduce_at_decode`; its agreement with full decoding: docs/preprocessing.md).
+REDUCE_AT_DECODE = True
 _LIBRARIES = ("torch", "torchvision", "onnx", "onnxscript", "onnxruntime", "numpy")
 
 

@@ -26,7 +26,7 @@ from PIL import Image
 from torchvision.models import WeightsEnum, get_model, get_model_weights
 
 from export import efficientnet_lite
-from export.build import MODELS_DIR, REGISTRY_PATH, library_versions, today
+from export.build import MODELS_DIR, REDUCE_AT_DECODE, REGISTRY_PATH, library_versions, today
 from export.graph import gmacs, sort_topologically, weight_layer_depth
 from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency
 from export.weights import Checkpoint, WeightsUnavailable, hash_prefix, load_tensors, obtain, supplying
@@ -124,6 +124,7 @@ def label_sets() -> dict[str, list[str]]:
 def preprocessing(weights: WeightsEnum) -> Preprocessing:
     transform = weights.transforms()
     return Preprocessing(
+        reduce_at_decode=REDUCE_AT_DECODE,
         color_mode="RGB",
         resize=int(transform.resize_size[0]),
         crop=int(transform.crop_size[0]),
@@ -492,6 +493,7 @@ LITE_STD = 128.0 / 255.0
 
 def lite_preprocessing(spec: efficientnet_lite.Variant) -> Preprocessing:
     return Preprocessing(
+        reduce_at_decode=REDUCE_AT_DECODE,
         color_mode="RGB",
         resize=spec.resize,
         crop=spec.resolution,

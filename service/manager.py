@@ -25,7 +25,7 @@ from service.models.footprint import LoadMemory
 from service.models.loader import Loader, expected_load_remaining_s, wait_for_load
 from service.models.readiness import readiness
 from service.models.state import BatchingPolicy, LifecycleStats, ModelState, Status
-from service.registry import ModelEntry, Registry, load_registry
+from service.registry import ModelEntry, Registry, full_decoding, load_registry
 from service.runtime import CPU, LoadedModel, RuntimeUnavailable, initialise_runtime, requested_providers
 from service.settings import Settings
 
@@ -70,7 +70,10 @@ class ModelManager:
     def from_settings(
         cls, settings: Settings, batch_hooks: Sequence[Callable[[BatchRecord], None]] = ()
     ) -> ModelManager:
-        return cls(load_registry(settings.registry_path), settings, batch_hooks)
+        registry = load_registry(settings.registry_path)
+        if not settings.reduce_at_decode:
+            registry = full_decoding(registry)
+        return cls(registry, settings, batch_hooks)
 
     # ---- lifecycle -----------------------------------------------------------------------------------
 

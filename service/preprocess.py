@@ -16,9 +16,10 @@ import struct
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import NamedTuple
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
 
 from service.errors import BadImage, ImageTooLarge, ServiceError, UnsupportedMediaType
 from service.registry import Preprocessing
@@ -51,9 +52,13 @@ MAX_JPEG_SCAN_PIXELS = 2_000_000_000
 ROW_COST = 16
 # Integer reduction at decoding, of the wide modes only (4 bytes a pixel, converted anyway), where the
 # resize that follows still averages at least this many source pixels per output pixel: Pillow's own
-# rule for results indistinguishable from a direct resize (`reducing_gap`).
-REDUCING_GAP = 3.0
+# rule for results indistinguishable from a direct resize (`reducing_gap`). Published with every entry
+# (`Preprocessing.reduce_at_decode`), so an integer: a client computes the factor exactly.
+REDUCING_GAP = 3
 _REDUCED_AT_DECODE = ("LA", "La", "RGBA", "RGBa", "I", "F")
+# Pillow opens a JPEG with more than one picture (an MPF index: a phone's gain map or depth map, a stereo
+# pair) as format MPO; its first picture, the one decoded, is a plain JPEG.
+JPEG_FORMATS = ("JPEG", "MPO")
 _BAND_PIXELS = 1 << 20  # other modes are converted to L or RGB in bands of about this many pixels
 # The resized image (before the crop) is made only up to this many times the crop's area; beyond,
 # resize and crop are one resampling of the crop's source rectangle.
@@ -134,16 +139,33 @@ def _check_jpeg_cost(data: bytes, pixels: int) -> None:
 
 def reduction(size: tuple[int, int], resize: int) -> int:
     """The integer factor an image may be reduced by before a shorter-side resize to `resize`."""
-    return max(1, int(min(size) / (resize * REDUCING_GAP)))
+    return max(1, min(size) // (resize * REDUCING_GAP))
+
+
+def draft_size(preprocessing: Preprocessing) -> int | None:
+    """What `decode` is given for an entry: its resize where it reduces at decoding, else None."""
+    return preprocessing.resize if preprocessing.reduce_at_decode else None
+
+
+class Decoded(NamedTuple):
+    image: Image.Image
+    width: int  # the upload's own size, upright, before any reduction at decoding
+    height: int
 
 
 def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
-    """Decode an upload to a loaded, upright PIL image (the first frame of animations and pages).
+    """`decode_upload`'s image."""
+    return decode_upload(data, max_pixels=max_pixels, draft_size=draft_size).image
+
+
+def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Decoded:
+    """Decode an upload to a loaded, upright PIL image (the first frame of animations and pages), with
+    the size of the upload itself.
 
     The pixel cap and a JPEG's scans are checked from the file before the pixels are decoded.
-    `draft_size` (the largest shorter-side resize the image will get) lets large images come back
-    reduced, by the JPEG decoder itself or by an integer reduction, with the shorter side at least
-    `REDUCING_GAP` times that.
+    `draft_size` (the resize of `Preprocessing.reduce_at_decode`) lets large images come back reduced,
+    as that field documents: by the JPEG decoder itself, or by an integer reduction that leaves the
+    shorter side at least `REDUCING_GAP` times `draft_size`. None: full decoding.
     """
     if not data:
         raise BadImage("The upload is empty.")
@@ -161,33 +183,37 @@ def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Im
             )
         if width == 0 or height == 0:
             raise BadImage("The image has no pixels.")
-        if image.format == "JPEG":
+        if image.format in JPEG_FORMATS:
             _check_jpeg_cost(data, width * height)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # Pillow's bomb warning: our own cap is lower and already checked
             # The first frame is the one open() positioned on: n_frames would walk every page.
-            if image.format == "JPEG" and draft_size is not None:
+            if image.format in JPEG_FORMATS and draft_size is not None:
                 image.draft(image.mode if image.mode in ("L", "RGB") else None, (draft_size, draft_size))
             image.load()
         if draft_size is not None and image.mode in _REDUCED_AT_DECODE:
             factor = reduction(image.size, draft_size)
             if factor > 1:
                 image = image.reduce(factor)  # before the orientation is applied: that copies the image
-        return _upright(image)
+        upright, turned = _upright(image)
+        return Decoded(upright, height, width) if turned else Decoded(upright, width, height)
 
 
 # Formats whose EXIF, when present, Pillow keeps in `info["exif"]` (PNG: its eXIf chunk, or the raw
 # profile text ImageMagick writes): without it there is no orientation to read.
 _EXIF_IN_INFO = ("JPEG", "PNG", "WEBP")
+_TURNS = (5, 6, 7, 8)  # the orientations that exchange width and height
 
 
-def _upright(image: Image.Image) -> Image.Image:
+def _upright(image: Image.Image) -> tuple[Image.Image, bool]:
+    """The image as its EXIF orientation shows it, and whether that swapped its width and height."""
     if image.format in _EXIF_IN_INFO and not ({"exif", "Raw profile type exif"} & image.info.keys()):
-        return image
+        return image, False
     try:
-        return ImageOps.exif_transpose(image)
+        orientation = image.getexif().get(ExifTags.Base.Orientation)
+        return ImageOps.exif_transpose(image), orientation in _TURNS
     except Exception:
-        return image  # unreadable EXIF: keep the pixels as stored
+        return image, False  # unreadable EXIF: keep the pixels as stored
 
 
 def _white_background(image: Image.Image) -> Image.Image:

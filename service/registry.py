@@ -33,8 +33,21 @@ class InputSpec(Strict):
 
 
 class Preprocessing(Strict):
-    """How an uploaded image becomes the model's input tensor, in this order."""
+    """How an uploaded image becomes the model's input tensor, in this order (docs/preprocessing.md says
+    it step by step, as a client reproduces it with Pillow and NumPy)."""
 
+    # Published in /openapi.json too, for the clients that preprocess (a 12-megapixel JPEG decodes in a
+    # fifth of the time reduced: docs/preprocessing.md, with its agreement with full decoding).
+    reduce_at_decode: bool = Field(
+        default=True,
+        description=(
+            "A large image is decoded at reduced size, before anything else. A JPEG (Pillow format JPEG "
+            "or MPO) by its decoder's DCT scaling, Pillow's `Image.draft(mode, (resize, resize))`: scale 1/s, s the largest of 8, 4, 2 "
+            "at most min(width, height) // resize, each side rounded up. An image of Pillow mode LA, La, "
+            "RGBA, RGBa, I or F by `Image.reduce(n)`, n = min(width, height) // (3 * resize), where n >= 2. "
+            "Other images, and every image when false, at full size. Absent from a registry entry: true."
+        ),
+    )
     color_mode: Literal["L", "RGB"]
     resize: int = Field(gt=0)  # shorter side resized to this many pixels
     crop: int = Field(gt=0)  # then a centre crop of crop x crop
@@ -214,6 +227,16 @@ class Registry(Strict):
 
     def labels_of(self, name: str) -> list[str]:
         return self.label_sets[self.get(name).labels]
+
+
+def full_decoding(registry: Registry) -> Registry:
+    """The registry with `reduce_at_decode` off in every entry: every upload decoded at full size, and
+    `GET /models/{name}` saying so (`CONVZOO_REDUCE_AT_DECODE=false`)."""
+    models = [
+        m.model_copy(update={"preprocessing": m.preprocessing.model_copy(update={"reduce_at_decode": False})})
+        for m in registry.models
+    ]
+    return registry.model_copy(update={"models": models})
 
 
 class RegistryError(ValueError):

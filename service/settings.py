@@ -42,6 +42,8 @@ class Settings(BaseSettings):
     # Requests
     max_upload_mb: float = Field(default=16.0, gt=0)
     max_image_pixels: int = Field(default=40_000_000, gt=0)
+    # false: every entry's `reduce_at_decode` off, every upload decoded at full size (docs/preprocessing.md)
+    reduce_at_decode: bool = True
     max_files_per_request: int = Field(default=64, ge=1)
     request_timeout_s: float = Field(default=10.0, gt=0)
 

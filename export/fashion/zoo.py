@@ -11,7 +11,7 @@ import onnx
 import torch
 from tqdm import tqdm
 
-from export.build import FASHION_DATASET, library_versions, today
+from export.build import FASHION_DATASET, REDUCE_AT_DECODE, library_versions, today
 from export.fashion.data import LABELS, Split, load_split, normalisation, to_input
 from export.fashion.nets import build_net
 from export.fashion.train import TrainConfig, train
@@ -82,7 +82,15 @@ def spec_of(name: str) -> FashionSpec:
 
 
 def preprocessing(mean: float, std: float) -> Preprocessing:
-    return Preprocessing(color_mode="L", resize=28, crop=28, interpolation="bilinear", mean=[mean], std=[std])
+    return Preprocessing(
+        reduce_at_decode=REDUCE_AT_DECODE,
+        color_mode="L",
+        resize=28,
+        crop=28,
+        interpolation="bilinear",
+        mean=[mean],
+        std=[std],
+    )
 
 
 def onnx_metadata(name: str, version: str, pre: Preprocessing) -> dict[str, str]:

@@ -21,7 +21,7 @@ from service.api.uploads import Upload
 from service.batcher import InferTimings
 from service.errors import InferenceFailed, InvalidParameter
 from service.postprocess import ranked_entries, softmax
-from service.preprocess import decode, to_tensor
+from service.preprocess import decode_upload, draft_size, to_tensor
 from service.preprocess_pool import inline
 from service.registry import ModelEntry
 from service.settings import Settings
@@ -51,13 +51,13 @@ class Prepared:
 
 def prepare(data: bytes, entry: ModelEntry, max_pixels: int) -> Prepared:
     t0 = time.perf_counter()
-    image = tracing.traced("decode", decode)(
-        data, max_pixels=max_pixels, draft_size=entry.preprocessing.resize
+    decoded = tracing.traced("decode", decode_upload)(
+        data, max_pixels=max_pixels, draft_size=draft_size(entry.preprocessing)
     )
     t1 = time.perf_counter()
-    tensor = tracing.traced("preprocess", to_tensor)(image, entry.preprocessing)
+    tensor = tracing.traced("preprocess", to_tensor)(decoded.image, entry.preprocessing)
     t2 = time.perf_counter()
-    return Prepared(tensor, image.width, image.height, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+    return Prepared(tensor, decoded.width, decoded.height, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
 
 async def prepare_all(

@@ -40,7 +40,7 @@ class Ready(BaseModel):
 
 class ImageResult(BaseModel):
     filename: str | None  # None for a raw image body
-    width: int
+    width: int  # the upload's own size, upright, whatever size it was decoded at (docs/preprocessing.md)
     height: int
     predictions: list[Prediction]
 
@@ -93,7 +93,7 @@ class ClassifyResponse(BaseModel):
 
 class CompareImage(BaseModel):
     filename: str | None
-    width: int
+    width: int  # the upload's own size, upright, as in /classify
     height: int
 
 

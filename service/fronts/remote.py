@@ -20,7 +20,7 @@ from service.errors import unknown_model
 from service.fronts.link import ModelLink
 from service.fronts.mirror import Mirror, State
 from service.metrics import Metrics
-from service.registry import ModelEntry, Registry, load_registry
+from service.registry import ModelEntry, Registry, full_decoding, load_registry
 from service.services import Services, ServicesFrom, preprocess_pool
 from service.settings import Settings
 
@@ -119,6 +119,8 @@ def linked(link_path: str) -> ServicesFrom:
     @asynccontextmanager
     async def build(settings: Settings, metrics: Metrics) -> AsyncIterator[Services]:
         registry = load_registry(settings.registry_path)
+        if not settings.reduce_at_decode:  # as the service's manager publishes it
+            registry = full_decoding(registry)
         link = ModelLink(registry)
         await _connect(link, link_path)
         if isinstance(metrics, LinkedMetrics):

@@ -14,8 +14,9 @@ import torch
 from PIL import Image
 from torchvision.models import get_model, get_model_weights
 
-from export import imagenet
+from export import efficientnet_lite, imagenet
 from export.build import merge_into_registry
+from export.fashion import zoo as fashion_zoo
 from export.weights import WeightsUnavailable, download
 from service.preprocess import to_tensor
 from service.registry import ModelEntry, Registry, load_registry
@@ -218,3 +219,15 @@ def test_evaluate_refuses_a_wrong_layout(local_build: tuple[ModelEntry, torch.nn
     with pytest.raises(ValueError, match="0 class folders, expected 1000"):
         imagenet.evaluate("resnet18", flat, registry_path=registry, models_dir=root / "models")
     assert load_registry(registry).get("resnet18").metrics.accuracy_source is None
+
+
+def test_every_entry_the_export_stage_makes_says_how_uploads_are_decoded() -> None:
+    """`reduce_at_decode` is written out, not left to its default (docs/preprocessing.md)."""
+    made = [
+        imagenet.preprocessing(imagenet.default_weights("resnet50")),
+        imagenet.lite_preprocessing(efficientnet_lite.variant("efficientnet_lite0")),
+        fashion_zoo.preprocessing(0.286, 0.353),
+    ]
+    for pre in made:
+        assert "reduce_at_decode" in pre.model_fields_set and pre.reduce_at_decode is True
+        assert "reduce_at_decode" in pre.model_dump(exclude_unset=True)

@@ -12,7 +12,14 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from service.registry import ModelEntry, Registry, RegistryError, load_registry, parse_registry
+from service.registry import (
+    ModelEntry,
+    Registry,
+    RegistryError,
+    full_decoding,
+    load_registry,
+    parse_registry,
+)
 
 
 def _nested_model(annotation: Any) -> type[BaseModel] | None:
@@ -100,6 +107,35 @@ def test_a_missing_field_fails_naming_the_entry(registry_path: Path) -> None:
     del raw["models"][-1]["artifact"]["sha256"]
     with pytest.raises(RegistryError, match=rf"model '{name}': artifact\.sha256"):
         parse_registry(raw)
+
+
+def test_every_entry_says_how_uploads_are_decoded(registry_path: Path) -> None:
+    """`reduce_at_decode` has a default for older registries, but the committed one writes it out."""
+    raw = _committed(registry_path)
+    unsaid = [m["name"] for m in raw["models"] if "reduce_at_decode" not in m["preprocessing"]]
+    assert not unsaid
+
+
+def test_an_entry_without_reduce_at_decode_reduces_as_the_service_always_did(registry_path: Path) -> None:
+    raw = copy.deepcopy(_committed(registry_path))
+    del raw["models"][0]["preprocessing"]["reduce_at_decode"]
+    raw["models"][1]["preprocessing"]["reduce_at_decode"] = False
+    registry = parse_registry(raw)
+    assert registry.models[0].preprocessing.reduce_at_decode is True
+    assert registry.models[1].preprocessing.reduce_at_decode is False
+    raw["models"][1]["preprocessing"]["reduce_at_decode"] = "sometimes"
+    with pytest.raises(RegistryError, match=r"preprocessing\.reduce_at_decode"):
+        parse_registry(raw)
+
+
+def test_full_decoding_turns_reduction_off_in_every_entry(registry_path: Path) -> None:
+    registry = load_registry(registry_path)
+    full = full_decoding(registry)
+    assert [m.preprocessing.reduce_at_decode for m in full.models] == [False] * len(registry.models)
+    unchanged = [
+        m.model_copy(update={"preprocessing": registry.get(m.name).preprocessing}) for m in full.models
+    ]
+    assert unchanged == registry.models  # nothing else changed
 
 
 def test_the_schema_walker_reports_every_violation() -> None:

@@ -8,6 +8,7 @@ service process.
 from __future__ import annotations
 
 import contextlib
+import io
 import json
 import os
 import signal
@@ -314,6 +315,51 @@ def test_a_front_that_dies_is_started_again(source_zoo: Zoo, fashion: FashionSam
     while time.monotonic() < deadline and any(_alive(pid) for pid in running):
         time.sleep(0.05)
     assert not any(_alive(pid) for pid in running)  # none left behind
+
+
+def _tiny_jpeg_and_its_pixels(fashion: FashionSample) -> tuple[bytes, bytes]:
+    """A 128x128 JPEG, a front's tiny image (decoded at 1/4 for a resize of 28 where reduction is on), and
+    a PNG of its full decoding."""
+    large = Image.fromarray(fashion.images[0]).resize((128, 128), Image.Resampling.BICUBIC)
+    jpeg = encode(large, "JPEG", quality=90)
+    with Image.open(io.BytesIO(jpeg)) as decoded:
+        return jpeg, encode(decoded.convert("L"), "PNG")
+
+
+def _lenet5(server: Server, body: bytes, media: str) -> dict[str, Any]:
+    r = httpx.post(
+        server.url + "/classify",
+        params={"model": "fmnist-lenet5", "top_k": 10},
+        content=body,
+        headers={"content-type": media},
+    )
+    assert r.status_code == 200, r.text
+    result: dict[str, Any] = r.json()["results"][0]
+    return result
+
+
+def test_a_front_decodes_as_the_published_preprocessing_says(
+    pair: tuple[Server, Server], source_zoo: Zoo, fashion: FashionSample, tmp_path: Any
+) -> None:
+    jpeg, png = _tiny_jpeg_and_its_pixels(fashion)
+    fronts = pair[1]
+    reduced = _lenet5(fronts, jpeg, "image/jpeg")
+    assert (reduced["width"], reduced["height"]) == (128, 128)  # the upload's size, though decoded at 32x32
+    assert reduced["predictions"] != _lenet5(fronts, png, "image/png")["predictions"]
+    server = start_service(
+        registry_path=source_zoo.registry_path,
+        models_dir=source_zoo.models_dir,
+        log_path=tmp_path / "server.log",
+        env={"CONVZOO_FRONT_PROCESSES": "1", "CONVZOO_REDUCE_AT_DECODE": "false"},
+    )
+    try:
+        assert len(_fronts(server)) == 1
+        published = httpx.get(server.url + "/models/fmnist-lenet5").json()["preprocessing"]
+        full = _lenet5(server, jpeg, "image/jpeg")
+        assert published["reduce_at_decode"] is False
+        assert full["predictions"] == _lenet5(server, png, "image/png")["predictions"]  # the same pixels
+    finally:
+        stop_service(server)
 
 
 def test_sigterm_stops_the_fronts_with_the_service(source_zoo: Zoo, tmp_path: Any) -> None:

@@ -4,7 +4,8 @@ The default model is the pretrained EfficientNet-Lite0: a photo sent without `mo
 answer. A wrong colour order, mean/std, resize, crop or label index would show here, on real pixels.
 The photos reach the service as every client sends them: JPEG and PNG, grayscale, RGBA, EXIF-rotated;
 through /classify, through /v2 with the client doing the preprocessing `GET /models/{name}` documents,
-and through /compare.
+and through /compare. A client following that preprocessing (docs/preprocessing.md) gets, through /v2,
+exactly the answer /classify gives, reduced-size JPEG decoding included.
 """
 
 from __future__ import annotations
@@ -18,7 +19,9 @@ import pytest
 from PIL import Image
 from skimage import data as photos
 
+from service.api.classification import prepare
 from tests.service.conftest import ClientFactory, Zoo, encode
+from tests.service.published import published_tensor
 
 pytestmark = pytest.mark.anyio
 
@@ -143,3 +146,99 @@ async def test_compare_runs_a_photo_through_the_photo_model_and_others(
     answers = {m["model"]: m for m in r.json()["models"]}
     assert_right("chelsea", [p["label"] for p in answers[PHOTO_MODEL]["predictions"]])
     assert "predictions" in answers["fmnist-lenet5"]  # a Fashion-MNIST model answers too, in its own labels
+
+
+# ---- faithful preprocessing: a /v2 client reproduces /classify -------------------------------------------
+
+
+def portrait() -> bytes:
+    """A 512x600 JPEG photo: more than twice the photo model's resize (256), so decoded at half size."""
+    return encode(photo("astronaut").resize((512, 600), Image.Resampling.LANCZOS), "JPEG", quality=90)
+
+
+async def v2_probabilities(client: httpx.AsyncClient, model: str, x: np.ndarray) -> np.ndarray:
+    request = {
+        "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}],
+        "outputs": [{"name": "logits"}],
+    }
+    r = await client.post(f"/v2/models/{model}/infer", content=json.dumps(request))
+    assert r.status_code == 200, r.text
+    logits = np.asarray(r.json()["outputs"][0]["data"], dtype=np.float64)
+    e = np.exp(logits - logits.max())
+    return np.asarray(e / e.sum())
+
+
+async def reproduce(client: httpx.AsyncClient, data: bytes) -> tuple[dict[str, Any], np.ndarray]:
+    """/classify's answer for `data`, and the client's own /v2 probabilities, after checking they agree."""
+    pre = (await client.get(f"/models/{PHOTO_MODEL}")).json()["preprocessing"]
+    r = await client.post(
+        "/classify", params={"top_k": 5}, content=data, headers={"content-type": "image/jpeg"}
+    )
+    assert r.status_code == 200, r.text
+    result = r.json()["results"][0]
+    probs = await v2_probabilities(client, PHOTO_MODEL, published_tensor(data, pre))
+    served = result["predictions"]
+    assert int(np.argmax(probs)) == served[0]["index"]
+    for p in served:
+        assert abs(probs[p["index"]] - p["score"]) < 1e-5, (p, probs[p["index"]])
+    return result, probs
+
+
+async def test_a_v2_client_reproduces_classify_from_the_published_preprocessing(
+    photo_zoo: Zoo, client_for: ClientFactory
+) -> None:
+    data = portrait()
+    async with client_for(photo_zoo) as client:
+        pre = (await client.get(f"/models/{PHOTO_MODEL}")).json()["preprocessing"]
+        result, _ = await reproduce(client, data)
+    assert pre["reduce_at_decode"] is True and pre["resize"] == 256
+    assert (result["width"], result["height"]) == (512, 600)  # the upload's size, not the 256x300 decoded
+    # The same pixels, not merely a close answer: the service's own tensor, to float32 rounding (one grey
+    # level is 1/(255 std), about 0.0078 here).
+    entry = photo_zoo.registry.get(PHOTO_MODEL)
+    served = prepare(data, entry, max_pixels=40_000_000).tensor
+    assert np.abs(served - published_tensor(data, pre)[0]).max() < 1e-5
+    full = published_tensor(data, pre | {"reduce_at_decode": False})
+    assert np.abs(served - full[0]).max() > 0.1  # and the reduction mattered: full decoding differs
+
+
+async def test_with_reduction_switched_off_uploads_are_decoded_at_full_size(
+    photo_zoo: Zoo, client_for: ClientFactory
+) -> None:
+    data = portrait()
+    async with client_for(photo_zoo, reduce_at_decode=False) as client:
+        pre = (await client.get(f"/models/{PHOTO_MODEL}")).json()["preprocessing"]
+        result, full = await reproduce(client, data)
+    assert pre["reduce_at_decode"] is False
+    assert (result["width"], result["height"]) == (512, 600)
+    async with client_for(photo_zoo) as client:
+        _, reduced = await reproduce(client, data)
+    assert np.abs(full - reduced).max() > 1e-4  # two different decodings, each reproduced exactly
+
+
+async def test_compare_gives_each_model_the_pixels_of_its_classify(
+    photo_zoo: Zoo, client_for: ClientFactory
+) -> None:
+    data = portrait()
+    async with client_for(photo_zoo) as client:
+        compared = await client.post(
+            "/compare",
+            params={"models": f"{PHOTO_MODEL},fmnist-lenet5", "top_k": 5},
+            content=data,
+            headers={"content-type": "image/jpeg"},
+        )
+        jpeg = {"content-type": "image/jpeg"}
+        alone = {
+            name: (
+                await client.post("/classify", params={"model": name, "top_k": 5}, content=data, headers=jpeg)
+            ).json()
+            for name in (PHOTO_MODEL, "fmnist-lenet5")
+        }
+    assert compared.status_code == 200, compared.text
+    body = compared.json()
+    assert (body["image"]["width"], body["image"]["height"]) == (512, 600)
+    for answer in body["models"]:  # lenet5 (resize 28) decodes at 1/8, the photo model at 1/2
+        expected = alone[answer["model"]]["results"][0]["predictions"]
+        assert [p["index"] for p in answer["predictions"]] == [p["index"] for p in expected]
+        for got, want in zip(answer["predictions"], expected, strict=True):
+            assert abs(got["score"] - want["score"]) < 1e-6

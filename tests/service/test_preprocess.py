@@ -8,8 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from service import preprocess
 from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import decode, to_base_mode, to_tensor
+from service.preprocess import decode, decode_upload, draft_size, to_base_mode, to_tensor
 from service.registry import Preprocessing
 from tests.service.conftest import encode
 
@@ -152,6 +153,83 @@ def test_large_jpegs_decode_in_draft_mode() -> None:
     decoded = decode(data, max_pixels=BIG, draft_size=224)
     assert min(decoded.size) >= 224 and decoded.size[0] <= 500  # reduced by the JPEG decoder itself
     assert decode(data, max_pixels=BIG).size == (2000, 1600)
+
+
+def published_reduction(fmt: str, mode: str, size: tuple[int, int], resize: int) -> tuple[int, int]:
+    """The decoded size `Preprocessing.reduce_at_decode` documents, computed from its words alone."""
+    shorter = min(size)
+    if fmt == "JPEG":
+        s = next((s for s in (8, 4, 2) if s <= shorter // resize), 1)
+        return -(-size[0] // s), -(-size[1] // s)  # sides rounded up
+    n = shorter // (3 * resize)
+    if mode in ("LA", "La", "RGBA", "RGBa", "I", "F") and n >= 2:
+        return -(-size[0] // n), -(-size[1] // n)
+    return size
+
+
+@pytest.mark.parametrize(
+    ("fmt", "mode", "size", "resize"),
+    [
+        ("JPEG", "RGB", (512, 600), 256),  # 1/2: 256x300
+        ("JPEG", "RGB", (511, 600), 256),  # the shorter side under 2x: full size
+        ("JPEG", "L", (2000, 1600), 224),  # 1/4 (1600 // 224 = 7)
+        ("JPEG", "RGB", (3000, 2401), 256),  # 1/8, the sides rounded up: 375x301
+        ("JPEG", "L", (1000, 130), 28),  # 130 // 28 = 4: 1/4, 250x33
+        ("PNG", "RGBA", (700, 900), 100),  # 700 // 300 = 2: 350x450
+        ("PNG", "RGBA", (599, 900), 100),  # 1: full size
+        ("PNG", "LA", (1000, 1000), 28),  # 11
+        ("TIFF", "F", (300, 200), 28),  # 2: 150x100
+        ("PNG", "RGB", (2000, 1600), 224),  # not a reduced mode
+        ("PNG", "I;16", (2000, 1600), 224),
+    ],
+)
+def test_reduction_at_decoding_is_what_the_registry_field_says(
+    fmt: str, mode: str, size: tuple[int, int], resize: int
+) -> None:
+    image = gradient(*size).convert("L" if mode in ("L", "I;16", "I", "F") else "RGB").convert(mode)
+    if mode in ("RGBA", "LA"):
+        image.putalpha(200)
+    data = encode(image, fmt)
+    decoded = decode_upload(data, max_pixels=BIG, draft_size=resize)
+    assert decoded.image.size == published_reduction(fmt, decoded.image.mode, size, resize)
+    assert (decoded.width, decoded.height) == size  # the upload's own size, whatever was decoded
+    assert decode_upload(data, max_pixels=BIG).image.size == size  # no draft size: full decoding
+
+
+def mpo(size: tuple[int, int]) -> bytes:
+    """A JPEG with a second picture (an MPF index), as phones write them: Pillow's format MPO."""
+    first = gradient(*size)
+    buf = io.BytesIO()
+    first.save(buf, "MPO", save_all=True, append_images=[first.resize((size[0] // 4, size[1] // 4))])
+    return buf.getvalue()
+
+
+def test_a_jpeg_with_more_pictures_is_reduced_as_a_jpeg() -> None:
+    decoded = decode_upload(mpo((1024, 1200)), max_pixels=BIG, draft_size=256)
+    assert decoded.image.size == published_reduction("JPEG", "RGB", (1024, 1200), 256) == (256, 300)
+    assert (decoded.width, decoded.height) == (1024, 1200)
+
+
+def test_a_jpeg_with_more_pictures_has_its_scans_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(preprocess, "MAX_JPEG_SCANS", 0)  # any scan is one too many
+    with pytest.raises(ImageTooLarge, match="scans"):
+        decode(mpo((64, 64)), max_pixels=BIG)
+
+
+def test_the_reported_size_is_the_upright_upload_size() -> None:
+    exif = Image.Exif()
+    exif[0x0112] = 6  # stored 600x512, shown 512x600
+    data = encode(gradient(600, 512), "JPEG", exif=exif.tobytes())
+    decoded = decode_upload(data, max_pixels=BIG, draft_size=256)
+    assert decoded.image.size == (256, 300) and (decoded.width, decoded.height) == (512, 600)
+
+
+def test_an_entry_without_reduction_decodes_at_full_size() -> None:
+    assert draft_size(RGB) == RGB.resize
+    full = RGB.model_copy(update={"reduce_at_decode": False})
+    assert draft_size(full) is None
+    data = encode(gradient(512, 600), "JPEG")
+    assert decode_upload(data, max_pixels=BIG, draft_size=draft_size(full)).image.size == (512, 600)
 
 
 def test_tensor_matches_the_registry_arithmetic() -> None:

@@ -32,7 +32,7 @@ from service.api.uploads import read_uploads
 from service.errors import InvalidParameter, ServiceError, problem_of
 from service.interfaces import Models
 from service.postprocess import softmax, top_predictions
-from service.preprocess import decode, to_tensor
+from service.preprocess import Decoded, decode_upload, draft_size, to_tensor
 from service.settings import Settings
 
 router = APIRouter(tags=["compare"])
@@ -158,13 +158,18 @@ async def compare(
     smallest = min(manager.entry(n).num_classes for n in names)
     if top_k > smallest:
         raise InvalidParameter(f"top_k must be between 1 and {smallest} for these models.")
-    image, upload, decode_ms = await _decode_one(request, settings, pool, names, manager)
+    drafts = {n: draft_size(manager.entry(n).preprocessing) for n in names}
+    decoded, upload, decode_ms = await _decode_one(request, settings, pool, set(drafts.values()))
     entries = await asyncio.gather(
-        *(_one(n, image, top_k=top_k, manager=manager, pool=pool, deadline=deadline) for n in names)
+        *(
+            _one(n, decoded[drafts[n]].image, top_k=top_k, manager=manager, pool=pool, deadline=deadline)
+            for n in names
+        )
     )
+    size = next(iter(decoded.values()))
     answers = [(e.model, e.predictions) for e in entries if isinstance(e, CompareAnswer)]
     return CompareResponse(
-        image=CompareImage(filename=upload, width=image.width, height=image.height),
+        image=CompareImage(filename=upload, width=size.width, height=size.height),
         models=list(entries),
         agreement=agreement(answers),
         timing_ms=CompareTotals(
@@ -174,18 +179,23 @@ async def compare(
 
 
 async def _decode_one(
-    request: Request, settings: Settings, pool: Executor, names: list[str], manager: Models
-) -> tuple[Image.Image, str | None, float]:
+    request: Request, settings: Settings, pool: Executor, drafts: set[int | None]
+) -> tuple[dict[int | None, Decoded], str | None, float]:
+    """The one upload, decoded once for each distinct decoding the models ask for (`draft_size`), so
+    that each model sees the pixels its `/classify` would (a 512x600 JPEG decodes at 256x300 for a
+    resize of 256, at full size for a resize of 342 or where reduction is off)."""
     uploads = await read_uploads(request, settings)
     if len(uploads) != 1:
         raise InvalidParameter(f"/compare takes exactly one image; {len(uploads)} were sent.")
-    # Decode once, at the largest size any of the models resizes to.
-    draft = max(manager.entry(n).preprocessing.resize for n in names)
     loop = asyncio.get_running_loop()
     t0 = time.perf_counter()
     # A partial, not a lambda: the pool picks its lane from the upload it is given.
-    image = await loop.run_in_executor(
-        pool,
-        functools.partial(decode, uploads[0].data, max_pixels=settings.max_image_pixels, draft_size=draft),
+    data, cap = uploads[0].data, settings.max_image_pixels
+    keys = sorted(drafts, key=lambda d: -1 if d is None else d)
+    decoded = await asyncio.gather(
+        *(
+            loop.run_in_executor(pool, functools.partial(decode_upload, data, max_pixels=cap, draft_size=d))
+            for d in keys
+        )
     )
-    return image, uploads[0].filename, (time.perf_counter() - t0) * 1e3
+    return dict(zip(keys, decoded, strict=True)), uploads[0].filename, (time.perf_counter() - t0) * 1e3

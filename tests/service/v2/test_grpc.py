@@ -20,6 +20,7 @@ import onnxruntime as ort
 import pytest
 import tritonclient.grpc as grpcclient
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
@@ -37,7 +38,8 @@ from service.preprocess import decode, to_tensor
 from service.registry import ModelEntry
 from service.v2.errors import bad_request
 from tests.live import Server, free_port, start_service, stop_service
-from tests.service.conftest import FashionSample, Zoo
+from tests.service.conftest import FashionSample, Zoo, encode
+from tests.service.published import published_tensor
 
 MODEL = "fmnist-lenet5"  # small and fast; the default model is whatever the registry says
 UPLOAD_MB = 1.0
@@ -210,6 +212,32 @@ def test_class_count_matches_classify(
         assert [(int(idx), label) for _, idx, label in parsed] == [
             (p["index"], p["label"]) for p in predictions
         ]
+
+
+def test_a_client_reproduces_classify_from_the_published_preprocessing(
+    live: Live, client: grpcclient.InferenceServerClient, fashion: FashionSample
+) -> None:
+    """A 512x600 photo of a garment: decoded at 1/8 (64x75) where the entry reduces at decoding, which
+    the client does too, from `GET /models/{name}` alone (docs/preprocessing.md)."""
+    large = Image.fromarray(fashion.images[0]).resize((512, 600), Image.Resampling.BICUBIC)
+    jpeg = encode(large, "JPEG", quality=90)
+    pre = httpx.get(f"{live.server.url}/models/{MODEL}").json()["preprocessing"]
+    assert pre["reduce_at_decode"] is True
+    logits = _infer(client, published_tensor(jpeg, pre)).as_numpy("logits")
+    assert logits is not None
+    e = np.exp(logits[0].astype(np.float64) - logits[0].max())
+    probs = e / e.sum()
+    response = httpx.post(
+        f"{live.server.url}/classify",
+        params={"model": MODEL, "top_k": 10},
+        content=jpeg,
+        headers={"Content-Type": "image/jpeg"},
+    )
+    assert response.status_code == 200, response.text
+    result = response.json()["results"][0]
+    assert (result["width"], result["height"]) == (512, 600)
+    assert result["predictions"][0]["index"] == int(np.argmax(probs))
+    assert max(abs(probs[p["index"]] - p["score"]) for p in result["predictions"]) < 1e-5
 
 
 def test_statistics_rise(

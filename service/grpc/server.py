@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from tritonclient.grpc import service_pb2_grpc
 
+from service.errors import ServiceError
 from service.grpc.servicer import SERVICE, InferenceServicer
 from service.interfaces import Models
 from service.services import Services
@@ -27,7 +28,11 @@ class ReadinessHealth(HealthServicer):  # type: ignore[misc]
 
     async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         if request.service in ("", SERVICE):
-            ready = self.manager.ready()[0]
+            try:
+                await self.manager.refresh()
+                ready = self.manager.ready()[0]
+            except ServiceError:  # a front whose service does not answer: not serving
+                ready = False
             status = (
                 health_pb2.HealthCheckResponse.SERVING
                 if ready

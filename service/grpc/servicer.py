@@ -69,6 +69,21 @@ def failure_of(exc: Exception) -> Failure:
     return Failure(500, grpc.StatusCode.INTERNAL, "internal error")
 
 
+# The calls that read the models' state (not inference, which the service itself checks).
+READS_STATE = frozenset(
+    {
+        "ServerReady",
+        "ModelReady",
+        "ModelMetadata",
+        "ModelConfig",
+        "ModelStatistics",
+        "RepositoryIndex",
+        "RepositoryModelLoad",
+        "RepositoryModelUnload",
+    }
+)
+
+
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -114,6 +129,8 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     ) -> Reply:
         started = time.perf_counter()
         try:
+            if method in READS_STATE:  # a front asks the service for its models' state first
+                await self.manager.refresh()
             reply = await answer()
         except Exception as exc:  # every error becomes a status; unexpected ones are logged
             failure = failure_of(exc)

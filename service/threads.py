@@ -1,0 +1,108 @@
+"""ONNX Runtime's intra-op threads: how many, in which pool, chosen once per process.
+
+`CONVZOO_INTRA_OP_THREADS=0` (automatic) is the physical cores among the CPUs this process may use
+(`service.cpus`: affinity and cgroup quota), not the host's: ONNX Runtime's own 0 counts the host's cores,
+so a pod limited to 2 CPUs on a 64-core node ran 64 threads per loaded model. The preprocessing and the
+front processes share these CPUs with inference and are given none apart: with spinning off an idle
+intra-op thread sleeps and leaves its core to them, and a lone request gets every core (docs/threads.md).
+
+Pools (`CONVZOO_INTRA_OP_POOL`): with one thread a session runs every operator on its calling thread and
+has no pool at all. With more, each session has its own pool (`per_model`), or every session uses ONNX
+Runtime's one global pool (`shared`). The global pool is process-wide and for good: it is created before
+the first session that uses it, cannot be resized, and from then on every session of the process must
+use it; its threads spin (ONNX Runtime's Python API sets no spin control on it).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass, replace
+from typing import Literal
+
+import onnxruntime as ort
+
+from service import cpus
+from service.settings import Settings
+
+log = logging.getLogger("convzoo.runtime")
+
+Pool = Literal["shared", "per_model", "none"]
+
+
+@dataclass(frozen=True)
+class ThreadPlan:
+    usable_cpus: float  # what the process may use (affinity and cgroup quota)
+    cpu_source: cpus.Source  # which limit that is
+    intra_op_threads: int  # per run: the calling thread and the pool's
+    pool: Pool  # "none": one thread, no pool
+    spinning: bool  # whether idle pool threads busy-wait
+    reason: str  # why, in words, for the host description
+
+
+_lock = threading.Lock()
+_global_pool: tuple[int, int] | None = None  # (intra, inter) of ONNX Runtime's global pool, once created
+
+
+def choose(settings: Settings, usable: cpus.UsableCpus | None = None) -> ThreadPlan:
+    """The plan for `settings` on the CPUs `usable` describes (by default this process's)."""
+    usable = usable or cpus.usable()
+    if settings.intra_op_threads > 0:
+        threads, why = settings.intra_op_threads, "CONVZOO_INTRA_OP_THREADS"
+    else:
+        threads = min(usable.whole, cpus.physical_cores(usable.affinity))
+        why = f"{usable.cpus:g} usable CPUs ({usable.source})"
+    if threads == 1:
+        return ThreadPlan(usable.cpus, usable.source, 1, "none", False, f"{why}: one thread, no pool")
+    pool: Pool = "shared" if settings.intra_op_pool == "shared" else "per_model"
+    spinning = True if pool == "shared" else settings.intra_op_spinning
+    return ThreadPlan(usable.cpus, usable.source, threads, pool, spinning, f"{why}: {threads} threads")
+
+
+def _install_global_pool(plan: ThreadPlan, inter_op_threads: int) -> ThreadPlan:
+    """Create the global pool for `plan`, or find the one already created: a plan that asks for another
+    size (another app in the same process) gets the pool that exists, and says so."""
+    global _global_pool
+    with _lock:
+        if _global_pool is None:
+            ort.set_global_thread_pool_sizes(plan.intra_op_threads, max(1, inter_op_threads))
+            _global_pool = (plan.intra_op_threads, max(1, inter_op_threads))
+            log.info("ONNX Runtime's shared intra-op pool: %d threads", plan.intra_op_threads)
+            return plan
+        threads = _global_pool[0]
+    if threads == plan.intra_op_threads:
+        return plan
+    reason = f"{plan.reason}; the process's shared pool already has {threads}"
+    return replace(plan, intra_op_threads=threads, reason=reason)
+
+
+def for_settings(settings: Settings) -> ThreadPlan:
+    """The plan the sessions of this process run under: `choose`, with the global pool created where it
+    is shared, or found where it already exists (then every session uses it: ONNX Runtime refuses others)."""
+    plan = choose(settings)
+    if plan.pool == "shared":
+        return _install_global_pool(plan, settings.inter_op_threads)
+    with _lock:
+        existing = _global_pool
+    if existing is None:
+        return plan
+    return replace(
+        plan,
+        intra_op_threads=existing[0],
+        pool="shared",
+        spinning=True,
+        reason=f"{plan.reason}; the process's shared pool exists, with {existing[0]} threads",
+    )
+
+
+def apply(opts: ort.SessionOptions, plan: ThreadPlan, inter_op_threads: int) -> None:
+    """Set a session's thread options to `plan`."""
+    if plan.pool == "shared":
+        opts.use_per_session_threads = False  # the pool's sizes are the global pool's
+        return
+    opts.intra_op_num_threads = plan.intra_op_threads
+    opts.inter_op_num_threads = inter_op_threads
+    if not plan.spinning:
+        # Idle intra-op threads otherwise spin for a while after each run, taking the cores that
+        # decoding, preprocessing and the event loop need (measured: docs/worker-model.md).
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")

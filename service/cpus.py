@@ -128,3 +128,9 @@ def physical_cores(cpus: frozenset[int], sys_cpus: Path = SYS_CPUS) -> int:
             return len(cpus)
         cores_seen.add((package, core))
     return len(cores_seen) or len(cpus)
+
+
+def default_threads(usable_cpus: UsableCpus | None = None) -> int:
+    """The intra-op threads of `CONVZOO_INTRA_OP_THREADS=0`: the physical cores among the usable CPUs."""
+    u = usable_cpus or usable()
+    return min(u.whole, physical_cores(u.affinity))

@@ -18,12 +18,13 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass, replace
+from functools import lru_cache
 from typing import Literal
 
 import onnxruntime as ort
 
 from service import cpus
-from service.settings import Settings
+from service.settings import IntraOpPool, Settings
 
 log = logging.getLogger("convzoo.runtime")
 
@@ -44,19 +45,31 @@ _lock = threading.Lock()
 _global_pool: tuple[int, int] | None = None  # (intra, inter) of ONNX Runtime's global pool, once created
 
 
-def choose(settings: Settings, usable: cpus.UsableCpus | None = None) -> ThreadPlan:
-    """The plan for `settings` on the CPUs `usable` describes (by default this process's)."""
+def choose(
+    intra_op_threads: int,
+    pool: IntraOpPool = "per_model",
+    spinning: bool = False,
+    usable: cpus.UsableCpus | None = None,
+) -> ThreadPlan:
+    """The plan for these settings on the CPUs `usable` describes (by default this process's)."""
     usable = usable or cpus.usable()
-    if settings.intra_op_threads > 0:
-        threads, why = settings.intra_op_threads, "CONVZOO_INTRA_OP_THREADS"
+    if intra_op_threads > 0:
+        threads, why = intra_op_threads, "CONVZOO_INTRA_OP_THREADS"
     else:
-        threads = min(usable.whole, cpus.physical_cores(usable.affinity))
+        threads = cpus.default_threads(usable)
+        cores = cpus.physical_cores(usable.affinity)
         why = f"{usable.cpus:g} usable CPUs ({usable.source})"
+        why += f", {cores} physical cores" if cores < usable.whole else ""
     if threads == 1:
         return ThreadPlan(usable.cpus, usable.source, 1, "none", False, f"{why}: one thread, no pool")
-    pool: Pool = "shared" if settings.intra_op_pool == "shared" else "per_model"
-    spinning = True if pool == "shared" else settings.intra_op_spinning
-    return ThreadPlan(usable.cpus, usable.source, threads, pool, spinning, f"{why}: {threads} threads")
+    if pool == "shared":
+        return ThreadPlan(usable.cpus, usable.source, threads, "shared", True, f"{why}: {threads} threads")
+    return ThreadPlan(usable.cpus, usable.source, threads, "per_model", spinning, f"{why}: {threads} threads")
+
+
+@lru_cache(maxsize=8)
+def _chosen(intra_op_threads: int, pool: IntraOpPool, spinning: bool) -> ThreadPlan:
+    return choose(intra_op_threads, pool, spinning)
 
 
 def _install_global_pool(plan: ThreadPlan, inter_op_threads: int) -> ThreadPlan:
@@ -78,8 +91,9 @@ def _install_global_pool(plan: ThreadPlan, inter_op_threads: int) -> ThreadPlan:
 
 def for_settings(settings: Settings) -> ThreadPlan:
     """The plan the sessions of this process run under: `choose`, with the global pool created where it
-    is shared, or found where it already exists (then every session uses it: ONNX Runtime refuses others)."""
-    plan = choose(settings)
+    is shared, or found where it already exists (then every session uses it: ONNX Runtime refuses others).
+    The CPUs are read once per process and choice: every session, and the host description, see the same."""
+    plan = _chosen(settings.intra_op_threads, settings.intra_op_pool, settings.intra_op_spinning)
     if plan.pool == "shared":
         return _install_global_pool(plan, settings.inter_op_threads)
     with _lock:

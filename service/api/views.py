@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service import host, threads
 from service.api.schemas import (
     AccuracyInfo,
     BatchingInfo,
@@ -9,8 +10,11 @@ from service.api.schemas import (
     ModelDetail,
     ModelList,
     ModelSummary,
+    ServingHost,
 )
 from service.manager import ModelManager, ModelState
+from service.runtime import CPU, RuntimeUnavailable, requested_providers
+from service.settings import Settings
 
 
 def _summary_fields(state: ModelState) -> dict[str, object]:
@@ -67,8 +71,30 @@ def summary(state: ModelState) -> ModelSummary:
     return ModelSummary.model_validate(_summary_fields(state))
 
 
+def serving_host(settings: Settings) -> ServingHost:
+    """This host, with the intra-op threads the sessions run: how many, in which pool, and why."""
+    plan = threads.for_settings(settings)
+    try:
+        provider = requested_providers(settings.providers)[0]
+    except RuntimeUnavailable:
+        provider = CPU
+    here = host.describe(provider=provider, intra_op_threads=plan.intra_op_threads)
+    return ServingHost(
+        **here.model_dump(),
+        usable_cpus=plan.usable_cpus,
+        cpu_source=plan.cpu_source,
+        thread_pool=plan.pool,
+        spinning=plan.spinning,
+        threads_reason=plan.reason,
+    )
+
+
 def model_list(manager: ModelManager) -> ModelList:
-    return ModelList(default=manager.default, models=[summary(s) for s in manager.states()])
+    return ModelList(
+        default=manager.default,
+        host=serving_host(manager.settings),
+        models=[summary(s) for s in manager.states()],
+    )
 
 
 def detail(manager: ModelManager, name: str) -> ModelDetail:

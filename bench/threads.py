@@ -1,12 +1,18 @@
-"""`python -m bench.threads`: the service limited to one CPU, its code before the intra-op threads followed
-the CPU limits (`--old`, a commit) against the working tree's, side by side in one run.
+"""`python -m bench.threads`: one CPU's worth of limit, the intra-op threads of before (ONNX Runtime's own
+default, the host's cores) against those chosen now (from the CPUs the process may use), side by side.
 
-Each runs `python -m service` from its own tree with the committed registry, fmnist-lenet5 and the photo
-model (efficientnet_lite0) preloaded and background calibration off (it would run during the load), both
-on their defaults otherwise, under two limits: `taskset -c 0`, and a cgroup limited to one CPU (made here,
-which needs root; skipped where it cannot be made). The load comes from `bench.pyload` pinned to another
-CPU: fmnist-lenet5 28x28 PNG at c8, the 500x375 JPEG photo at c2. Reported per run: the processes of the
-service and their threads (after the load), images/s and p99. Prints a markdown table and `RESULT [...]`.
+Two limits: `taskset -c 0`, and a cgroup limited to one CPU (made here, which needs root; skipped where it
+cannot be made). Under each:
+- in one process, each model in two sessions, before's thread count and now's, run at batch 1 in
+  alternating slices (`--slices` of 0.25 s each), so that the rest of the machine's load falls on both
+  alike: runs/s, p50, p99, CPU per run;
+- the service, `python -m service` from the code at `--old` and from this tree (`--rounds` times, the
+  order alternating), with the committed registry, fmnist-lenet5 and the photo model (efficientnet_lite0)
+  preloaded and background calibration off (it would run during the load), defaults otherwise; the load
+  from `bench.pyload` pinned to another CPU: the 28x28 PNG at c8, the 500x375 JPEG photo at c2. Per run:
+  the service's processes and threads (after the load), images/s, p99, server CPU per image.
+`--pools` adds the service unlimited with a pool per model and with the shared pool. Prints markdown
+tables and `RESULT {...}`.
 """
 
 from __future__ import annotations

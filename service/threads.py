@@ -58,7 +58,7 @@ def choose(
     else:
         threads = cpus.default_threads(usable)
         cores = cpus.physical_cores(usable.affinity)
-        why = f"{usable.cpus:g} usable CPUs ({usable.source})"
+        why = f"{usable.cpus:g} usable CPU{'' if usable.cpus == 1 else 's'} ({usable.source})"
         why += f", {cores} physical cores" if cores < usable.whole else ""
     if threads == 1:
         return ThreadPlan(usable.cpus, usable.source, 1, "none", False, f"{why}: one thread, no pool")

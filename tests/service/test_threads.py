@@ -34,7 +34,7 @@ def _usable(count: float, affinity: int, source: cpus.Source) -> cpus.UsableCpus
 def test_one_cpu_is_one_thread_and_no_pool() -> None:
     plan = threads.choose(0, "shared", usable=_usable(1, 1, "affinity"))
     assert (plan.intra_op_threads, plan.pool, plan.spinning) == (1, "none", False)
-    assert "1 usable CPUs (affinity)" in plan.reason
+    assert "1 usable CPU (affinity)" in plan.reason
 
 
 def test_a_fractional_quota_rounds_down() -> None:

@@ -11,7 +11,8 @@ cannot be made). Under each:
   preloaded and background calibration off (it would run during the load), defaults otherwise; the load
   from `bench.pyload` pinned to another CPU: the 28x28 PNG at c8, the 500x375 JPEG photo at c2. Per run:
   the service's processes and threads (after the load), images/s, p99, server CPU per image.
-`--pools` adds the service unlimited with a pool per model and with the shared pool. Prints markdown
+`--pools` adds the service unlimited with a pool per model and with the shared pool, and the CPU time
+per run of the photo model at a lone client's pace in each (whether the pool's idle threads spin). Prints markdown
 tables and `RESULT {...}`.
 """
 
@@ -38,7 +39,7 @@ import numpy as np
 from bench import images, servers
 from service import cpus, runtime, threads
 from service.registry import load_registry
-from service.settings import Settings
+from service.settings import IntraOpPool, Settings
 
 ROOT = servers.ROOT
 LOGS = ROOT / ".cache" / "bench" / "threads"
@@ -210,6 +211,23 @@ def interleaved(rounds: int, slice_s: float) -> dict[str, Any]:
     return out
 
 
+def spin_cost(pool: IntraOpPool, runs: int = 40, gap_s: float = 0.005) -> dict[str, float]:
+    """In this process: the photo model with 2 intra-op threads in `pool`, `runs` batch-1 runs `gap_s`
+    apart (a lone client's pace); the process's CPU time per run shows whether idle threads spin."""
+    entry = load_registry(ROOT / "registry.yaml").get(PHOTO)
+    settings = Settings(intra_op_threads=2, intra_op_pool=pool)
+    model = runtime.load_model(ROOT / "models" / entry.artifact.path, entry, settings, max_batch_size=1)
+    one = np.zeros((1, *model.sample_shape), dtype=np.float32)
+    model.run(one)
+    cpu0, busy = time.process_time(), 0.0
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        model.run(one)
+        busy += time.perf_counter() - t0
+        time.sleep(gap_s)
+    return {"run_ms": busy * 1e3 / runs, "cpu_ms_per_run": (time.process_time() - cpu0) * 1e3 / runs}
+
+
 def interleaved_under(prefix: tuple[str, ...], rounds: int, slice_s: float) -> dict[str, Any]:
     cmd = [*prefix, sys.executable, "-m", "bench.threads", "--interleaved", str(rounds), str(slice_s)]
     out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
@@ -278,10 +296,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=1, help="each round runs every layout, in turn")
     parser.add_argument("--pools", action="store_true", help="also: unlimited, per-model pools vs shared")
     parser.add_argument("--slices", type=int, default=12, help="alternating slices of each session")
+    parser.add_argument("--spin", choices=["per_model", "shared"], help=argparse.SUPPRESS)
     parser.add_argument("--interleaved", nargs=2, metavar=("ROUNDS", "SLICE_S"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.interleaved:  # the child started under a limit
         print(json.dumps(interleaved(int(args.interleaved[0]), float(args.interleaved[1]))))
+        return
+    if args.spin:  # the child measuring one pool
+        print(json.dumps(spin_cost(args.spin)))
         return
     if len(os.sched_getaffinity(0)) < 2:
         sys.exit("needs two CPUs: the service on one, the load on another")
@@ -299,6 +321,12 @@ def main() -> None:
         for limit, prefix in {r.limit: r.prefix for r in runs if r.prefix}.items():
             print(f"in-process, interleaved: {limit}", flush=True)
             raw[limit] = interleaved_under(prefix, args.slices, 0.25)
+        spin = {}
+        for pool in ("per_model", "shared") if args.pools else ():
+            cmd = [sys.executable, "-m", "bench.threads", "--spin", pool]
+            out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300, check=True)
+            spin[pool] = json.loads(out.stdout.strip().splitlines()[-1])
+            print(f"{PHOTO}, 2 threads, {pool} pool, runs 5 ms apart: {spin[pool]}", flush=True)
         for round_ in range(args.rounds):
             # alternate the order, so neither code always runs first in a pair
             for run in runs if round_ % 2 == 0 else runs[::-1]:
@@ -309,7 +337,7 @@ def main() -> None:
     print(raw_markdown(raw))
     print()
     print(markdown(rows))
-    print("RESULT " + json.dumps({"interleaved": raw, "service": rows}))
+    print("RESULT " + json.dumps({"interleaved": raw, "spin": spin, "service": rows}))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,16 @@ def test_n_models_share_one_pool(source_zoo: Zoo) -> None:
     assert shared["plan"]["pool"] == "shared" and shared["plan"]["intra_op_threads"] == 3
 
 
+def test_once_shared_every_later_session_uses_the_shared_pool(source_zoo: Zoo) -> None:
+    # Another app of the same process asking for a pool of its own: ONNX Runtime would refuse that session;
+    # it gets the shared pool, as it is, and the plan says so.
+    result = probe(source_zoo, "--intra-op-threads", "3", "--pool", "shared", "--later-intra-op-threads", "2")
+    later = result["later_plan"]
+    assert (later["intra_op_threads"], later["pool"], later["spinning"]) == (3, "shared", True)
+    assert "shared pool exists, with 3 threads" in later["reason"]
+    assert result["later_after"] == result["after"][-1]  # no new pool
+
+
 def _cgroup_with_one_cpu() -> Iterator[Path]:
     """A child cgroup limited to one CPU (v2, else v1), where this machine lets the tests make one."""
     root = cpus.CGROUP_ROOT

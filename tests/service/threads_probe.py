@@ -29,6 +29,11 @@ def main() -> None:
     parser.add_argument("--pool", choices=["per_model", "shared"], default="per_model")
     parser.add_argument("--cpu", type=int, help="run on this CPU only (the affinity of a `taskset -c`)")
     parser.add_argument("--cgroup", type=Path, help="join this cgroup first (a directory with cgroup.procs)")
+    parser.add_argument(
+        "--later-intra-op-threads",
+        type=int,
+        help="then load the first model again with these threads in a pool of its own",
+    )
     args = parser.parse_args()
     if args.cgroup is not None:
         (args.cgroup / "cgroup.procs").write_text(str(os.getpid()))
@@ -50,8 +55,17 @@ def main() -> None:
         path = args.models_dir / entry.artifact.path
         loaded.append(runtime.load_model(path, entry, settings, max_batch_size=8))  # kept: alive
         after.append(thread_count())
-    plan = dataclasses.asdict(threads.for_settings(settings))
-    print(json.dumps({"plan": plan, "before": before, "after": after}))
+    result = {"plan": dataclasses.asdict(threads.for_settings(settings)), "before": before, "after": after}
+    if args.later_intra_op_threads is not None:
+        update = {"intra_op_threads": args.later_intra_op_threads, "intra_op_pool": "per_model"}
+        later = settings.model_copy(update=update)
+        entry = registry.get(args.model[0])
+        loaded.append(
+            runtime.load_model(args.models_dir / entry.artifact.path, entry, later, max_batch_size=8)
+        )
+        result["later_plan"] = dataclasses.asdict(threads.for_settings(later))
+        result["later_after"] = thread_count()
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

@@ -251,7 +251,7 @@ def markdown(r: Run) -> str:
         (
             f"Server settings (the service defaults): {s.workers} process(es) holding the models, "
             f"{s.front_processes} front process(es) taking the connections (docs/architecture.md), intra-op threads "
-            f"{s.intra_op_threads or 'one per core (0)'}, {s.inference_threads} inference thread(s) per model, "
+            f"{s.intra_op_threads or 'one per usable core (0)'}, {s.inference_threads} inference thread(s) per model, "
             f"ONNX Runtime spinning {'on' if s.intra_op_spinning else 'off'}, "
             f"{s.preprocess_threads} preprocess threads, max batch {s.max_batch_size}, queue delay "
             f"{s.max_queue_delay_us} us. Load generator: `{r.load_generator}` in its own process, "
@@ -406,7 +406,7 @@ def _label(x: SweepPoint) -> str:
 
 def _is_default(x: SweepPoint, r: Run) -> bool:
     lay, s = x.layout, r.settings
-    intra = s.intra_op_threads or r.host.cores  # 0: ONNX Runtime's choice, one per core
+    intra = s.intra_op_threads or r.host.cores  # 0: automatic, one per usable core (docs/threads.md)
     return (
         lay.max_queue_delay_us is None
         and x.batching
@@ -458,8 +458,8 @@ def worker_model_md(r: Run) -> str:
             "## The default",
             "",
             (
-                f"`service/settings.py`: `workers={s.workers}`, `intra_op_threads={s.intra_op_threads}` (ONNX "
-                f"Runtime's choice: one per core, {h.cores} here), `inference_threads={s.inference_threads}`, "
+                f"`service/settings.py`: `workers={s.workers}`, `intra_op_threads={s.intra_op_threads}` "
+                f"(automatic: one per usable core, {h.cores} here), `inference_threads={s.inference_threads}`, "
                 f"`intra_op_spinning={str(s.intra_op_spinning).lower()}`, batching on "
                 f"(`max_batch_size={s.max_batch_size}`, `max_queue_delay_us={s.max_queue_delay_us}`), "
                 f"`preprocess_threads={s.preprocess_threads}`: one process, one inference thread per model whose "

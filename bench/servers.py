@@ -69,13 +69,14 @@ def serve(
     timeout_s: float = 180,
     *,
     whole_group: bool = False,
+    cwd: Path = ROOT,
 ) -> Iterator[Running]:
-    """Run `cmd` until the block ends; yields it once `ready_path` answers 200. `whole_group`: stop every
-    process of its group, not only `cmd` (servers whose launcher leaves its children running)."""
+    """Run `cmd` in `cwd` until the block ends; yields it once `ready_path` answers 200. `whole_group`: stop
+    every process of its group, not only `cmd` (servers whose launcher leaves its children running)."""
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+            cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
         )
     base = f"http://{HOST}:{port}"
     try:

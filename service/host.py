@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import platform
 import shutil
 import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from service import cpus
 from service.registry import Host
 
 CUDA = "CUDAExecutionProvider"
@@ -47,8 +47,8 @@ def gpu_model() -> str | None:
 
 
 def describe(*, provider: str, intra_op_threads: int) -> Host:
-    """This host running `provider`; 0 threads (ONNX Runtime's choice) is recorded as the core count."""
-    threads = intra_op_threads if intra_op_threads > 0 else (os.cpu_count() or 1)
+    """This host running `provider`; 0 threads (automatic) is recorded as the count it stands for."""
+    threads = intra_op_threads if intra_op_threads > 0 else cpus.default_threads()
     return Host(
         cpu=cpu_model(),
         gpu=gpu_model() if provider == CUDA else None,

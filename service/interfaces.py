@@ -94,6 +94,10 @@ class Models(Protocol):
     @property
     def provider(self) -> str: ...  # the execution provider a model gets when it loads
 
+    def host_description(self) -> dict[str, object]:
+        """This host and the threads the models' sessions run (GET /models' `host`)."""
+        ...
+
     async def refresh(self) -> None:
         """Bring the states up to date before a request reads them (a no-op in process)."""
         ...

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from service import threads
 from service.batcher import BatchRecord, DynamicBatcher, InferTimings
 from service.catalog import closest
 from service.errors import ModelUnavailable, NotReady, Overloaded, ServiceError, unknown_model
@@ -88,6 +89,9 @@ class ModelManager:
             return requested_providers(self.settings.providers)[0]
         except RuntimeUnavailable:
             return CPU
+
+    def host_description(self) -> dict[str, object]:
+        return threads.host_description(self.settings, self.provider)
 
     async def refresh(self) -> None:
         """The states are this process's own: always current (a front's link fetches them)."""

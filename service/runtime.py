@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from service import threads
 from service.registry import ModelEntry
 from service.settings import Settings
 
@@ -82,7 +83,10 @@ _IDENTITY_ONNX = (
 
 def initialise_runtime(settings: Settings) -> None:
     """Build and run one trivial CPU session, so that ONNX Runtime's one-time set-up (environment, kernel
-    registries) happens before the memory baseline is taken instead of inside the first model's load."""
+    registries, the shared thread pool where there is one) happens before the memory baseline is taken
+    instead of inside the first model's load."""
+    plan = threads.for_settings(settings)
+    log.info("intra-op threads: %d, pool: %s (%s)", plan.intra_op_threads, plan.pool, plan.reason)
     session = ort.InferenceSession(_IDENTITY_ONNX, _session_options(settings, "disable"), providers=[CPU])
     session.run(None, {"x": np.ones(1, dtype=np.float32)})
 
@@ -104,16 +108,11 @@ def requested_providers(choice: str) -> list[str]:
 
 def _session_options(settings: Settings, level: str) -> ort.SessionOptions:
     opts = ort.SessionOptions()
-    opts.intra_op_num_threads = settings.intra_op_threads
-    opts.inter_op_num_threads = settings.inter_op_threads
+    threads.apply(opts, threads.for_settings(settings), settings.inter_op_threads)
     opts.graph_optimization_level = _OPT_LEVELS[level]
     # Off: a run's activations are freed after it, so a loaded model costs what its load measured.
     opts.enable_cpu_mem_arena = settings.cpu_mem_arena
     opts.log_severity_level = 3  # errors only: ORT's warnings are not ours to print per request
-    if not settings.intra_op_spinning:
-        # Idle intra-op threads otherwise spin for a while after each run, taking the cores that
-        # decoding, preprocessing and the event loop need (measured: docs/worker-model.md).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return opts
 
 

@@ -11,6 +11,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Providers = Literal["auto", "cpu", "cuda"]
 GraphOptimization = Literal["disable", "basic", "extended", "all"]
+IntraOpPool = Literal["per_model", "shared"]
 LogLevel = Literal["debug", "info", "warning", "error", "critical"]
 
 
@@ -32,9 +33,13 @@ class Settings(BaseSettings):
 
     # ONNX Runtime
     providers: Providers = "auto"
-    intra_op_threads: int = Field(default=0, ge=0)  # 0: ONNX Runtime's choice (one per core)
+    # 0: the physical cores among the CPUs this process may use (affinity, cgroup quota); docs/threads.md
+    intra_op_threads: int = Field(default=0, ge=0)
     inter_op_threads: int = Field(default=1, ge=0)
     intra_op_spinning: bool = False  # idle ORT threads busy-wait; off: docs/worker-model.md
+    # with more than one intra-op thread: a pool per loaded model, or ORT's one global pool for all
+    # (which always spins); docs/threads.md
+    intra_op_pool: IntraOpPool = "per_model"
     graph_optimization: GraphOptimization = "all"
     optimized_model_cache_dir: Path | None = None
     calibration_s: float = Field(default=0.5, ge=0)  # 0 disables calibration

@@ -11,7 +11,16 @@ from typing import Literal
 from pydantic import BaseModel
 
 from service.postprocess import Prediction
-from service.registry import Artifact, InputSpec, Latency, Parity, Preprocessing, Provenance, Quantization
+from service.registry import (
+    Artifact,
+    Host,
+    InputSpec,
+    Latency,
+    Parity,
+    Preprocessing,
+    Provenance,
+    Quantization,
+)
 from service.selection import CostAxis, LatencySource
 
 __all__ = ["Prediction"]
@@ -197,8 +206,19 @@ class ModelSummary(BaseModel):
     loads: int
 
 
+class ServingHost(Host):
+    """The host serving now, and how its ONNX Runtime sessions use its CPUs (docs/threads.md)."""
+
+    usable_cpus: float  # what the process may use: its affinity and its cgroup's CPU quota
+    cpu_source: Literal["cgroup", "affinity", "host"]  # which limit that is ("host": neither)
+    thread_pool: Literal["shared", "per_model", "none"]  # "none": one thread, each run on its caller
+    spinning: bool  # whether idle intra-op threads busy-wait
+    threads_reason: str  # why this many threads, in words
+
+
 class ModelList(BaseModel):
     default: str
+    host: ServingHost
     models: list[ModelSummary]
 
 

@@ -9,6 +9,7 @@ from service.api.schemas import (
     ModelDetail,
     ModelList,
     ModelSummary,
+    ServingHost,
 )
 from service.interfaces import Models, ModelStatus
 
@@ -68,7 +69,11 @@ def summary(state: ModelStatus) -> ModelSummary:
 
 
 def model_list(manager: Models) -> ModelList:
-    return ModelList(default=manager.default, models=[summary(s) for s in manager.states()])
+    return ModelList(
+        default=manager.default,
+        host=ServingHost.model_validate(manager.host_description()),
+        models=[summary(s) for s in manager.states()],
+    )
 
 
 def detail(manager: Models, name: str) -> ModelDetail:

@@ -44,6 +44,7 @@ def snapshot(models: Models, statistics: ModelStatistics, recent: LiveLatencies)
     states = models.states()
     return {
         "provider": models.provider,
+        "host": models.host_description(),
         "readiness": [ok, reason, lists],
         "states": [_state(s) for s in states],
         "statistics": {s.entry.name: statistics.model_stat(s.entry.name, s.entry.version) for s in states},
@@ -122,6 +123,7 @@ class Mirror:
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
         self.provider = "CPUExecutionProvider"
+        self.host: dict[str, object] = {}
         self.readiness: tuple[bool, str, dict[str, list[str]]] = (False, "not yet linked", {})
         self.states: dict[str, State] = {}
         self._statistics: dict[str, dict[str, Any]] = {}
@@ -130,6 +132,7 @@ class Mirror:
     def update(self, raw: dict[str, Any]) -> None:
         entries = {m.name: m for m in self.registry.models}
         self.provider = str(raw["provider"])
+        self.host = dict(raw["host"])
         ok, reason, lists = raw["readiness"]
         self.readiness = (bool(ok), str(reason), {k: list(v) for k, v in lists.items()})
         self.states = {s["name"]: State.read(entries[s["name"]], s) for s in raw["states"]}

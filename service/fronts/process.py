@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from service.cpus import cores
 from service.fronts.link_server import LinkServer
 from service.services import Services
 
@@ -36,19 +36,6 @@ class Plan:
 
 
 _running: Fronts | None = None
-
-
-def cores() -> float:
-    """The CPUs this process may use: its affinity, and its cgroup's CPU quota (a container's limit)."""
-    try:
-        count: float = len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        count = os.cpu_count() or 1
-    with contextlib.suppress(OSError, ValueError):
-        quota, period = Path("/sys/fs/cgroup/cpu.max").read_text().split()[:2]
-        if quota != "max":
-            count = min(count, int(quota) / int(period))
-    return count
 
 
 def auto_count() -> int:

@@ -47,6 +47,9 @@ class RemoteModels:
     def provider(self) -> str:
         return self.mirror.provider
 
+    def host_description(self) -> dict[str, object]:
+        return self.mirror.host
+
     async def refresh(self) -> None:
         self.mirror.update(await self.link.call("snapshot", CALL_TIMEOUT_S))
 

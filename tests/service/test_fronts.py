@@ -380,7 +380,8 @@ def test_sigterm_stops_the_fronts_with_the_service(source_zoo: Zoo, tmp_path: An
 
 
 def test_the_default_plans_a_front_per_core() -> None:
-    from service.fronts.process import auto_count, cores
+    from service.cpus import cores
+    from service.fronts.process import auto_count
 
     assert auto_count() == (0 if cores() < 2 else min(int(cores()), 4))
 

@@ -101,7 +101,7 @@ async def list_models(
         return PlainTextResponse(to_markdown(summaries), media_type="text/markdown; charset=utf-8")
     if format == "csv":
         return PlainTextResponse(to_csv(summaries), media_type="text/csv; charset=utf-8")
-    return ModelList(default=listed.default, models=summaries)
+    return ModelList(default=listed.default, host=listed.host, models=summaries)
 
 
 @router.get("/{name}", summary="One model: summary, preprocessing, artifact, parity, provenance")

@@ -36,6 +36,7 @@ from PIL import Image
 
 from service.children import die_with_parent
 from service.errors import BadImage
+from service.image_gate import gate
 from service.preprocess import ROW_COST
 
 T = TypeVar("T")
@@ -50,17 +51,20 @@ INLINE_PIXELS = 128 * 128
 
 
 def header_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
-    """Width and height from an image header (no pixels decoded); (0, 0) for bytes that are no image."""
+    """Width and height from an image header (no pixels decoded); (0, 0) for bytes that are no image or
+    that the gate refuses (the decoder will say so, cheaply)."""
     head = bytes(data[:24])
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":  # the common case, in a microsecond
         width, height = struct.unpack(">II", head[16:24])
         return int(width), int(height)
     try:
+        raw = bytes(data) if not isinstance(data, bytes) else data
+        fmt = gate(raw)  # only the format's own plugin reads the header
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(raw), formats=[fmt]) as image:
                 return int(image.width), int(image.height)
-    except Exception:  # noqa: BLE001  (not an image: the decoder will say so, cheaply)
+    except Exception:  # noqa: BLE001  (not an image, or refused: the decoder will say so, cheaply)
         return 0, 0
 
 

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
-from PIL import Image
 
 from service.api.deps import ServicesDep
 from service.api.schemas import (
@@ -32,7 +32,7 @@ from service.api.uploads import read_uploads
 from service.errors import InvalidParameter, ServiceError, problem_of
 from service.manager import ModelManager
 from service.postprocess import softmax, top_predictions
-from service.preprocess import decode, to_tensor
+from service.preprocess import Tensors, tensors_of
 from service.settings import Settings
 
 router = APIRouter(tags=["compare"])
@@ -68,11 +68,11 @@ def _failure(name: str, exc: ServiceError) -> CompareFailure:
 
 async def _one(
     name: str,
-    image: Image.Image,
+    tensor: np.ndarray,
+    preprocess_ms: float,
     *,
     top_k: int,
     manager: ModelManager,
-    pool: ThreadPoolExecutor,
     deadline: float,
 ) -> CompareAnswer | CompareFailure:
     started = time.perf_counter()
@@ -80,10 +80,6 @@ async def _one(
         entry = manager.entry(name)
         await manager.ensure_loaded(name)  # a lazy load is timed apart from the inference
         load_ms = (time.perf_counter() - started) * 1e3
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        tensor = await loop.run_in_executor(pool, to_tensor, image, entry.preprocessing)
-        preprocess_ms = (time.perf_counter() - t0) * 1e3
         logits, timings = await manager.infer(name, tensor[None], deadline=deadline)
     except ServiceError as exc:
         return _failure(name, exc)
@@ -158,34 +154,36 @@ async def compare(
     smallest = min(manager.entry(n).num_classes for n in names)
     if top_k > smallest:
         raise InvalidParameter(f"top_k must be between 1 and {smallest} for these models.")
-    image, upload, decode_ms = await _decode_one(request, settings, pool, names, manager)
+    prepared, upload = await _prepare(request, settings, pool, names, manager)
     entries = await asyncio.gather(
-        *(_one(n, image, top_k=top_k, manager=manager, pool=pool, deadline=deadline) for n in names)
+        *(
+            _one(n, tensor, ms, top_k=top_k, manager=manager, deadline=deadline)
+            for n, tensor, ms in zip(names, prepared.tensors, prepared.preprocess_ms, strict=True)
+        )
     )
     answers = [(e.model, e.predictions) for e in entries if isinstance(e, CompareAnswer)]
     return CompareResponse(
-        image=CompareImage(filename=upload, width=image.width, height=image.height),
+        image=CompareImage(filename=upload, width=prepared.size[0], height=prepared.size[1]),
         models=list(entries),
         agreement=agreement(answers),
         timing_ms=CompareTotals(
-            decode=round(decode_ms, 3), total=round((time.perf_counter() - started) * 1e3, 3)
+            decode=round(prepared.decode_ms, 3), total=round((time.perf_counter() - started) * 1e3, 3)
         ),
     )
 
 
-async def _decode_one(
+async def _prepare(
     request: Request, settings: Settings, pool: ThreadPoolExecutor, names: list[str], manager: ModelManager
-) -> tuple[Image.Image, str | None, float]:
+) -> tuple[Tensors, str | None]:
+    """The one upload's tensor for each model, decoded once, at the largest size any of them resizes to."""
     uploads = await read_uploads(request, settings)
     if len(uploads) != 1:
         raise InvalidParameter(f"/compare takes exactly one image; {len(uploads)} were sent.")
-    # Decode once, at the largest size any of the models resizes to.
-    draft = max(manager.entry(n).preprocessing.resize for n in names)
+    preprocessings = [manager.entry(n).preprocessing for n in names]
     loop = asyncio.get_running_loop()
-    t0 = time.perf_counter()
     # A partial, not a lambda: the pool picks its lane from the upload it is given.
-    image = await loop.run_in_executor(
+    prepared = await loop.run_in_executor(
         pool,
-        functools.partial(decode, uploads[0].data, max_pixels=settings.max_image_pixels, draft_size=draft),
+        functools.partial(tensors_of, uploads[0].data, preprocessings, max_pixels=settings.max_image_pixels),
     )
-    return image, uploads[0].filename, (time.perf_counter() - t0) * 1e3
+    return prepared, uploads[0].filename

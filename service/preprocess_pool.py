@@ -37,6 +37,7 @@ from PIL import Image
 from service.children import die_with_parent
 from service.errors import BadImage
 from service.image_gate import gate
+from service.logging import configure_logging
 from service.preprocess import ROW_COST
 
 T = TypeVar("T")
@@ -76,10 +77,11 @@ def inline(data: bytes | bytearray | memoryview) -> bool:
     return 0 < width * height <= INLINE_PIXELS and height <= INLINE_PIXELS // 8
 
 
-def _start_worker(parent: int, max_bytes: int | None) -> None:
-    """In each worker process: die with the service (a killed service leaves no orphan decoding on), and
-    map at most `max_bytes`."""
+def _start_worker(parent: int, max_bytes: int | None, log_level: str) -> None:
+    """In each worker process: die with the service (a killed service leaves no orphan decoding on), log
+    as the service does (JSON lines, warnings included), and map at most `max_bytes`."""
     die_with_parent(parent, signal.SIGKILL)
+    configure_logging(log_level)
     if max_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
@@ -111,7 +113,7 @@ class PreprocessPool(ThreadPoolExecutor):
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with runtime threads
             initializer=_start_worker,
-            initargs=(os.getpid(), self._memory),
+            initargs=(os.getpid(), self._memory, logging.getLevelName(logging.getLogger().level)),
         )
 
     def lane(self, args: tuple[Any, ...]) -> Lane:

@@ -8,9 +8,11 @@ code by `code_of`; each call is logged and counted like an HTTP request, with th
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
+import traceback
 import uuid
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
@@ -28,7 +30,7 @@ from service.grpc import tensors
 from service.manager import ModelManager
 from service.metrics import Metrics
 from service.settings import Settings
-from service.v2 import handlers
+from service.v2 import datatypes, handlers
 from service.v2.errors import V2Error
 from service.v2.statistics import Statistics
 
@@ -47,10 +49,17 @@ _CODES = {
 Reply = TypeVar("Reply")
 
 
+# A status message travels in the trailing metadata, whose size the client limits (8 KiB by default):
+# a message quoting a 20 KB model name exceeded it and the client saw no status at all.
+MAX_MESSAGE = 1024
+
+
 class Failure(Exception):
     """An error answer: the REST status it stands for, and the gRPC code and message sent."""
 
     def __init__(self, status: int, code: grpc.StatusCode, message: str) -> None:
+        if len(message) > MAX_MESSAGE:
+            message = message[: MAX_MESSAGE - 3] + "..."
         super().__init__(message)
         self.status = status
         self.code = code
@@ -119,6 +128,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             failure = failure_of(exc)
             if failure.code == grpc.StatusCode.INTERNAL:
                 logging.getLogger("convzoo").exception("gRPC %s failed", method)
+            # The traceback's frames hold the call's arrays (a decoded message's tensors) in a reference
+            # cycle that only a full collection frees: hundreds of MB per failed call until then.
+            traceback.clear_frames(exc.__traceback__)
+            del exc
         else:
             self._record(rid, method, model, 200, time.perf_counter() - started)
             return reply
@@ -208,7 +221,11 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer() -> Any:
             state = self._resolve(request.model_name, request.model_version)
-            decode = tracing.traced("decode", tensors.decode)
+            # The model's datatype is known: an input of another is refused before its data is read.
+            decode = functools.partial(
+                tracing.traced("decode", tensors.decode),
+                datatype=datatypes.from_registry_dtype(state.entry.input.dtype),
+            )
             if tensors.size_hint(request) > handlers.OFF_LOOP_BYTES:  # as on REST: large ones off the loop
                 decoded = await asyncio.get_running_loop().run_in_executor(self.pool, decode, request)
             else:

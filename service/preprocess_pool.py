@@ -190,4 +190,4 @@ class PreprocessPool(ThreadPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         self.large.shutdown(wait=wait, cancel_futures=cancel_futures)
-        self._processes.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._processes.shutdown(wait=True, cancel_futures=cancel_futures)

@@ -122,7 +122,7 @@ def _send(args: argparse.Namespace, url: str, hostile: Hostile, body: bytes) -> 
                 call(body, timeout=args.timeout_s)
                 return "OK"
             except grpc.RpcError as exc:
-                return str(exc.code().name)  # type: ignore[attr-defined]
+                return str(exc.code().name)
     path = hostile.path.format(model=args.model)
     params = {"model": args.model} if path == "/classify" else {}
     if path == "/compare":

@@ -344,7 +344,7 @@ SECOND_PASS: list[Hostile] = [
         "application/octet-stream",
         (("inference-header-content-length", str(len(v2_bytes_header(3_500_000)))),),
     ),
-    _grpc("gRPC shape [2**40, 2**40]", [2**40, 2**40], raw=b""),
+    _grpc("gRPC shape [0, 2**62, 2**62]", [0, 2**62, 2**62], raw=b""),
     _grpc("gRPC 3.9 M typed FP32", [3_900_000], fp32=3_900_000),
     Hostile(
         "gRPC 20 KB model name",

@@ -69,7 +69,9 @@ def live(
 
 
 def _log_is_json_lines(server: Server) -> None:
-    for line in server.log().splitlines():
+    text = server.log()
+    complete = text[: text.rfind("\n") + 1]  # a line being written as we read is judged next time
+    for line in complete.splitlines():
         assert isinstance(json.loads(line), dict), line
 
 
@@ -104,7 +106,7 @@ def _infer(live: Live, body: bytes) -> grpc.RpcError:
 
 
 def test_grpc_shares_rests_tensor_guards(live: Live) -> None:
-    huge = _infer(live, GRPC_CASES["gRPC shape [2**40, 2**40]"].body())
+    huge = _infer(live, GRPC_CASES["gRPC shape [0, 2**62, 2**62]"].body())
     assert huge.code() == grpc.StatusCode.INVALID_ARGUMENT, huge.details()
     assert str(guards.MAX_DIMENSION) in huge.details()
     typed = _infer(live, GRPC_CASES["gRPC 3.9 M typed FP32"].body())

@@ -5,6 +5,7 @@ second hostile corpus gets."""
 from __future__ import annotations
 
 import io
+import time
 from collections.abc import Callable, Iterator
 
 import numpy as np
@@ -12,10 +13,12 @@ import pytest
 from PIL import Image
 
 from service import image_gate
-from service.errors import BadImage, ImageTooLarge, ServiceError, UnsupportedMediaType
+from service.api.classification import prepare_all
+from service.api.uploads import Upload
+from service.errors import BadImage, DeadlineExceeded, ImageTooLarge, ServiceError, UnsupportedMediaType
 from service.preprocess import decode, tensors_of
-from service.preprocess_pool import header_size
-from service.registry import Preprocessing
+from service.preprocess_pool import PreprocessPool, header_size
+from service.registry import ModelEntry, Preprocessing
 from tests.security import hostile
 from tests.service.conftest import encode
 
@@ -145,3 +148,27 @@ def test_every_second_pass_image_class_is_a_4xx_or_an_answer(case: hostile.Hosti
         decode(case.body(), max_pixels=BIG, draft_size=28)
     except ServiceError as exc:
         assert isinstance(exc, BadImage | ImageTooLarge | UnsupportedMediaType)
+
+
+def _entry() -> ModelEntry:
+    from service.registry import load_registry
+    from tests.paths import REPO
+
+    registry = load_registry(REPO / "registry.yaml")
+    return next(m for m in registry.models if m.preprocessing.color_mode == "L")
+
+
+@pytest.mark.anyio
+async def test_a_request_has_one_pixel_budget_and_its_deadline_stops_preparation() -> None:
+    pool = PreprocessPool(small_threads=1, large_threads=1, large_pixels=2_000_000, process_memory_mb=None)
+    entry = _entry()
+    try:
+        parts = [Upload(None, hostile.grey_png(3000, 3000)) for _ in range(5)]  # 9 Mpx each
+        with pytest.raises(ImageTooLarge, match="together"):
+            await prepare_all(parts, entry, 40_000_000, pool)
+        small = [Upload(None, hostile.grey_png(300, 300)) for _ in range(3)]
+        assert len(await prepare_all(small, entry, 40_000_000, pool)) == 3
+        with pytest.raises(DeadlineExceeded):
+            await prepare_all(small, entry, 40_000_000, pool, deadline=time.monotonic() - 1)
+    finally:
+        pool.shutdown()

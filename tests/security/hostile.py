@@ -142,6 +142,15 @@ def junk_jpeg(junk: int) -> bytes:
     return data[:2] + b"\xff" * junk + data[2:]
 
 
+def gif_comment_blocks(blocks: int) -> bytes:
+    """An 8x8 GIF whose comment extension has `blocks` sub-blocks of one byte each."""
+    buf = io.BytesIO()
+    Image.new("P", (8, 8)).save(buf, "GIF")
+    gif = buf.getvalue()
+    end = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+    return gif[:end] + b"\x21\xfe" + b"\x01c" * blocks + b"\x00" + gif[end:]
+
+
 # ---- BMP, and formats the service refuses ----------------------------------------------------------------
 
 
@@ -331,6 +340,7 @@ SECOND_PASS: list[Hostile] = [
     Hostile("MPO around a 2,000-scan JPEG", "/classify", lambda: mpo_scans_jpeg(2000), "image/jpeg"),
     Hostile("JPEG with 4 MB of fill bytes", "/classify", lambda: junk_jpeg(4_000_000), "image/jpeg"),
     Hostile("BMP RLE8, 13 KB", "/classify", rle_bmp, "image/bmp"),
+    Hostile("GIF, 7 M comment sub-blocks", "/classify", lambda: gif_comment_blocks(7_000_000), "image/gif"),
     Hostile("PNG 28x28, 3,000 iCCP chunks", "/classify", lambda: iccp_png(3000)),
     Hostile("EPS, 4 MB of header comments", "/classify", lambda: eps_comments(4_000_000)),
     Hostile("PPM, 4 MB of header comments", "/classify", lambda: ppm_comments(4_000_000)),

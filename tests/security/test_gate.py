@@ -95,6 +95,12 @@ def test_jpeg_junk_between_markers_is_bounded() -> None:
         decode(hostile.junk_jpeg(4_000_000), max_pixels=BIG)
 
 
+def test_gif_extension_blocks_are_capped() -> None:
+    assert decode(hostile.gif_comment_blocks(100), max_pixels=BIG).size == (8, 8)
+    with pytest.raises(ImageTooLarge, match="extension blocks"):
+        decode(hostile.gif_comment_blocks(image_gate.MAX_GIF_BLOCKS + 1), max_pixels=BIG)
+
+
 def test_run_length_bmp_is_415_and_plain_bmp_decodes() -> None:
     with pytest.raises(UnsupportedMediaType, match="RLE8"):
         decode(hostile.rle_bmp(), max_pixels=BIG)

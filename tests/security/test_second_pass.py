@@ -25,6 +25,7 @@ EXPECTED = {
     "MPO around a 2,000-scan JPEG": 413,
     "JPEG with 4 MB of fill bytes": 400,
     "BMP RLE8, 13 KB": 415,
+    "GIF, 7 M comment sub-blocks": 413,
     "PNG 28x28, 3,000 iCCP chunks": 400,
     "EPS, 4 MB of header comments": 415,
     "PPM, 4 MB of header comments": 415,

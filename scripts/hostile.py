@@ -1,8 +1,10 @@
-"""Each hostile input class of tests/security/hostile.py against a fresh `python -m service`: the status,
-the wall time, the server's CPU time and its peak RSS rise for that one request.
+"""Each hostile input class of tests/security/hostile.py against a fresh `python -m service`: the status
+(HTTP, or the gRPC code), the wall time, the server's CPU time, its peak RSS rise for that one request,
+the RSS it still holds a second later, and whether its whole log (shutdown included) is JSON lines.
 
     python scripts/hostile.py                      # this checkout
     python scripts/hostile.py --repo OTHER_CHECKOUT # the same classes against another version's code
+    python scripts/hostile.py --second-pass        # only the second corpus's classes (docs/security.md)
 
 A fresh server per class, so that each peak (VmHWM) belongs to one request; CPU time and peak RSS include
 the server's decoding worker processes, where it has them. The server runs under an
@@ -227,11 +229,11 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=120.0)
     parser.add_argument("--only", help="classes whose name contains this text")
     parser.add_argument("--json", type=Path)
-    parser.add_argument("--second-pass", action="store_true", help="only the second pass's classes")
+    parser.add_argument("--second-pass", action="store_true", help="only the second corpus's classes")
     args = parser.parse_args()
     rows = []
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"hostile-{os.getpid()}.log"
-    for hostile in SECOND_PASS if args.second_pass else CLASSES:
+    for hostile in SECOND_PASS if args.second_pass else CLASSES + SECOND_PASS:
         if args.only and args.only not in hostile.name:
             continue
         row = measure(args, hostile, log)

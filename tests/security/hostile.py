@@ -362,7 +362,6 @@ SECOND_PASS: list[Hostile] = [
         lambda: grpc_infer("m" * 20_000, [1, 1, 28, 28], raw=bytes(4 * 784)),
     ),
 ]
-CLASSES += SECOND_PASS
 
 
 def expensive_uploads() -> list[tuple[bytes, str]]:

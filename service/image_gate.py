@@ -17,7 +17,10 @@ or decoder would loop over is counted here, with a cap, and refused beyond it (d
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import struct
+from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
@@ -186,5 +189,24 @@ def _check_gif(data: bytes) -> None:
             pos += 1 + data[pos]
         pos += 1
 
+
+def quiet_libtiff() -> None:
+    """Silence libtiff's warning and error handlers, which write straight to the process's stderr (one raw
+    line per unknown tag or missing field: a mutated TIFF wrote hundreds, breaking the one-JSON-object-
+    per-line log). Pillow learns of libtiff's errors from its return codes, and refuses the file then."""
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        return  # not Linux: Pillow's bundled library cannot be found this way
+    paths = {line.split()[-1] for line in maps.read_text().splitlines() if "libtiff" in line}
+    for path in paths:
+        with contextlib.suppress(OSError, AttributeError):
+            lib = ctypes.CDLL(path)  # the library Pillow loaded: the same handle, the same handlers
+            for name in ("TIFFSetWarningHandler", "TIFFSetErrorHandler"):
+                setter = getattr(lib, name)
+                setter.argtypes, setter.restype = [ctypes.c_void_p], ctypes.c_void_p
+                setter(None)
+
+
+quiet_libtiff()  # Pillow's C module (and libtiff with it) is loaded by the import above
 
 _CHECKS = {"PNG": _check_png, "JPEG": _check_jpeg, "GIF": _check_gif, "BMP": _check_bmp}

@@ -178,3 +178,20 @@ async def test_a_request_has_one_pixel_budget_and_its_deadline_stops_preparation
             await prepare_all(small, entry, 40_000_000, pool, deadline=time.monotonic() - 1)
     finally:
         pool.shutdown()
+
+
+def test_libtiff_has_no_handler_that_writes_to_stderr() -> None:
+    import ctypes
+    from pathlib import Path
+
+    maps = Path("/proc/self/maps")
+    if not maps.exists():
+        pytest.skip("Linux only")
+    paths = {line.split()[-1] for line in maps.read_text().splitlines() if "libtiff" in line}
+    assert paths  # Pillow's C module, and libtiff with it, is loaded
+    for path in paths:
+        lib = ctypes.CDLL(path)
+        for name in ("TIFFSetWarningHandler", "TIFFSetErrorHandler"):
+            setter = getattr(lib, name)
+            setter.argtypes, setter.restype = [ctypes.c_void_p], ctypes.c_void_p
+            assert setter(None) is None  # the handler it replaced: none, set when the gate was imported

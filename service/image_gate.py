@@ -80,10 +80,11 @@ def refused_name(data: bytes) -> str | None:
         if name in ACCEPTED_FORMATS or accept is None:
             continue
         try:
-            if accept(prefix) is True:
-                return name
+            claimed = accept(prefix)
         except Exception:  # noqa: BLE001  (a prefix check that fails on short input: not that format)
             continue
+        if claimed and not isinstance(claimed, str):  # a string is Pillow's "no, and here is why"
+            return name
     return None
 
 

@@ -108,7 +108,9 @@ class Traffic:
 
     async def hostile(self, client: httpx.AsyncClient) -> tuple[str, httpx.Response]:
         h, body = self.rng.choice(self.hostile_cases)
-        r = await client.post(h.path.format(model=self.model), content=body, headers={"content-type": h.content_type})
+        r = await client.post(
+            h.path.format(model=self.model), content=body, headers={"content-type": h.content_type}
+        )
         return h.name, r
 
     async def valid(self, client: httpx.AsyncClient) -> httpx.Response:
@@ -276,7 +278,9 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], url: str
     rss_end = rss_bytes(proc.pid)
     valid_5xx = sum(n for (k, st), n in tally.by_status.items() if k == "valid" and st >= 500)
     malformed_5xx = sum(
-        n for (k, st), n in tally.by_status.items() if k in ("malformed", "hostile") and st >= 500 and st != 503
+        n
+        for (k, st), n in tally.by_status.items()
+        if k in ("malformed", "hostile") and st >= 500 and st != 503
     )
     latencies = np.asarray(tally.valid_seconds or [0.0]) * 1e3
     growth = rss_end - rss_warm

@@ -1,8 +1,10 @@
-"""Each hostile input class of tests/security/hostile.py against a fresh `python -m service`: the status,
-the wall time, the server's CPU time and its peak RSS rise for that one request.
+"""Each hostile input class of tests/security/hostile.py against a fresh `python -m service`: the status
+(HTTP, or the gRPC code), the wall time, the server's CPU time, its peak RSS rise for that one request,
+the RSS it still holds a second later, and whether its whole log (shutdown included) is JSON lines.
 
     python scripts/hostile.py                      # this checkout
     python scripts/hostile.py --repo OTHER_CHECKOUT # the same classes against another version's code
+    python scripts/hostile.py --second-pass        # only the second corpus's classes (docs/security.md)
 
 A fresh server per class, so that each peak (VmHWM) belongs to one request; CPU time and peak RSS include
 the server's decoding worker processes, where it has them. The server runs under an
@@ -27,7 +29,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.security.hostile import CLASSES, Hostile
+from tests.security.hostile import CLASSES, SECOND_PASS, Hostile  # noqa: E402
 
 MIB = 1 << 20
 
@@ -69,6 +71,8 @@ def _free_port() -> int:
 
 def _start(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes], str]:
     port = _free_port()
+    while port == args.grpc_port:  # two free ports asked one after the other can be the same
+        port = _free_port()
     env = {
         **os.environ,
         "CONVZOO_PORT": str(port),
@@ -77,6 +81,7 @@ def _start(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes]
         "CONVZOO_MODELS_DIR": str(args.models_dir),
         "CONVZOO_PRELOAD": args.model,
         "CONVZOO_CALIBRATION_S": "0.02",
+        "CONVZOO_GRPC_PORT": str(args.grpc_port),
         "PYTHONPATH": str(args.repo),
     }
     limit = int(args.max_vm_gib * (1 << 30))
@@ -91,7 +96,7 @@ def _start(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes]
             env=env,
             stdout=out,
             stderr=subprocess.STDOUT,
-            preexec_fn=limit_memory,  # noqa: PLW1509  (this script starts no threads)
+            preexec_fn=limit_memory,  # this script starts no threads
         )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
@@ -106,43 +111,91 @@ def _start(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes]
     raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
 
 
+def _send(args: argparse.Namespace, url: str, hostile: Hostile, body: bytes) -> object:
+    """The request of one class; its HTTP status or gRPC code (or the client's error)."""
+    if hostile.path == "grpc":
+        import grpc
+
+        with grpc.insecure_channel(
+            f"127.0.0.1:{args.grpc_port}", options=[("grpc.max_send_message_length", -1)]
+        ) as channel:
+            call = channel.unary_unary("/inference.GRPCInferenceService/ModelInfer")
+            try:
+                call(body, timeout=args.timeout_s)
+                return "OK"
+            except grpc.RpcError as exc:
+                return str(exc.code().name)
+    path = hostile.path.format(model=args.model)
+    params = {"model": args.model} if path == "/classify" else {}
+    if path == "/compare":
+        params = {"models": args.model}
+    try:
+        r = httpx.post(
+            url + path,
+            params=params,
+            content=body,
+            headers={"content-type": hostile.content_type, **dict(hostile.headers)},
+            timeout=args.timeout_s,
+        )
+        return r.status_code
+    except httpx.HTTPError as exc:
+        return type(exc).__name__
+
+
+def _log_ok(log: Path) -> bool:
+    """Whether every line the server wrote is one JSON object."""
+    for line in log.read_text(errors="replace").splitlines():
+        try:
+            if not isinstance(json.loads(line), dict):
+                return False
+        except ValueError:
+            return False
+    return True
+
+
 def measure(args: argparse.Namespace, hostile: Hostile, log: Path) -> dict[str, object]:
     body = hostile.body()
+    if hostile.path == "grpc":  # the model's name goes into the message here
+        from tritonclient.grpc import service_pb2 as pb
+
+        message = pb.ModelInferRequest.FromString(body)
+        if message.model_name == "{model}":
+            message.model_name = args.model
+        body = message.SerializeToString()
+    args.grpc_port = _free_port()
     proc, url = _start(args, log)
     try:
-        path = hostile.path.format(model=args.model)
-        params = {"model": args.model} if path == "/classify" else {}
+        params = {"model": args.model}
         for warm in (_tiny(), _large()):  # the large one starts the decoding workers, where there are any
-            httpx.post(url + "/classify", params=params, content=warm, headers={"content-type": "image/png"})
+            httpx.post(
+                url + "/classify",
+                params=params,
+                content=warm,
+                headers={"content-type": "image/png"},
+                timeout=120,
+            )
         before = _snapshot(proc.pid)
         started = time.perf_counter()
-        try:
-            r = httpx.post(
-                url + path,
-                params=params,
-                content=body,
-                headers={"content-type": hostile.content_type},
-                timeout=args.timeout_s,
-            )
-            status: object = r.status_code
-        except httpx.HTTPError as exc:
-            status = type(exc).__name__
+        status = _send(args, url, hostile, body)
         wall = time.perf_counter() - started
         alive = proc.poll() is None
-        cpu = rise = None
+        cpu = rise = held = None
         if alive:
             # CPU of the server and its workers together; the peak RSS rise of the one that rose most (a
             # worker started by this request counts from zero).
             after = {p: (_proc_kib(p, "VmHWM"), _cpu_s(p)) for p in [proc.pid, *_children(proc.pid)]}
             cpu = sum(c - before.get(p, (0, 0.0))[1] for p, (_, c) in after.items())
             rise = max((hwm - before.get(p, (0, 0.0))[0]) / 1024 for p, (hwm, _) in after.items())
-        return {
+            time.sleep(1.0)  # what the server still holds a second after answering
+            held = (_proc_kib(proc.pid, "VmRSS") - before[proc.pid][0]) / 1024
+        row = {
             "class": hostile.name,
             "bytes": len(body),
             "status": status,
             "wall_s": round(wall, 3),
             "cpu_s": round(cpu, 3) if cpu is not None else None,
             "peak_rss_rise_mib": round(rise, 1) if rise is not None else None,
+            "held_after_1s_mib": round(held, 1) if held is not None else None,
         }
     finally:
         proc.terminate()
@@ -150,6 +203,8 @@ def measure(args: argparse.Namespace, hostile: Hostile, log: Path) -> dict[str, 
             proc.wait(10)
         except subprocess.TimeoutExpired:
             proc.kill()
+        row_log_ok = _log_ok(log)
+    return {**row, "log_json": row_log_ok}
 
 
 def _tiny() -> bytes:
@@ -174,17 +229,18 @@ def main() -> int:
     parser.add_argument("--timeout-s", type=float, default=120.0)
     parser.add_argument("--only", help="classes whose name contains this text")
     parser.add_argument("--json", type=Path)
+    parser.add_argument("--second-pass", action="store_true", help="only the second corpus's classes")
     args = parser.parse_args()
     rows = []
     log = Path(os.environ.get("TMPDIR", "/tmp")) / f"hostile-{os.getpid()}.log"
-    for hostile in CLASSES:
+    for hostile in SECOND_PASS if args.second_pass else CLASSES + SECOND_PASS:
         if args.only and args.only not in hostile.name:
             continue
         row = measure(args, hostile, log)
         rows.append(row)
         print(
             f"{row['class']:<34} {row['bytes']:>10} B  {row['status']!s:>5}  {row['wall_s']:>7.2f} s wall"
-            f"  {row['cpu_s']!s:>7} s CPU  {row['peak_rss_rise_mib']!s:>7} MiB",
+            f"  {row['cpu_s']!s:>7} s CPU  {row['peak_rss_rise_mib']!s:>7} MiB  held {row['held_after_1s_mib']!s:>6} MiB  log JSON {row['log_json']}",
             flush=True,
         )
     if args.json:

@@ -39,7 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MIB = 1 << 20
 
-from tests.security.hostile import CLASSES, Hostile, deep_v2_body
+from tests.security.hostile import CLASSES, SECOND_PASS, Hostile, deep_v2_body  # noqa: E402
 
 
 def rss_bytes(pid: int) -> int:
@@ -100,14 +100,17 @@ class Traffic:
     def __post_init__(self) -> None:
         # The classes whose body fits under the upload cap (bigger bodies are the "too-large" kind's), and
         # deep JSON as large as the cap allows.
-        cases = [(h, h.body()) for h in CLASSES]
+        # (of the second corpus, the single-request /classify ones: the others need a query or gRPC)
+        cases = [(h, h.body()) for h in CLASSES + [h for h in SECOND_PASS if h.path == "/classify"]]
         deep = Hostile("v2 JSON 31 deep, at the upload cap", "/v2/models/{model}/infer", lambda: b"")
         cases.append((deep, deep_v2_body(31, self.max_upload // 2 - 1000)))
         self.hostile_cases = [(h, body) for h, body in cases if len(body) <= self.max_upload]
 
     async def hostile(self, client: httpx.AsyncClient) -> tuple[str, httpx.Response]:
         h, body = self.rng.choice(self.hostile_cases)
-        r = await client.post(h.path.format(model=self.model), content=body, headers={"content-type": h.content_type})
+        r = await client.post(
+            h.path.format(model=self.model), content=body, headers={"content-type": h.content_type}
+        )
         return h.name, r
 
     async def valid(self, client: httpx.AsyncClient) -> httpx.Response:
@@ -275,7 +278,9 @@ async def soak(args: argparse.Namespace, proc: subprocess.Popen[bytes], url: str
     rss_end = rss_bytes(proc.pid)
     valid_5xx = sum(n for (k, st), n in tally.by_status.items() if k == "valid" and st >= 500)
     malformed_5xx = sum(
-        n for (k, st), n in tally.by_status.items() if k in ("malformed", "hostile") and st >= 500 and st != 503
+        n
+        for (k, st), n in tally.by_status.items()
+        if k in ("malformed", "hostile") and st >= 500 and st != 503
     )
     latencies = np.asarray(tally.valid_seconds or [0.0]) * 1e3
     growth = rss_end - rss_warm

@@ -100,7 +100,7 @@ def _plain_console(handler: logging.Handler) -> bool:
 def configure_logging(level: str) -> None:
     """JSON lines on stderr at `level` for the service's and uvicorn's loggers; idempotent.
 
-    Plain console handlers (logging.basicConfig's) are replaced; others (e.g. a test's log capture)
+    Python warnings are logged (logger `py.warnings`). Plain console handlers (logging.basicConfig's) are replaced; others (e.g. a test's log capture)
     are left in place. uvicorn's access log is switched off: the request log below replaces it.
     """
     root = logging.getLogger()
@@ -117,6 +117,9 @@ def configure_logging(level: str) -> None:
         uv.propagate = True
         uv.setLevel(level.upper())
     logging.getLogger("uvicorn.access").disabled = True
+    # Python warnings (Pillow's DecompressionBombWarning, a library's DeprecationWarning) go through
+    # logging as JSON lines too: written raw to stderr they broke the one-object-per-line log.
+    logging.captureWarnings(True)
 
 
 @dataclass(frozen=True)

@@ -36,6 +36,8 @@ from PIL import Image
 
 from service.children import die_with_parent
 from service.errors import BadImage
+from service.image_gate import gate
+from service.logging import configure_logging
 from service.preprocess import ROW_COST
 
 T = TypeVar("T")
@@ -50,17 +52,20 @@ INLINE_PIXELS = 128 * 128
 
 
 def header_size(data: bytes | bytearray | memoryview) -> tuple[int, int]:
-    """Width and height from an image header (no pixels decoded); (0, 0) for bytes that are no image."""
+    """Width and height from an image header (no pixels decoded); (0, 0) for bytes that are no image or
+    that the gate refuses (the decoder will say so, cheaply)."""
     head = bytes(data[:24])
     if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":  # the common case, in a microsecond
         width, height = struct.unpack(">II", head[16:24])
         return int(width), int(height)
     try:
+        raw = bytes(data) if not isinstance(data, bytes) else data
+        fmt = gate(raw)  # only the format's own plugin reads the header
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            with Image.open(io.BytesIO(data)) as image:
+            with Image.open(io.BytesIO(raw), formats=[fmt]) as image:
                 return int(image.width), int(image.height)
-    except Exception:  # noqa: BLE001  (not an image: the decoder will say so, cheaply)
+    except Exception:  # noqa: BLE001  (not an image, or refused: the decoder will say so, cheaply)
         return 0, 0
 
 
@@ -72,10 +77,11 @@ def inline(data: bytes | bytearray | memoryview) -> bool:
     return 0 < width * height <= INLINE_PIXELS and height <= INLINE_PIXELS // 8
 
 
-def _start_worker(parent: int, max_bytes: int | None) -> None:
-    """In each worker process: die with the service (a killed service leaves no orphan decoding on), and
-    map at most `max_bytes`."""
+def _start_worker(parent: int, max_bytes: int | None, log_level: str) -> None:
+    """In each worker process: die with the service (a killed service leaves no orphan decoding on), log
+    as the service does (JSON lines, warnings included), and map at most `max_bytes`."""
     die_with_parent(parent, signal.SIGKILL)
+    configure_logging(log_level)
     if max_bytes is not None:
         resource.setrlimit(resource.RLIMIT_AS, (max_bytes, max_bytes))
 
@@ -107,7 +113,7 @@ class PreprocessPool(ThreadPoolExecutor):
             max_workers=self._workers,
             mp_context=multiprocessing.get_context("spawn"),  # no fork of a process with runtime threads
             initializer=_start_worker,
-            initargs=(os.getpid(), self._memory),
+            initargs=(os.getpid(), self._memory, logging.getLevelName(logging.getLogger().level)),
         )
 
     def lane(self, args: tuple[Any, ...]) -> Lane:
@@ -184,4 +190,4 @@ class PreprocessPool(ThreadPoolExecutor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         super().shutdown(wait=wait, cancel_futures=cancel_futures)
         self.large.shutdown(wait=wait, cancel_futures=cancel_futures)
-        self._processes.shutdown(wait=wait, cancel_futures=cancel_futures)
+        self._processes.shutdown(wait=True, cancel_futures=cancel_futures)

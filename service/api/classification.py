@@ -19,10 +19,10 @@ import numpy as np
 from service import tracing
 from service.api.uploads import Upload
 from service.batcher import InferTimings
-from service.errors import InferenceFailed, InvalidParameter
+from service.errors import DeadlineExceeded, ImageTooLarge, InferenceFailed, InvalidParameter
 from service.postprocess import ranked_entries, softmax
-from service.preprocess import decode_upload, draft_size, to_tensor
-from service.preprocess_pool import inline
+from service.preprocess import ROW_COST, decode_upload, draft_size, to_tensor
+from service.preprocess_pool import header_size, inline
 from service.registry import ModelEntry
 from service.settings import Settings
 
@@ -60,17 +60,42 @@ def prepare(data: bytes, entry: ModelEntry, max_pixels: int) -> Prepared:
     return Prepared(tensor, decoded.width, decoded.height, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
 
 
+def request_pixels(uploads: list[bytes]) -> int:
+    """The pixels of a request's images together, from their headers (no pixels decoded)."""
+    return sum(w * (h + ROW_COST) for w, h in map(header_size, uploads))
+
+
 async def prepare_all(
-    uploads: list[Upload], entry: ModelEntry, max_pixels: int, pool: Executor
+    uploads: list[Upload],
+    entry: ModelEntry,
+    max_pixels: int,
+    pool: Executor,
+    *,
+    deadline: float | None = None,
 ) -> list[Prepared]:
     """Every upload's tensor, in upload order. A tiny image (the preprocessing pool's `inline` lane) is
     prepared right here on the event loop: its cost is bounded from its header to less than a thread
-    hand-off's."""
+    hand-off's.
+
+    The request has one budget: its images' pixels together are at most `max_pixels` (24 images of
+    36 Mpx in one multipart body once cost 4 s of CPU), and the `deadline` stops the preparation too:
+    images not started by then are never decoded."""
     if len(uploads) == 1 and inline(uploads[0].data):
         return [prepare(u.data, entry, max_pixels) for u in uploads]
     loop = asyncio.get_running_loop()
+    if len(uploads) > 1:
+        pixels = await loop.run_in_executor(pool, request_pixels, [u.data for u in uploads])
+        if pixels > max_pixels:
+            raise ImageTooLarge(
+                f"The {len(uploads)} images have {pixels} pixels together; one request may have at most "
+                f"{max_pixels}."
+            )
     jobs = [loop.run_in_executor(pool, tracing.bind(prepare), u.data, entry, max_pixels) for u in uploads]
-    results = await asyncio.gather(*jobs, return_exceptions=True)
+    timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
+    try:
+        results = await asyncio.wait_for(asyncio.gather(*jobs, return_exceptions=True), timeout)
+    except TimeoutError:
+        raise DeadlineExceeded("The request's images were not prepared within the request timeout.") from None
     for r in results:  # the first failing image, in upload order, decides the error
         if isinstance(r, BaseException):
             raise r
@@ -97,7 +122,7 @@ async def classify(
     """The /classify answer for `uploads` (a ClassifyResponse without `selection`), as JSON-ready data.
 
     `state` is the request's scope state: the request log reads the model's timings from it."""
-    prepared = await prepare_all(uploads, entry, settings.max_image_pixels, pool)
+    prepared = await prepare_all(uploads, entry, settings.max_image_pixels, pool, deadline=deadline)
     batch = prepared[0].tensor[None] if len(prepared) == 1 else np.stack([p.tensor for p in prepared])
     logits, timings = await tracing.infer(models, entry.name, batch, deadline=deadline)
     state["timings"] = {"queue": timings.queue_ms, "inference": timings.inference_ms}

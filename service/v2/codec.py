@@ -8,7 +8,6 @@ a BYTES element is a 4-byte little-endian length followed by that many bytes.
 from __future__ import annotations
 
 import json
-import math
 import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -17,12 +16,11 @@ from typing import Any
 import numpy as np
 from pydantic import ValidationError
 
-from service.v2 import datatypes
+from service.v2 import datatypes, guards
 from service.v2.errors import bad_request
 from service.v2.schemas import InferenceRequest, Parameters, RequestInput, RequestOutput, describe
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
-_SHARED_MEMORY = ("shared_memory_region", "shared_memory_byte_size", "shared_memory_offset")
 _LENGTH = struct.Struct("<I")
 
 
@@ -55,11 +53,14 @@ class Output:
     binary: bool
 
 
-def decode_request(body: bytes, header_length: str | None) -> Request:
-    """Parse and validate an inference request body; raises V2Error(400) on anything malformed."""
+def decode_request(body: bytes, header_length: str | None, *, datatype: str | None = None) -> Request:
+    """Parse and validate an inference request body; raises V2Error(400) on anything malformed.
+
+    `datatype`: the model's input datatype, when known: an input of another is refused before its
+    data is read."""
     header, binary = _split(body, header_length)
     parsed = _parse_header(header)
-    inputs = _decode_inputs(parsed.inputs, binary)
+    inputs = _decode_inputs(parsed.inputs, binary, datatype)
     binary_output = _bool_parameter(parsed.parameters, "binary_data_output", False, "request")
     return Request(
         id=parsed.id,
@@ -128,9 +129,8 @@ def _reject_constant(token: str) -> Any:
 # JSON tensor data becomes one Python object per element before it becomes an array (about 32 bytes and
 # a microsecond each): bounded before parsing, by a byte count that costs nothing. Larger tensors go as
 # binary data, which is read in place.
-MAX_JSON_ELEMENTS = 1 << 21
+MAX_JSON_ELEMENTS = guards.MAX_ELEMENTS
 _JSON_SLACK = 4096  # commas of the request's own structure
-MAX_DIMENSION = (1 << 31) - 1
 
 
 def _check_json_size(header: bytes) -> None:
@@ -166,31 +166,17 @@ def _bool_parameter(parameters: Parameters, key: str, default: bool, where: str)
     return value
 
 
-def _reject_shared_memory(parameters: Parameters, where: str) -> None:
-    if any(key in parameters for key in _SHARED_MEMORY):
-        raise bad_request(f"{where}: shared memory is not supported by this server")
-
-
 # --- inputs -----------------------------------------------------------------------------------------------
 
 
-def _decode_inputs(inputs: list[RequestInput], binary: memoryview) -> list[Tensor]:
+def _decode_inputs(inputs: list[RequestInput], binary: memoryview, expected: str | None) -> list[Tensor]:
     tensors: list[Tensor] = []
     offset = 0
     for spec in inputs:
-        where = f"input {spec.name!r}"
+        where = guards.where_of("input", spec.name)
         if any(t.name == spec.name for t in tensors):
             raise bad_request(f"{where} is given more than once")
-        _reject_shared_memory(spec.parameters, where)
-        if spec.datatype not in datatypes.DATATYPES:
-            raise bad_request(f"{where}: unsupported datatype {spec.datatype!r}")
-        if any(d < 0 for d in spec.shape):
-            raise bad_request(f"{where}: shape dimensions must be non-negative, got {spec.shape}")
-        if len(spec.shape) > MAX_NESTING:
-            raise bad_request(f"{where}: tensors have at most {MAX_NESTING} dimensions")
-        if any(d > MAX_DIMENSION for d in spec.shape):
-            raise bad_request(f"{where}: shape dimensions must be at most {MAX_DIMENSION}, got {spec.shape}")
-        count = math.prod(spec.shape)
+        count = guards.check_input(where, spec.datatype, spec.shape, spec.parameters, expected)
         size = spec.parameters.get("binary_data_size")
         if size is None:
             array = _from_json(spec, count, where)
@@ -201,24 +187,28 @@ def _decode_inputs(inputs: list[RequestInput], binary: memoryview) -> list[Tenso
                 raise bad_request(f"{where}: 'binary_data_size' must be a non-negative integer")
             if offset + size > len(binary):
                 raise bad_request(f"{where}: 'binary_data_size' {size} runs past the end of the body")
-            array = _from_binary(spec.datatype, binary[offset : offset + size], count, where)
+            array = from_binary(spec.datatype, binary[offset : offset + size], count, where)
             offset += size
-        tensors.append(Tensor(spec.name, spec.datatype, _reshaped(array, spec.shape, where)))
+        tensors.append(Tensor(spec.name, spec.datatype, reshaped(array, spec.shape, where)))
     if offset != len(binary):
         raise bad_request(f"{len(binary) - offset} bytes of binary data follow the inputs unclaimed")
     return tensors
 
 
-def _reshaped(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
+def reshaped(array: np.ndarray, shape: list[int], where: str) -> np.ndarray:
     try:
         return array.reshape(shape)
     except (ValueError, OverflowError, MemoryError):  # e.g. [0, 2**30, 2**30]: no elements, too big a shape
         raise bad_request(f"{where}: shape {shape} cannot be represented") from None
 
 
-def _from_binary(datatype: str, raw: memoryview, count: int, where: str) -> np.ndarray:
+def from_binary(datatype: str, raw: memoryview, count: int, where: str) -> np.ndarray:
     if datatype == datatypes.BYTES:
-        elements = _split_bytes(raw, where)
+        # Each element takes at least its 4-byte length: the count is checked before any is split.
+        if count * _LENGTH.size > len(raw):
+            raise bad_request(f"{where}: {len(raw)} bytes cannot hold {count} BYTES elements")
+        guards.check_object_count(where, count, "BYTES elements")
+        elements = _split_bytes(raw, where, count)
         if len(elements) != count:
             raise bad_request(f"{where}: {len(elements)} BYTES elements for a shape of {count}")
         return np.array(elements, dtype=np.object_)
@@ -234,10 +224,10 @@ def _from_binary(datatype: str, raw: memoryview, count: int, where: str) -> np.n
     return array.astype(dtype.newbyteorder("="), copy=True)
 
 
-def _split_bytes(raw: memoryview, where: str) -> list[bytes]:
+def _split_bytes(raw: memoryview, where: str, count: int) -> list[bytes]:
     elements: list[bytes] = []
     offset = 0
-    while offset < len(raw):
+    while offset < len(raw) and len(elements) <= count:  # one past the count is enough to refuse
         if offset + _LENGTH.size > len(raw):
             raise bad_request(f"{where}: truncated BYTES element length")
         (length,) = _LENGTH.unpack_from(raw, offset)
@@ -249,7 +239,7 @@ def _split_bytes(raw: memoryview, where: str) -> list[bytes]:
     return elements
 
 
-MAX_NESTING = 32  # tensor data nests one level per dimension at most
+MAX_NESTING = guards.MAX_NESTING
 
 
 def _flatten(data: list[Any]) -> list[Any]:
@@ -277,6 +267,7 @@ def _is_int(v: Any) -> bool:
 def _from_json(spec: RequestInput, count: int, where: str) -> np.ndarray:
     if spec.data is None:
         raise bad_request(f"{where} has neither 'data' nor 'binary_data_size'")
+    guards.check_object_count(where, count, "JSON values")
     values = _flatten(spec.data)
     if len(values) != count:
         raise bad_request(f"{where}: {len(values)} elements for shape {spec.shape} ({count} elements)")
@@ -311,10 +302,10 @@ def _decode_outputs(outputs: list[RequestOutput] | None, binary_default: bool) -
         return None
     decoded: list[OutputRequest] = []
     for spec in outputs:
-        where = f"output {spec.name!r}"
+        where = guards.where_of("output", spec.name)
         if any(o.name == spec.name for o in decoded):
             raise bad_request(f"{where} is requested more than once")
-        _reject_shared_memory(spec.parameters, where)
+        guards.reject_shared_memory(spec.parameters, where)
         k = spec.parameters.get("classification", 0)
         if not isinstance(k, int) or isinstance(k, bool) or k < 0:
             raise bad_request(f"{where}: 'classification' must be a non-negative integer")

@@ -4,6 +4,7 @@ from outside the registry: names are looked up in the registry only, never on th
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import json
 import re
@@ -24,6 +25,7 @@ from service.v2 import datatypes
 from service.v2.classification import top_k
 from service.v2.codec import Output, Request, Tensor, decode_request, encode_response
 from service.v2.errors import V2Error, bad_request, not_found, unavailable
+from service.v2.guards import shown
 from service.v2.schemas import (
     ConfigTensor,
     DynamicBatching,
@@ -53,17 +55,26 @@ def server_metadata(version: str) -> ServerMetadata:
     return ServerMetadata(name=SERVER_NAME, version=version, extensions=EXTENSIONS)
 
 
+MAX_SUGGESTED = 128  # a longer name gets no "did you mean": the search costs with its length
+
+
 def resolve(manager: Models, name: str, version: str | None = None) -> ModelStatus:
     """The model's state; 404 for a name not in the registry or a version it does not have."""
+    if not _NAME.fullmatch(name) and len(name) > MAX_SUGGESTED:  # any length: the client's
+        raise not_found(f"Unknown model {shown(name)}")
     try:
-        if not _NAME.fullmatch(name):
+        if not _NAME.fullmatch(name):  # not a registry name, but maybe one mistyped (ALEXNET)
             raise unknown_model(name, [m.name for m in manager.registry.models])
         state = manager.state(name)
     except UnknownModel as exc:
         guess = (exc.extensions or {}).get("did_you_mean")
-        raise not_found(f"Unknown model '{name}'" + (f"; did you mean '{guess}'?" if guess else "")) from None
+        raise not_found(
+            f"Unknown model {shown(name)}" + (f"; did you mean '{guess}'?" if guess else "")
+        ) from None
     if version is not None and version != state.entry.version:
-        raise not_found(f"Model '{name}' has no version '{version}'; it has version '{state.entry.version}'")
+        raise not_found(
+            f"Model {shown(name)} has no version {shown(version)}; it has version '{state.entry.version}'"
+        )
     return state
 
 
@@ -254,13 +265,16 @@ async def infer(
     pool: Executor | None = None,
 ) -> InferAnswer:
     """Decode, validate against the model's metadata, run through the batcher, encode."""
+    entry = state.entry
+    # The model's datatype is known: an input of another is refused before its data is read.
+    decode = functools.partial(
+        tracing.traced("decode", decode_request), datatype=datatypes.from_registry_dtype(entry.input.dtype)
+    )
     if len(body) > OFF_LOOP_BYTES:
         # Parsing a large JSON tensor takes tens of milliseconds: not on the event loop.
-        decode = tracing.traced("decode", decode_request)
         request = await asyncio.get_running_loop().run_in_executor(pool, decode, body, header_length)
     else:
-        request = tracing.traced("decode", decode_request)(body, header_length)
-    entry = state.entry
+        request = decode(body, header_length)
     batch = _model_input(request, entry, max_images)
     # Validate the requested outputs before spending inference on the request.
     _outputs(request, Tensor(OUTPUT_NAME, "FP32", np.zeros((0, entry.num_classes), np.float32)), [])

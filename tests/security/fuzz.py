@@ -1,9 +1,13 @@
-"""A mutation fuzzer of the image path: valid images of every accepted format, mutated (byte flips,
-chunk and segment splicing, header field changes), straight through decode + preprocessing.
+"""A mutation fuzzer of the image path: valid images of every accepted format (and of refused ones, and
+containers around accepted ones), mutated (byte flips, chunk and segment splicing, header field
+changes, ancillary chunks and segments repeated, fill bytes, an MPO wrapper), straight through decode +
+preprocessing; and of gRPC inference messages (shapes, datatypes, typed and raw contents mutated),
+through the gRPC decoder and REST's tensor guards.
 
-A case fails when it raises anything but a mapped 4xx ServiceError, takes more than --max-cpu-s of CPU,
+A case fails when it raises anything but a mapped 4xx ServiceError (a 400 V2Error for gRPC), takes more than --max-cpu-s of CPU,
 or raises the process's peak RSS more than --max-rss-mib above its start. A failing case is saved under
-tests/security/fuzz_cases/ (and tests/security/test_fuzz.py replays every saved case).
+tests/security/fuzz_cases/ (`.bin` an image, `.pb` a gRPC message; tests/security/test_fuzz.py replays
+every saved case).
 
     python -m tests.security.fuzz --seconds 300 --seed 1     # or: make fuzz FUZZ_SECONDS=300
 """
@@ -82,7 +86,39 @@ def seeds() -> list[bytes]:
         hostile.tiff(16, 16, bits=[16], rows_per_strip=4),
         hostile.tiff(16, 16, bits=[32], sample_format=3),
         hostile.tiff(4, 4, bits=[8], pages=3),
+        # the second pass: containers, ancillary data, refused formats
+        _mpo(rgb),
+        hostile.iccp_png(1, 4096),
+        _with_metadata(_save(rgb.convert("L"), "PNG")),
+        _save(rgb, "JPEG", exif=_exif()),
+        hostile.rle_bmp(16, 16, 20),
+        hostile.eps_comments(2048),
+        hostile.ppm_comments(2048),
     ]
+
+
+def _mpo(rgb: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    rgb.save(buf, "MPO", save_all=True, append_images=[rgb.rotate(180)])
+    return buf.getvalue()
+
+
+def _exif() -> bytes:
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    exif[0x010E] = "fuzz"
+    return exif.tobytes()
+
+
+def _with_metadata(png: bytes) -> bytes:
+    """A PNG with a text, a compressed text, an international text and an EXIF chunk before its data."""
+    extra = (
+        _chunk(b"tEXt", b"Comment\0fuzz")
+        + _chunk(b"zTXt", b"Comment\0\0" + zlib.compress(b"fuzz" * 100))
+        + _chunk(b"iTXt", b"Comment\0\0\0\0\0fuzz")
+        + _chunk(b"eXIf", _exif())
+    )
+    return png[:33] + extra + png[33:]
 
 
 # ---- mutations ----------------------------------------------------------------------------------------------
@@ -193,15 +229,118 @@ def bytes_mutation(data: bytes, rng: random.Random) -> bytes:
     return bytes(out)
 
 
+_ANCILLARY = [b"iCCP", b"zTXt", b"iTXt", b"tEXt", b"eXIf", b"sPLT", b"zzZz"]
+
+
+def repeat_ancillary(data: bytes, rng: random.Random) -> bytes:
+    """Repeat one ancillary PNG chunk (or JPEG APP/COM segment) up to thousands of times."""
+    times = rng.choice([2, 64, 65, 1000, 5000])
+    parts = _png_chunks(data)
+    if parts is not None and len(parts) > 1:
+        extra = [p for p in parts if p[4:8] in _ANCILLARY] or [
+            _chunk(rng.choice(_ANCILLARY), b"k\0\0" + zlib.compress(b"\0" * rng.choice([16, 1 << 16])))
+        ]
+        return data[:8] + parts[0] + rng.choice(extra) * times + b"".join(parts[1:])
+    segments = _jpeg_segments(data)
+    if segments is not None:
+        app = [s for s in segments if 0xE0 <= s[1] <= 0xEF or s[1] == 0xFE] or [b"\xff\xfe\x00\x04ok"]
+        return data[:2] + rng.choice(app) * times + data[2:]
+    return data
+
+
+def fill_bytes(data: bytes, rng: random.Random) -> bytes:
+    """Fill (0xFF) or junk bytes where a marker or chunk should start."""
+    pos = 2 if data.startswith(b"\xff\xd8") else rng.randrange(len(data) + 1)
+    return (
+        data[:pos] + rng.choice([b"\xff", b"\x00", b"\xff\x00"]) * rng.choice([1, 1000, 100_000]) + data[pos:]
+    )
+
+
+def mpo_wrap(data: bytes, rng: random.Random) -> bytes:
+    """A JPEG given an MP index claiming more pictures (Pillow opens it as MPO)."""
+    if not data.startswith(b"\xff\xd8"):
+        return data
+    frames = [Image.new("RGB", (8, 8)) for _ in range(2)]
+    buf = io.BytesIO()
+    frames[0].save(buf, "MPO", save_all=True, append_images=frames[1:])
+    mpo = buf.getvalue()
+    at = mpo.find(b"\xff\xe2")
+    segment = mpo[at : at + 2 + int.from_bytes(mpo[at + 2 : at + 4], "big")]
+    return data[:2] + segment + data[2:]
+
+
 def mutate(data: bytes, pool: list[bytes], rng: random.Random) -> bytes:
     ops: list[Callable[[bytes], bytes]] = [
         lambda d: bytes_mutation(d, rng),
         lambda d: splice(d, rng.choice(pool), rng),
         lambda d: header_field(d, rng),
+        lambda d: repeat_ancillary(d, rng),
+        lambda d: fill_bytes(d, rng),
+        lambda d: mpo_wrap(d, rng),
     ]
     for _ in range(rng.randint(1, 3)):
         data = rng.choice(ops)(data)
     return data
+
+
+# ---- gRPC messages ------------------------------------------------------------------------------------------
+
+_DATATYPES = ["FP32", "FP16", "INT8", "INT64", "UINT64", "BOOL", "BYTES", "BF16", "fp32", ""]
+_DIMENSIONS = [-1, 0, 1, 28, 2**31 - 1, 2**31, 2**40, 2**62, 2**63 - 1]
+
+
+def grpc_seeds() -> list[bytes]:
+    return [
+        hostile.grpc_infer("model", [1, 1, 28, 28], raw=bytes(4 * 784)),
+        hostile.grpc_infer("model", [1, 1, 28, 28], fp32=784),
+        hostile.grpc_infer("model", [2, 3], fp32=6),
+    ]
+
+
+def mutate_message(data: bytes, rng: random.Random) -> bytes:
+    """A ModelInferRequest with its shape, datatype, contents or names changed."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    message = pb.ModelInferRequest.FromString(data)
+    spec = message.inputs[0] if message.inputs else message.inputs.add(name="input")
+    for _ in range(rng.randint(1, 3)):
+        op = rng.randrange(7)
+        if op == 0:
+            spec.ClearField("shape")
+            spec.shape.extend(rng.choice(_DIMENSIONS) for _ in range(rng.choice([0, 1, 2, 4, 33])))
+        elif op == 1:
+            spec.datatype = rng.choice(_DATATYPES)
+        elif op == 2:
+            spec.contents.int_contents.extend([rng.choice([0, -(2**31), 2**31 - 1])] * rng.choice([1, 784]))
+        elif op == 3:
+            message.raw_input_contents.append(bytes(rng.choice([0, 3, 4, 3136])))
+        elif op == 4:
+            message.inputs.add().CopyFrom(spec)  # the same name twice
+        elif op == 5:
+            spec.name = rng.choice(["", "input", "x" * 10_000])
+        else:
+            spec.parameters["shared_memory_region"].string_param = "r"
+    return bytes(message.SerializeToString())
+
+
+def run_grpc_case(data: bytes) -> str | None:
+    """None when the gRPC decoder and the guards refuse the message with a 400, or accept it."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    from service.grpc import tensors
+    from service.v2.errors import V2Error
+
+    try:
+        tensors.decode(pb.ModelInferRequest.FromString(data), datatype="FP32")
+    except V2Error as exc:
+        return (
+            None
+            if exc.status == 400 and len(exc.message) < 1024
+            else f"V2Error {exc.status}: {exc.message[:200]}"
+        )
+    except BaseException as exc:  # noqa: BLE001  (anything unmapped is the finding)
+        return f"unmapped {type(exc).__name__}: {exc}"
+    return None
 
 
 # ---- running cases ------------------------------------------------------------------------------------------
@@ -244,9 +383,9 @@ def run_case(data: bytes, *, max_cpu_s: float, max_pixels: int) -> str | None:
     return f"{cpu:.2f} s of CPU" if cpu > max_cpu_s else None
 
 
-def save_case(data: bytes, why: str) -> Path:
+def save_case(data: bytes, why: str, suffix: str = ".bin") -> Path:
     CASES_DIR.mkdir(exist_ok=True)
-    path = CASES_DIR / f"{hashlib.sha256(data).hexdigest()[:16]}.bin"
+    path = CASES_DIR / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
     path.write_bytes(data)
     path.with_suffix(".txt").write_text(why + "\n")
     return path
@@ -264,10 +403,18 @@ def fuzz(*, seconds: float, seed: int, max_cpu_s: float, max_rss_mib: float, sav
     failures: list[dict[str, str]] = []
     executions = 0
     started = time.monotonic()
+    messages = grpc_seeds()
     while time.monotonic() - started < seconds:
+        executions += 1
+        if executions % 4 == 0:  # one case in four is a gRPC message
+            message = mutate_message(rng.choice(messages), rng)
+            why = run_grpc_case(message)
+            if why is not None:
+                saved = str(save_case(message, why, ".pb")) if save else ""
+                failures.append({"why": why, "saved": saved})
+            continue
         data = mutate(rng.choice(pool), pool, rng)
         why = run_case(data, max_cpu_s=max_cpu_s, max_pixels=max_pixels)
-        executions += 1
         rise = _peak_bytes() - base
         if why is None and rise > max_rss_mib * 2**20:
             why = f"peak RSS rose {rise / 2**20:.0f} MiB"

@@ -122,6 +122,71 @@ def many_scans_jpeg(scans: int, size: int = 2048) -> bytes:
     return data[:-2] + scan * scans + b"\xff\xd9"
 
 
+def mpo_scans_jpeg(scans: int) -> bytes:
+    """`many_scans_jpeg` with a multi-picture (MPO) index claiming a second picture: Pillow opens it as MPO."""
+    frames = [Image.new("RGB", (16, 16), c) for c in ((1, 2, 3), (3, 2, 1))]
+    buf = io.BytesIO()
+    frames[0].save(buf, "MPO", save_all=True, append_images=frames[1:])
+    mpo = buf.getvalue()
+    at = mpo.find(b"\xff\xe2")  # the APP2 segment that holds the MP index
+    segment = mpo[at : at + 2 + int.from_bytes(mpo[at + 2 : at + 4], "big")]
+    jpeg = many_scans_jpeg(scans)
+    return jpeg[:2] + segment + jpeg[2:]
+
+
+def junk_jpeg(junk: int) -> bytes:
+    """A JPEG with `junk` fill bytes (0xFF) before its first marker after SOI: Pillow reads them one by one."""
+    buf = io.BytesIO()
+    Image.new("L", (8, 8)).save(buf, "JPEG")
+    data = buf.getvalue()
+    return data[:2] + b"\xff" * junk + data[2:]
+
+
+def gif_comment_blocks(blocks: int) -> bytes:
+    """An 8x8 GIF whose comment extension has `blocks` sub-blocks of one byte each."""
+    buf = io.BytesIO()
+    Image.new("P", (8, 8)).save(buf, "GIF")
+    gif = buf.getvalue()
+    end = 13 + (3 << ((gif[10] & 7) + 1) if gif[10] & 0x80 else 0)
+    return gif[:end] + b"\x21\xfe" + b"\x01c" * blocks + b"\x00" + gif[end:]
+
+
+# ---- BMP, and formats the service refuses ----------------------------------------------------------------
+
+
+def rle_bmp(width: int = 10_000, height: int = 3_000, rows: int = 3_000) -> bytes:
+    """A run-length (RLE8) BMP that Pillow decodes in pure Python: per row, a run of one pixel and an
+    end of line, which Pillow pads one byte per loop iteration (12 KB: 30 M iterations)."""
+    data = (b"\x01\x00" + b"\x00\x00") * rows + b"\x00\x01"
+    header = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(data), 2835, 2835, 256, 0)
+    palette = bytes(4 * 256)
+    offset = 14 + len(header) + len(palette)
+    return b"BM" + struct.pack("<IHHI", offset + len(data), 0, 0, offset) + header + palette + data
+
+
+def eps_comments(size: int) -> bytes:
+    """An EPS header of `size` bytes of comment lines: refused, but Pillow reads every line to name it."""
+    line = b"%%Hostile: " + b"x" * 60 + b"\n"
+    return b"%!PS-Adobe-3.0 EPSF-3.0\n" + line * (size // len(line)) + b"%%BoundingBox: 0 0 1 1\n"
+
+
+def ppm_comments(size: int) -> bytes:
+    """A PPM whose header holds `size` bytes of comments."""
+    return b"P6\n" + b"#" * size + b"\n1 1\n255\n\0\0\0"
+
+
+def iccp_png(chunks: int, inflated: int = 1 << 20) -> bytes:
+    """A 28x28 PNG with `chunks` colour-profile (iCCP) chunks, each inflating to `inflated` bytes."""
+    png = grey_png(28, 28)
+    profile = b"icc\0\0" + zlib.compress(b"\0" * inflated, 9)
+    return png[:33] + _chunk(b"iCCP", profile) * chunks + png[33:]
+
+
+def bomb_warning_png() -> bytes:
+    """A PNG header over Pillow's own decompression-bomb threshold (89 Mpx; it warns) and our cap."""
+    return grey_png(10_000, 10_000)
+
+
 # ---- multipart -------------------------------------------------------------------------------------------
 
 
@@ -137,6 +202,18 @@ def multipart_with_charset(image: bytes, charset: str, filename: bytes) -> tuple
         + f"\r\n--{boundary}--\r\n".encode()
     )
     return body, f"multipart/form-data; boundary={boundary}; charset={charset}"
+
+
+def multipart_images(images: list[bytes], media: str = "image/png") -> tuple[bytes, str]:
+    boundary = "hostileboundary"
+    parts = [
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="{i}.png"\r\n'
+        f"Content-Type: {media}\r\n\r\n".encode()
+        + image
+        + b"\r\n"
+        for i, image in enumerate(images)
+    ]
+    return b"".join(parts) + f"--{boundary}--\r\n".encode(), f"multipart/form-data; boundary={boundary}"
 
 
 # ---- /v2 -------------------------------------------------------------------------------------------------
@@ -156,15 +233,52 @@ def deep_v2_body(depth: int, elements: int) -> bytes:
     return b'{"inputs":[{"name":"input","shape":[1],"datatype":"FP32","data":' + data + b"}]}"
 
 
+def v2_bytes_header(elements: int) -> bytes:
+    return json.dumps(
+        {
+            "inputs": [
+                {
+                    "name": "input",
+                    "shape": [elements],
+                    "datatype": "BYTES",
+                    "parameters": {"binary_data_size": 4 * elements},
+                }
+            ]
+        }
+    ).encode()
+
+
+def v2_bytes_body(elements: int) -> bytes:
+    """A binary /v2 body of `elements` empty BYTES elements (4 bytes each) for a model that takes FP32."""
+    return v2_bytes_header(elements) + b"\0" * (4 * elements)
+
+
+# ---- gRPC ------------------------------------------------------------------------------------------------
+
+
+def grpc_infer(model: str, shape: list[int], *, fp32: int = 0, raw: bytes | None = None) -> bytes:
+    """A serialized ModelInferRequest: `fp32` typed zeros, or one raw input."""
+    from tritonclient.grpc import service_pb2 as pb
+
+    request = pb.ModelInferRequest(model_name=model)
+    spec = request.inputs.add(name="input", datatype="FP32", shape=shape)
+    if raw is not None:
+        request.raw_input_contents.append(raw)
+    else:
+        spec.contents.fp32_contents.extend(np.zeros(fp32, np.float32).tolist())
+    return bytes(request.SerializeToString())
+
+
 # ---- the classes, as scripts/hostile.py and the soak send them -------------------------------------------
 
 
 @dataclass(frozen=True)
 class Hostile:
     name: str
-    path: str  # "/classify" or "/v2/models/{model}/infer"
-    body: Callable[[], bytes]
+    path: str  # "/classify", "/compare", "/v2/models/{model}/infer", or "grpc" (ModelInfer)
+    body: Callable[[], bytes]  # for "grpc": a ModelInferRequest, its model name "{model}"
     content_type: str = "image/png"
+    headers: tuple[tuple[str, str], ...] = ()
 
 
 def _thin(width: int, height: int) -> Callable[[], bytes]:
@@ -208,6 +322,44 @@ CLASSES: list[Hostile] = [
         "/v2/models/{model}/infer",
         lambda: deep_v2_body(31, 6_000_000),
         "application/json",
+    ),
+]
+
+
+def _multipart(name: str, images: list[bytes]) -> Hostile:
+    body, media = multipart_images(images)
+    return Hostile(name, "/classify", lambda: body, media)
+
+
+def _grpc(name: str, shape: list[int], **kwargs: object) -> Hostile:
+    return Hostile(name, "grpc", lambda: grpc_infer("{model}", shape, **kwargs))  # type: ignore[arg-type]
+
+
+# The second pass: classes a second corpus found (docs/security.md, "Second pass").
+SECOND_PASS: list[Hostile] = [
+    Hostile("MPO around a 2,000-scan JPEG", "/classify", lambda: mpo_scans_jpeg(2000), "image/jpeg"),
+    Hostile("JPEG with 4 MB of fill bytes", "/classify", lambda: junk_jpeg(4_000_000), "image/jpeg"),
+    Hostile("BMP RLE8, 13 KB", "/classify", rle_bmp, "image/bmp"),
+    Hostile("GIF, 7 M comment sub-blocks", "/classify", lambda: gif_comment_blocks(7_000_000), "image/gif"),
+    Hostile("PNG 28x28, 3,000 iCCP chunks", "/classify", lambda: iccp_png(3000)),
+    Hostile("EPS, 4 MB of header comments", "/classify", lambda: eps_comments(4_000_000)),
+    Hostile("PPM, 4 MB of header comments", "/classify", lambda: ppm_comments(4_000_000)),
+    Hostile("PNG 10,000x10,000 (bomb warning)", "/classify", bomb_warning_png),
+    _multipart("multipart 24 x 36 Mpx PNG", [grey_png(6000, 6000)] * 24),
+    Hostile("compare, one 36 Mpx RGB PNG", "/compare", lambda: grey_png(6000, 6000, colour=2)),
+    Hostile(
+        "v2 BYTES, 3.5 M empty elements",
+        "/v2/models/{model}/infer",
+        lambda: v2_bytes_body(3_500_000),
+        "application/octet-stream",
+        (("inference-header-content-length", str(len(v2_bytes_header(3_500_000)))),),
+    ),
+    _grpc("gRPC shape [0, 2**62, 2**62]", [0, 2**62, 2**62], raw=b""),
+    _grpc("gRPC 3.9 M typed FP32", [3_900_000], fp32=3_900_000),
+    Hostile(
+        "gRPC 20 KB model name",
+        "grpc",
+        lambda: grpc_infer("m" * 20_000, [1, 1, 28, 28], raw=bytes(4 * 784)),
     ),
 ]
 

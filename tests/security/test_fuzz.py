@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service.settings import Settings
-from tests.security.fuzz import CASES_DIR, run_case
+from tests.security.fuzz import CASES_DIR, run_case, run_grpc_case
 
 SECONDS = float(os.environ.get("FUZZ_SECONDS", "10"))
 SEED = int(os.environ.get("FUZZ_SEED", "0"))
@@ -42,3 +42,11 @@ CASES = sorted(CASES_DIR.glob("*.bin"))
 @pytest.mark.parametrize("case", CASES, ids=[c.stem for c in CASES])
 def test_saved_cases_are_replayed(case: Path) -> None:
     assert run_case(case.read_bytes(), max_cpu_s=2.0, max_pixels=Settings().max_image_pixels) is None
+
+
+MESSAGES = sorted(CASES_DIR.glob("*.pb"))
+
+
+@pytest.mark.parametrize("case", MESSAGES, ids=[c.stem for c in MESSAGES])
+def test_saved_grpc_cases_are_replayed(case: Path) -> None:
+    assert run_grpc_case(case.read_bytes()) is None

@@ -11,8 +11,8 @@ from collections.abc import Sequence
 from concurrent.futures import Executor
 from typing import Annotated
 
+import numpy as np
 from fastapi import APIRouter, Query, Request
-from PIL import Image
 
 from service.api.deps import ServicesDep
 from service.api.schemas import (
@@ -32,7 +32,7 @@ from service.api.uploads import read_uploads
 from service.errors import InvalidParameter, ServiceError, problem_of
 from service.interfaces import Models
 from service.postprocess import softmax, top_predictions
-from service.preprocess import Decoded, decode_upload, draft_size, to_tensor
+from service.preprocess import Tensors, tensors_of
 from service.settings import Settings
 
 router = APIRouter(tags=["compare"])
@@ -68,11 +68,11 @@ def _failure(name: str, exc: ServiceError) -> CompareFailure:
 
 async def _one(
     name: str,
-    image: Image.Image,
+    tensor: np.ndarray,
+    preprocess_ms: float,
     *,
     top_k: int,
     manager: Models,
-    pool: Executor,
     deadline: float,
 ) -> CompareAnswer | CompareFailure:
     started = time.perf_counter()
@@ -80,10 +80,6 @@ async def _one(
         entry = manager.entry(name)
         await manager.ensure_loaded(name)  # a lazy load is timed apart from the inference
         load_ms = (time.perf_counter() - started) * 1e3
-        loop = asyncio.get_running_loop()
-        t0 = time.perf_counter()
-        tensor = await loop.run_in_executor(pool, to_tensor, image, entry.preprocessing)
-        preprocess_ms = (time.perf_counter() - t0) * 1e3
         logits, timings = await manager.infer(name, tensor[None], deadline=deadline)
     except ServiceError as exc:
         return _failure(name, exc)
@@ -158,44 +154,38 @@ async def compare(
     smallest = min(manager.entry(n).num_classes for n in names)
     if top_k > smallest:
         raise InvalidParameter(f"top_k must be between 1 and {smallest} for these models.")
-    drafts = {n: draft_size(manager.entry(n).preprocessing) for n in names}
-    decoded, upload, decode_ms = await _decode_one(request, settings, pool, set(drafts.values()))
+    prepared, upload = await _prepare(request, settings, pool, names, manager)
     entries = await asyncio.gather(
         *(
-            _one(n, decoded[drafts[n]].image, top_k=top_k, manager=manager, pool=pool, deadline=deadline)
-            for n in names
+            _one(n, tensor, ms, top_k=top_k, manager=manager, deadline=deadline)
+            for n, tensor, ms in zip(names, prepared.tensors, prepared.preprocess_ms, strict=True)
         )
     )
-    size = next(iter(decoded.values()))
     answers = [(e.model, e.predictions) for e in entries if isinstance(e, CompareAnswer)]
     return CompareResponse(
-        image=CompareImage(filename=upload, width=size.width, height=size.height),
+        image=CompareImage(filename=upload, width=prepared.size[0], height=prepared.size[1]),
         models=list(entries),
         agreement=agreement(answers),
         timing_ms=CompareTotals(
-            decode=round(decode_ms, 3), total=round((time.perf_counter() - started) * 1e3, 3)
+            decode=round(prepared.decode_ms, 3), total=round((time.perf_counter() - started) * 1e3, 3)
         ),
     )
 
 
-async def _decode_one(
-    request: Request, settings: Settings, pool: Executor, drafts: set[int | None]
-) -> tuple[dict[int | None, Decoded], str | None, float]:
-    """The one upload, decoded once for each distinct decoding the models ask for (`draft_size`), so
-    that each model sees the pixels its `/classify` would (a 512x600 JPEG decodes at 256x300 for a
-    resize of 256, at full size for a resize of 342 or where reduction is off)."""
+async def _prepare(
+    request: Request, settings: Settings, pool: Executor, names: list[str], manager: Models
+) -> tuple[Tensors, str | None]:
+    """The one upload's tensor for each model, decoded once per distinct decoding (each model sees the
+    pixels its /classify would: a 512x600 JPEG decodes at 256x300 for a resize of 256, at full size where
+    reduction is off)."""
     uploads = await read_uploads(request, settings)
     if len(uploads) != 1:
         raise InvalidParameter(f"/compare takes exactly one image; {len(uploads)} were sent.")
+    preprocessings = [manager.entry(n).preprocessing for n in names]
     loop = asyncio.get_running_loop()
-    t0 = time.perf_counter()
     # A partial, not a lambda: the pool picks its lane from the upload it is given.
-    data, cap = uploads[0].data, settings.max_image_pixels
-    keys = sorted(drafts, key=lambda d: -1 if d is None else d)
-    decoded = await asyncio.gather(
-        *(
-            loop.run_in_executor(pool, functools.partial(decode_upload, data, max_pixels=cap, draft_size=d))
-            for d in keys
-        )
+    prepared = await loop.run_in_executor(
+        pool,
+        functools.partial(tensors_of, uploads[0].data, preprocessings, max_pixels=settings.max_image_pixels),
     )
-    return dict(zip(keys, decoded, strict=True)), uploads[0].filename, (time.perf_counter() - t0) * 1e3
+    return prepared, uploads[0].filename

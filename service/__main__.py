@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
@@ -24,6 +25,7 @@ from service.connections import (
 from service.fronts import process as front_processes
 from service.logging import configure_logging
 from service.settings import Settings, unknown_variables
+from service.usage import check_arguments
 
 
 class _Server(uvicorn.Server):
@@ -41,7 +43,8 @@ def _listen_unix(path: Path) -> socket.socket:
     return sock
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    check_arguments(sys.argv[1:] if argv is None else argv)  # --help: the settings, and exit
     settings = Settings()
     configure_logging(settings.log_level)  # JSON lines from the first one on
     for name in unknown_variables(dict(os.environ)):

@@ -27,7 +27,7 @@ from tests.service.conftest import (  # noqa: F401  (fixtures, re-exported for t
 
 
 @pytest.fixture(scope="module")
-def server(source_zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+def server(source_zoo: Zoo, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:  # noqa: F811
     """One live service (the default settings: front processes on two or more cores) for a test module."""
     log = tmp_path_factory.mktemp("client-server") / "server.log"
     live = start_service(
@@ -45,19 +45,19 @@ class Photos:
     paths: list[Path]
 
 
-def write_photos(root: Path, fashion: FashionSample, count: int) -> Photos:
+def write_photos(root: Path, sample: FashionSample, count: int) -> Photos:
     paths = []
     for i in range(count):
         folder = root / "sub" if i % 3 == 2 else root
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"item-{i:03d}.png"
-        path.write_bytes(fashion.png(i))
+        path.write_bytes(sample.png(i))
         paths.append(path)
     return Photos(root, sorted(paths))
 
 
 @pytest.fixture
-def photos(tmp_path: Path, fashion: FashionSample) -> Photos:
+def photos(tmp_path: Path, fashion: FashionSample) -> Photos:  # noqa: F811
     return write_photos(tmp_path / "photos", fashion, 12)
 
 

@@ -14,8 +14,8 @@ from tests.live import Server
 from tests.service.conftest import ServeFactory, Zoo
 from tests.service.lifecycle_models import install, slow_loading_model
 
-# 120 products of 1024 x 1024 constants: a load of about 3 s on one core, ten times the deadline below.
-MATMULS = 120
+# 40 products of 1024 x 1024 constants: a load of about 1 s on one core, three times the deadline below.
+MATMULS = 40
 DEADLINE_S = "0.3"
 
 
@@ -64,11 +64,12 @@ def test_503_is_retried_after_its_retry_after(
     got = records(out)
     assert len(got) == 3 and all(r["status"] == "ok" and r["model"] == entry.name for r in got), got
     attempts = [int(str(r["attempts"])) for r in got]
-    assert min(attempts) >= 2, attempts
-    assert rejected(server) >= sum(a - 1 for a in attempts)  # the service's own count of its 503s
+    why = (attempts, ran.seconds, ran.stderr, server.log()[-4000:])
+    assert min(attempts) >= 2, why
+    assert rejected(server) >= sum(a - 1 for a in attempts), why  # the service's own count of its 503s
     # Retry-After is at least 1 s (whole seconds): the longest-tried file waited that long per retry.
-    assert ran.seconds >= max(attempts) - 1
-    assert f"{sum(a - 1 for a in attempts)} retries" in ran.stderr
+    assert ran.seconds >= max(attempts) - 1, why
+    assert f"{sum(a - 1 for a in attempts)} retries" in ran.stderr, why
 
 
 def test_files_out_of_retries_are_tried_again_by_a_rerun(

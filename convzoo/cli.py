@@ -7,10 +7,11 @@ import os
 import time
 from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import httpx
 import typer
+import typer.core
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -128,8 +129,8 @@ def _summary(tally: run.Tally, seconds: float, output: Path | None, interrupted:
         f"{len(tally.failed)} failed, {tally.skipped} skipped; {tally.retries} retries"
     )
     for record in tally.failed[:5]:
-        status = record.http_status or "no answer"
-        err.print(f"  [red]failed[/] {record.path}: {status} {record.error}")
+        status = "" if record.http_status is None else f"{record.http_status} "
+        err.print(f"  [red]failed[/] {record.path}: {status}{record.error}", highlight=False)
     if len(tally.failed) > 5:
         err.print(f"  ... and {len(tally.failed) - 5} more (see the output)")
     if interrupted:
@@ -153,13 +154,18 @@ def models(url: Url = DEFAULT_URL) -> None:
     Console().print(models_table(r.json()))
 
 
-def _serve_help() -> str:
-    from service.usage import SUMMARY, settings_text
+class _ServeCommand(typer.core.TyperCommand):
+    """`serve --help` with the service's settings, read from `Settings` only when the help is asked for
+    (importing the service's settings costs the other commands' start-up 0.4 s)."""
 
-    return f"Run the service, as `python -m service` does.\n\n{SUMMARY}\n\n{settings_text()}"
+    def format_help(self, ctx: Any, formatter: Any) -> None:  # the types of the click typer bundles
+        from service.usage import SUMMARY, settings_text
+
+        self.help = f"Run the service, as `python -m service` does.\n\n{SUMMARY}\n\n{settings_text()}"
+        super().format_help(ctx, formatter)
 
 
-@app.command(help=_serve_help(), context_settings={"max_content_width": 120})
+@app.command(cls=_ServeCommand, short_help="Run the service, as `python -m service` does.")
 def serve(
     host: Annotated[str | None, typer.Option(help="Sets CONVZOO_HOST.")] = None,
     port: Annotated[int | None, typer.Option(help="Sets CONVZOO_PORT.")] = None,

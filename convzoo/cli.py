@@ -98,7 +98,10 @@ def classify(
         paths = files.expand(inputs)
         book = journal.open_file(output, form, fresh=fresh) if output else journal.to_stdout(form)
     except (files.NoSuchInput, journal.ForeignOutput) as exc:
-        err.print(f"[red]error:[/] {exc}")
+        err.print(f"[red]error:[/] {exc}", highlight=False)
+        raise typer.Exit(2) from None
+    except OSError as exc:  # the output's folder missing or not writable
+        err.print(f"[red]error:[/] cannot write {output}: {exc.strerror or exc}", highlight=False)
         raise typer.Exit(2) from None
     todo = run.pending(paths, book)
     tally = run.Tally(total=len(paths), skipped=len(paths) - len(todo))

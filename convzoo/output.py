@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-from dataclasses import asdict
 from typing import Any, Literal
 
 from convzoo.records import Prediction, Record
@@ -53,7 +52,6 @@ def encode(record: Record, fmt: Format) -> str:
 
 
 def _json(record: Record) -> dict[str, Any]:
-    fields = asdict(record)
     return {
         "path": record.path,
         "status": "ok" if record.ok else "error",
@@ -62,7 +60,7 @@ def _json(record: Record) -> dict[str, Any]:
         "version": record.version,
         "label": record.label,
         "score": record.score,
-        "predictions": fields["predictions"],
+        "predictions": [{"label": p.label, "score": p.score, "index": p.index} for p in record.predictions],
         "unusual": record.unusual,
         "error": record.error,
         "attempts": record.attempts,

@@ -13,6 +13,7 @@ import httpx
 import typer
 import typer.core
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -102,15 +103,17 @@ def classify(
         paths = files.expand(inputs)
         book = journal.open_file(output, form, fresh=fresh) if output else journal.to_stdout(form)
     except (files.NoSuchInput, journal.ForeignOutput) as exc:
-        err.print(f"[red]error:[/] {exc}", highlight=False)
+        err.print(f"[red]error:[/] {escape(str(exc))}", highlight=False)
         raise typer.Exit(2) from None
     except OSError as exc:  # the output's folder missing or not writable
-        err.print(f"[red]error:[/] cannot write {output}: {exc.strerror or exc}", highlight=False)
+        err.print(
+            f"[red]error:[/] cannot write {escape(str(output))}: {exc.strerror or exc}", highlight=False
+        )
         raise typer.Exit(2) from None
     todo = run.pending(paths, book)
     tally = run.Tally(total=len(paths), skipped=len(paths) - len(todo))
     if tally.skipped:
-        err.print(f"{tally.skipped} of {len(paths)} files already in {output}: skipped")
+        err.print(f"{tally.skipped} of {len(paths)} files already in {escape(str(output))}: skipped")
     params = {"top_k": str(top_k), **({"model": model} if model else {})}
     target = run.Target(url.rstrip("/"), params, concurrency, timeout, RetryPolicy(retries, max_wait))
     started = time.perf_counter()
@@ -137,7 +140,10 @@ def _summary(tally: run.Tally, seconds: float, output: Path | None, interrupted:
     )
     for record in tally.failed[:5]:
         status = "" if record.http_status is None else f"{record.http_status} "
-        err.print(f"  [red]failed[/] {record.path}: {status}{record.error}", highlight=False)
+        # paths and the service's words may hold brackets, which rich would read as markup
+        err.print(
+            f"  [red]failed[/] {escape(record.path)}: {status}{escape(record.error or '')}", highlight=False
+        )
     if len(tally.failed) > 5:
         err.print(f"  ... and {len(tally.failed) - 5} more (see the output)")
     if interrupted:

@@ -79,7 +79,7 @@ class Sender:
         try:
             r = await self.client.post("/classify", params=self.params, content=body, headers=headers)
         except httpx.TransportError as exc:
-            return 0, None, None, f"no answer from the service: {type(exc).__name__} {exc}".strip()
+            return 0, None, None, f"no answer from the service ({type(exc).__name__}: {exc})"
         try:
             answer = json.loads(r.content)
         except ValueError:

@@ -93,7 +93,7 @@ lint: $(VENV)/.lint-stamp
 	$(VENV)/bin/mypy --strict $(LINT_PATHS)
 
 # The client CLI against the server's own throughput at the same concurrency (docs/bench-cli.md).
-# BENCH_CLI_ARGS: e.g. --count 500 --rounds 2.
+# BENCH_CLI_ARGS: e.g. --count 500 --rounds 1.
 BENCH_CLI_ARGS ?=
 .PHONY: bench-cli
 bench-cli: $(VENV)/.stamp

@@ -46,6 +46,7 @@ RUN python deploy/docker/requirements.py --ort "$ORT_PACKAGE" > /tmp/requirement
 FROM deps AS build
 COPY service/ service/
 COPY export/ export/
+COPY convzoo/ convzoo/
 RUN pip install --no-deps . \
  && python -c "import onnxruntime as ort; print('onnxruntime', ort.__version__, ort.get_available_providers())"
 

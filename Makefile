@@ -12,8 +12,9 @@ export CONVZOO_HOST CONVZOO_PORT
 help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
 	@echo "make test   the default test suite"
-	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests"
+	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests, convzoo"
 	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML (docs/bench.md)"
+	@echo "make bench-cli  a folder of 2,000 photos through convzoo classify vs the server's own throughput (docs/bench-cli.md)"
 	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"
 	@echo "make soak   SOAK_MINUTES (default 10) of mixed traffic; RSS and error counts (scripts/soak.py)"
 	@echo "make audit  pip-audit of requirements/serve.lock (needs a vulnerability service)"
@@ -81,7 +82,7 @@ $(PEERS_VENV)/.stamp: $(VENV)/.stamp bench/peers/__init__.py
 
 
 # Lint: ruff (rules and format) and mypy --strict over the code and the tests; the checkers are pinned (lint extra).
-LINT_PATHS := service export bench tests
+LINT_PATHS := service export bench tests convzoo
 $(VENV)/.lint-stamp: $(VENV)/.stamp pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[export,test,lint]'
 	touch $@
@@ -90,6 +91,13 @@ lint: $(VENV)/.lint-stamp
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy --strict $(LINT_PATHS)
+
+# The client CLI against the server's own throughput at the same concurrency (docs/bench-cli.md).
+# BENCH_CLI_ARGS: e.g. --count 500 --rounds 1.
+BENCH_CLI_ARGS ?=
+.PHONY: bench-cli
+bench-cli: $(VENV)/.stamp
+	$(VENV)/bin/python -m bench.cli $(BENCH_CLI_ARGS)
 
 # Many models, one memory budget (docs/bench-models.md): random-weight ImageNet models exported into
 # build/bench-models (not committed), uniform and skewed random workloads. BENCH_MODELS_ARGS: e.g.

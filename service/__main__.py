@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import signal
+import sys
 import tempfile
 from pathlib import Path
 from types import FrameType
@@ -22,6 +23,7 @@ from service.connections import (
 from service.fronts import process as front_processes
 from service.logging import configure_logging
 from service.settings import Settings, unknown_variables
+from service.usage import check_arguments
 
 
 class _Server(uvicorn.Server):
@@ -39,7 +41,8 @@ def _url(host: str, port: int) -> str:
     return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    check_arguments(sys.argv[1:] if argv is None else argv)  # --help: the settings, and exit
     settings = Settings()
     configure_logging(settings.log_level)  # JSON lines from the first one on
     for name in unknown_variables(dict(os.environ)):

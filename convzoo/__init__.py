@@ -1,0 +1,1 @@
+"""convzoo's client: `convzoo classify` sends folders of photos to a running service (docs/client.md)."""

@@ -34,8 +34,8 @@ def _start(repo: Path, model: str) -> tuple[subprocess.Popen[bytes], str]:
     env = {
         **os.environ,
         "CONVZOO_PORT": str(port),
-        "CONVZOO_REGISTRY_PATH": str(REPO / "registry.yaml"),
-        "CONVZOO_MODELS_DIR": str(REPO / "models"),
+        "CONVZOO_REGISTRY_PATH": str(repo / "registry.yaml"),  # each checkout its own schema
+        "CONVZOO_MODELS_DIR": str(repo / "models"),
         "CONVZOO_PRELOAD": model,
         "CONVZOO_CALIBRATION_S": "0.02",
         "CONVZOO_LOG_LEVEL": "warning",

@@ -114,10 +114,13 @@ def _rate_headers(quota: KeyQuota | None, wait_s: float) -> dict[str, str]:
 class Refused(Exception):
     """An answer before any work: the error, and the headers that go with it."""
 
-    def __init__(self, error: ServiceError, headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, error: ServiceError, headers: dict[str, str] | None = None, *, key_id: str = ""
+    ) -> None:
         super().__init__(error.detail)
         self.error = error
         self.headers = headers or {}
+        self.key_id = key_id  # a known key refused (scope, model, quota): named in the log and metrics
 
 
 class Access:
@@ -169,10 +172,12 @@ class Access:
         if key.expired(dt.datetime.now(dt.UTC)):
             raise self._fail(source, f"API key {key.id} has expired.")
         if not key.allows(need.scope):
-            raise Refused(Forbidden(f"API key {key.id} does not have the {need.scope!r} scope."))
+            raise Refused(
+                Forbidden(f"API key {key.id} does not have the {need.scope!r} scope."), key_id=key.id
+            )
         for name in need.models:
             if name in self.known and not key.allows_model(name):
-                raise Refused(Forbidden(f"API key {key.id} may not use model {name!r}."))
+                raise Refused(Forbidden(f"API key {key.id} may not use model {name!r}."), key_id=key.id)
         quota = self.quotas.quota(key)
         if quota is not None:
             wait_s = quota.requests.take()
@@ -180,11 +185,13 @@ class Access:
                 raise Refused(
                     RateLimited(f"API key {key.id} is over its rate.", retry_after_s=wait_s),
                     _rate_headers(quota, wait_s),
+                    key_id=key.id,
                 )
         if not self.quotas.fair_share(key.id):
             raise Refused(
                 RateLimited(f"API key {key.id} holds its share of the queue.", retry_after_s=1.0),
                 _rate_headers(quota, 1.0),
+                key_id=key.id,
             )
         return Caller(key, quota)
 
@@ -225,6 +232,8 @@ class Guard:
         try:
             caller = self.access.admit(secret_of(scope["headers"]), need, client[0] if client else "")
         except Refused as refused:
+            if refused.key_id:
+                scope.setdefault("state", {})[CLIENT_STATE] = refused.key_id
             response = self.render(scope, refused.error)
             response.headers.update(refused.headers)
             await response(scope, receive, send)

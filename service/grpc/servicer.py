@@ -171,6 +171,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         except Exception as exc:  # every error becomes a status; unexpected ones are logged
             if isinstance(exc, Refused):
                 trailing += [(k.lower(), v) for k, v in exc.headers.items()]
+                client = exc.key_id
                 exc = exc.error
             failure = failure_of(exc)
             if isinstance(exc, ServiceError) and exc.retry_after_s is not None and failure.status == 429:

@@ -25,6 +25,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service import tracing
+from service.api.limits import content_length
 from service.batcher import InferTimings
 from service.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
 from service.interfaces import Models, ModelStatus
@@ -236,6 +237,7 @@ class Guard:
                 scope.setdefault("state", {})[CLIENT_STATE] = refused.key_id
             response = self.render(scope, refused.error)
             response.headers.update(refused.headers)
+            await _drain_small(scope, receive)
             await response(scope, receive, send)
             return
         if caller is None:
@@ -245,6 +247,25 @@ class Guard:
         tracing.annotate(client=caller.key.id)
         with self.access.serving(caller):
             await self.app(scope, receive, send)
+
+
+# A refused request's body up to this size is read and dropped, so its connection stays open: a client
+# refused in a loop (over its quota) then costs no new connection per request, which measured as the
+# larger part of a refusal's cost (docs/auth.md). A larger or chunked body still ends the connection
+# (CloseUnread), unread.
+DRAIN_BYTES = 65_536
+
+
+async def _drain_small(scope: Scope, receive: Receive) -> None:
+    declared = content_length(scope)
+    if declared is None or not 0 < declared <= DRAIN_BYTES:
+        return
+    more = True
+    while more:
+        message = await receive()
+        if message["type"] != "http.request":
+            return
+        more = bool(message.get("more_body", False))
 
 
 def _charge(name: str, images: int) -> None:

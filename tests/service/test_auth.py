@@ -186,6 +186,7 @@ def test_no_key_an_unknown_key_and_an_expired_key_get_401(live: Live, fashion: F
         assert r.status_code == 401, r.text
         assert r.headers["WWW-Authenticate"].startswith("Bearer")
         assert r.headers["content-type"] == "application/problem+json"
+        assert r.headers.get("connection") != "close"  # a small body is read: the connection stays
     r = httpx.post(live.server.url + f"/v2/models/{live.allowed}/infer", json={}, timeout=10)
     assert r.status_code == 401 and "error" in r.json()  # the protocol's own body under /v2
 

@@ -62,6 +62,12 @@ $(VENV)/.bench-stamp: $(VENV)/.stamp pyproject.toml
 bench: $(VENV)/.bench-stamp $(PEERS_VENV)/.stamp data
 	@bash bench/ensure-wrk.sh
 	$(VENV)/bin/python -m bench
+	$(VENV)/bin/python -m bench.auth
+
+# API keys and quotas (docs/auth.md): their cost at fmnist-lenet5 c32, and a key flooding beside a compliant one.
+.PHONY: bench-auth
+bench-auth: $(VENV)/.stamp
+	$(VENV)/bin/python -m bench.auth
 
 # The bench's peers (bench/peers/: TorchServe, PyTriton, LitServe, BentoML) in their own virtualenv, so
 # their pins never move the project's; the same onnxruntime as the development environment. A peer that

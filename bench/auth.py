@@ -183,6 +183,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--seconds", type=float, default=6.0)
+    parser.add_argument("--points", default="cost,fairness", help="which: cost, fairness, or both")
     args = parser.parse_args()
     registry, models = _zoo()
     keys_path, secrets = _keys()
@@ -211,9 +212,11 @@ def main() -> None:
         log = WORK / f"server-{'keys' if keys else 'open'}.log"
         return servers.serve([sys.executable, "-m", "service"], env, "/health/ready", port, log)
 
+    points = set(args.points.split(","))
     for round_ in range(args.rounds):
-        # cost: c32, keys off then on
-        for keys in (False, True) if round_ % 2 == 0 else (True, False):  # either order, against drift
+        # cost: c32, keys off and on, in either order from one round to the next (against drift)
+        order = (False, True) if round_ % 2 == 0 else (True, False)
+        for keys in order if "cost" in points else ():
             with serve(keys) as srv:
                 point = _measure(srv, keyed if keys else plain, 32, args.seconds, tool)
             label = "keys and quotas on" if keys else "keys off"
@@ -224,12 +227,15 @@ def main() -> None:
                 flush=True,
             )
         # fairness: the compliant key at c4, alone then beside the flooder
+        if "fairness" not in points:
+            continue
         with serve(True) as srv:
             for flooding in (False, True):
                 stop = threading.Event()
                 statuses: Counter[int] = Counter()
+                port = int(srv.url.rsplit(":", 1)[1])
                 flooder = threading.Thread(
-                    target=_flood, args=(srv.url, png, secrets["flooder"], stop, statuses)
+                    target=_flood, args=(port, png, secrets["flooder"], stop, statuses)
                 )
                 if flooding:
                     flooder.start()

@@ -23,13 +23,14 @@ import yaml
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service import keys as keys_module
-from service.auth import Need, scope_of
+from service.auth import Access, Need, scope_of
 from service.keys import KeyRing, KeysFile, digest, new_secret
 from service.quota import Quotas, TokenBucket
 from service.registry import ModelEntry
+from service.settings import Settings
+from tests.asgi import manager_of_client
 from tests.live import Server, free_port, start_service, stop_service
-from tests.service.conftest import FashionSample, Zoo
+from tests.service.conftest import ClientFactory, FashionSample, Zoo
 
 LAYOUTS = ["0", "2"]  # CONVZOO_FRONT_PROCESSES: the service alone, and two fronts
 
@@ -128,7 +129,7 @@ def test_secrets_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) 
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(keys_module.hmac, "compare_digest", spy)
+    monkeypatch.setattr(hmac, "compare_digest", spy)  # the module service.keys calls it through
     secret = new_secret()
     ring = KeyRing(
         KeysFile.model_validate({"keys": [{"id": "a", "sha256": digest(secret), "scopes": ["infer"]}]}).keys
@@ -276,7 +277,7 @@ def _grpc_code(call: Any, request: Any, metadata: list[tuple[str, str]]) -> grpc
     try:
         call(request, metadata=metadata, timeout=30)
     except grpc.RpcError as exc:
-        return exc.code()  # type: ignore[no-any-return]
+        return exc.code()
     return grpc.StatusCode.OK
 
 
@@ -340,3 +341,56 @@ def test_failed_attempts_from_one_address_are_limited(live: Live) -> None:
                 assert int(r.headers["Retry-After"]) >= 1
                 break
     assert statuses[-1] == 429 and set(statuses) <= {401, 429}, statuses
+
+
+# --- in process: the image quota, the open service's warning, a bad file ---------------------------------
+
+
+@pytest.mark.anyio
+async def test_a_key_over_its_image_rate_gets_429(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample, tmp_path: Path
+) -> None:
+    secret = new_secret()
+    entry = {
+        "id": "batch",
+        "sha256": digest(secret),
+        "scopes": ["infer"],
+        "rate": {"requests_per_s": 100, "images_per_s": 2, "burst_s": 1},
+    }
+    write_keys(tmp_path / "keys.yaml", [entry])
+    files = [("file", (f"{i}.png", fashion.png(i), "image/png")) for i in range(3)]
+    async with client_for(zoo, api_keys_file=tmp_path / "keys.yaml") as client:
+        # a full bucket lets a request of more images than it holds through, leaving a debt
+        first = await client.post("/classify", files=files, headers=bearer(secret))
+        assert first.status_code == 200, first.text
+        second = await client.post("/classify", files=files, headers=bearer(secret))
+        assert second.status_code == 429 and int(second.headers["Retry-After"]) >= 1
+        assert "image rate" in second.json()["detail"]
+        assert manager_of_client(client).state(zoo.registry.default).status == "loaded"
+
+
+@pytest.mark.anyio
+async def test_an_open_service_beyond_loopback_says_so(
+    zoo: Zoo, client_for: ClientFactory, tmp_path: Path
+) -> None:
+    async with client_for(zoo, host="0.0.0.0") as client:
+        exposure = (await client.get("/health/ready")).json()["exposure"]
+        assert "without API keys" in exposure and "CONVZOO_API_KEYS_FILE" in exposure
+    async with client_for(zoo) as client:  # loopback
+        assert (await client.get("/health/ready")).json()["exposure"] is None
+    write_keys(tmp_path / "keys.yaml", [])
+    async with client_for(zoo, host="0.0.0.0", api_keys_file=tmp_path / "keys.yaml") as client:
+        assert (await client.get("/health/ready")).json()["exposure"] is None
+
+
+def test_a_bad_keys_file_stops_the_start_and_a_bad_reload_keeps_the_keys(tmp_path: Path) -> None:
+    path = tmp_path / "keys.yaml"
+    path.write_text("keys: [{id: a, sha256: nothex, scopes: [infer]}]")
+    with pytest.raises(ValueError, match="not valid"):
+        Access(Settings(api_keys_file=path))
+    secret = new_secret()
+    write_keys(path, [{"id": "a", "sha256": digest(secret), "scopes": ["infer"]}])
+    access = Access(Settings(api_keys_file=path))
+    path.write_text("keys: [")
+    access.reload()
+    assert access.ring.find(secret) is not None

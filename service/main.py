@@ -103,7 +103,9 @@ def create_app(
     # per app; the request log records into it before, during and after the lifespan
     metrics = metrics if metrics is not None else Metrics()
     # API keys (service/auth.py): none without CONVZOO_API_KEYS_FILE, and then no cost at all
-    access = auth.Access(settings, share=processes) if settings.api_keys_file is not None else None
+    # each process serving clients (fronts, or uvicorn workers) holds its share of every key's quota
+    share = max(processes, settings.workers)
+    access = auth.Access(settings, share=share) if settings.api_keys_file is not None else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, services.Services]]:

@@ -20,9 +20,12 @@ import httpx
 import numpy as np
 import pytest
 import yaml
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
+from service import tracing
 from service.auth import Access, Need, scope_of
 from service.keys import KeyRing, KeysFile, digest, new_secret
 from service.quota import Quotas, TokenBucket
@@ -394,3 +397,24 @@ def test_a_bad_keys_file_stops_the_start_and_a_bad_reload_keeps_the_keys(tmp_pat
     path.write_text("keys: [")
     access.reload()
     assert access.ring.find(secret) is not None
+
+
+@pytest.mark.anyio
+async def test_the_trace_names_the_key(
+    zoo: Zoo, client_for: ClientFactory, fashion: FashionSample, tmp_path: Path
+) -> None:
+    secret = new_secret()
+    write_keys(tmp_path / "keys.yaml", [{"id": "traced", "sha256": digest(secret), "scopes": ["infer"]}])
+    exporter = InMemorySpanExporter()
+    tracing.enable(SimpleSpanProcessor(exporter))
+    try:
+        async with client_for(zoo, api_keys_file=tmp_path / "keys.yaml") as client:
+            r = await client.post(
+                "/classify", content=fashion.png(0), headers={"content-type": "image/png", **bearer(secret)}
+            )
+            assert r.status_code == 200, r.text
+    finally:
+        tracing.disable()
+    (root,) = [s for s in exporter.get_finished_spans() if s.name == "receive"]
+    assert root.attributes is not None and root.attributes["convzoo.client"] == "traced"
+    assert all(secret not in str(dict(s.attributes or {})) for s in exporter.get_finished_spans())

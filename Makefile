@@ -15,6 +15,7 @@ help:
 	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests"
 	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML (docs/bench.md)"
 	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"
+	@echo "make bench-auth  the cost of API keys and quotas, and a flooding key beside a compliant one (docs/auth.md)"
 	@echo "make soak   SOAK_MINUTES (default 10) of mixed traffic; RSS and error counts (scripts/soak.py)"
 	@echo "make audit  pip-audit of requirements/serve.lock (needs a vulnerability service)"
 	@echo "make models retrain and re-export the Fashion-MNIST zoo into models/ and registry.yaml"

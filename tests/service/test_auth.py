@@ -28,6 +28,7 @@ from tritonclient.grpc import service_pb2_grpc
 from service import tracing
 from service.auth import Access, Need, scope_of
 from service.keys import KeyRing, KeysFile, digest, new_secret
+from service.keys import main as keys_main
 from service.quota import Quotas, TokenBucket
 from service.registry import ModelEntry
 from service.settings import Settings
@@ -418,3 +419,14 @@ async def test_the_trace_names_the_key(
     (root,) = [s for s in exporter.get_finished_spans() if s.name == "receive"]
     assert root.attributes is not None and root.attributes["convzoo.client"] == "traced"
     assert all(secret not in str(dict(s.attributes or {})) for s in exporter.get_finished_spans())
+
+
+def test_a_new_key_prints_its_entry_and_shows_the_secret_once(capsys: pytest.CaptureFixture[str]) -> None:
+    keys_main(["new", "bob", "--scopes", "infer,read", "--models", "fmnist-lenet5", "--requests-per-s", "5"])
+    out, err = capsys.readouterr()
+    secret = err.strip().splitlines()[-1].removeprefix("# ").strip()
+    assert secret.startswith("czk_") and secret not in out
+    ring = KeyRing(KeysFile.model_validate(yaml.safe_load(out)).keys)
+    key = ring.find(secret)
+    assert key is not None and key.id == "bob" and key.models == frozenset({"fmnist-lenet5"})
+    assert key.rate is not None and key.rate.requests_per_s == 5

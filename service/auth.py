@@ -180,6 +180,12 @@ class Access:
             if name in self.known and not key.allows_model(name):
                 raise Refused(Forbidden(f"API key {key.id} may not use model {name!r}."), key_id=key.id)
         quota = self.quotas.quota(key)
+        if not self.quotas.fair_share(key.id):  # before the bucket: a refusal takes no token
+            raise Refused(
+                RateLimited(f"API key {key.id} holds its share of the queue.", retry_after_s=1.0),
+                _rate_headers(quota, 1.0),
+                key_id=key.id,
+            )
         if quota is not None:
             wait_s = quota.requests.take()
             if wait_s > 0:
@@ -188,12 +194,6 @@ class Access:
                     _rate_headers(quota, wait_s),
                     key_id=key.id,
                 )
-        if not self.quotas.fair_share(key.id):
-            raise Refused(
-                RateLimited(f"API key {key.id} holds its share of the queue.", retry_after_s=1.0),
-                _rate_headers(quota, 1.0),
-                key_id=key.id,
-            )
         return Caller(key, quota)
 
     @contextlib.contextmanager

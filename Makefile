@@ -16,6 +16,7 @@ help:
 	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML (docs/bench.md)"
 	@echo "make bench-cli  a folder of 2,000 photos through convzoo classify vs the server's own throughput (docs/bench-cli.md)"
 	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"
+	@echo "make bench-auth  the cost of API keys and quotas, and a flooding key beside a compliant one (docs/auth.md)"
 	@echo "make soak   SOAK_MINUTES (default 10) of mixed traffic; RSS and error counts (scripts/soak.py)"
 	@echo "make audit  pip-audit of requirements/serve.lock (needs a vulnerability service)"
 	@echo "make models retrain and re-export the Fashion-MNIST zoo into models/ and registry.yaml"
@@ -63,6 +64,12 @@ $(VENV)/.bench-stamp: $(VENV)/.stamp pyproject.toml
 bench: $(VENV)/.bench-stamp $(PEERS_VENV)/.stamp data
 	@bash bench/ensure-wrk.sh
 	$(VENV)/bin/python -m bench
+	$(VENV)/bin/python -m bench.auth
+
+# API keys and quotas (docs/auth.md): their cost at fmnist-lenet5 c32, and a key flooding beside a compliant one.
+.PHONY: bench-auth
+bench-auth: $(VENV)/.stamp
+	$(VENV)/bin/python -m bench.auth
 
 # The bench's peers (bench/peers/: TorchServe, PyTriton, LitServe, BentoML) in their own virtualenv, so
 # their pins never move the project's; the same onnxruntime as the development environment. A peer that

@@ -13,6 +13,7 @@ from types import FrameType
 
 import uvicorn
 
+from service import auth
 from service.connections import (
     Limits,
     configure,
@@ -37,8 +38,9 @@ class _Server(uvicorn.Server):
 log = logging.getLogger("convzoo")
 
 
-def _url(host: str, port: int) -> str:
-    return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+def _url(host: str, port: int, tls: bool = False) -> str:
+    scheme = "https" if tls else "http"
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -50,11 +52,19 @@ def main(argv: list[str] | None = None) -> None:
     limits = Limits.from_settings(settings, raise_descriptor_limit())
     configure(limits)
     common = server_options(settings)
+    if (exposed := auth.exposure(settings)) is not None:
+        log.warning("%s", exposed)
+    # SIGHUP: the API keys file is read again here and in every front
+    auth.reload_on_sighup(forward=front_processes.forward_running)
     fronts = (
         settings.front_processes if settings.front_processes is not None else front_processes.auto_count()
     )
     if settings.workers > 1 or fronts == 0:
-        log.info("HTTP on %s (uvicorn, %d worker(s))", _url(settings.host, settings.port), settings.workers)
+        log.info(
+            "HTTP on %s (uvicorn, %d worker(s))",
+            _url(settings.host, settings.port, settings.tls),
+            settings.workers,
+        )
         uvicorn.run(
             "service.main:create_app",
             factory=True,
@@ -70,7 +80,7 @@ def main(argv: list[str] | None = None) -> None:
         # first makes an address in use fail the start at once.
         address = shared_port(settings.host, settings.port)
         host, port = address.getsockname()[:2]
-        log.info("HTTP on %s (%d front processes)", _url(host, port), fronts)
+        log.info("HTTP on %s (%d front processes)", _url(host, port, settings.tls), fronts)
         plan = front_processes.Plan(fronts, (host, port), workdir)
         config = uvicorn.Config("service.main:create_app", factory=True, **common)
         spawned = front_processes.plan(plan)  # they import and start up while the service does

@@ -13,6 +13,7 @@ import asyncio
 import logging
 import resource
 import socket
+import ssl
 from dataclasses import dataclass
 from typing import Any
 
@@ -53,7 +54,23 @@ def server_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": int(settings.graceful_shutdown_s),
         "http": GuardedHttpToolsProtocol,  # the limits below
         "timeout_keep_alive": settings.keep_alive_s,  # a float works: call_later
+        **tls_options(settings),
     }
+
+
+def tls_options(settings: Settings) -> dict[str, Any]:
+    """HTTPS where the connections are (each front, or uvicorn alone): the certificate and key, and with a
+    client CA, mutual TLS (a client without a certificate it signed fails the handshake)."""
+    if settings.tls_cert_file is None:
+        return {}
+    options: dict[str, Any] = {
+        "ssl_certfile": str(settings.tls_cert_file),
+        "ssl_keyfile": str(settings.tls_key_file),
+    }
+    if settings.tls_client_ca_file is not None:
+        options["ssl_ca_certs"] = str(settings.tls_client_ca_file)
+        options["ssl_cert_reqs"] = ssl.CERT_REQUIRED
+    return options
 
 
 def shared_port(host: str, port: int) -> socket.socket:

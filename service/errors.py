@@ -99,6 +99,16 @@ class InferenceFailed(ServiceError): ...
 class NoModelFits(ServiceError): ...
 
 
+# Who is calling (service/auth.py): no valid key, a key without the right, a key over its quota.
+class Unauthenticated(ServiceError): ...
+
+
+class Forbidden(ServiceError): ...
+
+
+class RateLimited(ServiceError): ...
+
+
 # The Open Inference Protocol's own errors, raised by the /v2 routes and answered as {"error": "..."}.
 class V2Error(ServiceError):
     """A request the protocol answers with its status (400, 404 or 503) and `message`."""
@@ -147,6 +157,9 @@ PROBLEMS: dict[type[ServiceError], Problem] = {
     InvalidParameter: Problem(422, "invalid-parameter", "Invalid parameter"),
     NoModelFits: Problem(422, "no-model-fits", "No model meets the constraints"),
     InferenceFailed: Problem(500, "inference-failed", "Inference failed"),
+    Unauthenticated: Problem(401, "unauthenticated", "Unauthenticated"),
+    Forbidden: Problem(403, "forbidden", "Forbidden"),
+    RateLimited: Problem(429, "rate-limited", "Too many requests", 1),
     V2BadRequest: Problem(400, "bad-request", "Bad Request"),
     V2NotFound: Problem(404, "not-found", "Not Found"),
     V2Unavailable: Problem(503, "service-unavailable", "Service Unavailable", 5),
@@ -198,7 +211,7 @@ def reply_of(exc: ServiceError) -> ErrorReply:
     p = problem_of(exc)
     retry = exc.retry_after_s if exc.retry_after_s is not None else p.retry_after_s
     return ErrorReply(
-        p.status, p.slug, p.title, exc.detail, retry if p.status == 503 else None, exc.extensions
+        p.status, p.slug, p.title, exc.detail, retry if p.status in (429, 503) else None, exc.extensions
     )
 
 

@@ -113,6 +113,10 @@ class Models(Protocol):
         """Load the model if it is not (waiting within its deadline); raises ModelUnavailable."""
         ...
 
+    async def unload_model(self, name: str) -> bool:
+        """Unload the model now (an admin's request); False when it is in use or pinned."""
+        ...
+
     async def infer(
         self, name: str, batch: np.ndarray, *, deadline: float
     ) -> tuple[np.ndarray, InferTimings]:

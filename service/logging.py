@@ -132,6 +132,7 @@ class RequestRecord:
     status: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
+    client: str = ""  # the API key id (service/auth.py), never its secret; "" without one
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
@@ -229,6 +230,7 @@ class RequestLog:
             status=status,
             seconds=seconds,
             timings={k: round(float(v), 3) for k, v in timings.items()},
+            client=str((scope.get("state") or {}).get("client") or ""),
         )
         level = logging.ERROR if status >= 500 and status != 503 else logging.INFO
         access_log.log(
@@ -246,6 +248,7 @@ class RequestLog:
                 "status": status,
                 "duration_ms": round(seconds * 1e3, 3),
                 **({"timings_ms": record.timings} if record.timings else {}),
+                **({"client": record.client} if record.client else {}),
             },
         )
         if self.observe is not None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
@@ -11,7 +12,7 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Scope
 
-from service import observability, services
+from service import auth, observability, services
 from service.api.deps import serving_of
 from service.api.hot_path import HotClassify, find_route
 from service.api.limits import CloseUnread, UploadLimit
@@ -89,25 +90,39 @@ def create_app(
     services_from: services.ServicesFrom = _in_process,
     metrics: Metrics | None = None,
     shared_port: bool = False,
+    processes: int = 1,
 ) -> FastAPI:
     """A convzoo app; `settings` defaults to the environment's (CONVZOO_*).
 
     Every protocol a client speaks is answered by this app: in the service process when it has no front
     processes, else in each front, whose `services_from` reaches the service's models over the link;
-    `shared_port`: other processes serve the same gRPC port (fronts, uvicorn workers)."""
+    `shared_port`: other processes serve the same gRPC port (fronts, uvicorn workers); `processes`: how
+    many serve the clients, splitting each API key's quota (docs/auth.md)."""
     settings = settings if settings is not None else Settings()
     configure_logging(settings.log_level)
     # per app; the request log records into it before, during and after the lifespan
     metrics = metrics if metrics is not None else Metrics()
+    # API keys (service/auth.py): none without CONVZOO_API_KEYS_FILE, and then no cost at all
+    # each process serving clients (fronts, or uvicorn workers) holds its share of every key's quota
+    share = max(processes, settings.workers)
+    access = auth.Access(settings, share=share) if settings.api_keys_file is not None else None
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[dict[str, services.Services]]:
         async with services_from(settings, metrics) as built:
             fronts = await front_processes.start(built)  # None unless `python -m service` planned some
+            served = built
+            if access is not None:  # the requests' inferences checked against their key's models and quota
+                access.known = frozenset(m.name for m in built.manager.registry.models)
+                served = dataclasses.replace(built, manager=auth.GuardedModels(built.manager))
             # gRPC is served where HTTP is: by the fronts when there are any (they share its port).
-            grpc = await grpc_server.start(built, VERSION, shared=shared_port) if fronts is None else None
+            grpc = (
+                await grpc_server.start(served, VERSION, shared=shared_port, access=access)
+                if fronts is None
+                else None
+            )
             try:
-                yield {services.STATE_KEY: built}  # the ASGI lifespan state: every request's scope["state"]
+                yield {services.STATE_KEY: served}  # the ASGI lifespan state: every request's scope["state"]
             finally:
                 await front_processes.stop(fronts, settings.graceful_shutdown_s)
                 await grpc_server.stop(grpc, settings.graceful_shutdown_s)
@@ -130,6 +145,8 @@ def create_app(
     # innermost of the middleware: inside the upload limit and the request log, before the router
     app.add_middleware(HotClassify, route=find_route(classify.router.routes), serving=serving_of)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, render=_upload_limit_renderer(mount))
+    if access is not None:  # who is calling, before the upload limit reads anything
+        app.add_middleware(auth.Guard, access=access, render=_upload_limit_renderer(mount))
     app.add_middleware(CloseUnread)  # around the upload limit: its refusals leave bodies unread too
     observability.install(app, metrics, settings)  # last: its request log (and tracing) wrap every response
     return app

@@ -289,6 +289,10 @@ class ModelManager:
         self._evict(state, "manual")
         return True
 
+    async def unload_model(self, name: str) -> bool:
+        """`unload` for the Models interface (Triton's repository extension, with an admin key)."""
+        return self.unload(name)
+
     # ---- memory budget -------------------------------------------------------------------------------
 
     def _memory(self) -> Memory:

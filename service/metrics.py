@@ -100,14 +100,25 @@ class Metrics:
         self.batches = Counter(
             "convzoo_batches", "Batches executed, by outcome.", ["model", "outcome"], registry=r
         )
+        # The key ids come from the operator's keys file, so the series are bounded by it; "" without a key.
+        self.client_requests = Counter(
+            "convzoo_client_requests",
+            "Requests answered, by API key id (docs/auth.md) and status.",
+            ["client", "status"],
+            registry=r,
+        )
         self._models: _ModelsCollector | None = None
 
-    def observe_request(self, *, route: str, model: str, status: int, seconds: float) -> None:
+    def observe_request(
+        self, *, route: str, model: str, status: int, seconds: float, client: str = ""
+    ) -> None:
         labels = (route, model, str(status))
         self.requests.labels(*labels).inc()
         self.request_duration.labels(*labels).observe(seconds)
         if status == 503:
             self.rejected.labels(route, model).inc()
+        if client:
+            self.client_requests.labels(client, str(status)).inc()
 
     def observe_batch(self, record: BatchRecord) -> None:
         """A batcher hook: called from inference threads after every batch."""

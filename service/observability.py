@@ -27,7 +27,7 @@ def install(app: FastAPI, metrics: Metrics, settings: Settings) -> None:
     app.add_middleware(
         RequestLog,
         observe=lambda r: metrics.observe_request(
-            route=r.route, model=r.model, status=r.status, seconds=r.seconds
+            route=r.route, model=r.model, status=r.status, seconds=r.seconds, client=r.client
         ),
         known_models=_known_models,
     )

@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 Providers = Literal["auto", "cpu", "cuda"]
@@ -85,11 +85,29 @@ class Settings(BaseSettings):
     max_header_bytes: int = Field(default=32_768, ge=1024)  # a longer request head: 431
     max_connections: int = Field(default=1000, ge=1)  # open connections; beyond: 503 (and below the fd limit)
 
+    # Who is calling: API keys, quotas, TLS (docs/auth.md)
+    api_keys_file: Path | None = None  # None (or empty): no keys, every request served (loopback by default)
+    metrics_open: bool = False  # with keys: GET /metrics without a key (else the `read` scope)
+    auth_failures_per_s: float = Field(default=1.0, gt=0)  # failed attempts per source address, after
+    auth_failures_burst: int = Field(default=20, ge=1)  # this many at once; beyond: 429
+    tls_cert_file: Path | None = None  # PEM certificate chain: HTTPS and gRPC over TLS
+    tls_key_file: Path | None = None
+    tls_client_ca_file: Path | None = None  # PEM CA bundle: clients must present a certificate it signed
+
     # gRPC (Open Inference Protocol) and tracing: docs/v2.md
     grpc_port: int | None = Field(default=None, ge=1, le=65535)  # None (or empty): no gRPC server
     otlp_endpoint: str | None = None  # None (or empty): no tracing, at no cost
 
-    @field_validator("grpc_port", "otlp_endpoint", "front_processes", mode="before")
+    @field_validator(
+        "grpc_port",
+        "otlp_endpoint",
+        "front_processes",
+        "api_keys_file",
+        "tls_cert_file",
+        "tls_key_file",
+        "tls_client_ca_file",
+        mode="before",
+    )
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if isinstance(value, str) and not value.strip() else value
@@ -109,6 +127,20 @@ class Settings(BaseSettings):
     @classmethod
     def _lower(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("CONVZOO_TLS_CERT_FILE and CONVZOO_TLS_KEY_FILE go together")
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "CONVZOO_TLS_CLIENT_CA_FILE needs CONVZOO_TLS_CERT_FILE and CONVZOO_TLS_KEY_FILE"
+            )
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert_file is not None
 
     @property
     def max_upload_bytes(self) -> int:

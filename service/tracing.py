@@ -160,6 +160,14 @@ def _past_span(name: str, start_ns: int, end_ns: int) -> None:
     _tracer.start_span(name, start_time=start_ns).end(end_time=end_ns)
 
 
+def annotate(**attributes: str) -> None:
+    """Attributes of the request's span (`convzoo.<name>`), when tracing is on."""
+    if _tracer is not None:
+        current = trace.get_current_span()
+        for name, value in attributes.items():
+            current.set_attribute(f"convzoo.{name}", value)
+
+
 def mark_failed(code: str, message: str) -> None:
     """Record a failed call on the current span (a gRPC status; HTTP statuses are set by the middleware)."""
     if _tracer is None:

@@ -11,6 +11,7 @@ from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
 from service.api.deps import services_of
+from service.auth import GuardedModels
 from service.manager import ModelManager
 from service.services import Services
 
@@ -30,6 +31,8 @@ class Served:
     def manager(self) -> ModelManager:
         """The app's own model manager (an app built in process holds its models)."""
         manager = self.services.manager
+        if isinstance(manager, GuardedModels):  # API keys on: the models as a request sees them
+            manager = manager.models
         assert isinstance(manager, ModelManager)
         return manager
 
@@ -54,5 +57,7 @@ def services_of_client(client: httpx.AsyncClient) -> Services:
 def manager_of_client(client: httpx.AsyncClient) -> ModelManager:
     """The model manager behind a client of `client_for`."""
     manager = services_of_client(client).manager
+    if isinstance(manager, GuardedModels):  # API keys on: the models as a request sees them
+        manager = manager.models
     assert isinstance(manager, ModelManager)
     return manager

@@ -11,6 +11,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -42,12 +43,15 @@ def start_service(
     probe: str = "/health/ready",
     timeout_s: float = 60,
     module: str = "service",
+    scheme: str = "http",
+    probe_options: Mapping[str, Any] | None = None,
 ) -> Server:
     """Start `python -m service` on 127.0.0.1 and a free port, and wait until `probe` answers 200.
 
     The process runs one inference thread with a short calibration; `env` holds further variables
     (CONVZOO_* settings), which win over those; `module` is what `python -m` runs (the service, or a
-    test's wrapper of it). Raises AssertionError with the server's log when the process exits or
+    test's wrapper of it); `scheme` and `probe_options` (httpx's `verify`, `cert`) reach a server over TLS.
+    Raises AssertionError with the server's log when the process exits or
     `timeout_s` passes first, the process stopped.
     """
     port = free_port()
@@ -67,22 +71,22 @@ def start_service(
         process = subprocess.Popen(
             [sys.executable, "-m", module], cwd=REPO, env=full_env, stdout=log, stderr=subprocess.STDOUT
         )
-    server = Server(f"http://127.0.0.1:{port}", process, log_path)
+    server = Server(f"{scheme}://127.0.0.1:{port}", process, log_path)
     try:
-        _wait_for(server, probe, timeout_s)
+        _wait_for(server, probe, timeout_s, probe_options or {})
     except BaseException:
         stop_service(server)
         raise
     return server
 
 
-def _wait_for(server: Server, probe: str, timeout_s: float) -> None:
+def _wait_for(server: Server, probe: str, timeout_s: float, options: Mapping[str, Any]) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             raise AssertionError(f"server exited with {server.process.returncode}:\n{server.log()}")
         try:
-            if httpx.get(server.url + probe, timeout=1).status_code == 200:
+            if httpx.get(server.url + probe, timeout=1, **options).status_code == 200:
                 return
         except httpx.TransportError:
             pass

@@ -42,6 +42,8 @@ class Ready(BaseModel):
     loaded: list[str]  # the models readiness waits for: the default and every preload
     loading: list[str]
     unavailable: list[str]
+    # set when the service listens beyond loopback without API keys (docs/auth.md)
+    exposure: str | None = None
 
 
 # ---- /classify -------------------------------------------------------------------------------------------

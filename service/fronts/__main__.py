@@ -9,7 +9,7 @@ import signal
 
 import uvicorn
 
-from service import tracing
+from service import auth, tracing
 from service.children import die_with_parent
 from service.connections import (
     BACKLOG,
@@ -39,7 +39,14 @@ def main() -> None:
     configure(Limits.from_settings(settings, raise_descriptor_limit(), share=args.of))
     if settings.otlp_endpoint is not None:
         tracing.enable_otlp(settings.otlp_endpoint)
-    app = create_app(settings, services_from=linked(args.link), metrics=LinkedMetrics(), shared_port=True)
+    app = create_app(
+        settings,
+        services_from=linked(args.link),
+        metrics=LinkedMetrics(),
+        shared_port=True,
+        processes=args.of,  # each front holds its share of every API key's quota (docs/auth.md)
+    )
+    auth.reload_on_sighup()  # the service passes SIGHUP on: read the API keys file again
     config = uvicorn.Config(
         app,
         log_config=None,  # the JSON lines configured above

@@ -52,7 +52,7 @@ class ModelLink:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._writer: wire.Writer | None = None  # while the link is up
-        self._observed: list[tuple[str, str, int, float]] = []
+        self._observed: list[tuple[str, str, int, float, str]] = []
 
     async def connect(self, path: str) -> None:
         loop = asyncio.get_running_loop()
@@ -106,11 +106,12 @@ class ModelLink:
         finally:
             self._waiting.pop(request_id, None)
 
-    def observe(self, *, route: str, model: str, status: int, seconds: float) -> None:
-        """A finished request, for the service's metrics: sent with others every OBSERVE_EVERY_S."""
+    def observe(self, *, route: str, model: str, status: int, seconds: float, client: str = "") -> None:
+        """A finished request, for the service's metrics: sent with others every OBSERVE_EVERY_S; `client`
+        is the key id that made it ("" without keys)."""
         if not self._observed:
             asyncio.get_running_loop().call_later(OBSERVE_EVERY_S, self._flush_observed)
-        self._observed.append((route, model, status, seconds))
+        self._observed.append((route, model, status, seconds, client))
 
     def _flush_observed(self) -> None:
         observed, self._observed = self._observed, []

@@ -41,6 +41,10 @@ async def _ensure_loaded(services: Services, *, name: str) -> dict[str, Any]:
     return {}
 
 
+async def _unload(services: Services, *, name: str) -> dict[str, Any]:
+    return {"unloaded": await services.manager.unload_model(name)}
+
+
 async def _metrics(services: Services) -> dict[str, Any]:
     return {"text": (await services.exposition()).decode()}
 
@@ -49,6 +53,7 @@ async def _metrics(services: Services) -> dict[str, Any]:
 CALLS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "snapshot": _snapshot,
     "ensure_loaded": _ensure_loaded,
+    "unload": _unload,
     "metrics": _metrics,
 }
 
@@ -115,9 +120,13 @@ class _Link(asyncio.Protocol):
 
     def _observe(self, payload: memoryview) -> None:
         try:
-            for route, model, status, seconds in wire.read_json(payload)["requests"]:
+            for route, model, status, seconds, *client in wire.read_json(payload)["requests"]:
                 self.services.metrics.observe_request(
-                    route=str(route), model=str(model), status=int(status), seconds=float(seconds)
+                    route=str(route),
+                    model=str(model),
+                    status=int(status),
+                    seconds=float(seconds),
+                    client=str(client[0]) if client else "",
                 )
         except Exception:
             log.exception("recording a front process's request metrics failed")

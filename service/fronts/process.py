@@ -102,6 +102,13 @@ class Fronts:
                 with contextlib.suppress(ProcessLookupError):
                     p.send_signal(sig)
 
+    def forward(self, sig: int) -> None:
+        """Pass a signal that stops nothing (SIGHUP: read the API keys again) on to the running fronts."""
+        for p in self.processes:
+            if p.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    p.send_signal(sig)
+
     async def stop(self, timeout_s: float) -> None:
         self.signal(signal.SIGTERM)
         if self._watch is not None:
@@ -149,3 +156,9 @@ def signal_running(sig: int) -> None:
     """From the service's signal handler."""
     if _running is not None:
         _running.signal(sig)
+
+
+def forward_running(sig: int) -> None:
+    """From the service's SIGHUP handler: the fronts read the API keys again."""
+    if _running is not None:
+        _running.forward(sig)

@@ -81,6 +81,10 @@ class RemoteModels:
     async def ensure_loaded(self, name: str) -> object:
         return await self.link.call("ensure_loaded", self.settings.request_timeout_s + 1.0, name=name)
 
+    async def unload_model(self, name: str) -> bool:
+        reply = await self.link.call("unload", CALL_TIMEOUT_S, name=name)
+        return bool(reply["unloaded"])
+
     async def infer(
         self, name: str, batch: np.ndarray, *, deadline: float
     ) -> tuple[np.ndarray, InferTimings]:
@@ -95,9 +99,11 @@ class LinkedMetrics(Metrics):
         super().__init__()
         self.link: ModelLink | None = None
 
-    def observe_request(self, *, route: str, model: str, status: int, seconds: float) -> None:
+    def observe_request(
+        self, *, route: str, model: str, status: int, seconds: float, client: str = ""
+    ) -> None:
         if self.link is not None:
-            self.link.observe(route=route, model=model, status=status, seconds=seconds)
+            self.link.observe(route=route, model=model, status=status, seconds=seconds, client=client)
 
 
 async def _connect(link: ModelLink, path: str) -> None:

@@ -10,6 +10,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from tritonclient.grpc import service_pb2_grpc
 
+from service.auth import Access
 from service.errors import ServiceError
 from service.grpc.servicer import SERVICE, InferenceServicer
 from service.interfaces import Models
@@ -53,8 +54,25 @@ def options(settings: Settings, *, shared: bool = False) -> list[tuple[str, int]
     ]
 
 
-async def start(services: Services, version: str, *, shared: bool = False) -> grpc.aio.Server | None:
-    """Serve gRPC on CONVZOO_HOST:CONVZOO_GRPC_PORT with the REST app's manager, statistics and metrics."""
+def credentials(settings: Settings) -> grpc.ServerCredentials | None:
+    """TLS with CONVZOO_TLS_CERT_FILE and _KEY_FILE; mutual TLS (a client certificate required) with
+    CONVZOO_TLS_CLIENT_CA_FILE too; None without them."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    pair = (settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())
+    ca = settings.tls_client_ca_file
+    return grpc.ssl_server_credentials(
+        [pair],
+        root_certificates=ca.read_bytes() if ca is not None else None,
+        require_client_auth=ca is not None,
+    )
+
+
+async def start(
+    services: Services, version: str, *, shared: bool = False, access: Access | None = None
+) -> grpc.aio.Server | None:
+    """Serve gRPC on CONVZOO_HOST:CONVZOO_GRPC_PORT with the REST app's manager, statistics and metrics;
+    `access`: the API keys every call but the health checks needs (service/auth.py)."""
     settings = services.settings
     if settings.grpc_port is None:
         return None
@@ -67,14 +85,17 @@ async def start(services: Services, version: str, *, shared: bool = False) -> gr
         metrics=services.metrics,
         version=version,
         pool=services.preprocess_pool,
+        access=access,
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealth(manager), server)
     address = f"{settings.host}:{settings.grpc_port}"
-    if server.add_insecure_port(address) == 0:
+    secure = credentials(settings)
+    port = server.add_insecure_port(address) if secure is None else server.add_secure_port(address, secure)
+    if port == 0:
         raise RuntimeError(f"cannot serve gRPC on {address}")
     await server.start()
-    log.info("gRPC (%s) on %s", SERVICE, address)
+    log.info("gRPC (%s) on %s%s", SERVICE, address, "" if secure is None else " (TLS)")
     return server
 
 

@@ -8,6 +8,7 @@ code by `code_of`; each call is logged and counted like an HTTP request, with th
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -25,9 +26,11 @@ from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
 from service import tracing
+from service.auth import Access, Caller, Need, Refused, secret_of
 from service.errors import DeadlineExceeded, ServiceError, problem_of
 from service.grpc import tensors
 from service.interfaces import Models, ModelStatistics
+from service.keys import Scope as KeyScope
 from service.metrics import Metrics
 from service.settings import Settings
 from service.v2 import datatypes, handlers
@@ -40,7 +43,10 @@ _CODES = {
     400: grpc.StatusCode.INVALID_ARGUMENT,
     404: grpc.StatusCode.NOT_FOUND,
     409: grpc.StatusCode.FAILED_PRECONDITION,  # a model not built: the system is not in the state to run it
+    401: grpc.StatusCode.UNAUTHENTICATED,
+    403: grpc.StatusCode.PERMISSION_DENIED,
     413: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    429: grpc.StatusCode.RESOURCE_EXHAUSTED,
     415: grpc.StatusCode.INVALID_ARGUMENT,
     422: grpc.StatusCode.INVALID_ARGUMENT,
     503: grpc.StatusCode.UNAVAILABLE,
@@ -93,6 +99,29 @@ READS_STATE = frozenset(
 )
 
 
+# What a call needs of its key (service/auth.py): the probes are open, inference needs `infer`, the
+# repository extension `admin`, the rest `read`.
+_OPEN = frozenset({"ServerLive", "ServerReady"})
+_NEEDS: dict[str, KeyScope] = {
+    "ModelInfer": "infer",
+    "RepositoryIndex": "admin",
+    "RepositoryModelLoad": "admin",
+    "RepositoryModelUnload": "admin",
+}
+
+
+def need_of(method: str, model: str) -> Need:
+    if method in _OPEN:
+        return Need(None)
+    return Need(_NEEDS.get(method, "read"), (model,) if model else ())
+
+
+def _source(context: grpc.aio.ServicerContext) -> str:
+    """The client's address without its port: `ipv4:10.0.0.1:5123` -> `ipv4:10.0.0.1`."""
+    peer = str(context.peer() or "")
+    return peer.rsplit(":", 1)[0] if peer.count(":") > 1 else peer
+
+
 class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type: ignore[misc]
     def __init__(
         self,
@@ -103,6 +132,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         metrics: Metrics,
         version: str,
         pool: Executor | None,
+        access: Access | None = None,
     ) -> None:
         self.manager = manager
         self.settings = settings
@@ -110,6 +140,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         self.metrics = metrics
         self.version = version
         self.pool = pool
+        self.access = access
 
     # --- the calls' common frame: request id, error mapping, log line, metrics --------------------------
 
@@ -137,23 +168,34 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         answer: Callable[[], Awaitable[Reply]],
     ) -> Reply:
         started = time.perf_counter()
+        trailing: list[tuple[str, str]] = [("x-request-id", rid)]
+        client = ""
         try:
-            if method in READS_STATE:  # a front asks the service for its models' state first
-                await self.manager.refresh()
-            reply = await answer()
+            caller = self._admit(method, context, model)
+            client = caller.key.id if caller is not None else ""
+            with contextlib.nullcontext() if self.access is None else self.access.serving(caller):
+                if method in READS_STATE:  # a front asks the service for its models' state first
+                    await self.manager.refresh()
+                reply = await answer()
         except Exception as exc:  # every error becomes a status; unexpected ones are logged
+            if isinstance(exc, Refused):
+                trailing += [(k.lower(), v) for k, v in exc.headers.items()]
+                client = exc.key_id
+                exc = exc.error
             failure = failure_of(exc)
+            if isinstance(exc, ServiceError) and exc.retry_after_s is not None and failure.status == 429:
+                trailing.append(("retry-after", str(max(1, round(exc.retry_after_s)))))
             if failure.code == grpc.StatusCode.INTERNAL:
                 logging.getLogger("convzoo").exception("gRPC %s failed", method)
             # The traceback's frames hold the call's arrays (a decoded message's tensors): freed now.
             traceback.clear_frames(exc.__traceback__)
             del exc
         else:
-            self._record(rid, method, model, 200, time.perf_counter() - started)
+            self._record(rid, method, model, 200, time.perf_counter() - started, client)
             return reply
-        self._record(rid, method, model, failure.status, time.perf_counter() - started)
+        self._record(rid, method, model, failure.status, time.perf_counter() - started, client)
         tracing.mark_failed(failure.code.name, failure.message)
-        context.set_trailing_metadata((("x-request-id", rid),))
+        context.set_trailing_metadata(tuple(trailing))
         # The status is set, not raised: `context.abort` raises an AbortError that gRPC keeps in a
         # reference cycle with this call's frames, the request message among them, so that every failed
         # call's message (up to the upload limit) stayed in memory until a full collection (RSS rose about
@@ -162,7 +204,19 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         context.set_details(failure.message)
         return None  # type: ignore[return-value]
 
-    def _record(self, rid: str, method: str, model: str, status: int, seconds: float) -> None:
+    def _admit(self, method: str, context: grpc.aio.ServicerContext, model: str) -> Caller | None:
+        """The call's caller, or Refused (service/auth.py); None for an open call or without keys."""
+        if self.access is None:
+            return None
+        metadata = [(k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str)]
+        caller = self.access.admit(secret_of(metadata), need_of(method, model), _source(context))
+        if caller is not None:
+            tracing.annotate(client=caller.key.id)
+        return caller
+
+    def _record(
+        self, rid: str, method: str, model: str, status: int, seconds: float, client: str = ""
+    ) -> None:
         route = f"/{SERVICE}/{method}"
         # Only registry names become labels: a client cannot create metric series.
         model = model if model in {m.name for m in self.manager.registry.models} else ""
@@ -180,9 +234,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 "model": model or None,
                 "status": status,
                 "duration_ms": round(seconds * 1e3, 3),
+                **({"client": client} if client else {}),
             },
         )
-        self.metrics.observe_request(route=route, model=model, status=status, seconds=seconds)
+        self.metrics.observe_request(route=route, model=model, status=status, seconds=seconds, client=client)
 
     # --- server -----------------------------------------------------------------------------------------
 
@@ -271,7 +326,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         limit = self.settings.request_timeout_s
         return limit if remaining is None else max(0.0, min(limit, remaining))
 
-    # --- model repository (read-only) -------------------------------------------------------------------
+    # --- model repository (load and unload with an admin key) -------------------------------------------------------------------
 
     async def RepositoryIndex(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer() -> Any:
@@ -284,13 +339,19 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     async def RepositoryModelLoad(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer() -> Any:
-            raise handlers.refuse_model_control(self.manager, request.model_name)
+            await handlers.control_model(
+                self.manager, request.model_name, "load", admin=self.access is not None
+            )
+            return pb.RepositoryModelLoadResponse()
 
         return await self._serve("RepositoryModelLoad", context, request.model_name, answer)
 
     async def RepositoryModelUnload(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer() -> Any:
-            raise handlers.refuse_model_control(self.manager, request.model_name)
+            await handlers.control_model(
+                self.manager, request.model_name, "unload", admin=self.access is not None
+            )
+            return pb.RepositoryModelUnloadResponse()
 
         return await self._serve("RepositoryModelUnload", context, request.model_name, answer)
 

@@ -12,6 +12,7 @@ import time
 import zlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 
@@ -161,6 +162,24 @@ def refuse_model_control(manager: Models, name: str) -> V2Error:
         "explicit model load / unload is not allowed: the server serves the models of its registry "
         "and loads them on first use"
     )
+
+
+async def control_model(
+    manager: Models, name: str, action: Literal["load", "unload"], *, admin: bool
+) -> None:
+    """Triton's repository extension, `load` or `unload`: with API keys on, the request reaching here holds
+    the admin scope (service/auth.py) and it is done; without keys, refused, as models load on first use.
+
+    `load` of a loaded model is where a reload of its versions from the registry goes (model versions)."""
+    if not admin:
+        raise refuse_model_control(manager, name)
+    state = resolve(manager, name)
+    if action == "load":
+        await manager.ensure_loaded(state.entry.name)
+    elif state.status == "loaded" and not await manager.unload_model(state.entry.name):
+        raise bad_request(
+            f"model {state.entry.name} is not unloaded: it is in use, or the default or a preloaded model"
+        )
 
 
 def statistics(

@@ -194,7 +194,7 @@ REVIEWED_POSTS = {
     "/v2/models/{name}/infer",
     "/v2/models/{name}/versions/{version}/infer",
     "/v2/repository/index",
-    "/v2/repository/models/{name}/load",  # refused with 400: models come from the registry only
+    "/v2/repository/models/{name}/load",  # refused with 400 without API keys; an admin key's (docs/auth.md)
     "/v2/repository/models/{name}/unload",
 }
 CONTROL_WORDS = {

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.api.deps import ManagerDep
+from service.api.deps import ServicesDep
 from service.api.schemas import Live, Ready
+from service.auth import exposure
 from service.errors import NotReady
 
 router = APIRouter(prefix="/health", tags=["health"])
@@ -20,7 +21,8 @@ async def live() -> Live:
     "/ready",
     summary="200 once the default model and every preloaded model are loaded and warmed up, else 503",
 )
-async def ready(manager: ManagerDep) -> Ready:
+async def ready(services: ServicesDep) -> Ready:
+    manager = services.manager
     ok, reason, models = manager.readiness()
     if not ok:
         # The problem document names the models still loading and those that cannot load.
@@ -31,4 +33,5 @@ async def ready(manager: ManagerDep) -> Ready:
         loaded=models["loaded"],
         loading=models["loading"],
         unavailable=models["unavailable"],
+        exposure=exposure(services.settings),
     )

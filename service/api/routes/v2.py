@@ -11,6 +11,7 @@ from starlette.routing import Match, Mount
 from starlette.types import Receive, Scope, Send
 
 from service.api.deps import ServicesDep
+from service.auth import CLIENT_STATE
 from service.errors import ORIGINAL_PATH, document_errors, install_error_handlers
 from service.services import Services
 from service.v2 import handlers
@@ -177,7 +178,7 @@ async def version_infer(request: Request, name: str, version: str, services: Ser
     return await _infer(request, services, name, version)
 
 
-# --- model repository (read-only) -------------------------------------------------------------------------
+# --- model repository (load and unload with an admin key: docs/auth.md) -------------------------------------------------------------------------
 
 
 @router.post(
@@ -189,27 +190,37 @@ async def repository_index(request: Request, services: ServicesDep) -> list[Repo
     return handlers.repository_index(services.manager, await request.body())
 
 
-_REFUSED: dict[int | str, dict[str, Any]] = {200: {"description": "Never: the answer is 400 (or 404)"}}
+_CONTROL: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Done (with an admin key; without API keys the answer is 400)"}
+}
+
+
+def _admin(request: Request) -> bool:
+    # With API keys on, service/auth.py's Guard let this request through with the admin scope and named
+    # its key; without keys, no request may control the models.
+    return bool(request.scope.get("state", {}).get(CLIENT_STATE))
 
 
 @router.post(
     "/repository/models/{name}/load",
-    summary="Refused: models come from the registry only",
+    summary="Load a model (an admin key; refused without API keys: models load on first use)",
     response_class=Response,
-    responses=_REFUSED,
+    responses=_CONTROL,
 )
-async def repository_load(name: str, services: ServicesDep) -> Response:
-    raise handlers.refuse_model_control(services.manager, name)
+async def repository_load(request: Request, name: str, services: ServicesDep) -> Response:
+    await handlers.control_model(services.manager, name, "load", admin=_admin(request))
+    return Response(status_code=200)
 
 
 @router.post(
     "/repository/models/{name}/unload",
-    summary="Refused: models come from the registry only",
+    summary="Unload a model (an admin key; refused without API keys)",
     response_class=Response,
-    responses=_REFUSED,
+    responses=_CONTROL,
 )
-async def repository_unload(name: str, services: ServicesDep) -> Response:
-    raise handlers.refuse_model_control(services.manager, name)
+async def repository_unload(request: Request, name: str, services: ServicesDep) -> Response:
+    await handlers.control_model(services.manager, name, "unload", admin=_admin(request))
+    return Response(status_code=200)
 
 
 def create_v2_app(version: str) -> FastAPI:

@@ -15,7 +15,7 @@ from service import observability, services
 from service.api.deps import serving_of
 from service.api.hot_path import HotClassify, find_route
 from service.api.limits import CloseUnread, UploadLimit
-from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
+from service.api.routes import classify, compare, health, metrics, models, monitor, pareto, ui, v2
 from service.errors import (
     PROBLEM_CONTENT,
     PROBLEM_SCHEMA,
@@ -43,6 +43,7 @@ ROUTERS: list[APIRouter] = [
     compare.router,
     ui.router,
     metrics.router,
+    monitor.router,
 ]
 
 

@@ -29,7 +29,7 @@ from service.api.schemas import (
     Prediction,
 )
 from service.api.uploads import read_uploads
-from service.errors import InvalidParameter, ServiceError, problem_of
+from service.errors import InvalidParameter, LabelSetsDiffer, ServiceError, problem_of
 from service.interfaces import Models
 from service.postprocess import softmax, top_predictions
 from service.preprocess import Decoded, decode_upload, draft_size, to_tensor
@@ -56,7 +56,23 @@ def _names(models: str, dataset: str | None, manager: Models) -> list[str]:
         raise InvalidParameter("models must name one or more models, comma-separated, or be `all`.")
     for name in names:
         manager.entry(name)  # an unknown name is the client's mistake: 404 for the request
+    _same_labels(names, manager)
     return names
+
+
+def _same_labels(names: list[str], manager: Models) -> None:
+    """Refuse models whose classes differ: a Fashion-MNIST "Bag" and an ImageNet class never agree, and
+    a top-1 index of one means another class in the other."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name in names:
+        groups.setdefault(tuple(manager.labels(name)), []).append(name)
+    if len(groups) > 1:
+        sets = "; ".join(", ".join(members) for members in groups.values())
+        raise LabelSetsDiffer(
+            f"These models classify into different label sets, so their agreement means nothing: {sets}. "
+            "Compare models of one label set (models=all&dataset=... picks them).",
+            extensions={"label_sets": list(groups.values())},
+        )
 
 
 def _failure(name: str, exc: ServiceError) -> CompareFailure:

@@ -14,7 +14,9 @@ test images, 21 scikit-image photos): energy alone flags 95% of the photos at 5%
 
 from __future__ import annotations
 
+import bisect
 import datetime as dt
+import functools
 import json
 import re
 import time
@@ -55,11 +57,22 @@ class Reference(BaseModel):
 
     def scores(self, signals: Signals) -> np.ndarray:
         """Each image's out-of-distribution score, 0..1 (see the module)."""
-        by_energy = st.ranks(np.asarray(self.energy), signals.energy)
-        distance = np.abs(signals.border - self.border_median)
-        by_border = st.ranks(np.asarray(self.border_distance), distance)
+        energy, border_distance = self._sorted
+        by_energy = st.ranks(energy, signals.energy)
+        by_border = st.ranks(border_distance, np.abs(signals.border - self.border_median))
         result: np.ndarray = np.maximum(by_energy, by_border)
         return result
+
+    def score(self, energy: float, border: float) -> float:
+        """`scores` of one image, in plain Python (a request's single image: no array calls)."""
+        n_energy, n_border = len(self.energy), len(self.border_distance)
+        by_energy = bisect.bisect_left(self.energy, energy) / n_energy
+        by_border = bisect.bisect_left(self.border_distance, abs(border - self.border_median)) / n_border
+        return max(by_energy, by_border)
+
+    @functools.cached_property
+    def _sorted(self) -> tuple[np.ndarray, np.ndarray]:  # once, not per request
+        return np.asarray(self.energy), np.asarray(self.border_distance)
 
     def summary(self) -> dict[str, object]:
         return {

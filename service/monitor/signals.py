@@ -8,6 +8,9 @@ answer has anyway: a handful of NumPy operations on N x classes and N x C x H x 
 
 from __future__ import annotations
 
+import functools
+import math
+import operator
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -30,16 +33,62 @@ class Signals:
 
 
 def of_batch(logits: np.ndarray, probs: np.ndarray, batch: np.ndarray, pre: Preprocessing) -> Signals:
+    # Few NumPy calls: on arrays this small each costs about a microsecond whatever its size, and this
+    # runs on the event loop for every request (measured: 20 calls made the monitor 4% of a small
+    # model's request).
+    confidence = probs.max(axis=-1)
+    # logsumexp(z) = z_k - log p_k for any class k: the top one (p largest, never 0, z largest too)
+    logsumexp = logits.max(axis=-1).astype(np.float64) - np.log(confidence)
+    # entropy -sum p log p = logsumexp(z) - sum p z
+    entropy = logsumexp - np.einsum("ij,ij->i", probs, logits.astype(np.float64))
+    sums = batch.sum(axis=(2, 3), dtype=np.float64)
     # brightness back in pixel units: the normalisation (x - mean) / std undone on the channel means
-    channel_means = batch.mean(axis=(2, 3)) * np.asarray(pre.std) + np.asarray(pre.mean)
+    pixels = batch.shape[2] * batch.shape[3]
+    brightness = (sums * (_std(pre) / pixels) + _mean(pre)).mean(axis=-1)
     return Signals(
         classes=probs.argmax(axis=-1),
-        confidence=probs.max(axis=-1),
-        entropy=st.entropy(probs),
-        energy=st.energy(logits),
-        border=st.border(batch),
-        brightness=channel_means.mean(axis=-1),
+        confidence=confidence,
+        entropy=entropy,
+        energy=-logsumexp,
+        border=st.border(batch, sums),
+        brightness=brightness,
     )
+
+
+def of_image(
+    logits: np.ndarray, probs: np.ndarray, tensor: np.ndarray, pre: Preprocessing
+) -> tuple[int, float, float, float, float, float]:
+    """`of_batch` for one image (class, confidence, entropy, energy, border, brightness), in plain Python
+    but for three array reductions: what a request pays. Measured on fmnist-lenet5 with the host busy:
+    about 8 us, where `of_batch` on a batch of one took 48 us (each NumPy call about 2 us)."""
+    row, z = probs.tolist(), logits.tolist()
+    confidence = max(row)
+    cls = row.index(confidence)
+    logsumexp = z[cls] - math.log(confidence)
+    entropy = logsumexp - math.fsum(map(operator.mul, row, z))
+    sums = tensor.sum(axis=(1, 2), dtype=np.float64).tolist()
+    channels, h, w = tensor.shape
+    inside = float(tensor[:, 1:-1, 1:-1].sum(dtype=np.float64))
+    ring = channels * (h * w - max(h - 2, 0) * max(w - 2, 0))
+    border = (math.fsum(sums) - inside) / max(ring, 1)
+    pixels = h * w
+    brightness = (
+        math.fsum(s / pixels * sd + m for s, sd, m in zip(sums, pre.std, pre.mean, strict=True)) / channels
+    )
+    return cls, confidence, entropy, -logsumexp, border, brightness
+
+
+def _std(pre: Preprocessing) -> np.ndarray:
+    return _constants(tuple(pre.std))
+
+
+def _mean(pre: Preprocessing) -> np.ndarray:
+    return _constants(tuple(pre.mean))
+
+
+@functools.cache
+def _constants(values: tuple[float, ...]) -> np.ndarray:
+    return np.asarray(values, dtype=np.float64)
 
 
 class Seen(NamedTuple):

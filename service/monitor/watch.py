@@ -60,38 +60,37 @@ class Watch:
         """Each image's monitor fields for the answer ({} without a reference); records the rows."""
         if not self.enabled:
             return [{} for _ in uploads]
-        s = signals.of_batch(logits, probs, batch, entry.preprocessing)
         ref = self.references.get(entry)
-        if ref is None:
-            scores = np.full(len(uploads), -1.0)
-            flags = [-1] * len(uploads)
-            fields: list[dict[str, Any]] = [{} for _ in uploads]
-        else:
-            scores = ref.scores(s)
-            flags = [int(v > ref.ood_threshold) for v in scores]
-            fields = [
-                {"unusual": bool(f), "ood_score": round(float(v), 4)}
-                for f, v in zip(flags, scores, strict=True)
-            ]
-        rows = [
-            signals.Seen(
-                entry.name,
-                entry.version,
-                int(s.classes[i]),
-                float(s.confidence[i]),
-                float(s.entropy[i]),
-                float(s.energy[i]),
-                float(s.border[i]),
-                float(s.brightness[i]),
-                float(scores[i]),
-                flags[i],
-                u.width,
-                u.height,
-                int(u.grey),
-                int(u.rotated),
+        rows, fields = [], []
+        for i, u in enumerate(uploads):
+            cls, confidence, entropy, energy, border, brightness = signals.of_image(
+                logits[i], probs[i], batch[i], entry.preprocessing
             )
-            for i, u in enumerate(uploads)
-        ]
+            score, flag = -1.0, -1
+            if ref is not None:
+                score = ref.score(energy, border)
+                flag = int(score > ref.ood_threshold)
+                fields.append({"unusual": bool(flag), "ood_score": round(score, 4)})
+            else:
+                fields.append({})
+            rows.append(
+                signals.Seen(
+                    entry.name,
+                    entry.version,
+                    cls,
+                    confidence,
+                    entropy,
+                    energy,
+                    border,
+                    brightness,
+                    score,
+                    flag,
+                    u.width,
+                    u.height,
+                    int(u.grey),
+                    int(u.rotated),
+                )
+            )
         self.observe(rows)
         return fields
 

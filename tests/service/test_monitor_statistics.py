@@ -9,8 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from service.monitor import drift
+from service.monitor import drift, signals
 from service.monitor import statistics as st
+from service.postprocess import softmax
+from service.registry import Preprocessing
 
 
 def test_psi_of_known_distributions() -> None:
@@ -58,3 +60,28 @@ def test_shares_and_ranks() -> None:
     edges = np.array([0.5])
     assert st.shares(np.array([0.1, 0.5, 0.9, 0.2]), edges).tolist() == [0.5, 0.5]
     assert st.ranks(np.array([1.0, 2.0, 3.0, 4.0]), np.array([0.0, 2.5, 9.0])).tolist() == [0.0, 0.5, 1.0]
+
+
+def test_one_image_and_a_batch_give_the_same_signals() -> None:
+    """The request's plain-Python path (`of_image`) and the export stage's arrays (`of_batch`) agree."""
+    rng = np.random.default_rng(1)
+    pre = Preprocessing(
+        color_mode="RGB",
+        resize=8,
+        crop=8,
+        interpolation="bilinear",
+        mean=[0.4, 0.5, 0.6],
+        std=[0.2, 0.3, 0.25],
+    )
+    logits = (rng.normal(size=(5, 10)) * 4).astype(np.float32)
+    probs = softmax(logits)
+    batch = rng.normal(size=(5, 3, 8, 8)).astype(np.float32)
+    s = signals.of_batch(logits, probs, batch, pre)
+    for i in range(5):
+        one = signals.of_image(logits[i], probs[i], batch[i], pre)
+        assert one[0] == s.classes[i]
+        assert one[1:] == pytest.approx(
+            (s.confidence[i], s.entropy[i], s.energy[i], s.border[i], s.brightness[i]), rel=1e-6, abs=1e-9
+        )
+    assert s.entropy == pytest.approx(st.entropy(probs))
+    assert s.energy == pytest.approx(st.energy(logits))

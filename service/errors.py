@@ -93,10 +93,6 @@ class ImageTooLarge(ServiceError): ...
 class InvalidParameter(ServiceError): ...
 
 
-class LabelSetsDiffer(InvalidParameter):
-    """/compare of models whose classes are not the same: agreement between them would mean nothing."""
-
-
 class InferenceFailed(ServiceError): ...
 
 
@@ -149,7 +145,6 @@ PROBLEMS: dict[type[ServiceError], Problem] = {
     PayloadTooLarge: Problem(413, "payload-too-large", "Payload too large"),
     ImageTooLarge: Problem(413, "image-too-large", "Image too large"),
     InvalidParameter: Problem(422, "invalid-parameter", "Invalid parameter"),
-    LabelSetsDiffer: Problem(422, "label-sets-differ", "The models' label sets differ"),
     NoModelFits: Problem(422, "no-model-fits", "No model meets the constraints"),
     InferenceFailed: Problem(500, "inference-failed", "Inference failed"),
     V2BadRequest: Problem(400, "bad-request", "Bad Request"),

@@ -171,6 +171,9 @@ class CompareResponse(BaseModel):
     models: list[CompareAnswer | CompareFailure]
     agreement: Agreement
     timing_ms: CompareTotals
+    # the models grouped by label set, where they classify into more than one: then no agreement is
+    # computed across them (`agreement` has no top-1 and no pairs)
+    label_sets_differ: list[list[str]] | None = None
 
 
 # ---- /models ---------------------------------------------------------------------------------------------

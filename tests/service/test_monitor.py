@@ -171,20 +171,20 @@ async def test_a_reference_is_captured_from_traffic(zoo: Zoo, client_for: Client
     assert reference.load(captured).samples == 100
 
 
-async def test_compare_refuses_models_of_different_label_sets(
+async def test_compare_flags_models_of_different_label_sets(
     photo_zoo: Zoo, client_for: ClientFactory
 ) -> None:
     images, _ = _test_images()
+    image = {"file": ("x.png", _png(Image.fromarray(images[0])), "image/png")}
     async with client_for(photo_zoo) as client:
-        r = await client.post(
-            "/compare",
-            params={"models": f"{MODEL},efficientnet_lite0"},
-            files={"file": ("x.png", _png(Image.fromarray(images[0])), "image/png")},
-        )
-    assert r.status_code == 422, r.text
+        r = await client.post("/compare", params={"models": f"{MODEL},efficientnet_lite0"}, files=image)
+        same = await client.post("/compare", params={"models": f"{MODEL},fmnist-alexnet"}, files=image)
+    assert r.status_code == 200, r.text
     body = r.json()
-    assert body["type"].endswith("label-sets-differ")
-    assert body["label_sets"] == [[MODEL], ["efficientnet_lite0"]]
+    assert body["label_sets_differ"] == [[MODEL], ["efficientnet_lite0"]]
+    assert all("predictions" in m for m in body["models"])  # each answers, in its own labels
+    assert body["agreement"]["top1"] is None and body["agreement"]["pairwise"] == []  # none computed across
+    assert "label_sets_differ" not in same.json() and same.json()["agreement"]["top1"] is not None
 
 
 def test_sampling_rotates_and_caps(tmp_path: Path) -> None:

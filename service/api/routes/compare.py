@@ -29,7 +29,7 @@ from service.api.schemas import (
     Prediction,
 )
 from service.api.uploads import read_uploads
-from service.errors import InvalidParameter, LabelSetsDiffer, ServiceError, problem_of
+from service.errors import InvalidParameter, ServiceError, problem_of
 from service.interfaces import Models
 from service.postprocess import softmax, top_predictions
 from service.preprocess import Decoded, decode_upload, draft_size, to_tensor
@@ -56,23 +56,21 @@ def _names(models: str, dataset: str | None, manager: Models) -> list[str]:
         raise InvalidParameter("models must name one or more models, comma-separated, or be `all`.")
     for name in names:
         manager.entry(name)  # an unknown name is the client's mistake: 404 for the request
-    _same_labels(names, manager)
     return names
 
 
-def _same_labels(names: list[str], manager: Models) -> None:
-    """Refuse models whose classes differ: a Fashion-MNIST "Bag" and an ImageNet class never agree, and
-    a top-1 index of one means another class in the other."""
+def label_groups(names: list[str], manager: Models) -> list[list[str]]:
+    """The models grouped by the label set they classify into, in request order."""
     groups: dict[tuple[str, ...], list[str]] = {}
     for name in names:
         groups.setdefault(tuple(manager.labels(name)), []).append(name)
-    if len(groups) > 1:
-        sets = "; ".join(", ".join(members) for members in groups.values())
-        raise LabelSetsDiffer(
-            f"These models classify into different label sets, so their agreement means nothing: {sets}. "
-            "Compare models of one label set (models=all&dataset=... picks them).",
-            extensions={"label_sets": list(groups.values())},
-        )
+    return list(groups.values())
+
+
+def unrelated(answered: int) -> Agreement:
+    """No agreement across label sets: a Fashion-MNIST "Bag" and an ImageNet class never agree, and a
+    class index of one model names another class in the other."""
+    return Agreement(answered=answered, top1=None, share_top1=0, unanimous=False, pairwise=[])
 
 
 def _failure(name: str, exc: ServiceError) -> CompareFailure:
@@ -184,14 +182,18 @@ async def compare(
     )
     size = next(iter(decoded.values()))
     answers = [(e.model, e.predictions) for e in entries if isinstance(e, CompareAnswer)]
-    return CompareResponse(
+    groups = label_groups(names, manager)
+    response = CompareResponse(
         image=CompareImage(filename=upload, width=size.width, height=size.height),
         models=list(entries),
-        agreement=agreement(answers),
+        agreement=agreement(answers) if len(groups) == 1 else unrelated(len(answers)),
         timing_ms=CompareTotals(
             decode=round(decode_ms, 3), total=round((time.perf_counter() - started) * 1e3, 3)
         ),
     )
+    if len(groups) > 1:  # set only then: the member is absent otherwise
+        response.label_sets_differ = groups
+    return response
 
 
 async def _decode_one(

@@ -372,8 +372,9 @@ def render(r: dict[str, Any]) -> str:
         "## Cost: the service with its defaults (front processes), monitor on and off, interleaved",
         "",
         f"POST /classify of one Fashion-MNIST test image (PNG) at c{c['concurrency']}, {c['seconds']} s per point, "
-        f"load from `{c['tool']}` on the same host (shared: figures move with the other work on it; the ratios "
-        "of neighbouring runs are what counts).",
+        f"load from `{c['tool']}` on the same host. The host is shared with other work, which moves these "
+        "figures by far more than 2% from one run to the next (the ratios below range widely both ways): "
+        "they bound the cost coarsely; the in-process figures below measure it.",
         "",
         "| round | on: images/s | off: images/s | ratio | on: server CPU ms/request | off | ratio |",
         "|---:|---:|---:|---:|---:|---:|---:|",

@@ -62,10 +62,8 @@ class Watch:
             return [{} for _ in uploads]
         ref = self.references.get(entry)
         rows, fields = [], []
-        for i, u in enumerate(uploads):
-            cls, confidence, entropy, energy, border, brightness = signals.of_image(
-                logits[i], probs[i], batch[i], entry.preprocessing
-            )
+        answers = signals.of_answers(logits, probs, batch, entry.preprocessing)
+        for (cls, confidence, entropy, energy, border, brightness), u in zip(answers, uploads, strict=True):
             score, flag = -1.0, -1
             if ref is not None:
                 score = ref.score(energy, border)

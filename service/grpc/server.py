@@ -67,6 +67,7 @@ async def start(services: Services, version: str, *, shared: bool = False) -> gr
         metrics=services.metrics,
         version=version,
         pool=services.preprocess_pool,
+        watch=services.monitor,
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealth(manager), server)

@@ -27,6 +27,7 @@ from service.errors import DeadlineExceeded, ServiceError, problem_of
 from service.grpc import tensors
 from service.interfaces import Models, ModelStatistics
 from service.metrics import Metrics
+from service.monitor.watch import Watch
 from service.settings import Settings
 from service.v2 import handlers
 from service.v2.errors import V2Error
@@ -94,6 +95,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         metrics: Metrics,
         version: str,
         pool: Executor | None,
+        watch: Watch | None = None,
     ) -> None:
         self.manager = manager
         self.settings = settings
@@ -101,6 +103,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         self.metrics = metrics
         self.version = version
         self.pool = pool
+        self.watch = watch  # the monitor (service/monitor/): answers counted as REST's are
 
     # --- the calls' common frame: request id, error mapping, log line, metrics --------------------------
 
@@ -236,6 +239,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 decoded,
                 timeout_s=self._timeout(context),
                 max_images=self.settings.max_queue_size,
+                watch=self.watch,
             )
             entry = state.entry
             return tracing.traced("encode", tensors.encode)(

@@ -22,6 +22,7 @@ from export import reference as export_reference
 from export.fashion.data import read_idx
 from service.monitor import reference
 from service.monitor.sampling import Sampler
+from service.preprocess import to_tensor
 from tests.paths import FASHION_TEST_IMAGES, FASHION_TEST_LABELS
 from tests.service.conftest import ClientFactory, ServeFactory, Zoo, encode
 
@@ -277,3 +278,18 @@ async def test_a_request_is_answered_alike_with_the_monitor_off(zoo: Zoo, client
     assert "unusual" not in off and report["answers"] == 0
     assert on["predictions"] == off["predictions"]
     await asyncio.sleep(0)
+
+
+async def test_v2_answers_are_monitored_too(zoo: Zoo, client_for: ClientFactory) -> None:
+    images, _ = _test_images()
+    entry = zoo.registry.get(MODEL)
+    x = np.stack([to_tensor(Image.fromarray(images[i]), entry.preprocessing) for i in range(3)])
+    request = {
+        "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
+    }
+    async with client_for(zoo) as client:
+        r = await client.post(f"/v2/models/{MODEL}/infer", content=json.dumps(request))
+        assert r.status_code == 200, r.text
+        report = (await client.get(f"/models/{MODEL}/monitor")).json()
+    assert report["answers"] == 3
+    assert report["window"]["inputs"]["width"]["mean"] == 28  # the tensor's size: no upload here

@@ -10,6 +10,7 @@ any process's, are removed until all of them together are within `max_bytes`.
 from __future__ import annotations
 
 import base64
+import contextlib
 import datetime as dt
 import json
 import logging
@@ -83,12 +84,17 @@ class Sampler:
                 break
             try:
                 self._write(record)
-            except OSError as exc:  # a full or vanished directory: this record is lost, the next may not be
-                self.dropped += 1
+            except (OSError, TypeError, ValueError) as exc:  # a full or vanished directory, an odd record:
+                self.dropped += 1  # this record is lost, the writer goes on with the next
                 log.warning("payload sampling could not write: %s", exc)
-                self._file = None
+                self._close_file()
+        self._close_file()
+
+    def _close_file(self) -> None:
         if self._file is not None:
-            self._file.close()
+            with contextlib.suppress(OSError):
+                self._file.close()
+            self._file = None
 
     def _write(self, record: dict[str, Any]) -> None:
         line = (

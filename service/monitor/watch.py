@@ -57,9 +57,24 @@ class Watch:
         batch: np.ndarray,
         uploads: Sequence[signals.Upload],
     ) -> list[dict[str, Any]]:
-        """Each image's monitor fields for the answer ({} without a reference); records the rows."""
+        """Each image's monitor fields for the answer ({} without a reference); records the rows. A
+        failure here is logged and costs the answer its monitor fields, never the answer."""
         if not self.enabled:
             return [{} for _ in uploads]
+        try:
+            return self._answered(entry, logits, probs, batch, uploads)
+        except Exception:
+            log.exception("monitoring an answer of %s failed; answered without it", entry.name)
+            return [{} for _ in uploads]
+
+    def _answered(
+        self,
+        entry: ModelEntry,
+        logits: np.ndarray,
+        probs: np.ndarray,
+        batch: np.ndarray,
+        uploads: Sequence[signals.Upload],
+    ) -> list[dict[str, Any]]:
         ref = self.references.get(entry)
         rows, fields = [], []
         answers = signals.of_answers(logits, probs, batch, entry.preprocessing)

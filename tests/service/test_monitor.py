@@ -293,3 +293,16 @@ async def test_v2_answers_are_monitored_too(zoo: Zoo, client_for: ClientFactory)
         report = (await client.get(f"/models/{MODEL}/monitor")).json()
     assert report["answers"] == 3
     assert report["window"]["inputs"]["width"]["mean"] == 28  # the tensor's size: no upload here
+
+
+async def test_a_broken_reference_file_costs_the_answer_nothing_but_its_score(
+    zoo: Zoo, client_for: ClientFactory
+) -> None:
+    entry = zoo.registry.get(MODEL)
+    assert entry.reference is not None
+    (zoo.models_dir / entry.reference).write_text('{"model": "fmnist-lenet5", "trunc')
+    async with client_for(zoo) as client:
+        answer = await _classify(client, _stream("none", 1)[0])
+        report = (await client.get(f"/models/{MODEL}/monitor")).json()
+    assert answer["predictions"] and "unusual" not in answer
+    assert report["answers"] == 1 and report["reference"] is None

@@ -17,6 +17,7 @@ help:
 	@echo "make bench-cli  a folder of 2,000 photos through convzoo classify vs the server's own throughput (docs/bench-cli.md)"
 	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"
 	@echo "make bench-auth  the cost of API keys and quotas, and a flooding key beside a compliant one (docs/auth.md)"
+	@echo "make bench-monitor  what the monitor catches (drift, unusual inputs) and costs (docs/bench-monitor.md)"
 	@echo "make soak   SOAK_MINUTES (default 10) of mixed traffic; RSS and error counts (scripts/soak.py)"
 	@echo "make audit  pip-audit of requirements/serve.lock (needs a vulnerability service)"
 	@echo "make models retrain and re-export the Fashion-MNIST zoo into models/ and registry.yaml"
@@ -145,3 +146,10 @@ fuzz: $(VENV)/.stamp
 PERF_ARGS ?=
 bench-perf-analyzer: $(VENV)/.stamp
 	$(VENV)/bin/python scripts/perf_analyzer.py $(PERF_ARGS)
+
+# What the monitor catches and costs (docs/bench-monitor.md): shifts detected, false alarms, photos flagged
+# unusual by a Fashion-MNIST model, throughput with the monitor on and off (interleaved). A few minutes.
+.PHONY: bench-monitor
+bench-monitor: $(VENV)/.stamp data
+	@bash bench/ensure-wrk.sh
+	$(VENV)/bin/python -m bench.monitor

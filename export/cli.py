@@ -10,7 +10,7 @@ import typer
 
 from export.build import MODELS_DIR, REGISTRY_PATH, merge_into_registry
 from export.table import render
-from service.registry import load_registry
+from service.registry import ModelEntry, load_registry
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Train, export and measure the convzoo models."
@@ -107,12 +107,16 @@ def _build_fashion(
     train_samples: int | None,
     registry: Path,
 ) -> None:
+    from export import reference
     from export.fashion import zoo
     from export.fashion.data import LABELS
 
-    def record(entry: object) -> None:
-        # each model is written as soon as it is built, so an interrupted run keeps what it finished
-        merge_into_registry(registry, [entry], {"fashion-mnist": LABELS})  # type: ignore[list-item]
+    def record(entry: ModelEntry) -> None:
+        # each model is written as soon as it is built, so an interrupted run keeps what it finished,
+        # with its reference on the test split (docs/monitoring.md)
+        tensors = reference.fashion_tensors(entry, data)
+        entry, _ = reference.record(entry, out, tensors, "fashion-mnist test split")
+        merge_into_registry(registry, [entry], {"fashion-mnist": LABELS})
 
     zoo.build(
         names,
@@ -163,6 +167,42 @@ def _reevaluate_fashion(name: str, *, out: Path, data: Path | None, registry: Pa
         }
     )
     return entry.model_copy(update={"metrics": metrics})
+
+
+@app.command("reference")
+def reference_cmd(
+    model: Annotated[str, typer.Option("--model", help="comma-separated model names")],
+    images: Annotated[
+        Path | None,
+        typer.Option(
+            help="a folder of images the model should see (default for Fashion-MNIST: its test split)"
+        ),
+    ] = None,
+    data: Annotated[Path | None, typer.Option(help="Fashion-MNIST IDX directory")] = None,
+    out: ModelsOpt = MODELS_DIR,
+    registry: RegistryOpt = REGISTRY_PATH,
+) -> None:
+    """Record each model version's reference (its answers on data it should see), for the service's
+    drift statistics and out-of-distribution scores (docs/monitoring.md), beside its artifact."""
+    from export import reference
+
+    try:
+        for name in _names(model):
+            entry = load_registry(registry).get(name)
+            if images is not None:
+                tensors, source = reference.folder_tensors(entry, images), f"images under {images.name}/"
+            elif entry.dataset == "fashion-mnist":
+                tensors, source = reference.fashion_tensors(entry, data), "fashion-mnist test split"
+            else:
+                raise ValueError(f"model {name!r}: --images DIR is needed (a folder of images it should see)")
+            updated, built = reference.record(entry, out, tensors, source)
+            merge_into_registry(registry, [updated], {})
+            typer.echo(
+                f"{name} {entry.version}: {built.samples} images ({source}), unusual above "
+                f"{built.ood_threshold:.4f} -> {out / reference.path_of(entry)}"
+            )
+    except (FileNotFoundError, ValueError) as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command()

@@ -16,7 +16,7 @@ from service import auth, observability, services
 from service.api.deps import serving_of
 from service.api.hot_path import HotClassify, find_route
 from service.api.limits import CloseUnread, UploadLimit
-from service.api.routes import classify, compare, health, metrics, models, pareto, ui, v2
+from service.api.routes import classify, compare, health, metrics, models, monitor, pareto, ui, v2
 from service.errors import (
     PROBLEM_CONTENT,
     PROBLEM_SCHEMA,
@@ -44,6 +44,7 @@ ROUTERS: list[APIRouter] = [
     compare.router,
     ui.router,
     metrics.router,
+    monitor.router,
 ]
 
 

@@ -13,6 +13,8 @@ from service.lifecycle_metrics import LifecycleCollector
 from service.live_latency import RecentLatencies
 from service.manager import ModelManager
 from service.metrics import Metrics, ModelGauge
+from service.monitor.live import Monitor
+from service.monitor.watch import LocalWatch, references_of, sampler_of
 from service.services import Services, preprocess_pool
 from service.settings import Settings
 from service.v2.statistics import Statistics
@@ -41,6 +43,15 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
     # Lanes: large uploads cannot hold every thread while small ones wait (docs/security.md, Fairness).
     pool = preprocess_pool(settings)
     await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
+    monitor = Monitor(
+        references_of(settings),
+        manager.entry,
+        manager.labels,
+        window=settings.monitor_window,
+        min_answers=settings.monitor_min_answers,
+        registry=metrics.registry,
+    )
+    watch = LocalWatch(settings, monitor, sampler_of(settings))
     manager.start()
     log.info("%s", catalog.summary(manager.states(), manager.default))
 
@@ -48,7 +59,8 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
         return metrics.exposition()
 
     try:
-        yield Services(settings, manager, pool, metrics, statistics, recent, exposition)
+        yield Services(settings, manager, pool, metrics, statistics, recent, exposition, watch)
     finally:
+        watch.close()
         await manager.stop()
         pool.shutdown(wait=False, cancel_futures=True)

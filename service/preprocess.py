@@ -145,6 +145,7 @@ class Decoded(NamedTuple):
     image: Image.Image
     width: int  # the upload's own size, upright, before any reduction at decoding
     height: int
+    rotated: bool = False  # an EXIF orientation other than "as stored" was applied
 
 
 def decode(data: bytes, *, max_pixels: int, draft_size: int | None = None) -> Image.Image:
@@ -189,8 +190,11 @@ def decode_upload(data: bytes, *, max_pixels: int, draft_size: int | None = None
             factor = reduction(image.size, draft_size)
             if factor > 1:
                 image = image.reduce(factor)  # before the orientation is applied: that copies the image
-        upright, turned = _upright(image)
-        return Decoded(upright, height, width) if turned else Decoded(upright, width, height)
+        upright, orientation = _upright(image)
+        rotated = orientation not in (None, 1)
+        if orientation in _TURNS:
+            return Decoded(upright, height, width, rotated)
+        return Decoded(upright, width, height, rotated)
 
 
 # Formats whose EXIF, when present, Pillow keeps in `info["exif"]` (PNG: its eXIf chunk, or the raw
@@ -202,17 +206,17 @@ _TURNS = (5, 6, 7, 8)  # the orientations that exchange width and height
 MAX_EXIF_BYTES = 1 << 16
 
 
-def _upright(image: Image.Image) -> tuple[Image.Image, bool]:
-    """The image as its EXIF orientation shows it, and whether that swapped its width and height."""
+def _upright(image: Image.Image) -> tuple[Image.Image, int | None]:
+    """The image as its EXIF orientation shows it, and that orientation (None without one)."""
     if image.format in _EXIF_IN_INFO:
         exif = image.info.get("exif", image.info.get("Raw profile type exif"))
         if exif is None or len(exif) > MAX_EXIF_BYTES:
-            return image, False
+            return image, None
     try:
         orientation = image.getexif().get(ExifTags.Base.Orientation)
-        return ImageOps.exif_transpose(image), orientation in _TURNS
+        return ImageOps.exif_transpose(image), orientation
     except Exception:
-        return image, False  # unreadable EXIF: keep the pixels as stored
+        return image, None  # unreadable EXIF: keep the pixels as stored
 
 
 def _white_background(image: Image.Image) -> Image.Image:

@@ -183,6 +183,9 @@ class ModelEntry(Strict):
     provenance: Provenance | None  # None while not built
     batching: Batching | None = None  # None: the service's settings apply
     quantization: Quantization | None = None  # None: the model as exported (no quantized variant)
+    # what its answers look like on data it was measured on (service/monitor/reference.py), a JSON file
+    # relative to the model directory; None: none recorded (the service may capture one from traffic)
+    reference: str | None = None
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
@@ -285,6 +288,8 @@ def dump_registry(registry: Registry) -> str:
         # absent rather than null, so that entries of unquantized models read as they always did
         if model.get("quantization") is None:
             model.pop("quantization", None)
+        if model.get("reference") is None:
+            model.pop("reference", None)
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
 
 

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 from service.interfaces import LiveLatencies, Models, ModelStatistics
 from service.metrics import Metrics
+from service.monitor.watch import Watch
 from service.preprocess_pool import PreprocessPool
 from service.settings import Settings
 
@@ -30,6 +31,7 @@ class Services:
     statistics: ModelStatistics  # the /v2 statistics extension
     recent: LiveLatencies  # live latencies, for model=auto and the frontier
     exposition: Callable[[], Awaitable[bytes]]  # GET /metrics: the service's metrics, whoever asks
+    monitor: Watch  # what the models see: answers scored and recorded (service/monitor/)
 
 
 # How an app builds its services: (settings, metrics) -> an async context that yields them.

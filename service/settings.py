@@ -98,6 +98,18 @@ class Settings(BaseSettings):
     grpc_port: int | None = Field(default=None, ge=1, le=65535)  # None (or empty): no gRPC server
     otlp_endpoint: str | None = None  # None (or empty): no tracing, at no cost
 
+    # What the models see (docs/monitoring.md): per-answer out-of-distribution scores, drift over a
+    # sliding window of each model version's answers, payload sampling (off while sample_dir is None)
+    monitor: bool = True
+    monitor_window: int = Field(default=200, ge=10)  # answers per model version in the sliding window
+    monitor_min_answers: int = Field(default=100, ge=1)  # a window is judged for drift from this many
+    captured_references_dir: Path | None = None  # None: models_dir/references
+    sample_dir: Path | None = None  # None: no payload sampling
+    sample_share: float = Field(default=0.01, ge=0, le=1)  # of the requests answered
+    sample_images: bool = False  # the image too, base64, where a request has one
+    sample_file_mb: float = Field(default=10.0, gt=0)  # a file is rotated at this size
+    sample_max_mb: float = Field(default=100.0, gt=0)  # all sample files together, the oldest removed first
+
     @field_validator(
         "grpc_port",
         "otlp_endpoint",
@@ -106,6 +118,8 @@ class Settings(BaseSettings):
         "tls_cert_file",
         "tls_key_file",
         "tls_client_ca_file",
+        "captured_references_dir",
+        "sample_dir",
         mode="before",
     )
     @classmethod

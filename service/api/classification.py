@@ -20,6 +20,8 @@ from service import tracing
 from service.api.uploads import Upload
 from service.batcher import InferTimings
 from service.errors import DeadlineExceeded, ImageTooLarge, InferenceFailed, InvalidParameter
+from service.monitor.signals import Upload as Seen
+from service.monitor.watch import Watch
 from service.postprocess import ranked_entries, softmax
 from service.preprocess import ROW_COST, decode_upload, draft_size, to_tensor
 from service.preprocess_pool import header_size, inline
@@ -47,6 +49,11 @@ class Prepared:
     height: int
     decode_ms: float
     preprocess_ms: float
+    grey: bool = False  # the upload's own pixels, before conversion to the model's colour mode
+    rotated: bool = False  # EXIF-rotated
+
+
+_GREY_MODES = frozenset({"1", "L", "LA", "La", "I", "F", "I;16", "I;16L", "I;16B", "I;16N"})
 
 
 def prepare(data: bytes, entry: ModelEntry, max_pixels: int) -> Prepared:
@@ -57,7 +64,10 @@ def prepare(data: bytes, entry: ModelEntry, max_pixels: int) -> Prepared:
     t1 = time.perf_counter()
     tensor = tracing.traced("preprocess", to_tensor)(decoded.image, entry.preprocessing)
     t2 = time.perf_counter()
-    return Prepared(tensor, decoded.width, decoded.height, (t1 - t0) * 1e3, (t2 - t1) * 1e3)
+    grey = decoded.image.mode in _GREY_MODES
+    return Prepared(
+        tensor, decoded.width, decoded.height, (t1 - t0) * 1e3, (t2 - t1) * 1e3, grey, decoded.rotated
+    )
 
 
 def request_pixels(uploads: list[bytes]) -> int:
@@ -118,10 +128,12 @@ async def classify(
     *,
     started: float,
     deadline: float,
+    watch: Watch | None = None,
 ) -> dict[str, Any]:
     """The /classify answer for `uploads` (a ClassifyResponse without `selection`), as JSON-ready data.
 
-    `state` is the request's scope state: the request log reads the model's timings from it."""
+    `state` is the request's scope state: the request log reads the model's timings from it. `watch`
+    scores each answer against the model version's reference and records it (service/monitor/)."""
     prepared = await prepare_all(uploads, entry, settings.max_image_pixels, pool, deadline=deadline)
     batch = prepared[0].tensor[None] if len(prepared) == 1 else np.stack([p.tensor for p in prepared])
     logits, timings = await tracing.infer(models, entry.name, batch, deadline=deadline)
@@ -130,16 +142,19 @@ async def classify(
     if not np.isfinite(probs).all():  # a broken model: no JSON number can say NaN
         raise InferenceFailed(f"Model {entry.name} produced scores that are not finite numbers.")
     labels = models.labels(entry.name)
+    seen = [Seen(p.width, p.height, p.grey, p.rotated) for p in prepared]
+    fields = watch.answered(entry, logits, probs, batch, seen) if watch is not None else [{} for _ in seen]
     results = [
         {
             "filename": u.filename,
             "width": p.width,
             "height": p.height,
             "predictions": ranked_entries(row, labels, top_k),
+            **extra,
         }
-        for u, p, row in zip(uploads, prepared, probs, strict=True)
+        for u, p, row, extra in zip(uploads, prepared, probs, fields, strict=True)
     ]
-    return {
+    answer = {
         "model": entry.name,
         "version": entry.version,
         "results": results,
@@ -151,3 +166,6 @@ async def classify(
             "total": round((time.perf_counter() - started) * 1e3, 3),
         },
     }
+    if watch is not None:
+        watch.sample("/classify", answer, [u.data for u in uploads])
+    return answer

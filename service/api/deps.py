@@ -32,7 +32,9 @@ def serving_of(scope: Scope) -> Serving | None:
     except RuntimeError:
         return None
     manager = services.manager
-    return Serving(manager, services.settings, services.preprocess_pool, manager.entry, manager.default)
+    return Serving(
+        manager, services.settings, services.preprocess_pool, manager.entry, manager.default, services.monitor
+    )
 
 
 async def get_services(request: Request) -> Services:

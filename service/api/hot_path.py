@@ -32,6 +32,7 @@ from service.api import classification
 from service.api.limits import BodyTooLarge
 from service.api.uploads import Upload, media_type_of
 from service.errors import CLIENT_CLOSED, INTERNAL, ServiceError, logged_reply, problem_details
+from service.monitor.watch import Watch
 from service.preprocess import ACCEPTED_MEDIA_TYPES
 from service.registry import ModelEntry
 from service.selection import AUTO
@@ -79,6 +80,7 @@ class Serving:
     pool: Executor  # where images are prepared (service/api/classification.py): the service's or a front's
     entry: Callable[[str], ModelEntry]  # raises UnknownModel
     default: str
+    watch: Watch | None = None  # the monitor (service/monitor/watch.py)
 
 
 def takes(scope: Scope) -> tuple[str | None, int] | None:
@@ -136,6 +138,7 @@ class HotClassify:
                 state,
                 started=started,
                 deadline=deadline,
+                watch=serving.watch,
             )
         except BodyTooLarge:
             raise  # the upload limit outside answers it, and closes the connection

@@ -54,6 +54,10 @@ class ImageResult(BaseModel):
     width: int  # the upload's own size, upright, whatever size it was decoded at (docs/preprocessing.md)
     height: int
     predictions: list[Prediction]
+    # set where the model version has a reference (docs/monitoring.md): the image's out-of-distribution
+    # score (0..1, its rank among the reference's own images) and whether it passes the reference's threshold
+    unusual: bool | None = None
+    ood_score: float | None = None
 
 
 class ClassifyTiming(BaseModel):
@@ -169,6 +173,9 @@ class CompareResponse(BaseModel):
     models: list[CompareAnswer | CompareFailure]
     agreement: Agreement
     timing_ms: CompareTotals
+    # the models grouped by label set, where they classify into more than one: then no agreement is
+    # computed across them (`agreement` has no top-1 and no pairs)
+    label_sets_differ: list[list[str]] | None = None
 
 
 # ---- /models ---------------------------------------------------------------------------------------------
@@ -282,3 +289,82 @@ class ParetoResponse(BaseModel):
     unit: str
     frontier: list[FrontierPoint]
     off_frontier: list[str]
+
+
+# ---- /models/{name}/monitor ------------------------------------------------------------------------------
+
+
+class Spread(BaseModel):
+    mean: float
+    p5: float
+    p50: float
+    p95: float
+
+
+class ClassShare(BaseModel):
+    index: int
+    label: str
+    share: float  # of the window's answers with this top-1 class
+    reference_share: float | None  # of the reference's
+
+
+class InputStatistics(BaseModel):
+    width: Spread | None
+    height: Spread | None
+    aspect_ratio: Spread | None
+    brightness: Spread | None  # mean pixel value of the model's input, 0..1
+    grey_share: float | None  # uploads without colour
+    rotated_share: float | None  # uploads turned upright by their EXIF orientation
+
+
+class MonitorWindow(BaseModel):
+    size: int  # the window's capacity
+    answers: int  # answers in it now
+    unusual_share: float | None  # None without a reference
+    classes: list[ClassShare]
+    confidence: Spread | None
+    entropy: Spread | None
+    inputs: InputStatistics
+
+
+class ReferenceSummary(BaseModel):
+    source: str
+    created: str
+    samples: int
+    ood_fpr: float
+    ood_threshold: float
+    class_prior: list[float]
+
+
+class DriftStatistic(BaseModel):
+    name: str  # psi_class_prior, psi_confidence, psi_brightness, ks_entropy
+    value: float
+    threshold: float
+    exceeded: bool
+    p_value: float | None = None
+
+
+class Drift(BaseModel):
+    judged: bool  # false without a reference or below min_answers in the window
+    min_answers: int
+    drifting: bool
+    statistics: list[DriftStatistic]
+
+
+class CaptureState(BaseModel):
+    samples: int
+    collected: int
+    error: str | None = None
+
+
+class MonitorReport(BaseModel):
+    """What the model version sees: its sliding window, its reference, the drift between them."""
+
+    model: str
+    version: str
+    answers: int  # answered images since the service started
+    unusual: int  # of which flagged unusual
+    window: MonitorWindow
+    reference: ReferenceSummary | None
+    drift: Drift
+    capture: CaptureState | None  # a reference being captured from traffic

@@ -14,6 +14,7 @@ from service import errors
 from service.batcher import InferTimings
 from service.errors import DeadlineExceeded, NotReady, ServiceError
 from service.fronts import wire
+from service.monitor.signals import Seen
 from service.registry import Registry
 
 # A front's finished requests reach the service's metrics at most this late, in one frame.
@@ -53,6 +54,7 @@ class ModelLink:
         self._waiting: dict[int, asyncio.Future[Any]] = {}
         self._writer: wire.Writer | None = None  # while the link is up
         self._observed: list[tuple[str, str, int, float, str]] = []
+        self._answers: list[Seen] = []
 
     async def connect(self, path: str) -> None:
         loop = asyncio.get_running_loop()
@@ -109,14 +111,24 @@ class ModelLink:
     def observe(self, *, route: str, model: str, status: int, seconds: float, client: str = "") -> None:
         """A finished request, for the service's metrics: sent with others every OBSERVE_EVERY_S; `client`
         is the key id that made it ("" without keys)."""
-        if not self._observed:
+        if not self._observed and not self._answers:
             asyncio.get_running_loop().call_later(OBSERVE_EVERY_S, self._flush_observed)
         self._observed.append((route, model, status, seconds, client))
 
+    def observe_answers(self, rows: list[Seen]) -> None:
+        """Answered images, for the service's monitor: sent with the finished requests."""
+        if not self._observed and not self._answers:
+            asyncio.get_running_loop().call_later(OBSERVE_EVERY_S, self._flush_observed)
+        self._answers.extend(rows)
+
     def _flush_observed(self) -> None:
         observed, self._observed = self._observed, []
-        if observed and self._writer is not None:
-            self._writer.write(wire.json_frame(wire.OBSERVE, 0, {"requests": observed}))
+        answers, self._answers = self._answers, []
+        if (observed or answers) and self._writer is not None:
+            body: dict[str, Any] = {"requests": observed}
+            if answers:
+                body["answers"] = answers
+            self._writer.write(wire.json_frame(wire.OBSERVE, 0, body))
 
     def settle(self, f: wire.Frame) -> None:
         future = self._waiting.get(f.id)

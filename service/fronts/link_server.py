@@ -17,6 +17,7 @@ import numpy as np
 
 from service.errors import ServiceError
 from service.fronts import mirror, wire
+from service.monitor.signals import Seen
 from service.services import Services
 
 log = logging.getLogger("convzoo.fronts")
@@ -49,12 +50,22 @@ async def _metrics(services: Services) -> dict[str, Any]:
     return {"text": (await services.exposition()).decode()}
 
 
+async def _monitor(services: Services, *, name: str) -> dict[str, Any]:
+    return await services.monitor.report(services.manager.entry(name))
+
+
+async def _monitor_capture(services: Services, *, name: str, samples: int) -> dict[str, Any]:
+    return await services.monitor.capture(services.manager.entry(name), int(samples))
+
+
 # What a front may call, by name: each takes the services and the call's arguments.
 CALLS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "snapshot": _snapshot,
     "ensure_loaded": _ensure_loaded,
     "unload": _unload,
     "metrics": _metrics,
+    "monitor": _monitor,
+    "monitor_capture": _monitor_capture,
 }
 
 
@@ -120,7 +131,8 @@ class _Link(asyncio.Protocol):
 
     def _observe(self, payload: memoryview) -> None:
         try:
-            for route, model, status, seconds, *client in wire.read_json(payload)["requests"]:
+            body = wire.read_json(payload)
+            for route, model, status, seconds, *client in body["requests"]:
                 self.services.metrics.observe_request(
                     route=str(route),
                     model=str(model),
@@ -128,6 +140,8 @@ class _Link(asyncio.Protocol):
                     seconds=float(seconds),
                     client=str(client[0]) if client else "",
                 )
+            if "answers" in body:  # answered images, for the monitor (service/monitor/live.py)
+                self.services.monitor.observe([Seen(*row) for row in body["answers"]])
         except Exception:
             log.exception("recording a front process's request metrics failed")
 

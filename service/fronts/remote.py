@@ -20,6 +20,7 @@ from service.errors import unknown_model
 from service.fronts.link import ModelLink
 from service.fronts.mirror import Mirror, State
 from service.metrics import Metrics
+from service.monitor.watch import LinkedWatch, sampler_of
 from service.registry import ModelEntry, Registry, full_decoding, load_registry
 from service.services import Services, ServicesFrom, preprocess_pool
 from service.settings import Settings
@@ -143,9 +144,14 @@ def linked(link_path: str) -> ServicesFrom:
             reply = await link.call("metrics", CALL_TIMEOUT_S)
             return str(reply["text"]).encode()
 
+        async def call(method: str, **args: object) -> dict[str, object]:
+            return await link.call(method, CALL_TIMEOUT_S, **args)
+
+        watch = LinkedWatch(settings, sampler_of(settings), link.observe_answers, call)
         try:
-            yield Services(settings, models, pool, metrics, models.mirror, models.mirror, exposition)
+            yield Services(settings, models, pool, metrics, models.mirror, models.mirror, exposition, watch)
         finally:
+            watch.close()
             link.close()
             pool.shutdown(wait=False, cancel_futures=True)
 

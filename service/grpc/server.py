@@ -86,6 +86,7 @@ async def start(
         version=version,
         pool=services.preprocess_pool,
         access=access,
+        watch=services.monitor,
     )
     service_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(servicer, server)
     health_pb2_grpc.add_HealthServicer_to_server(ReadinessHealth(manager), server)

@@ -32,6 +32,7 @@ from service.grpc import tensors
 from service.interfaces import Models, ModelStatistics
 from service.keys import Scope as KeyScope
 from service.metrics import Metrics
+from service.monitor.watch import Watch
 from service.settings import Settings
 from service.v2 import datatypes, handlers
 from service.v2.errors import V2Error
@@ -133,6 +134,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         version: str,
         pool: Executor | None,
         access: Access | None = None,
+        watch: Watch | None = None,
     ) -> None:
         self.manager = manager
         self.settings = settings
@@ -141,6 +143,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         self.version = version
         self.pool = pool
         self.access = access
+        self.watch = watch  # the monitor (service/monitor/): answers counted as REST's are
 
     # --- the calls' common frame: request id, error mapping, log line, metrics --------------------------
 
@@ -312,6 +315,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 decoded,
                 timeout_s=self._timeout(context),
                 max_images=self.settings.max_queue_size,
+                watch=self.watch,
             )
             entry = state.entry
             return tracing.traced("encode", tensors.encode)(

@@ -5,6 +5,7 @@ import { canRun, firstDataset, runnableByDataset } from "./catalog.js";
 import { autoParams } from "./choice.js";
 import { describeError, postImages, renderResults, showError } from "./classify.js";
 import { renderPlot, renderTableBody, renderTableHead, sortModels } from "./compare.js";
+import { showMonitor } from "./monitor.js";
 import { checkedModels, compareImage, defaultPair, renderColumns, renderModelChoice } from "./sidebyside.js";
 
 const $ = (id) => document.getElementById(id);
@@ -122,6 +123,7 @@ async function classify(files) {
     if (number !== state.sent.classify) return;
     if (r.ok) {
       renderResults($("results"), files, r.body, r.elapsed);
+      showMonitor($("results"), r.body.model);
     } else {
       $("results").replaceChildren();
       showError(error, describeError(r.status, r.body, r.retryAfter));

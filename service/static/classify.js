@@ -2,6 +2,7 @@
 
 import { renderSelection } from "./choice.js";
 import { el } from "./dom.js";
+import { renderUnusual } from "./monitor.js";
 
 const HEADLINES = {
   400: "That file is not an image we can read.",
@@ -105,6 +106,8 @@ export function renderResults(container, files, body, elapsed) {
     const top = result.predictions[0];
     const main = el("div", { class: "result-main" });
     main.append(el("h3", { class: "top-label" }, top ? top.label : "no prediction"), renderPredictions(result.predictions));
+    const unusual = renderUnusual(result);
+    if (unusual) main.append(unusual);
     card.append(figure, main);
     container.append(card);
   });

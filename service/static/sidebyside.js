@@ -40,7 +40,11 @@ export function compareImage(file, models, topK) {
   return postImages("compare", [file], { models: models.join(","), top_k: String(topK) });
 }
 
-function agreementText(agreement) {
+function agreementText(agreement, labelSets) {
+  if (labelSets) {
+    const groups = labelSets.map((g) => g.join(", ")).join(" / ");
+    return `These models classify into different label sets (${groups}): their answers cannot agree or disagree.`;
+  }
   const { answered, top1, share_top1: share, unanimous } = agreement;
   if (answered === 0 || !top1) return "No model answered.";
   if (answered === 1) return `One model answered: “${top1.label}”.`;
@@ -79,7 +83,7 @@ export function renderColumns(container, file, body) {
     thumbnail(file, `Uploaded image ${body.image.filename || ""}`.trim()),
     el("figcaption", {}, `${body.image.filename || "image"}, ${body.image.width}×${body.image.height}`),
   );
-  head.append(figure, el("p", { class: "agreement" }, agreementText(body.agreement)));
+  head.append(figure, el("p", { class: "agreement" }, agreementText(body.agreement, body.label_sets_differ)));
   const columns = el("div", { class: "columns" });
   for (const entry of body.models) columns.append(column(entry, body.agreement.top1));
   container.replaceChildren(head, columns);

@@ -21,6 +21,9 @@ from service.batcher import InferTimings
 from service.errors import UnknownModel, unavailable_error, unknown_model
 from service.interfaces import Models, ModelStatus
 from service.interfaces import ModelStatistics as StatisticsSource
+from service.monitor.signals import Upload
+from service.monitor.watch import Watch
+from service.postprocess import softmax
 from service.registry import NAME_PATTERN, ModelEntry
 from service.v2 import datatypes
 from service.v2.classification import top_k
@@ -282,6 +285,7 @@ async def infer(
     timeout_s: float,
     max_images: int,
     pool: Executor | None = None,
+    watch: Watch | None = None,
 ) -> InferAnswer:
     """Decode, validate against the model's metadata, run through the batcher, encode."""
     entry = state.entry
@@ -299,6 +303,7 @@ async def infer(
     _outputs(request, Tensor(OUTPUT_NAME, "FP32", np.zeros((0, entry.num_classes), np.float32)), [])
     deadline = time.monotonic() + timeout_s
     logits, timings = await tracing.infer(manager, entry.name, batch, deadline=deadline)
+    _watched(watch, entry, logits, batch)
     tensor = Tensor(OUTPUT_NAME, "FP32", np.asarray(logits, dtype=np.float32))
     outputs = _outputs(request, tensor, manager.labels(entry.name))
     payload, length = tracing.traced("encode", encode_response)(
@@ -307,8 +312,24 @@ async def infer(
     return InferAnswer(payload, length, timings)
 
 
+def _watched(watch: Watch | None, entry: ModelEntry, logits: np.ndarray, batch: np.ndarray) -> None:
+    """The answers, for the monitor (service/monitor/): counted and in the drift window as /classify's
+    are; the protocol's answer has no member for `unusual`. The size is the tensor's (no upload here)."""
+    if watch is None or not watch.enabled:
+        return
+    n, channels, height, width = batch.shape
+    seen = [Upload(width, height, channels == 1, False)] * n
+    watch.answered(entry, logits, softmax(logits), batch.astype(np.float32, copy=False), seen)
+
+
 async def run(
-    manager: Models, state: ModelStatus, request: Request, *, timeout_s: float, max_images: int
+    manager: Models,
+    state: ModelStatus,
+    request: Request,
+    *,
+    timeout_s: float,
+    max_images: int,
+    watch: Watch | None = None,
 ) -> tuple[list[Output], InferTimings]:
     """A decoded request (from any transport, e.g. gRPC): validated, run through the batcher, its
     outputs (classification applied) returned unencoded."""
@@ -316,5 +337,6 @@ async def run(
     batch = _model_input(request, entry, max_images)
     _outputs(request, Tensor(OUTPUT_NAME, "FP32", np.zeros((0, entry.num_classes), np.float32)), [])
     logits, timings = await tracing.infer(manager, entry.name, batch, deadline=time.monotonic() + timeout_s)
+    _watched(watch, entry, logits, batch)
     tensor = Tensor(OUTPUT_NAME, "FP32", np.asarray(logits, dtype=np.float32))
     return _outputs(request, tensor, manager.labels(entry.name)), timings

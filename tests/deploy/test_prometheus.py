@@ -8,11 +8,17 @@ import shutil
 import subprocess
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from service.batcher import BatchRecord
 from service.metrics import Metrics, ModelGauge
+from service.monitor import reference
+from service.monitor.live import Monitor
+from service.monitor.reference import References
+from service.monitor.signals import Seen, Signals
+from service.registry import load_registry
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"
@@ -44,8 +50,56 @@ def test_prometheus_config_passes_promtool_check() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
-def _exported_names() -> set[str]:
+def _monitored(metrics: Metrics, tmp: Path) -> None:
+    """A monitor in `metrics`' registry with a reference and a judged window, so that every one of its
+    series is exported."""
+    entry = load_registry(REPO / "registry.yaml").get("fmnist-lenet5")
+    rng = np.random.default_rng(0)
+    n = 300
+    probs = rng.dirichlet(np.ones(10), size=n)
+    signals = Signals(
+        probs.argmax(1),
+        probs.max(1),
+        -(probs * np.log(probs)).sum(1),
+        rng.normal(size=n),
+        rng.normal(size=n),
+        rng.random(n),
+    )
+    references = References(tmp, tmp)
+    references.put(entry, reference.build(entry.name, entry.version, "synthetic", signals, 10))
+    monitor = Monitor(
+        references,
+        lambda _: entry,
+        lambda _: [str(i) for i in range(10)],
+        window=20,
+        min_answers=10,
+        registry=metrics.registry,
+    )
+    rows = [
+        Seen(
+            entry.name,
+            entry.version,
+            int(signals.classes[i]),
+            float(signals.confidence[i]),
+            0.5,
+            0.0,
+            0.0,
+            0.5,
+            0.99,
+            1,
+            28,
+            28,
+            1,
+            0,
+        )
+        for i in range(20)
+    ]
+    monitor.ingest(rows)
+
+
+def _exported_names(tmp: Path) -> set[str]:
     metrics = Metrics()
+    _monitored(metrics, tmp)
     metrics.observe_request(route="/classify", model="m", status=200, seconds=0.01)
     metrics.observe_request(route="/classify", model="m", status=503, seconds=0.01)
     metrics.observe_batch(BatchRecord(model="m", size=1, ok=True, compute_ns=1000, queue_ns=(1000,)))
@@ -56,12 +110,12 @@ def _exported_names() -> set[str]:
     }
 
 
-def test_rules_name_only_metrics_the_service_exports() -> None:
+def test_rules_name_only_metrics_the_service_exports(tmp_path: Path) -> None:
     rules = (PROMETHEUS / "rules.yml").read_text()
     # Metric names, not the recording rules' own names (level:metric:operation).
     used = set(re.findall(r"(?<![:\w])convzoo_[a-z_]+\b(?!:)", rules))
     assert used, "the rules name no convzoo metric"
-    missing = used - _exported_names()
+    missing = used - _exported_names(tmp_path)
     assert not missing, f"rules name metrics the service does not export: {sorted(missing)}"
 
 

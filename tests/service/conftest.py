@@ -65,6 +65,8 @@ def _copy(source: Zoo, registry: Registry, root: Path) -> Zoo:
             dst = models / entry.artifact.path
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(src, dst)
+        if entry.reference and (source.models_dir / entry.reference).is_file():
+            shutil.copyfile(source.models_dir / entry.reference, models / entry.reference)
     copy = Zoo(root / "registry.yaml", models)
     copy.save(registry)
     return copy

@@ -43,6 +43,7 @@ async def classify(
         request.scope["state"],
         started=started,
         deadline=deadline,
+        watch=services.monitor,
     )
     if choice.selection is not None:  # set only for model=auto: the member is absent otherwise
         answer["selection"] = choice.selection

@@ -59,6 +59,20 @@ def _names(models: str, dataset: str | None, manager: Models) -> list[str]:
     return names
 
 
+def label_groups(names: list[str], manager: Models) -> list[list[str]]:
+    """The models grouped by the label set they classify into, in request order."""
+    groups: dict[tuple[str, ...], list[str]] = {}
+    for name in names:
+        groups.setdefault(tuple(manager.labels(name)), []).append(name)
+    return list(groups.values())
+
+
+def unrelated(answered: int) -> Agreement:
+    """No agreement across label sets: a Fashion-MNIST "Bag" and an ImageNet class never agree, and a
+    class index of one model names another class in the other."""
+    return Agreement(answered=answered, top1=None, share_top1=0, unanimous=False, pairwise=[])
+
+
 def _failure(name: str, exc: ServiceError) -> CompareFailure:
     p = problem_of(exc)
     return CompareFailure(
@@ -162,14 +176,18 @@ async def compare(
         )
     )
     answers = [(e.model, e.predictions) for e in entries if isinstance(e, CompareAnswer)]
-    return CompareResponse(
+    groups = label_groups(names, manager)
+    response = CompareResponse(
         image=CompareImage(filename=upload, width=prepared.size[0], height=prepared.size[1]),
         models=list(entries),
-        agreement=agreement(answers),
+        agreement=agreement(answers) if len(groups) == 1 else unrelated(len(answers)),
         timing_ms=CompareTotals(
             decode=round(prepared.decode_ms, 3), total=round((time.perf_counter() - started) * 1e3, 3)
         ),
     )
+    if len(groups) > 1:  # set only then: the member is absent otherwise
+        response.label_sets_differ = groups
+    return response
 
 
 async def _prepare(

@@ -133,6 +133,7 @@ async def _infer(request: Request, services: Services, name: str, version: str |
         timeout_s=settings.request_timeout_s,
         max_images=settings.max_queue_size,
         pool=services.preprocess_pool,
+        watch=services.monitor,
     )
     request.state.timings = {"queue": answer.timings.queue_ms, "inference": answer.timings.inference_ms}
     headers: dict[str, str] = {}

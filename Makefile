@@ -90,7 +90,7 @@ $(PEERS_VENV)/.stamp: $(VENV)/.stamp bench/peers/__init__.py
 
 
 # Lint: ruff (rules and format) and mypy --strict over the code and the tests; the checkers are pinned (lint extra).
-LINT_PATHS := service export bench tests convzoo
+LINT_PATHS := service export bench tests convzoo scripts
 $(VENV)/.lint-stamp: $(VENV)/.stamp pyproject.toml
 	$(VENV)/bin/pip install -q -e '.[export,test,lint]'
 	touch $@

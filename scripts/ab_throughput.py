@@ -25,8 +25,8 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts.hostile import _free_port
-from tests.security.hostile import grey_png
+from scripts.hostile import _free_port  # noqa: E402  (run as a script: the repository on the path first)
+from tests.security.hostile import grey_png  # noqa: E402
 
 
 def _start(repo: Path, model: str) -> tuple[subprocess.Popen[bytes], str]:

@@ -380,7 +380,7 @@ def render(doc: dict[str, Any]) -> str:
         for result in run["results"]:
             row = {"label": label, **result}
             lines.append(
-                "| " + " | ".join("–" if row.get(k) is None else str(row.get(k)) for k, _ in COLUMNS) + " |"
+                "| " + " | ".join("–" if row.get(k) is None else str(row.get(k)) for k, _ in COLUMNS) + " |"  # noqa: RUF001 -- an en dash marks an empty cell
             )
     lines.append("")
     for label, run in runs.items():

@@ -30,8 +30,8 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench.report import PERF_ANALYZER_BEGIN, PERF_ANALYZER_END
-from tests.live import Server, free_port, start_service, stop_service
+from bench.report import PERF_ANALYZER_BEGIN, PERF_ANALYZER_END  # noqa: E402  (run as a script: the repository on the path first)
+from tests.live import Server, free_port, start_service, stop_service  # noqa: E402
 
 CACHE = REPO / ".cache" / "perf_analyzer"
 WHEEL_VERSION = "2.60.0"

@@ -12,7 +12,7 @@ export CONVZOO_HOST CONVZOO_PORT
 help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
 	@echo "make test   the default test suite"
-	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests, convzoo"
+	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests, convzoo, scripts"
 	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML (docs/bench.md)"
 	@echo "make bench-cli  a folder of 2,000 photos through convzoo classify vs the server's own throughput (docs/bench-cli.md)"
 	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"

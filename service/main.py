@@ -31,6 +31,7 @@ from service.logging import configure_logging
 from service.metrics import Metrics
 from service.settings import Settings
 from service.v2.errors import error_body
+from service.versions import ClientId
 
 VERSION = "0.1.0"
 
@@ -131,5 +132,6 @@ def create_app(
     app.add_middleware(HotClassify, route=find_route(classify.router.routes), serving=serving_of)
     app.add_middleware(UploadLimit, max_bytes=settings.max_upload_bytes, render=_upload_limit_renderer(mount))
     app.add_middleware(CloseUnread)  # around the upload limit: its refusals leave bodies unread too
+    app.add_middleware(ClientId)  # the client's id, for a canary's choice of version (docs/rollouts.md)
     observability.install(app, metrics, settings)  # last: its request log (and tracing) wrap every response
     return app

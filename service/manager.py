@@ -702,32 +702,19 @@ class ModelManager:
             if key not in listed and key not in serving and state.idle and not state.is_loaded:
                 del self._states[key]
 
+    def serving_policies(self) -> dict[str, Serving]:
+        """Every model's policy as traffic follows it now."""
+        return dict(self._serving)
+
+    def rollout_state(self, model: str) -> tuple[Serving, dict[str, str]]:
+        """The policy `model`'s traffic follows now, and the versions that failed to roll out, with why."""
+        if model not in self._serving:
+            raise unknown_model(model, self._serving)
+        return self._serving[model], dict(self.rollout_errors.get(model, {}))
+
     async def rollout(self, name: str) -> dict[str, Any]:
-        """A model's versions, its policy (as served and as the registry has it), why a version does not
-        serve, and the figures that judge it (GET /models/{name}/rollout)."""
+        """The figures that judge a rollout: requests per version, the shadow's comparisons."""
         model, _ = versions.split(name)
-        entry = self._entries.get(model)
-        if entry is None:
+        if model not in self._serving:
             raise unknown_model(name, self._serving)
-        serving = self._serving[model]
-        roles = {serving.stable: "stable"}
-        roles.update(
-            {s.version: role for role, s in (("canary", serving.canary), ("shadow", serving.shadow)) if s}
-        )
-        errors = self.rollout_errors.get(model, {})
-        return {
-            "model": model,
-            "serving": serving.model_dump(mode="json"),
-            "registry": entry.policy.model_dump(mode="json"),
-            "versions": [
-                {
-                    "version": s.entry.version,
-                    "role": roles.get(s.entry.version),
-                    "status": s.status,
-                    "reason": s.reason,
-                    "error": errors.get(s.entry.version),
-                }
-                for s in self.version_states(model)
-            ],
-            **self.rollouts.of(model),
-        }
+        return self.rollouts.of(model)

@@ -13,6 +13,7 @@ from service.lifecycle_metrics import LifecycleCollector
 from service.live_latency import RecentLatencies
 from service.manager import ModelManager
 from service.metrics import Metrics, ModelGauge
+from service.rollout_metrics import RolloutCollector
 from service.services import Services, preprocess_pool
 from service.settings import Settings
 from service.v2.statistics import Statistics
@@ -38,10 +39,12 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
         ]
     )
     metrics.registry.register(LifecycleCollector(manager))  # loads, load seconds, evictions, calibrations
+    metrics.registry.register(RolloutCollector(manager))  # versions served, shadow agreement, failures
     # Lanes: large uploads cannot hold every thread while small ones wait (docs/security.md, Fairness).
     pool = preprocess_pool(settings)
     await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
     manager.start()
+    manager.install_reload_signal()  # SIGHUP: re-read the registry and roll out the difference
     log.info("%s", catalog.summary(manager.states(), manager.default))
 
     async def exposition() -> bytes:

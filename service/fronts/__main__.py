@@ -33,6 +33,8 @@ def main() -> None:
     parser.add_argument("--of", type=int, default=1, help="how many fronts share the connection cap")
     args = parser.parse_args()
     die_with_parent(os.getppid(), signal.SIGTERM)  # a SIGTERM: it drains what it holds
+    # A reload is the service's (it holds the models): a SIGHUP sent to the whole group must not end a front.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = Settings()
     configure_logging(settings.log_level)
     # CONVZOO_MAX_CONNECTIONS bounds the service's connections in all: each front takes its share.

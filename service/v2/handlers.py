@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service import tracing
+from service import tracing, versions
 from service.batcher import InferTimings
 from service.errors import UnknownModel, unavailable_error, unknown_model
 from service.interfaces import Models, ModelStatus
@@ -63,7 +63,12 @@ def resolve(manager: Models, name: str, version: str | None = None) -> ModelStat
         guess = (exc.extensions or {}).get("did_you_mean")
         raise not_found(f"Unknown model '{name}'" + (f"; did you mean '{guess}'?" if guess else "")) from None
     if version is not None and version != state.entry.version:
-        raise not_found(f"Model '{name}' has no version '{version}'; it has version '{state.entry.version}'")
+        versions_of = manager.registry.get(versions.split(state.entry.name)[0]).version_names
+        if version not in versions_of:
+            raise not_found(
+                f"Model '{name}' has no version '{version}'; its versions: {', '.join(versions_of)}"
+            )
+        return manager.state(f"{name}{versions.SEPARATOR}{version}")  # that version, pinned
     return state
 
 
@@ -269,7 +274,10 @@ async def infer(
     tensor = Tensor(OUTPUT_NAME, "FP32", np.asarray(logits, dtype=np.float32))
     outputs = _outputs(request, tensor, manager.labels(entry.name))
     payload, length = tracing.traced("encode", encode_response)(
-        model_name=entry.name, model_version=entry.version, request_id=request.id, outputs=outputs
+        model_name=versions.split(entry.name)[0],
+        model_version=timings.version or entry.version,  # the version that answered
+        request_id=request.id,
+        outputs=outputs,
     )
     return InferAnswer(payload, length, timings)
 

@@ -55,6 +55,7 @@ class ModelManager:
         self._entries = {m.name: m for m in registry.models}
         # The policy traffic follows now: a registry's policy once its versions have loaded (`reload`).
         self._serving: dict[str, Serving] = {m.name: m.policy for m in registry.models}
+        self._requested = dict(self._serving)  # the registry's policies as last rolled out
         self._named: dict[str, ModelState] = {}  # states under the names requests use, while policies hold
         self.rollouts = Rollouts()
         self.rollout_errors: dict[str, dict[str, str]] = {}  # model -> version -> why it does not serve
@@ -584,11 +585,18 @@ class ModelManager:
         Reloads run one at a time, and a version's load is shared by whoever waits for it."""
         async with self._reload_lock:
             try:
-                self._take_registry(registry if registry is not None else self._read_registry())
+                fresh = self._take_registry(registry if registry is not None else self._read_registry())
             except RegistryError as exc:
                 log.error("reload refused, the registry in use stays: %s", exc)
                 return {"ok": False, "error": str(exc)}
-            changed = [m for m in self.registry.models if m.policy != self._serving.get(m.name)]
+            # A policy rolls out when it changed, or when a version it names changed in the registry (a
+            # version that failed is tried again then, not at every reload).
+            changed = [
+                m
+                for m in self.registry.models
+                if m.policy != self._requested.get(m.name)
+                or fresh.intersection(versions.key(m, v) for v in m.version_names)
+            ]
             await asyncio.gather(*(self._roll(m) for m in changed))
             for model in [m for m in self._serving if m not in self._entries]:  # removed from the registry
                 old = self._policy_keys(model)
@@ -607,8 +615,9 @@ class ModelManager:
                 "errors": {m: dict(e) for m, e in self.rollout_errors.items() if e},
             }
 
-    def _take_registry(self, registry: Registry) -> None:
-        """A new registry's entries and versions (none loaded yet); the policies stay as they are."""
+    def _take_registry(self, registry: Registry) -> set[str]:
+        """A new registry's entries and versions (none loaded yet); the policies stay as they are. Returns
+        the keys of the versions that are new or changed."""
         for m in registry.models:
             old = self._entries.get(m.name)
             if old is not None and old.version != m.version:
@@ -616,10 +625,14 @@ class ModelManager:
                     f"model {m.name!r}: its entry's own version changed from {old.version!r} to {m.version!r}; "
                     "a new version goes under `versions` (docs/rollouts.md)"
                 )
+        fresh: set[str] = set()
         for key, entry in versions.entries(registry).items():
             state = self._states.get(key)
-            if state is None or (state.status == "unavailable" and state.in_flight == 0):
-                self._states[key] = self._new_state(entry)  # new, or failed before: tried again
+            if state is None or (
+                state.status == "unavailable" and state.in_flight == 0 and state.entry != entry
+            ):
+                self._states[key] = self._new_state(entry)  # new, or failed before and changed since
+                fresh.add(key)
             elif state.entry.artifact != entry.artifact:
                 if state.status in ("loaded", "loading") or state.in_flight:
                     why = "its artifact changed in the registry while it runs: a new version needs a new name"
@@ -628,18 +641,22 @@ class ModelManager:
                     self.rollout_errors.setdefault(model, {})[version or entry.version] = why
                 else:
                     self._states[key] = self._new_state(entry)
+                    fresh.add(key)
             else:
                 state.entry = entry  # figures and provenance may have been measured since
         self.registry = registry
         self._entries = {m.name: m for m in registry.models}
         for m in registry.models:
-            self._serving.setdefault(m.name, m.policy)  # a new model serves its policy from the start
+            if m.name not in self._serving:  # a new model serves its policy from the start, loaded lazily
+                self._serving[m.name] = self._requested[m.name] = m.policy
         self._named.clear()
         self.generation += 1
+        return fresh
 
     async def _roll(self, entry: ModelEntry) -> None:
         """Load the versions `entry`'s policy names, then move its traffic to them (those that loaded)."""
         model, want, current = entry.name, entry.policy, self._serving[entry.name]
+        self._requested[model] = want
         targets = [want.stable, *(s.version for s in (want.canary, want.shadow) if s is not None)]
         outcomes = await asyncio.gather(
             *(self._ensure_key(self._key_for(model, v)) for v in targets), return_exceptions=True

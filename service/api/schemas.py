@@ -43,6 +43,8 @@ class Ready(BaseModel):
     loaded: list[str]  # the models readiness waits for: the default and every preload
     loading: list[str]
     unavailable: list[str]
+    # versions that failed to roll out at the last reload, with why: their models serve the version before
+    rollout_failed: list[str] = []
 
 
 # ---- /classify -------------------------------------------------------------------------------------------

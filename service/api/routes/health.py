@@ -31,4 +31,5 @@ async def ready(manager: ManagerDep) -> Ready:
         loaded=models["loaded"],
         loading=models["loading"],
         unavailable=models["unavailable"],
+        rollout_failed=models.get("rollout_failed", []),
     )

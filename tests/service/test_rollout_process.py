@@ -103,7 +103,7 @@ def test_versions_roll_out_on_sighup_under_load(
                     version = "v2" if i % 2 == 0 else own
                     set_policy(zoo, name, stable=version)
                     _hup(server)
-                    _until(lambda v=version: _answer(client, name, image)["version"] == v)  # type: ignore[misc]
+                    _until(lambda v=version: _answer(client, name, image)["version"] == v)
                 # a version that cannot load: the current one goes on answering
                 set_policy(zoo, name, stable="broken")
                 _hup(server)

@@ -7,13 +7,14 @@ CONVZOO_HOST ?= 127.0.0.1
 CONVZOO_PORT ?= 8000
 export CONVZOO_HOST CONVZOO_PORT
 
-.PHONY: run test models data browser bench soak audit test-docker lint clean help
+.PHONY: run test models data browser bench bench-rollout soak audit test-docker lint clean help
 
 help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
 	@echo "make test   the default test suite"
 	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests"
 	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML (docs/bench.md)"
+	@echo "make bench-rollout  versions swapped, canaried and shadowed under load (docs/bench-rollout.md)"
 	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"
 	@echo "make soak   SOAK_MINUTES (default 10) of mixed traffic; RSS and error counts (scripts/soak.py)"
 	@echo "make audit  pip-audit of requirements/serve.lock (needs a vulnerability service)"
@@ -96,6 +97,10 @@ lint: $(VENV)/.lint-stamp
 # --label after --seconds 45 --budget-mb 300.
 BENCH_MODELS_ARGS ?= --label current
 .PHONY: bench-models
+# Versions rolled out under load: swaps, a broken version, a canary, a shadow (docs/bench-rollout.md).
+bench-rollout: $(VENV)/.stamp
+	$(VENV)/bin/python -m bench.rollout $(BENCH_ROLLOUT_ARGS)
+
 bench-models: $(VENV)/.stamp
 	$(VENV)/bin/python scripts/bench_models.py $(BENCH_MODELS_ARGS)
 

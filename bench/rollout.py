@@ -212,7 +212,9 @@ async def _model(url: str, pid: int, zoo: Zoo, model: str, args: argparse.Namesp
             lambda r: r["serving"]["canary"] is not None,
         )
         canary = Window()
-        clients = iter(range(args.canary_requests))
+        clients = iter(
+            range(args.canary_requests if model.startswith("fmnist") else args.photo_canary_requests)
+        )
 
         async def one_client() -> None:
             for i in clients:
@@ -269,7 +271,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0, help="each steady and shadow window")
     parser.add_argument("--swaps", type=int, default=20)
-    parser.add_argument("--canary-requests", type=int, default=10_000)
+    parser.add_argument("--canary-requests", type=int, default=10_000, help="for fmnist-lenet5")
+    parser.add_argument(
+        "--photo-canary-requests",
+        type=int,
+        default=1_000,
+        help="for the photo model (about 50x slower per request)",
+    )
     parser.add_argument("--out", type=Path, default=None, help="write the results as JSON here")
     args = parser.parse_args()
     models = [m.strip() for m in args.models.split(",") if m.strip()]
@@ -287,9 +295,10 @@ def main() -> None:
         )
         cmd = [sys.executable, "-m", "service"]
         with serve(cmd, env, "/health/ready", port, root / "service.log") as running:
-            results = [asyncio.run(_model(running.url, running.pid, zoo, m, args)) for m in models]
-    for r in results:
-        print(json.dumps(r, indent=None))
+            results = []
+            for m in models:
+                results.append(asyncio.run(_model(running.url, running.pid, zoo, m, args)))
+                print(json.dumps(results[-1], indent=None), flush=True)
     if args.out is not None:
         args.out.write_text(
             json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results}, indent=2)

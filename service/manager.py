@@ -585,7 +585,9 @@ class ModelManager:
         Reloads run one at a time, and a version's load is shared by whoever waits for it."""
         async with self._reload_lock:
             try:
-                fresh = self._take_registry(registry if registry is not None else self._read_registry())
+                if registry is None:  # parsed and validated off the event loop: inference frames go on
+                    registry = await asyncio.to_thread(self._read_registry)
+                fresh = self._take_registry(registry)
             except RegistryError as exc:
                 log.error("reload refused, the registry in use stays: %s", exc)
                 return {"ok": False, "error": str(exc)}

@@ -179,6 +179,8 @@ async def _model(url: str, pid: int, zoo: Zoo, model: str, args: argparse.Namesp
         swap_s = []
         for i in range(args.swaps):
             target = "b" if i % 2 == 0 else own
+            if i > 0:
+                await asyncio.sleep(args.swap_gap_s)
             swap_s.append(
                 await _apply(
                     client,
@@ -247,6 +249,7 @@ async def _model(url: str, pid: int, zoo: Zoo, model: str, args: argparse.Namesp
         "swaps": {
             **swaps.summary(),
             "swaps": args.swaps,
+            "gap_s": args.swap_gap_s,
             "swap_s_median": round(float(np.median(swap_s)), 3),
         },
         "swap_p99_ratio": round(swaps.p(99) / steady.p(99), 3),
@@ -271,6 +274,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=8)
     parser.add_argument("--seconds", type=float, default=10.0, help="each steady and shadow window")
     parser.add_argument("--swaps", type=int, default=20)
+    parser.add_argument(
+        "--swap-gap-s", type=float, default=0.0, help="load alone between two swaps (0: back to back)"
+    )
     parser.add_argument("--canary-requests", type=int, default=10_000, help="for fmnist-lenet5")
     parser.add_argument(
         "--photo-canary-requests",

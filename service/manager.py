@@ -519,10 +519,10 @@ class ModelManager:
         self, model: str, answered: ModelState, batch: np.ndarray, logits: np.ndarray, timings: InferTimings
     ) -> None:
         """Its share of the requests, copied to the model's shadow version once the answer has gone. Shed
-        first under load (counted): while requests wait in the queue of the version that answered (a copy
-        would take CPU they need: with a 100% shadow on efficientnet_lite0 at c8 on 2 cores, copying every
-        request raised the primary's p99 1.9x), while the shadow has a batch's worth of copies, or while
-        it is not loaded."""
+        first under load (counted): while the version that answered has requests queued or a batch running
+        (a copy would take CPU they need: with a 100% shadow on efficientnet_lite0 at c8 on 2 cores,
+        copying whenever its queue was empty still raised the primary's p99 1.9x), while the shadow has a
+        batch's worth of copies, or while it is not loaded."""
         primary = answered.entry.version
         share = self._serving[model].shadow
         if share is None or share.version == primary or self._stopping:
@@ -530,7 +530,7 @@ class ModelManager:
         if random.random() * 100 >= share.percent:
             return
         state = self._states.get(self._key_for(model, share.version))
-        busy = answered.batcher is not None and answered.batcher.queued > 0
+        busy = answered.batcher is not None and not answered.batcher.idle
         if busy or state is None or state.batcher is None or state.in_flight >= state.policy.max_batch_size:
             self.rollouts.shed[(model, share.version)] += 1
             return

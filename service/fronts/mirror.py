@@ -64,7 +64,10 @@ def snapshot(
         "host": models.host_description(),
         "readiness": [ok, reason, lists],
         "states": [_state(s) for s in states],
-        "statistics": {s.entry.name: statistics.model_stat(s.entry.name, s.entry.version) for s in states},
+        # by version key: a version's batches are counted under it (service/versions.py)
+        "statistics": {
+            k: statistics.model_stat(k, e.version) for k, e in versions.entries(models.registry).items()
+        },
         "recent": {s.entry.name: p for s in states if (p := recent.p50_ms(s.entry.name)) is not None},
     }
 

@@ -11,6 +11,7 @@ import time
 import zlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -161,9 +162,14 @@ def statistics(
     manager: Models, stats: StatisticsSource, name: str | None = None, version: str | None = None
 ) -> ModelStatistics:
     states = [resolve(manager, name, version)] if name is not None else manager.states()
-    return ModelStatistics.model_validate(
-        {"model_stats": [stats.model_stat(s.entry.name, s.entry.version) for s in states]}
-    )
+    return ModelStatistics.model_validate({"model_stats": [_version_stat(manager, stats, s) for s in states]})
+
+
+def _version_stat(manager: Models, stats: StatisticsSource, state: ModelStatus) -> dict[str, Any]:
+    """The statistics of the version `state` is, kept under its key (service/versions.py), named as the model."""
+    model = versions.split(state.entry.name)[0]
+    key = versions.key(manager.registry.get(model), state.entry.version)
+    return {**stats.model_stat(key, state.entry.version), "name": model}
 
 
 # --- infer ------------------------------------------------------------------------------------------------

@@ -129,6 +129,11 @@ async def test_a_request_follows_the_policy_or_pins_a_version(
         assert r.json()["model_version"] == own
         rollout = (await client.get(f"/models/{name}/rollout")).json()
         assert rollout["pinned"] == {"v2": 2, own: 1} and rollout["served"] == {own: 2}
+        # per-version statistics: each version's own inferences, named as the model
+        (v2_stat,) = (await client.get(f"/v2/models/{name}/versions/v2/stats")).json()["model_stats"]
+        (own_stat,) = (await client.get(f"/v2/models/{name}/stats")).json()["model_stats"]
+        assert (v2_stat["name"], v2_stat["version"], v2_stat["inference_count"]) == (name, "v2", 2)
+        assert (own_stat["name"], own_stat["version"], own_stat["inference_count"]) == (name, own, 3)
 
 
 async def test_a_canary_answers_its_share_of_clients_and_each_client_one_version(

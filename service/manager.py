@@ -592,6 +592,7 @@ class ModelManager:
             try:
                 if registry is None:  # parsed and validated off the event loop: inference frames go on
                     registry = await asyncio.to_thread(self._read_registry)
+                served = {m: self._policy_keys(m) for m in self._serving}  # keys as the old registry has them
                 fresh = self._take_registry(registry)
             except RegistryError as exc:
                 log.error("reload refused, the registry in use stays: %s", exc)
@@ -606,10 +607,9 @@ class ModelManager:
             ]
             await asyncio.gather(*(self._roll(m) for m in changed))
             for model in [m for m in self._serving if m not in self._entries]:  # removed from the registry
-                old = self._policy_keys(model)
                 del self._serving[model]
                 self._named.clear()
-                for key in old:
+                for key in served[model]:
                     self._spawn(self._retire(key))
             self._retire_unlisted()
             return {
@@ -713,7 +713,7 @@ class ModelManager:
         while not state.idle:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         model, _ = versions.split(key)
-        if model in self._serving and key in self._policy_keys(model):
+        if model in self._serving and model in self._entries and key in self._policy_keys(model):
             return  # serving again (a roll back meanwhile)
         if state.is_loaded:
             self._evict(state, "retired")

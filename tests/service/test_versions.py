@@ -214,6 +214,17 @@ async def test_a_reload_swaps_versions_and_a_broken_one_leaves_the_current_servi
         assert (await manager.reload())["ok"]
         assert _top(await _classify(client, fashion, name)) == OWN_CLASS
         assert not (await client.get("/health/ready")).json()["rollout_failed"]
+        # a model removed from the registry: unloaded after its requests, then unknown
+        other = next(m.name for m in zoo.registry.models if m.name != name and m.dataset == "fashion-mnist")
+        await _classify(client, fashion, other)
+        registry = zoo.registry
+        zoo.save(registry.model_copy(update={"models": [m for m in registry.models if m.name != other]}))
+        assert (await manager.reload())["ok"]
+        r = await client.post(
+            "/classify", params={"model": other}, files={"file": ("x.png", fashion.png(0), "image/png")}
+        )
+        assert r.status_code == 404
+        await _until(lambda: other not in [s.entry.name for s in manager._states.values()])
 
 
 async def test_a_version_with_a_wrong_checksum_never_serves(

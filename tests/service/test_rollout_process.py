@@ -120,6 +120,8 @@ def test_versions_roll_out_on_sighup_under_load(
             assert load.versions[own] > 0 and load.versions["v2"] > 0
             assert "failed to roll out" in server.log()
             assert client.get("/health/ready").json()["rollout_failed"]
+            pinned = _answer(client, f"{name}@v2", image)  # through a front too: the service runs v2
+            assert (pinned["version"], pinned["results"][0]["predictions"][0]["index"]) == ("v2", V2_CLASS)
 
             # a canary: each client sees one version, both versions answer someone
             set_policy(zoo, name, canary=("v2", 50), shadow=("v2", 100))

@@ -7,7 +7,7 @@ CONVZOO_HOST ?= 127.0.0.1
 CONVZOO_PORT ?= 8000
 export CONVZOO_HOST CONVZOO_PORT
 
-.PHONY: run test models data browser bench soak audit test-docker lint clean help
+.PHONY: run test models data browser bench bench-rollout soak audit test-docker lint clean help
 
 help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
@@ -15,6 +15,7 @@ help:
 	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests, convzoo, scripts"
 	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML (docs/bench.md)"
 	@echo "make bench-cli  a folder of 2,000 photos through convzoo classify vs the server's own throughput (docs/bench-cli.md)"
+	@echo "make bench-rollout  versions swapped, canaried and shadowed under load (docs/bench-rollout.md)"
 	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"
 	@echo "make bench-auth  the cost of API keys and quotas, and a flooding key beside a compliant one (docs/auth.md)"
 	@echo "make bench-monitor  what the monitor catches (drift, unusual inputs) and costs (docs/bench-monitor.md)"
@@ -112,6 +113,10 @@ bench-cli: $(VENV)/.stamp
 # --label after --seconds 45 --budget-mb 300.
 BENCH_MODELS_ARGS ?= --label current
 .PHONY: bench-models
+# Versions rolled out under load: swaps, a broken version, a canary, a shadow (docs/bench-rollout.md).
+bench-rollout: $(VENV)/.stamp
+	$(VENV)/bin/python -m bench.rollout $(BENCH_ROLLOUT_ARGS)
+
 bench-models: $(VENV)/.stamp
 	$(VENV)/bin/python scripts/bench_models.py $(BENCH_MODELS_ARGS)
 

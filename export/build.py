@@ -59,7 +59,7 @@ def _default_model(models: list[ModelEntry], previous: str | None) -> str:
 
 
 @contextmanager
-def _locked(directory: Path) -> Iterator[None]:
+def locked(directory: Path) -> Iterator[None]:
     # builds of different zoos may finish at the same moment: the read-modify-write of the registry
     # is serialised on its directory, so no entry is lost
     fd = os.open(directory, os.O_RDONLY)
@@ -73,7 +73,7 @@ def _locked(directory: Path) -> Iterator[None]:
 def merge_into_registry(path: Path, entries: list[ModelEntry], label_sets: dict[str, list[str]]) -> Registry:
     """Replace same-named entries (others stay, in order; new ones are appended) and write `path`."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    with _locked(path.parent):
+    with locked(path.parent):
         return _merge(path, entries, label_sets)
 
 

@@ -1,16 +1,18 @@
-"""Command line of the export stage: `python -m export build|eval|table`."""
+"""Command line of the export stage: `python -m export build|eval|table|version ...`."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import Enum
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from export.build import MODELS_DIR, REGISTRY_PATH, merge_into_registry
+from export import versions
+from export.build import MODELS_DIR, REGISTRY_PATH, locked, merge_into_registry
 from export.table import render
-from service.registry import ModelEntry, load_registry
+from service.registry import ModelEntry, Registry, load_registry, save_registry
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Train, export and measure the convzoo models."
@@ -288,3 +290,71 @@ def quantize_cmd(
             typer.echo(quantize.describe(load_registry(registry).get(entry.name), fp32))
     except (FileNotFoundError, ValueError) as exc:
         raise _fail(str(exc)) from None
+
+
+version_app = typer.Typer(
+    no_args_is_help=True,
+    help="A model's versions and serving policy; the running service applies them on SIGHUP (docs/rollouts.md).",
+)
+app.add_typer(version_app, name="version")
+
+
+def _update_registry(registry: Path, change: Callable[[Registry], Registry]) -> None:
+    try:
+        with locked(registry.parent):
+            save_registry(change(load_registry(registry)), registry)
+    except ValueError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(f"{registry}: updated; `kill -HUP <service pid>` applies it")
+
+
+@version_app.command("add")
+def version_add(
+    model: str,
+    version: str,
+    onnx_file: Annotated[
+        Path, typer.Argument(help="the new weights' ONNX file, copied into the model directory")
+    ],
+    registry: RegistryOpt = REGISTRY_PATH,
+    out: ModelsOpt = MODELS_DIR,
+) -> None:
+    """Add VERSION of MODEL beside its others (the policy is unchanged: it serves nobody yet)."""
+    _update_registry(registry, lambda r: versions.add_version(r, out, model, version, onnx_file))
+
+
+@version_app.command("promote")
+def version_promote(model: str, version: str, registry: RegistryOpt = REGISTRY_PATH) -> None:
+    """VERSION becomes MODEL's stable version (also the way back: promote the previous one)."""
+    _update_registry(registry, lambda r: versions.promote(r, model, version))
+
+
+@version_app.command("canary")
+def version_canary(
+    model: str,
+    version: Annotated[str, typer.Argument(help="the version, or `none` to end the canary")],
+    percent: Annotated[float, typer.Option(help="share of the clients, by a hash of their id")] = 10.0,
+    registry: RegistryOpt = REGISTRY_PATH,
+) -> None:
+    """VERSION answers PERCENT of MODEL's clients."""
+    _update_registry(
+        registry, lambda r: versions.canary(r, model, None if version == "none" else version, percent)
+    )
+
+
+@version_app.command("shadow")
+def version_shadow(
+    model: str,
+    version: Annotated[str, typer.Argument(help="the version, or `none` to end the shadow")],
+    percent: Annotated[float, typer.Option(help="share of the requests copied to it")] = 100.0,
+    registry: RegistryOpt = REGISTRY_PATH,
+) -> None:
+    """VERSION gets a copy of PERCENT of MODEL's requests, compared with the answers and never returned."""
+    _update_registry(
+        registry, lambda r: versions.shadow(r, model, None if version == "none" else version, percent)
+    )
+
+
+@version_app.command("retire")
+def version_retire(model: str, version: str, registry: RegistryOpt = REGISTRY_PATH) -> None:
+    """Remove VERSION (one the policy does not serve) from MODEL's entry."""
+    _update_registry(registry, lambda r: versions.retire(r, model, version))

@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterator, Sequence
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import FrameType
+from typing import Any
 from urllib.parse import parse_qs
 
 import numpy as np
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import tracing
+from service import tracing, versions
 from service.api.limits import content_length
 from service.batcher import InferTimings
 from service.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
@@ -32,7 +33,7 @@ from service.interfaces import Models, ModelStatus
 from service.keys import Key, KeyRing
 from service.keys import Scope as KeyScope
 from service.quota import FailureLimit, KeyQuota, Quotas
-from service.registry import ModelEntry, Registry
+from service.registry import ModelEntry, Registry, Serving
 from service.settings import Settings
 
 log = logging.getLogger("convzoo.auth")
@@ -273,7 +274,7 @@ def _charge(name: str, images: int) -> None:
     caller = _caller.get()
     if caller is None:
         return
-    if not caller.key.allows_model(name):  # a model chosen by the service (default, auto, compare)
+    if not caller.key.allows_model(versions.split(name)[0]):  # chosen by the service (default, auto, compare)
         raise Forbidden(f"API key {caller.key.id} may not use model {name!r}.")
     quota = caller.quota
     if quota is not None and quota.images is not None:
@@ -308,8 +309,15 @@ class GuardedModels:
     async def refresh(self) -> None:
         await self.models.refresh()
 
+    @property
+    def generation(self) -> int:
+        return self.models.generation
+
     def states(self) -> Sequence[ModelStatus]:
         return self.models.states()
+
+    def version_states(self, model: str) -> Sequence[ModelStatus]:
+        return self.models.version_states(model)
 
     def state(self, name: str) -> ModelStatus:
         return self.models.state(name)
@@ -337,6 +345,15 @@ class GuardedModels:
     ) -> tuple[np.ndarray, InferTimings]:
         _charge(name, int(batch.shape[0]))
         return await self.models.infer(name, batch, deadline=deadline)
+
+    def rollout_state(self, model: str) -> tuple[Serving, dict[str, str]]:
+        return self.models.rollout_state(model)
+
+    async def rollout(self, name: str) -> dict[str, Any]:
+        return await self.models.rollout(name)
+
+    async def reload(self) -> dict[str, Any]:
+        return await self.models.reload()
 
 
 # --- start-up and signals --------------------------------------------------------------------------------

@@ -38,6 +38,7 @@ class InferTimings:
     queue_ms: float  # the longest wait of the request's images
     inference_ms: float  # the longest batch the request's images ran in
     batch_sizes: tuple[int, ...]
+    version: str | None = None  # the model version that answered, where the model has several
 
 
 @dataclass

@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from service.batcher import InferTimings
-from service.registry import ModelEntry, Registry
+from service.registry import ModelEntry, Registry, Serving
 
 
 class Batching(Protocol):
@@ -102,7 +102,11 @@ class Models(Protocol):
         """Bring the states up to date before a request reads them (a no-op in process)."""
         ...
 
-    def states(self) -> Sequence[ModelStatus]: ...
+    @property
+    def generation(self) -> int: ...  # counts the registries taken in (a reload adds one)
+
+    def states(self) -> Sequence[ModelStatus]: ...  # one per model: the version `model=NAME` gets
+    def version_states(self, model: str) -> Sequence[ModelStatus]: ...  # every version, as NAME@VERSION
     def state(self, name: str) -> ModelStatus: ...  # raises UnknownModel
     def entry(self, name: str) -> ModelEntry: ...  # raises UnknownModel
     def labels(self, name: str) -> list[str]: ...
@@ -120,7 +124,20 @@ class Models(Protocol):
     async def infer(
         self, name: str, batch: np.ndarray, *, deadline: float
     ) -> tuple[np.ndarray, InferTimings]:
-        """N preprocessed samples through the model's batcher; logits N x classes."""
+        """N preprocessed samples through the batcher of the version `name` gets (NAME: by its policy,
+        NAME@VERSION: that one); logits N x classes, the timings naming the version."""
+        ...
+
+    def rollout_state(self, model: str) -> tuple[Serving, dict[str, str]]:
+        """The policy the model's traffic follows now; the versions that failed to roll out, and why."""
+        ...
+
+    async def rollout(self, name: str) -> dict[str, Any]:
+        """The rollout's figures: requests per version, the shadow's comparisons (service/rollout.py)."""
+        ...
+
+    async def reload(self) -> dict[str, Any]:
+        """Re-read the registry and roll out the difference (as SIGHUP does)."""
         ...
 
 

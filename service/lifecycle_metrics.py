@@ -52,7 +52,7 @@ class LifecycleCollector:
         yield _family(
             CounterMetricFamily,
             "convzoo_model_evictions",
-            "Models unloaded: reason budget (room for another load), rss (process over budget) or manual.",
+            "Models unloaded: reason budget (room for another load), rss (process over budget), manual, or retired (a version no policy serves).",
             ["model", "reason"],
             stats.evictions,
         )

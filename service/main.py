@@ -32,6 +32,7 @@ from service.logging import configure_logging
 from service.metrics import Metrics
 from service.settings import Settings
 from service.v2.errors import error_body
+from service.versions import ClientId
 
 VERSION = "0.1.0"
 
@@ -149,5 +150,6 @@ def create_app(
     if access is not None:  # who is calling, before the upload limit reads anything
         app.add_middleware(auth.Guard, access=access, render=_upload_limit_renderer(mount))
     app.add_middleware(CloseUnread)  # around the upload limit: its refusals leave bodies unread too
+    app.add_middleware(ClientId)  # the client's id, for a canary's choice of version (docs/rollouts.md)
     observability.install(app, metrics, settings)  # last: its request log (and tracing) wrap every response
     return app

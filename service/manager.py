@@ -7,16 +7,18 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
+import random
+import signal
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
-from service import threads
+from service import threads, versions
 from service.batcher import BatchRecord, DynamicBatcher, InferTimings
 from service.catalog import closest
-from service.errors import ModelUnavailable, NotReady, Overloaded, ServiceError, unknown_model
+from service.errors import ModelUnavailable, NotReady, Overloaded, ServiceError, UnknownModel, unknown_model
 from service.memory import bound_heap, rss_bytes, trim_heap
 from service.models import budget
 from service.models.artifacts import ArtifactProblem, missing, static_problem
@@ -25,8 +27,9 @@ from service.models.calibrator import Calibrator
 from service.models.footprint import LoadMemory
 from service.models.loader import Loader, expected_load_remaining_s, wait_for_load
 from service.models.readiness import readiness
-from service.models.state import BatchingPolicy, LifecycleStats, ModelState, Status
-from service.registry import ModelEntry, Registry, full_decoding, load_registry
+from service.models.state import BatchingPolicy, LifecycleStats, ModelState, Named, Status
+from service.registry import ModelEntry, Registry, RegistryError, Serving, full_decoding, load_registry
+from service.rollout import Rollouts
 from service.runtime import CPU, LoadedModel, RuntimeUnavailable, initialise_runtime, requested_providers
 from service.settings import Settings
 
@@ -47,9 +50,17 @@ class ModelManager:
         self.registry = registry
         self.settings = settings
         self.models_dir = settings.models_dir
-        self._states = {
-            m.name: ModelState(entry=m, policy=BatchingPolicy.of(m, settings)) for m in registry.models
-        }
+        # Every version of every model, by key (service/versions.py): NAME for an entry's own version.
+        self._states: dict[str, ModelState] = {}
+        self._entries = {m.name: m for m in registry.models}
+        # The policy traffic follows now: a registry's policy once its versions have loaded (`reload`).
+        self._serving: dict[str, Serving] = {m.name: m.policy for m in registry.models}
+        self._requested = dict(self._serving)  # the registry's policies as last rolled out
+        self._named: dict[str, ModelState] = {}  # states under the names requests use, while policies hold
+        self.rollouts = Rollouts()
+        self.rollout_errors: dict[str, dict[str, str]] = {}  # model -> version -> why it does not serve
+        self.generation = 0  # counts the registries taken in: a front re-reads the registry when it moves
+        self._reload_lock = asyncio.Lock()
         self.stats = LifecycleStats()
         self._loader = Loader(settings)
         self._calibrator = Calibrator(settings, self.stats, self._load_blocking, self._fits)
@@ -61,11 +72,16 @@ class ModelManager:
         self.baseline_rss_bytes = 0  # the process before any model: the budget bounds RSS above it
         # Called with every batch any model's batcher runs (metrics, statistics, live latencies).
         self.batch_hooks = tuple(batch_hooks)
-        for state in self._states.values():
-            if (what := missing(state.entry, settings.models_dir)) is not None:
-                state.mark_not_built(what)
-            elif (reason := static_problem(state.entry, settings)) is not None:
-                state.mark_unavailable(reason)
+        for key, entry in versions.entries(registry).items():
+            self._states[key] = self._new_state(entry)
+
+    def _new_state(self, entry: ModelEntry) -> ModelState:
+        state = ModelState(entry=entry, policy=BatchingPolicy.of(entry, self.settings))
+        if (what := missing(entry, self.settings.models_dir)) is not None:
+            state.mark_not_built(what)
+        elif (reason := static_problem(entry, self.settings)) is not None:
+            state.mark_unavailable(reason)
+        return state
 
     @classmethod
     def from_settings(
@@ -98,9 +114,9 @@ class ModelManager:
 
     def preload_names(self) -> list[str]:
         names = self.settings.preload if self.settings.preload is not None else [self.default]
-        unknown = [n for n in names if n not in self._states]
+        unknown = [n for n in names if n not in self._serving]
         if unknown:
-            guess = closest(unknown[0], self._states)
+            guess = closest(unknown[0], self._serving)
             raise ValueError(f"Unknown model {unknown[0]}" + (f"; did you mean {guess}?" if guess else ""))
         return names
 
@@ -108,6 +124,15 @@ class ModelManager:
         """The models readiness waits for and eviction never touches: the default and the preloads."""
         names = self.preload_names()
         return names if self.default in names else [self.default, *names]
+
+    def _required_keys(self) -> list[str]:
+        """The versions the required models serve now: stable, canary and shadow."""
+        return [k for n in self.required_names() for k in self._policy_keys(n)]
+
+    def _policy_keys(self, model: str) -> list[str]:
+        policy = self._serving[model]
+        chosen = [policy.stable, *(s.version for s in (policy.canary, policy.shadow) if s is not None)]
+        return [self._key_for(model, v) for v in chosen]
 
     def start(self) -> None:
         """Load the default and the preloads in the background, then calibrate every other model."""
@@ -125,13 +150,15 @@ class ModelManager:
         task.add_done_callback(self._background.discard)
 
     async def _preload(self, names: list[str]) -> None:
-        """Load in parallel; readiness follows the loads, then their calibrations are awaited too."""
-        results = await asyncio.gather(*(self.ensure_loaded(n) for n in names), return_exceptions=True)
-        for name, result in zip(names, results, strict=True):
+        """Load in parallel (the versions each policy serves); readiness follows the loads, then their
+        calibrations are awaited too."""
+        keys = [k for n in names for k in self._policy_keys(n)]
+        results = await asyncio.gather(*(self._ensure_key(k) for k in keys), return_exceptions=True)
+        for key, result in zip(keys, results, strict=True):
             if isinstance(result, BaseException):  # recorded on the model's state; the others still load
-                log.warning("preload of %s failed: %s", name, result)
-        for name in names:
-            state = self._states[name]
+                log.warning("preload of %s failed: %s", key, result)
+        for key in keys:
+            state = self._states[key]
             if state.is_loaded and state.model is not None and state.calibration is None:
                 await self._calibrator.calibrate_loaded(state, "after-load")
 
@@ -162,7 +189,11 @@ class ModelManager:
 
     def readiness(self) -> tuple[bool, str, dict[str, list[str]]]:
         """Ready when the default and every preloaded model are loaded and warmed up; says what is not."""
-        return readiness([self._states[n] for n in self.required_names()], self.default)
+        ok, reason, lists = readiness([self.state(n) for n in self.required_names()], self.default)
+        failed = [f"{m}@{v}: {why}" for m, errors in self.rollout_errors.items() for v, why in errors.items()]
+        if failed:  # the versions that failed to roll out: their model still serves its current version
+            lists = {**lists, "rollout_failed": failed}
+        return ok, reason, lists
 
     def require_ready(self) -> None:
         ok, reason = self.ready()
@@ -175,16 +206,46 @@ class ModelManager:
         return self.state(name).entry
 
     def state(self, name: str) -> ModelState:
-        try:
-            return self._states[name]
-        except KeyError:
-            raise unknown_model(name, self._states) from None
+        """The state of the version that `name` names (NAME: the stable one), under that name."""
+        found = self._named.get(name)
+        if found is not None:
+            return found
+        model, version = versions.split(name)
+        policy = self._serving.get(model)
+        if policy is None:
+            raise unknown_model(name, self._serving)
+        state = self._states[self._key_for(model, version or policy.stable)]
+        if state.entry.name != name:  # NAME for another version, or NAME@VERSION of the entry's own version
+            state = cast(ModelState, Named(state, name))
+        self._named[name] = state
+        return state
+
+    def _key_for(self, model: str, version: str) -> str:
+        """The key of a version of `model` the manager holds; UnknownModel for one it does not."""
+        entry = self._entries.get(model)
+        key = f"{model}{versions.SEPARATOR}{version}" if entry is None or version != entry.version else model
+        if key not in self._states:
+            if entry is None:
+                raise unknown_model(model, self._serving)
+            raise UnknownModel(
+                f"Model {model!r} has no version {version!r}; its versions: {', '.join(entry.version_names)}.",
+                extensions={"versions": entry.version_names},
+            )
+        return key
 
     def labels(self, name: str) -> list[str]:
-        return self.registry.labels_of(self.entry(name).name)
+        return self.registry.label_sets[self.entry(name).labels]
 
     def states(self) -> list[ModelState]:
-        return list(self._states.values())
+        """One state per model: the version `model=NAME` gets, under NAME."""
+        return [self.state(m.name) for m in self.registry.models]
+
+    def version_states(self, model: str) -> list[ModelState]:
+        """Every version of `model`, each under NAME@VERSION."""
+        entry = self._entries.get(model)
+        if entry is None:
+            raise unknown_model(model, self._serving)
+        return [self.state(f"{model}{versions.SEPARATOR}{v}") for v in entry.version_names]
 
     def max_batch_size_of(self, entry: ModelEntry) -> int:
         return self.state(entry.name).policy.max_batch_size
@@ -197,7 +258,18 @@ class ModelManager:
         With a `deadline` (time.monotonic()), a caller waits for the load only while the deadline allows:
         when the load is expected to take longer, DeadlineExceeded at once, with the expected time as
         Retry-After. The load itself goes on, so that the retry finds the model loaded."""
-        state = self.state(name)
+        return await self._ensure_key(self._resolve(name), deadline=deadline)
+
+    def _resolve(self, name: str) -> str:
+        """The key of the version `name` names: pinned, or the stable one."""
+        model, version = versions.split(name)
+        policy = self._serving.get(model)
+        if policy is None:
+            raise unknown_model(name, self._serving)
+        return self._key_for(model, version or policy.stable)
+
+    async def _ensure_key(self, key: str, *, deadline: float | None = None) -> ModelState:
+        state, name = self._states[key], key
         if state.is_loaded:
             return state
         if state.status == "unavailable":
@@ -242,7 +314,7 @@ class ModelManager:
         if (
             state.calibration is None
             and self.settings.calibration_s > 0
-            and name not in self.required_names()
+            and name not in self._required_keys()
         ):
             self._spawn(self._calibrator.calibrate_loaded(state, "after-load"))
         return None
@@ -283,10 +355,10 @@ class ModelManager:
 
     def unload(self, name: str) -> bool:
         """Unload an idle, unpinned model now (operations and tests); False when it is in use or pinned."""
-        state = self.state(name)
-        if not self._memory().evictable(name):
+        key = self._resolve(name)
+        if not self._memory().evictable(key):
             return False
-        self._evict(state, "manual")
+        self._evict(self._states[key], "manual")
         return True
 
     async def unload_model(self, name: str) -> bool:
@@ -297,7 +369,7 @@ class ModelManager:
 
     def _memory(self) -> Memory:
         """What the budget policy sees: the loaded and loading models, and background calibration's sessions."""
-        pinned = set(self.required_names())
+        pinned = set(self._required_keys())
         residents = [
             Resident(
                 name=s.entry.name,
@@ -388,24 +460,296 @@ class ModelManager:
 
     # ---- inference -----------------------------------------------------------------------------------
 
+    def route(self, name: str, bucket: int | None = None) -> tuple[str, str | None]:
+        """The key of the version that answers a request for `name`, and the model's name when the request
+        follows the policy (None when pinned). `bucket`: the client's (service/versions.py), else the one
+        of the request in progress."""
+        model, version = versions.split(name)
+        policy = self._serving.get(model)
+        if policy is None:
+            raise unknown_model(name, self._serving)
+        if version is not None:
+            return self._key_for(model, version), None
+        if policy.canary is not None:
+            version = versions.choose(
+                policy, versions.bucket(versions.client_id.get()) if bucket is None else bucket
+            )
+        return self._key_for(model, version or policy.stable), model
+
     async def infer(
-        self, name: str, batch: np.ndarray, *, deadline: float
+        self, name: str, batch: np.ndarray, *, deadline: float, bucket: int | None = None
     ) -> tuple[np.ndarray, InferTimings]:
-        """Run N preprocessed samples (N x C x H x W) through the model's batcher; logits N x classes."""
-        state = self.state(name)
+        """Run N preprocessed samples (N x C x H x W) through the batcher of the version that answers
+        `name`; logits N x classes, and the timings name that version."""
+        key, followed = self.route(name, bucket)
+        return await self.run(key, batch, deadline=deadline, followed=followed)
+
+    async def run(
+        self, key: str, batch: np.ndarray, *, deadline: float, followed: str | None = None
+    ) -> tuple[np.ndarray, InferTimings]:
+        """Inference on one version (by key). `followed`: the model whose policy chose it, so that its
+        shadow gets a copy."""
+        state = self._states.get(key)
+        if state is None:  # retired between the request's routing and now
+            raise ModelUnavailable(f"Model {key} was unloaded; retry.", retry_after_s=1)
         state.in_flight += 1  # also while waiting for a load: the model is then not evicted under us
         try:
-            await self.ensure_loaded(name, deadline=deadline)
+            await self._ensure_key(key, deadline=deadline)
             self._touch(state)
             batcher = state.batcher
             if batcher is None:
-                raise ModelUnavailable(f"Model {name} was unloaded; retry.", retry_after_s=1)
+                raise ModelUnavailable(f"Model {key} was unloaded; retry.", retry_after_s=1)
             out, timings = await batcher.submit(batch, deadline=deadline)
         finally:
             state.in_flight -= 1
             state.last_used = time.monotonic()
-        return out, InferTimings(
+        measured = InferTimings(
             queue_ms=max(t.queue_ns for t in timings) / 1e6,
             inference_ms=max(t.compute_ns for t in timings) / 1e6,
             batch_sizes=tuple(t.batch_size for t in timings),
+            version=state.entry.version,
         )
+        model = versions.split(key)[0]
+        if followed is None:
+            self.rollouts.pinned[(model, state.entry.version)] += 1
+        else:
+            self.rollouts.served[(model, state.entry.version)] += 1
+            self._copy_to_shadow(model, state, batch, out, measured)
+        return out, measured
+
+    # ---- shadow --------------------------------------------------------------------------------------
+
+    def _copy_to_shadow(
+        self, model: str, answered: ModelState, batch: np.ndarray, logits: np.ndarray, timings: InferTimings
+    ) -> None:
+        """Its share of the requests, copied to the model's shadow version once the answer has gone. Shed
+        first under load (counted): while the version that answered has requests queued or a batch running
+        (a copy would take CPU they need: with a 100% shadow on efficientnet_lite0 at c8 on 2 cores,
+        copying whenever its queue was empty still raised the primary's p99 1.9x), while the shadow has a
+        batch's worth of copies, or while it is not loaded."""
+        primary = answered.entry.version
+        share = self._serving[model].shadow
+        if share is None or share.version == primary or self._stopping:
+            return
+        if random.random() * 100 >= share.percent:
+            return
+        state = self._states.get(self._key_for(model, share.version))
+        busy = answered.batcher is not None and not answered.batcher.idle
+        if busy or state is None or state.batcher is None or state.in_flight >= state.policy.max_batch_size:
+            self.rollouts.shed[(model, share.version)] += 1
+            return
+        state.in_flight += 1
+        primary_ms = timings.queue_ms + timings.inference_ms
+        self._spawn(self._shadow(state, model, primary, batch, logits, primary_ms))
+
+    async def _shadow(
+        self,
+        state: ModelState,
+        model: str,
+        primary: str,
+        batch: np.ndarray,
+        logits: np.ndarray,
+        primary_ms: float,
+    ) -> None:
+        shadow = state.entry.version
+        try:
+            await asyncio.sleep(0)  # the primary's answer is written first
+            batcher = state.batcher
+            if batcher is None:
+                self.rollouts.shed[(model, shadow)] += 1
+                return
+            deadline = time.monotonic() + self.settings.request_timeout_s
+            out, timings = await batcher.submit(batch, deadline=deadline)
+        except Exception as exc:  # never the client's concern: counted, and logged at debug
+            self.rollouts.failed[(model, shadow)] += 1
+            log.debug("shadow inference of %s@%s failed: %s", model, shadow, exc)
+            return
+        finally:
+            state.in_flight -= 1
+        shadow_ms = (max(t.queue_ns for t in timings) + max(t.compute_ns for t in timings)) / 1e6
+        self.rollouts.pair(model, primary, shadow).record(logits, out, primary_ms, shadow_ms)
+
+    # ---- reload ----------------------------------------------------------------------------------------
+
+    def install_reload_signal(self, also: Callable[[], None] | None = None) -> None:
+        """SIGHUP re-reads the registry and applies it (`reload`), after `also` (the API keys' reload,
+        which this handler replaces in this process); a no-op where signals cannot be set."""
+
+        def handle() -> None:
+            if also is not None:
+                also()
+            self.reload_soon()
+
+        try:
+            asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, handle)
+        except (NotImplementedError, RuntimeError, ValueError):  # not the main thread, or no signals here
+            log.debug("SIGHUP cannot be handled in this process; reload is its call only")
+
+    def reload_soon(self) -> None:
+        log.info("reloading the registry (SIGHUP)")
+        self._spawn(self.reload())
+
+    def _read_registry(self) -> Registry:
+        registry = load_registry(self.settings.registry_path)
+        return registry if self.settings.reduce_at_decode else full_decoding(registry)
+
+    async def reload(self, registry: Registry | None = None) -> dict[str, Any]:
+        """Re-read the registry (or take `registry`) and apply the difference: new versions load and warm
+        while the current ones serve; a model's traffic moves to its new policy once the versions it names
+        are loaded; a version that fails leaves the current one serving, and says why (`rollout_errors`,
+        readiness, metrics, the log). Versions no longer served are unloaded after their last request.
+        Reloads run one at a time, and a version's load is shared by whoever waits for it."""
+        async with self._reload_lock:
+            try:
+                if registry is None:  # parsed and validated off the event loop: inference frames go on
+                    registry = await asyncio.to_thread(self._read_registry)
+                served = {m: self._policy_keys(m) for m in self._serving}  # keys as the old registry has them
+                fresh = self._take_registry(registry)
+            except RegistryError as exc:
+                log.error("reload refused, the registry in use stays: %s", exc)
+                return {"ok": False, "error": str(exc)}
+            # A policy rolls out when it changed, or when a version it names changed in the registry (a
+            # version that failed is tried again then, not at every reload).
+            changed = [
+                m
+                for m in self.registry.models
+                if m.policy != self._requested.get(m.name)
+                or fresh.intersection(versions.key(m, v) for v in m.version_names)
+            ]
+            await asyncio.gather(*(self._roll(m) for m in changed))
+            for model in [m for m in self._serving if m not in self._entries]:  # removed from the registry
+                del self._serving[model]
+                self._named.clear()
+                for key in served[model]:
+                    self._spawn(self._retire(key))
+            self._retire_unlisted()
+            return {
+                "ok": True,
+                "serving": {
+                    m: p.model_dump(mode="json")
+                    for m, p in self._serving.items()
+                    if m in [c.name for c in changed]
+                },
+                "errors": {m: dict(e) for m, e in self.rollout_errors.items() if e},
+            }
+
+    def _take_registry(self, registry: Registry) -> set[str]:
+        """A new registry's entries and versions (none loaded yet); the policies stay as they are. Returns
+        the keys of the versions that are new or changed."""
+        for m in registry.models:
+            old = self._entries.get(m.name)
+            if old is not None and old.version != m.version:
+                raise RegistryError(
+                    f"model {m.name!r}: its entry's own version changed from {old.version!r} to {m.version!r}; "
+                    "a new version goes under `versions` (docs/rollouts.md)"
+                )
+        fresh: set[str] = set()
+        for key, entry in versions.entries(registry).items():
+            state = self._states.get(key)
+            if state is None or (
+                state.status == "unavailable" and state.in_flight == 0 and state.entry != entry
+            ):
+                self._states[key] = self._new_state(entry)  # new, or failed before and changed since
+                fresh.add(key)
+            elif state.entry.artifact != entry.artifact:
+                if state.status in ("loaded", "loading") or state.in_flight:
+                    why = "its artifact changed in the registry while it runs: a new version needs a new name"
+                    log.warning("model %s: %s; the running one stays", key, why)
+                    model, version = versions.split(key)
+                    self.rollout_errors.setdefault(model, {})[version or entry.version] = why
+                else:
+                    self._states[key] = self._new_state(entry)
+                    fresh.add(key)
+            else:
+                state.entry = entry  # figures and provenance may have been measured since
+        self.registry = registry
+        self._entries = {m.name: m for m in registry.models}
+        for m in registry.models:
+            if m.name not in self._serving:  # a new model serves its policy from the start, loaded lazily
+                self._serving[m.name] = self._requested[m.name] = m.policy
+        self._named.clear()
+        self.generation += 1
+        return fresh
+
+    async def _roll(self, entry: ModelEntry) -> None:
+        """Load the versions `entry`'s policy names, then move its traffic to them (those that loaded)."""
+        model, want, current = entry.name, entry.policy, self._serving[entry.name]
+        self._requested[model] = want
+        targets = [want.stable, *(s.version for s in (want.canary, want.shadow) if s is not None)]
+        outcomes = await asyncio.gather(
+            *(self._ensure_key(self._key_for(model, v)) for v in targets), return_exceptions=True
+        )
+        errors = {
+            v: str(getattr(r, "detail", r))
+            for v, r in zip(targets, outcomes, strict=True)
+            if isinstance(r, BaseException)
+        }
+        stable = want.stable if want.stable not in errors else current.stable
+        canary = (
+            want.canary
+            if want.canary and want.canary.version not in errors and want.canary.version != stable
+            else None
+        )
+        shadow = (
+            want.shadow
+            if want.shadow and want.shadow.version not in errors and want.shadow.version != stable
+            else None
+        )
+        old_keys = set(self._policy_keys(model))
+        self._serving[model] = Serving(stable=stable, canary=canary, shadow=shadow)
+        self._named.clear()
+        self.rollout_errors[model] = errors
+        for version, why in errors.items():
+            log.warning(
+                "model %s: version %s failed to roll out, %s keeps serving: %s", model, version, stable, why
+            )
+        log.info(
+            "model %s serves %s%s%s",
+            model,
+            stable,
+            f", canary {canary.version} at {canary.percent:g}%" if canary else "",
+            f", shadow {shadow.version} at {shadow.percent:g}%" if shadow else "",
+        )
+        for key in old_keys - set(self._policy_keys(model)):
+            self._spawn(self._retire(key))
+
+    async def _retire(self, key: str) -> None:
+        """Unload a version no policy serves any more, after its last request; forget it if the registry
+        no longer has it."""
+        state = self._states.get(key)
+        if state is None:
+            return
+        # Requests in flight finish on the version they started on. Idleness changes on the batcher's
+        # threads too, so it is polled: every 10 ms, for as long as the last requests take.
+        while not state.idle:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        model, _ = versions.split(key)
+        if model in self._serving and model in self._entries and key in self._policy_keys(model):
+            return  # serving again (a roll back meanwhile)
+        if state.is_loaded:
+            self._evict(state, "retired")
+        self._retire_unlisted()
+
+    def _retire_unlisted(self) -> None:
+        listed = set(versions.entries(self.registry))
+        serving = {k for m in self._serving for k in self._policy_keys(m)}
+        for key, state in list(self._states.items()):
+            if key not in listed and key not in serving and state.idle and not state.is_loaded:
+                del self._states[key]
+
+    def serving_policies(self) -> dict[str, Serving]:
+        """Every model's policy as traffic follows it now."""
+        return dict(self._serving)
+
+    def rollout_state(self, model: str) -> tuple[Serving, dict[str, str]]:
+        """The policy `model`'s traffic follows now, and the versions that failed to roll out, with why."""
+        if model not in self._serving:
+            raise unknown_model(model, self._serving)
+        return self._serving[model], dict(self.rollout_errors.get(model, {}))
+
+    async def rollout(self, name: str) -> dict[str, Any]:
+        """The figures that judge a rollout: requests per version, the shadow's comparisons."""
+        model, _ = versions.split(name)
+        if model not in self._serving:
+            raise unknown_model(name, self._serving)
+        return self.rollouts.of(model)

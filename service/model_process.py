@@ -5,21 +5,29 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from service import catalog, preprocess
+from service import auth, catalog, preprocess
+from service.fronts import process as front_processes
 from service.lifecycle_metrics import LifecycleCollector
 from service.live_latency import RecentLatencies
 from service.manager import ModelManager
 from service.metrics import Metrics, ModelGauge
 from service.monitor.live import Monitor
 from service.monitor.watch import LocalWatch, references_of, sampler_of
+from service.rollout_metrics import RolloutCollector
 from service.services import Services, preprocess_pool
 from service.settings import Settings
 from service.v2.statistics import Statistics
 
 log = logging.getLogger("convzoo")
+
+
+def _reload_keys() -> None:
+    auth.reload_all()
+    front_processes.forward_running(signal.SIGHUP)
 
 
 @asynccontextmanager
@@ -40,6 +48,7 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
         ]
     )
     metrics.registry.register(LifecycleCollector(manager))  # loads, load seconds, evictions, calibrations
+    metrics.registry.register(RolloutCollector(manager))  # versions served, shadow agreement, failures
     # Lanes: large uploads cannot hold every thread while small ones wait (docs/security.md, Fairness).
     pool = preprocess_pool(settings)
     await asyncio.get_running_loop().run_in_executor(pool, preprocess.warm_up)
@@ -53,6 +62,8 @@ async def running(settings: Settings, metrics: Metrics) -> AsyncIterator[Service
     )
     watch = LocalWatch(settings, monitor, sampler_of(settings))
     manager.start()
+    # SIGHUP: the API keys here and in every front, then the registry, rolling out the difference
+    manager.install_reload_signal(also=_reload_keys)
     log.info("%s", catalog.summary(manager.states(), manager.default))
 
     async def exposition() -> bytes:

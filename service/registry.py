@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 SCHEMA_VERSION = 1
 NAME_PATTERN = r"^[a-z0-9][a-z0-9._-]{0,63}$"
+VERSION_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"
 
 WeightsKind = Literal["trained", "pretrained", "random"]
 AccuracySource = Literal["measured", "published"]
@@ -165,6 +166,36 @@ class Quantization(Strict):
     agreement_data: str  # the images `parity` was measured on
 
 
+class Version(Strict):
+    """A further version of a model: its own weights, artifact and figures; the rest of the entry (input,
+    preprocessing, labels, batching) is shared, so that one request suits every version."""
+
+    version: str = Field(pattern=VERSION_PATTERN)
+    artifact: Artifact
+    weights: Weights
+    metrics: Metrics
+    parity: Parity | None
+    latency: Latency | None
+    provenance: Provenance | None
+
+
+class Share(Strict):
+    """A version that gets `percent` of the requests that follow the policy."""
+
+    version: str
+    percent: float = Field(gt=0, le=100)
+
+
+class Serving(Strict):
+    """Which version answers `model=NAME`: `stable`, or `canary` for its share of the clients (by a hash
+    of the client's id, so one client sees one version); `shadow` gets a copy of its share of the requests
+    after the answer has gone, and its answers are only compared (docs/rollouts.md)."""
+
+    stable: str
+    canary: Share | None = None
+    shadow: Share | None = None
+
+
 class ModelEntry(Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str
@@ -186,6 +217,8 @@ class ModelEntry(Strict):
     # what its answers look like on data it was measured on (service/monitor/reference.py), a JSON file
     # relative to the model directory; None: none recorded (the service may capture one from traffic)
     reference: str | None = None
+    versions: list[Version] = []  # further versions beside the entry's own `version`
+    serving: Serving | None = None  # None: the entry's own version serves alone
 
     @model_validator(mode="after")
     def _consistent(self) -> ModelEntry:
@@ -193,11 +226,68 @@ class ModelEntry(Strict):
             raise ValueError("a model with random weights carries no accuracy")
         if self.input.channels != (1 if self.preprocessing.color_mode == "L" else 3):
             raise ValueError("input channels do not match the preprocessing colour mode")
+        return self._versions_consistent()
+
+    def _versions_consistent(self) -> ModelEntry:
+        names = self.version_names
+        duplicates = sorted({v for v in names if names.count(v) > 1})
+        if duplicates:
+            raise ValueError(f"duplicate versions: {duplicates}")
+        for v in self.versions:
+            if v.weights.kind == "random" and v.metrics.top1 is not None:
+                raise ValueError(f"version {v.version!r}: a model with random weights carries no accuracy")
+        serving = self.serving
+        if serving is None:
+            return self
+        for role, share in (("canary", serving.canary), ("shadow", serving.shadow)):
+            if share is not None and share.version == serving.stable:
+                raise ValueError(f"serving: the {role} version is the stable one")
+        for named in [serving.stable, *(s.version for s in (serving.canary, serving.shadow) if s)]:
+            if named not in names:
+                raise ValueError(f"serving: unknown version {named!r}; versions: {names}")
         return self
 
     @property
     def built(self) -> bool:
         return self.artifact.sha256 is not None
+
+    @property
+    def version_names(self) -> list[str]:
+        """Every version of the model: the entry's own first, then `versions` in registry order."""
+        return [self.version, *(v.version for v in self.versions)]
+
+    @property
+    def policy(self) -> Serving:
+        """The serving policy; without one, the entry's own version serves alone."""
+        return self.serving if self.serving is not None else Serving(stable=self.version)
+
+    def version_entry(self, version: str, name: str | None = None) -> ModelEntry:
+        """One version as an entry of its own (a single version, no policy), named `name` (by default
+        NAME@VERSION, or NAME for the entry's own version). Raises KeyError for an unknown version."""
+        if version == self.version:
+            flat = (
+                self
+                if not self.versions and self.serving is None
+                else self.model_copy(update={"versions": [], "serving": None})
+            )
+            return flat if name is None or name == self.name else flat.model_copy(update={"name": name})
+        for v in self.versions:
+            if v.version == version:
+                return self.model_copy(
+                    update={
+                        "name": name or f"{self.name}@{version}",
+                        "version": version,
+                        "artifact": v.artifact,
+                        "weights": v.weights,
+                        "metrics": v.metrics,
+                        "parity": v.parity,
+                        "latency": v.latency,
+                        "provenance": v.provenance,
+                        "versions": [],
+                        "serving": None,
+                    }
+                )
+        raise KeyError(version)
 
 
 class Registry(Strict):
@@ -290,6 +380,10 @@ def dump_registry(registry: Registry) -> str:
             model.pop("quantization", None)
         if model.get("reference") is None:
             model.pop("reference", None)
+        if not model.get("versions"):  # likewise for a model with one version and no policy
+            model.pop("versions", None)
+        if model.get("serving") is None:
+            model.pop("serving", None)
     return str(yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=110))
 
 

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service import tracing
+from service import tracing, versions
 from service.api.uploads import Upload
 from service.batcher import InferTimings
 from service.errors import DeadlineExceeded, ImageTooLarge, InferenceFailed, InvalidParameter
@@ -155,8 +155,8 @@ async def classify(
         for u, p, row, extra in zip(uploads, prepared, probs, fields, strict=True)
     ]
     answer = {
-        "model": entry.name,
-        "version": entry.version,
+        "model": versions.split(entry.name)[0],
+        "version": timings.version or entry.version,  # the version that answered (a canary's, a pinned one)
         "results": results,
         "timing_ms": {
             "decode": round(sum(p.decode_ms for p in prepared), 3),

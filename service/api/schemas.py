@@ -20,6 +20,7 @@ from service.registry import (
     Preprocessing,
     Provenance,
     Quantization,
+    Serving,
 )
 from service.selection import CostAxis, LatencySource
 
@@ -44,6 +45,8 @@ class Ready(BaseModel):
     unavailable: list[str]
     # set when the service listens beyond loopback without API keys (docs/auth.md)
     exposure: str | None = None
+    # versions that failed to roll out at the last reload, with why: their models serve the version before
+    rollout_failed: list[str] = []
 
 
 # ---- /classify -------------------------------------------------------------------------------------------
@@ -213,6 +216,56 @@ class ModelSummary(BaseModel):
     last_load_s: float | None
     last_loaded_at: str | None  # ISO 8601, UTC
     loads: int
+    rollout: RolloutSummary | None = None  # a model with several versions: which serve, and how each is
+
+
+class VersionStatus(BaseModel):
+    version: str
+    role: Literal["stable", "canary", "shadow"] | None  # as the policy serves it now; None: pinned only
+    status: ModelStatus | Literal["loading"]
+    reason: str | None
+    error: str | None = None  # why it failed to roll out at the last reload (its model serves the one before)
+
+
+class RolloutSummary(BaseModel):
+    """The policy traffic follows now, and every version's state (docs/rollouts.md)."""
+
+    serving: Serving
+    registry: (
+        Serving  # the policy the registry asks for: differs from `serving` while a version loads or failed
+    )
+    versions: list[VersionStatus]
+
+
+class Latencies(BaseModel):
+    p50: float | None
+    p99: float | None
+
+
+class ShadowComparison(BaseModel):
+    """A shadow version's answers against the primary's, on the same live requests."""
+
+    primary: str
+    shadow: str
+    requests: int
+    images: int
+    agreement: float | None  # top-1 agreement over images
+    agreement_interval: list[float]  # 95% Wilson score interval
+    confidence_delta_mean: float | None  # shadow minus primary probability of the primary's top-1 class
+    confidence_delta_abs_mean: float | None
+    primary_latency_ms: Latencies  # queue and inference, each version's own, over recent comparisons
+    shadow_latency_ms: Latencies
+
+
+class RolloutReport(RolloutSummary):
+    """GET /models/{name}/rollout: versions, policies, requests per version, the shadow's comparisons."""
+
+    model: str
+    served: dict[str, int]  # requests that followed the policy, by the version that answered
+    pinned: dict[str, int]  # requests that named NAME@VERSION
+    shadow: list[ShadowComparison]
+    shadow_shed: dict[str, int]  # copies not made: the shadow had a batch's worth waiting, or was not loaded
+    shadow_failed: dict[str, int]
 
 
 class ServingHost(Host):

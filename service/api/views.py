@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from service import versions
 from service.api.schemas import (
     AccuracyInfo,
     BatchingInfo,
@@ -64,15 +65,39 @@ def _lifecycle_fields(state: ModelStatus) -> dict[str, object]:
     }
 
 
-def summary(state: ModelStatus) -> ModelSummary:
-    return ModelSummary.model_validate(_summary_fields(state))
+def summary(state: ModelStatus, manager: Models | None = None) -> ModelSummary:
+    fields = _summary_fields(state)
+    if manager is not None and manager.registry.get(state.entry.name).versions:
+        fields["rollout"] = rollout_summary(manager, state.entry.name)
+    return ModelSummary.model_validate(fields)
+
+
+def rollout_summary(manager: Models, model: str) -> dict[str, object]:
+    """The policy a model's traffic follows, the registry's, and each version's state (RolloutSummary)."""
+    serving, errors = manager.rollout_state(model)
+    roles = {serving.stable: "stable"}
+    roles.update({s.version: r for r, s in (("canary", serving.canary), ("shadow", serving.shadow)) if s})
+    return {
+        "serving": serving,
+        "registry": manager.registry.get(model).policy,
+        "versions": [
+            {
+                "version": v.entry.version,
+                "role": roles.get(v.entry.version),
+                "status": v.status,
+                "reason": v.reason,
+                "error": errors.get(v.entry.version),
+            }
+            for v in manager.version_states(model)
+        ],
+    }
 
 
 def model_list(manager: Models) -> ModelList:
     return ModelList(
         default=manager.default,
         host=ServingHost.model_validate(manager.host_description()),
-        models=[summary(s) for s in manager.states()],
+        models=[summary(s, manager) for s in manager.states()],
     )
 
 
@@ -81,9 +106,11 @@ def detail(manager: Models, name: str) -> ModelDetail:
     e = state.entry
     cal = state.calibration
     calibration = CalibrationInfo.model_validate(cal, from_attributes=True) if cal else None
+    model = versions.split(name)[0]
     return ModelDetail.model_validate(
         {
             **_summary_fields(state),
+            "rollout": rollout_summary(manager, model) if manager.registry.get(model).versions else None,
             "paper": e.paper,
             "input": e.input,
             "preprocessing": e.preprocessing,

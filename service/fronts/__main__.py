@@ -33,6 +33,9 @@ def main() -> None:
     parser.add_argument("--of", type=int, default=1, help="how many fronts share the connection cap")
     args = parser.parse_args()
     die_with_parent(os.getppid(), signal.SIGTERM)  # a SIGTERM: it drains what it holds
+    # A registry reload is the service's (it holds the models); a front's SIGHUP reads the API keys again
+    # (auth.reload_on_sighup below), never ends it.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     settings = Settings()
     configure_logging(settings.log_level)
     # CONVZOO_MAX_CONNECTIONS bounds the service's connections in all: each front takes its share.

@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from service import errors
+from service import errors, versions
 from service.batcher import InferTimings
 from service.errors import DeadlineExceeded, NotReady, ServiceError
 from service.fronts import wire
@@ -68,7 +68,7 @@ class ModelLink:
             self._writer.transport.close()
 
     def labels(self, name: str) -> list[str]:
-        return self.registry.labels_of(name)
+        return self.registry.labels_of(versions.split(name)[0])
 
     async def infer(
         self, name: str, batch: np.ndarray, *, deadline: float
@@ -77,19 +77,26 @@ class ModelLink:
         if writer is None or writer.transport.is_closing():
             raise _link_down()
         request_id = next(self._ids)
-        future: asyncio.Future[tuple[np.ndarray, float, float]] = asyncio.get_running_loop().create_future()
+        future: asyncio.Future[tuple[np.ndarray, float, float, str]] = (
+            asyncio.get_running_loop().create_future()
+        )
         self._waiting[request_id] = future
         remaining = deadline - time.monotonic()
         try:
-            writer.write(wire.infer(request_id, name, batch, remaining))
+            # The canary's choice is the service's; the client's bucket goes with the request.
+            client = versions.client_id.get()
+            bucket = None if client is None else versions.bucket(client)
+            writer.write(wire.infer(request_id, name, batch, remaining, bucket))
             # The service answers a passed deadline itself; this covers a service that stalls.
             async with asyncio.timeout(max(remaining, 0.0) + 1.0):
-                logits, queue_ms, inference_ms = await future
+                logits, queue_ms, inference_ms, version = await future
         except TimeoutError:
             raise DeadlineExceeded("The request's deadline passed before inference completed.") from None
         finally:
             self._waiting.pop(request_id, None)
-        return logits, InferTimings(queue_ms=queue_ms, inference_ms=inference_ms, batch_sizes=(len(batch),))
+        return logits, InferTimings(
+            queue_ms=queue_ms, inference_ms=inference_ms, batch_sizes=(len(batch),), version=version or None
+        )
 
     async def call(self, method: str, timeout_s: float, **args: Any) -> dict[str, Any]:
         """One call into the service (service/fronts/link_server.py, `CALLS`); its errors are raised here."""

@@ -11,7 +11,7 @@ import struct
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import numpy as np
 
@@ -21,6 +21,16 @@ from service.monitor.signals import Seen
 from service.services import Services
 
 log = logging.getLogger("convzoo.fronts")
+
+
+class Routing(Protocol):
+    """What the link needs of the model manager beyond `Models`: a request's version, then its inference."""
+
+    def route(self, name: str, bucket: int | None = None) -> tuple[str, str | None]: ...
+
+    async def run(
+        self, key: str, batch: np.ndarray, *, deadline: float, followed: str | None = None
+    ) -> tuple[np.ndarray, Any]: ...
 
 
 def error_frame(request_id: int, exc: ServiceError) -> bytes:
@@ -33,8 +43,8 @@ def error_frame(request_id: int, exc: ServiceError) -> bytes:
     return wire.json_frame(wire.ERROR, request_id, body)
 
 
-async def _snapshot(services: Services) -> dict[str, Any]:
-    return mirror.snapshot(services.manager, services.statistics, services.recent)
+async def _snapshot(services: Services, *, generation: int | None = None) -> dict[str, Any]:
+    return mirror.snapshot(services.manager, services.statistics, services.recent, generation)
 
 
 async def _ensure_loaded(services: Services, *, name: str) -> dict[str, Any]:
@@ -44,6 +54,14 @@ async def _ensure_loaded(services: Services, *, name: str) -> dict[str, Any]:
 
 async def _unload(services: Services, *, name: str) -> dict[str, Any]:
     return {"unloaded": await services.manager.unload_model(name)}
+
+
+async def _rollout(services: Services, *, name: str) -> dict[str, Any]:
+    return await services.manager.rollout(name)
+
+
+async def _reload(services: Services) -> dict[str, Any]:
+    return await services.manager.reload()
 
 
 async def _metrics(services: Services) -> dict[str, Any]:
@@ -66,6 +84,8 @@ CALLS: dict[str, Callable[..., Awaitable[dict[str, Any]]]] = {
     "metrics": _metrics,
     "monitor": _monitor,
     "monitor_capture": _monitor_capture,
+    "rollout": _rollout,
+    "reload": _reload,
 }
 
 
@@ -93,23 +113,28 @@ class _Link(asyncio.Protocol):
             if self.transport is not None:
                 self.transport.close()
             return
-        groups: dict[str, list[tuple[int, float, np.ndarray]]] = {}
+        groups: dict[tuple[str, str | None], list[tuple[int, float, np.ndarray]]] = {}
         for f in frames:
             if f.kind == wire.INFER:
                 try:
-                    name, remaining_s, batch = wire.read_infer(f.payload)
+                    name, remaining_s, bucket, batch = wire.read_infer(f.payload)
                 except (ValueError, UnicodeDecodeError, IndexError, struct.error):
                     log.exception("a front process sent a malformed request")
                     self.writer.write(error_frame(f.id, ServiceError("A malformed request.")))
                     continue
-                groups.setdefault(name, []).append((f.id, remaining_s, batch))
+                try:  # the version that answers: pinned, or chosen by the model's policy for this client
+                    route = cast(Routing, self.services.manager).route(name, bucket)
+                except ServiceError as exc:
+                    self.writer.write(error_frame(f.id, exc))
+                    continue
+                groups.setdefault(route, []).append((f.id, remaining_s, batch))
             elif f.kind == wire.OBSERVE:
                 self._observe(f.payload)
             elif f.kind == wire.CALL:
                 self._spawn(self._call(f.id, f.payload))
         # The requests of one read go to their model's batcher together: one wait, not one per request.
-        for name, requests in groups.items():
-            self._spawn(self._infer(name, requests))
+        for (key, followed), requests in groups.items():
+            self._spawn(self._infer(key, followed, requests))
 
     def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(work)
@@ -145,18 +170,26 @@ class _Link(asyncio.Protocol):
         except Exception:
             log.exception("recording a front process's request metrics failed")
 
-    async def _infer(self, name: str, requests: list[tuple[int, float, np.ndarray]]) -> None:
+    async def _infer(
+        self, key: str, followed: str | None, requests: list[tuple[int, float, np.ndarray]]
+    ) -> None:
         try:
             batch = requests[0][2] if len(requests) == 1 else np.concatenate([r[2] for r in requests])
             deadline = time.monotonic() + min(r[1] for r in requests)
             # No span here: the front's trace has the batch, with the queue and inference measured here and sent
             # back (a span made here would start a trace of its own, with no request in it).
-            logits, timings = await self.services.manager.infer(name, batch, deadline=deadline)
+            logits, timings = await cast(Routing, self.services.manager).run(
+                key, batch, deadline=deadline, followed=followed
+            )
             at = 0
             for request_id, _, part in requests:
                 rows = logits[at : at + len(part)]
                 at += len(part)
-                self.writer.write(wire.result(request_id, rows, timings.queue_ms, timings.inference_ms))
+                self.writer.write(
+                    wire.result(
+                        request_id, rows, timings.queue_ms, timings.inference_ms, timings.version or ""
+                    )
+                )
         except ServiceError as exc:
             for request_id, _, _ in requests:
                 self.writer.write(error_frame(request_id, exc))

@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from service import versions
 from service.interfaces import LiveLatencies, Models, ModelStatistics, ModelStatus
-from service.registry import ModelEntry, Registry
+from service.registry import ModelEntry, Registry, Serving, parse_registry
 
 
 def _state(s: ModelStatus) -> dict[str, Any]:
@@ -21,6 +22,7 @@ def _state(s: ModelStatus) -> dict[str, Any]:
     policy = s.policy
     return {
         "name": s.entry.name,
+        "version": s.entry.version,
         "status": s.status,
         "reason": s.reason,
         "build_command": s.build_command,
@@ -38,16 +40,34 @@ def _state(s: ModelStatus) -> dict[str, Any]:
     }
 
 
-def snapshot(models: Models, statistics: ModelStatistics, recent: LiveLatencies) -> dict[str, Any]:
-    """In the service: everything a front's routes read of the models, as JSON-ready data."""
+def _rollout(models: Models, model: str) -> list[Any]:
+    policy, errors = models.rollout_state(model)
+    return [policy.model_dump(mode="json"), errors]
+
+
+def snapshot(
+    models: Models, statistics: ModelStatistics, recent: LiveLatencies, generation: int | None = None
+) -> dict[str, Any]:
+    """In the service: everything a front's routes read of the models, as JSON-ready data; the registry
+    itself when the front's (`generation`) is not the service's (it reloaded since)."""
     ok, reason, lists = models.readiness()
     states = models.states()
+    several = [m.name for m in models.registry.models if m.versions]
+    extra: dict[str, Any] = {}
+    if generation is not None and generation != models.generation:
+        extra = {"generation": models.generation, "registry": models.registry.model_dump(mode="json")}
     return {
+        **extra,
+        "versions": [_state(v) for m in several for v in models.version_states(m)],
+        "serving": {m.name: _rollout(models, m.name) for m in models.registry.models if m.versions},
         "provider": models.provider,
         "host": models.host_description(),
         "readiness": [ok, reason, lists],
         "states": [_state(s) for s in states],
-        "statistics": {s.entry.name: statistics.model_stat(s.entry.name, s.entry.version) for s in states},
+        # by version key: a version's batches are counted under it (service/versions.py)
+        "statistics": {
+            k: statistics.model_stat(k, e.version) for k, e in versions.entries(models.registry).items()
+        },
         "recent": {s.entry.name: p for s in states if (p := recent.p50_ms(s.entry.name)) is not None},
     }
 
@@ -122,6 +142,8 @@ class Mirror:
 
     def __init__(self, registry: Registry) -> None:
         self.registry = registry
+        self.generation = 0  # the service's count of registries taken in, as of this front's registry
+        self.serving: dict[str, tuple[Serving, dict[str, str]]] = {}
         self.provider = "CPUExecutionProvider"
         self.host: dict[str, object] = {}
         self.readiness: tuple[bool, str, dict[str, list[str]]] = (False, "not yet linked", {})
@@ -130,14 +152,32 @@ class Mirror:
         self._recent: dict[str, tuple[float, int]] = {}
 
     def update(self, raw: dict[str, Any]) -> None:
+        if "registry" in raw:  # the service reloaded: its registry, as it applies it
+            self.registry = parse_registry(raw["registry"])
+            self.generation = int(raw["generation"])
         entries = {m.name: m for m in self.registry.models}
+
+        def entry(name: str, version: str) -> ModelEntry:
+            own = entries.get(name)
+            if own is not None and own.version == version:
+                return own
+            return versions.named_entry(self.registry, name, version)
+
         self.provider = str(raw["provider"])
         self.host = dict(raw["host"])
         ok, reason, lists = raw["readiness"]
         self.readiness = (bool(ok), str(reason), {k: list(v) for k, v in lists.items()})
-        self.states = {s["name"]: State.read(entries[s["name"]], s) for s in raw["states"]}
+        self.states = {
+            s["name"]: State.read(entry(s["name"], s["version"]), s)
+            for s in [*raw["states"], *raw["versions"]]
+        }
+        self.serving = {m: (Serving.model_validate(p), dict(e)) for m, (p, e) in raw["serving"].items()}
         self._statistics = raw["statistics"]
         self._recent = {name: (float(p[0]), int(p[1])) for name, p in raw["recent"].items()}
+
+    def rollout_state(self, model: str) -> tuple[Serving, dict[str, str]]:
+        found = self.serving.get(model)
+        return found if found is not None else (self.registry.get(model).policy, {})
 
     def ordered(self) -> Sequence[State]:
         return [self.states[m.name] for m in self.registry.models if m.name in self.states]

@@ -11,17 +11,18 @@ import asyncio
 import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any
 
 import numpy as np
 
-from service import preprocess
+from service import preprocess, versions
 from service.batcher import InferTimings
 from service.errors import unknown_model
 from service.fronts.link import ModelLink
 from service.fronts.mirror import Mirror, State
 from service.metrics import Metrics
 from service.monitor.watch import LinkedWatch, sampler_of
-from service.registry import ModelEntry, Registry, full_decoding, load_registry
+from service.registry import ModelEntry, Registry, Serving, full_decoding, load_registry
 from service.services import Services, ServicesFrom, preprocess_pool
 from service.settings import Settings
 
@@ -35,10 +36,18 @@ class RemoteModels:
     """The service's models (service/interfaces.py, `Models`), over the link."""
 
     def __init__(self, registry: Registry, link: ModelLink, settings: Settings) -> None:
-        self.registry = registry
         self.link = link
         self.settings = settings
         self.mirror = Mirror(registry)
+
+    @property
+    def registry(self) -> Registry:
+        """The registry as the service applies it (it may have reloaded since this front started)."""
+        return self.mirror.registry
+
+    @property
+    def generation(self) -> int:
+        return self.mirror.generation
 
     @property
     def default(self) -> str:
@@ -52,7 +61,10 @@ class RemoteModels:
         return self.mirror.host
 
     async def refresh(self) -> None:
-        self.mirror.update(await self.link.call("snapshot", CALL_TIMEOUT_S))
+        self.mirror.update(
+            await self.link.call("snapshot", CALL_TIMEOUT_S, generation=self.mirror.generation)
+        )
+        self.link.registry = self.mirror.registry
 
     def states(self) -> Sequence[State]:
         return self.mirror.ordered()
@@ -63,14 +75,36 @@ class RemoteModels:
             raise unknown_model(name, self.mirror.states)
         return state
 
+    def version_states(self, model: str) -> list[State]:
+        entry = self.entry(model)
+        return [
+            self.state(f"{model}{versions.SEPARATOR}{v}") for v in self.registry.get(entry.name).version_names
+        ]
+
     def entry(self, name: str) -> ModelEntry:
+        state = self.mirror.states.get(name)
+        if state is not None:
+            return state.entry
+        model, version = versions.split(name)
         try:
-            return self.registry.get(name)
-        except ValueError:
+            found = self.registry.get(model)
+            return found if version is None else found.version_entry(version, name=name)
+        except (ValueError, KeyError):
             raise unknown_model(name, self.mirror.states) from None
 
     def labels(self, name: str) -> list[str]:
-        return self.registry.labels_of(self.entry(name).name)
+        return self.registry.label_sets[self.entry(name).labels]
+
+    def rollout_state(self, model: str) -> tuple[Serving, dict[str, str]]:
+        if model not in self.mirror.states:
+            raise unknown_model(model, self.mirror.states)
+        return self.mirror.rollout_state(model)
+
+    async def rollout(self, name: str) -> dict[str, Any]:
+        return await self.link.call("rollout", CALL_TIMEOUT_S, name=name)
+
+    async def reload(self) -> dict[str, Any]:
+        return await self.link.call("reload", self.settings.request_timeout_s + 60.0)
 
     def ready(self) -> tuple[bool, str]:
         ok, reason, _ = self.mirror.readiness

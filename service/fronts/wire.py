@@ -15,7 +15,8 @@ from typing import Any
 
 import numpy as np
 
-# INFER (front -> service): a model's name, the time left and a batch; RESULT: logits and timings.
+# INFER (front -> service): a model's name, the time left, the client's bucket for a canary (-1: none) and
+# a batch; RESULT: logits, timings and the version that answered.
 # CALL (front -> service): {"method", "args"} as JSON; REPLY: its JSON answer. ERROR answers either.
 # OBSERVE (front -> service): the front's finished requests, for the service's metrics.
 INFER, RESULT, ERROR, OBSERVE, CALL, REPLY = 1, 2, 3, 4, 5, 6
@@ -23,6 +24,7 @@ INFER, RESULT, ERROR, OBSERVE, CALL, REPLY = 1, 2, 3, 4, 5, 6
 _HEAD = struct.Struct("<IBQ")  # length of the rest, kind, id
 _F64 = struct.Struct("<d")
 _TIMINGS = struct.Struct("<dd")
+_BUCKET = struct.Struct("<i")
 MAX_FRAME = 1 << 30
 
 
@@ -55,27 +57,54 @@ def _read_tensor(payload: memoryview, at: int) -> np.ndarray:
     return np.frombuffer(payload[at:], dtype=dtype).reshape(shape)
 
 
-def infer(request_id: int, name: str, batch: np.ndarray, remaining_s: float) -> bytes:
+def infer(
+    request_id: int, name: str, batch: np.ndarray, remaining_s: float, bucket: int | None = None
+) -> bytes:
     encoded = name.encode()
     return frame(
-        INFER, request_id, struct.pack("<H", len(encoded)), encoded, _F64.pack(remaining_s), *_tensor(batch)
+        INFER,
+        request_id,
+        struct.pack("<H", len(encoded)),
+        encoded,
+        _F64.pack(remaining_s),
+        _BUCKET.pack(-1 if bucket is None else bucket),
+        *_tensor(batch),
     )
 
 
-def read_infer(payload: memoryview) -> tuple[str, float, np.ndarray]:
+def read_infer(payload: memoryview) -> tuple[str, float, int | None, np.ndarray]:
     (size,) = struct.unpack_from("<H", payload)
     name = bytes(payload[2 : 2 + size]).decode()
     (remaining_s,) = _F64.unpack_from(payload, 2 + size)
-    return name, remaining_s, _read_tensor(payload, 2 + size + 8)
+    (bucket,) = _BUCKET.unpack_from(payload, 2 + size + 8)
+    return (
+        name,
+        remaining_s,
+        None if bucket < 0 else bucket,
+        _read_tensor(payload, 2 + size + 8 + _BUCKET.size),
+    )
 
 
-def result(request_id: int, logits: np.ndarray, queue_ms: float, inference_ms: float) -> bytes:
-    return frame(RESULT, request_id, _TIMINGS.pack(queue_ms, inference_ms), *_tensor(logits))
+def result(
+    request_id: int, logits: np.ndarray, queue_ms: float, inference_ms: float, version: str = ""
+) -> bytes:
+    encoded = version.encode()[:255]
+    return frame(
+        RESULT,
+        request_id,
+        _TIMINGS.pack(queue_ms, inference_ms),
+        bytes([len(encoded)]),
+        encoded,
+        *_tensor(logits),
+    )
 
 
-def read_result(payload: memoryview) -> tuple[np.ndarray, float, float]:
+def read_result(payload: memoryview) -> tuple[np.ndarray, float, float, str]:
     queue_ms, inference_ms = _TIMINGS.unpack_from(payload)
-    return _read_tensor(payload, _TIMINGS.size), queue_ms, inference_ms
+    size = payload[_TIMINGS.size]
+    at = _TIMINGS.size + 1
+    version = bytes(payload[at : at + size]).decode()
+    return _read_tensor(payload, at + size), queue_ms, inference_ms, version
 
 
 def json_frame(kind: int, request_id: int, body: dict[str, Any]) -> bytes:

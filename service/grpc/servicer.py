@@ -25,7 +25,7 @@ from pydantic import BaseModel
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service import tracing
+from service import tracing, versions
 from service.auth import Access, Caller, Need, Refused, secret_of
 from service.errors import DeadlineExceeded, ServiceError, problem_of
 from service.grpc import tensors
@@ -155,6 +155,22 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         answer: Callable[[], Awaitable[Reply]],
     ) -> Reply:
         rid = _request_id(context)
+        client = _client_id(context)
+        token = versions.client_id.set(client) if client is not None else None
+        try:
+            return await self._traced(method, context, model, rid, answer)
+        finally:
+            if token is not None:
+                versions.client_id.reset(token)
+
+    async def _traced(
+        self,
+        method: str,
+        context: grpc.aio.ServicerContext,
+        model: str,
+        rid: str,
+        answer: Callable[[], Awaitable[Reply]],
+    ) -> Reply:
         if not tracing.enabled():
             return await self._answer(method, context, model, rid, answer)
         metadata = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
@@ -309,7 +325,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
                 decoded = await asyncio.get_running_loop().run_in_executor(self.pool, decode, request)
             else:
                 decoded = decode(request)
-            outputs, _ = await handlers.run(
+            outputs, timings = await handlers.run(
                 self.manager,
                 state,
                 decoded,
@@ -319,7 +335,10 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
             )
             entry = state.entry
             return tracing.traced("encode", tensors.encode)(
-                model_name=entry.name, model_version=entry.version, request_id=decoded.id, outputs=outputs
+                model_name=versions.split(entry.name)[0],
+                model_version=timings.version or entry.version,
+                request_id=decoded.id,
+                outputs=outputs,
             )
 
         return await self._serve("ModelInfer", context, request.model_name, answer)
@@ -398,6 +417,16 @@ def _plain(content: object) -> Any:
     if isinstance(content, list):
         return [_plain(v) for v in content]
     return content
+
+
+def _client_id(context: grpc.aio.ServicerContext) -> str | None:
+    """The client's id for a canary's choice: `x-client-id` metadata, else its API key, as over HTTP."""
+    found = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
+    for header in versions.CLIENT_HEADERS:
+        value = found.get(header.decode())
+        if value:
+            return value
+    return None
 
 
 def _request_id(context: grpc.aio.ServicerContext) -> str:

@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-EvictionReason = Literal["budget", "rss", "manual"]
+EvictionReason = Literal["budget", "rss", "manual", "retired"]  # retired: no policy serves it
 
 
 @dataclass(frozen=True)

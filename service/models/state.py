@@ -7,7 +7,7 @@ import datetime as dt
 import logging
 from collections import Counter, deque
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from service import catalog
 from service.batcher import DynamicBatcher
@@ -128,6 +128,18 @@ class ModelState:
         self.batcher, self.model = None, None
         if self.status == "loaded":
             self.status = "available"
+
+
+class Named:
+    """A version's state under the name a request used: NAME for the version its policy serves, or
+    NAME@VERSION for the entry's own version. Everything but the entry's name is the state's own."""
+
+    def __init__(self, state: ModelState, name: str) -> None:
+        self.state = state
+        self.entry = state.entry.model_copy(update={"name": name})
+
+    def __getattr__(self, attr: str) -> Any:
+        return getattr(self.state, attr)
 
 
 @dataclass

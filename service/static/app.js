@@ -6,6 +6,7 @@ import { autoParams } from "./choice.js";
 import { describeError, postImages, renderResults, showError } from "./classify.js";
 import { renderPlot, renderTableBody, renderTableHead, sortModels } from "./compare.js";
 import { showMonitor } from "./monitor.js";
+import { renderRollouts } from "./rollouts.js";
 import { checkedModels, compareImage, defaultPair, renderColumns, renderModelChoice } from "./sidebyside.js";
 
 const $ = (id) => document.getElementById(id);
@@ -320,6 +321,7 @@ async function main() {
   fillModelSelect();
   wireSideBySide();
   wireCatalogue();
+  renderRollouts($("rollouts"), state.models).catch(() => {});  // an extra: the page works without it
   document.body.dataset.ready = "true";
 }
 

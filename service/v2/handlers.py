@@ -12,11 +12,11 @@ import time
 import zlib
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
-from service import tracing
+from service import tracing, versions
 from service.batcher import InferTimings
 from service.errors import UnknownModel, unavailable_error, unknown_model
 from service.interfaces import Models, ModelStatus
@@ -76,9 +76,12 @@ def resolve(manager: Models, name: str, version: str | None = None) -> ModelStat
             f"Unknown model {shown(name)}" + (f"; did you mean '{guess}'?" if guess else "")
         ) from None
     if version is not None and version != state.entry.version:
-        raise not_found(
-            f"Model {shown(name)} has no version {shown(version)}; it has version '{state.entry.version}'"
-        )
+        versions_of = manager.registry.get(versions.split(state.entry.name)[0]).version_names
+        if version not in versions_of:
+            raise not_found(
+                f"Model {shown(name)} has no version {shown(version)}; its versions: {', '.join(versions_of)}"
+            )
+        return manager.state(f"{name}{versions.SEPARATOR}{version}")  # that version, pinned
     return state
 
 
@@ -189,9 +192,14 @@ def statistics(
     manager: Models, stats: StatisticsSource, name: str | None = None, version: str | None = None
 ) -> ModelStatistics:
     states = [resolve(manager, name, version)] if name is not None else manager.states()
-    return ModelStatistics.model_validate(
-        {"model_stats": [stats.model_stat(s.entry.name, s.entry.version) for s in states]}
-    )
+    return ModelStatistics.model_validate({"model_stats": [_version_stat(manager, stats, s) for s in states]})
+
+
+def _version_stat(manager: Models, stats: StatisticsSource, state: ModelStatus) -> dict[str, Any]:
+    """The statistics of the version `state` is, kept under its key (service/versions.py), named as the model."""
+    model = versions.split(state.entry.name)[0]
+    key = versions.key(manager.registry.get(model), state.entry.version)
+    return {**stats.model_stat(key, state.entry.version), "name": model}
 
 
 # --- infer ------------------------------------------------------------------------------------------------
@@ -307,7 +315,10 @@ async def infer(
     tensor = Tensor(OUTPUT_NAME, "FP32", np.asarray(logits, dtype=np.float32))
     outputs = _outputs(request, tensor, manager.labels(entry.name))
     payload, length = tracing.traced("encode", encode_response)(
-        model_name=entry.name, model_version=entry.version, request_id=request.id, outputs=outputs
+        model_name=versions.split(entry.name)[0],
+        model_version=timings.version or entry.version,  # the version that answered
+        request_id=request.id,
+        outputs=outputs,
     )
     return InferAnswer(payload, length, timings)
 

@@ -100,7 +100,7 @@ async def _one(
     probs = softmax(logits)[0]
     return CompareAnswer(
         model=name,
-        version=entry.version,
+        version=timings.version or entry.version,
         top1=entry.metrics.top1,
         predictions=top_predictions(probs, manager.labels(name), min(top_k, entry.num_classes)),
         timing_ms=CompareTiming(

@@ -34,4 +34,5 @@ async def ready(services: ServicesDep) -> Ready:
         loading=models["loading"],
         unavailable=models["unavailable"],
         exposure=exposure(services.settings),
+        rollout_failed=models.get("rollout_failed", []),
     )

@@ -9,9 +9,10 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
 
+from service import versions
 from service.api import views
 from service.api.deps import ManagerDep
-from service.api.schemas import LabelList, ModelDetail, ModelList, ModelSummary
+from service.api.schemas import LabelList, ModelDetail, ModelList, ModelSummary, RolloutReport
 from service.errors import InvalidParameter
 
 router = APIRouter(prefix="/models", tags=["models"])
@@ -107,6 +108,15 @@ async def list_models(
 @router.get("/{name}", summary="One model: summary, preprocessing, artifact, parity, provenance")
 async def get_model(name: str, manager: ManagerDep) -> ModelDetail:
     return views.detail(manager, name)
+
+
+@router.get(
+    "/{name}/rollout", summary="A model's versions, its serving policy, the canary's and the shadow's figures"
+)
+async def get_rollout(name: str, manager: ManagerDep) -> RolloutReport:
+    model = versions.split(name)[0]
+    fields = views.rollout_summary(manager, model)  # an unknown model: 404
+    return RolloutReport.model_validate({"model": model, **fields, **await manager.rollout(model)})
 
 
 @router.get("/{name}/labels", summary="The model's class labels, by output index")

@@ -74,6 +74,8 @@ def scope_of(method: str, path: str, query: bytes, *, metrics_open: bool) -> Nee
         for given in args.get("models", ()):
             named += tuple(n.strip() for n in given.split(",") if n.strip())
         return Need("infer", named)
+    if method not in ("GET", "HEAD"):  # any other change of state is an operator's (a reference capture)
+        return Need("admin", named)
     return Need("read", named)
 
 

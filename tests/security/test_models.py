@@ -196,6 +196,7 @@ REVIEWED_POSTS = {
     "/v2/repository/index",
     "/v2/repository/models/{name}/load",  # refused with 400 without API keys; an admin key's (docs/auth.md)
     "/v2/repository/models/{name}/unload",
+    "/models/{name}/monitor/reference",  # captures a reference from the next answers; an admin key's
 }
 CONTROL_WORDS = {
     "register",

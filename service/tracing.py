@@ -30,8 +30,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-    from service.api.classification import Models
     from service.batcher import InferTimings
+    from service.interfaces import Models
 
 P = ParamSpec("P")
 R = TypeVar("R")

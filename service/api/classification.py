@@ -12,14 +12,14 @@ import asyncio
 import time
 from concurrent.futures import Executor
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
 from service import tracing, versions
 from service.api.uploads import Upload
-from service.batcher import InferTimings
 from service.errors import DeadlineExceeded, ImageTooLarge, InferenceFailed, InvalidParameter
+from service.interfaces import Models
 from service.monitor.signals import Upload as Seen
 from service.monitor.watch import Watch
 from service.postprocess import ranked_entries, softmax
@@ -27,19 +27,6 @@ from service.preprocess import ROW_COST, decode_upload, draft_size, to_tensor
 from service.preprocess_pool import header_size, inline
 from service.registry import ModelEntry
 from service.settings import Settings
-
-
-class Models(Protocol):
-    """What a /classify answer needs of the models: the service's manager, or a front process's link to
-    it (service/fronts/link.py)."""
-
-    async def infer(
-        self, name: str, batch: np.ndarray, *, deadline: float
-    ) -> tuple[np.ndarray, InferTimings]:
-        """N preprocessed samples through the model's batcher; logits N x classes."""
-        ...
-
-    def labels(self, name: str) -> list[str]: ...
 
 
 @dataclass(frozen=True)

@@ -32,6 +32,7 @@ from service.api import classification
 from service.api.limits import BodyTooLarge
 from service.api.uploads import Upload, media_type_of
 from service.errors import CLIENT_CLOSED, INTERNAL, ServiceError, logged_reply, problem_details
+from service.interfaces import Models
 from service.monitor.watch import Watch
 from service.preprocess import ACCEPTED_MEDIA_TYPES
 from service.registry import ModelEntry
@@ -75,7 +76,7 @@ async def _body(receive: Receive) -> bytes:
 class Serving:
     """What the hot path needs to answer: the service's own (`deps.serving_of`), or a front process's."""
 
-    models: classification.Models
+    models: Models
     settings: Settings
     pool: Executor  # where images are prepared (service/api/classification.py): the service's or a front's
     entry: Callable[[str], ModelEntry]  # raises UnknownModel

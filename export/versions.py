@@ -110,25 +110,23 @@ def promote(registry: Registry, model: str, version: str) -> Registry:
 
 def canary(registry: Registry, model: str, version: str | None, percent: float = 10.0) -> Registry:
     """`version` answers `percent` of the clients (None: no canary)."""
-    entry = _entry(registry, model)
-    share = None
-    if version is not None:
-        _known(entry, version)
-        share = Share(version=version, percent=percent)
-    return _replace(
-        registry, entry.model_copy(update={"serving": entry.policy.model_copy(update={"canary": share})})
-    )
+    return _share(registry, model, "canary", version, percent)
 
 
 def shadow(registry: Registry, model: str, version: str | None, percent: float = 100.0) -> Registry:
     """`version` gets a copy of `percent` of the requests, compared and never answered (None: no shadow)."""
+    return _share(registry, model, "shadow", version, percent)
+
+
+def _share(registry: Registry, model: str, role: str, version: str | None, percent: float) -> Registry:
+    """The policy's `role` (canary or shadow) given to `version` at `percent`, or ended (None)."""
     entry = _entry(registry, model)
     share = None
     if version is not None:
         _known(entry, version)
         share = Share(version=version, percent=percent)
     return _replace(
-        registry, entry.model_copy(update={"serving": entry.policy.model_copy(update={"shadow": share})})
+        registry, entry.model_copy(update={"serving": entry.policy.model_copy(update={role: share})})
     )
 
 

@@ -26,6 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from scripts.hostile import _free_port  # noqa: E402  (run as a script: the repository on the path first)
+from tests.security.conftest import children  # noqa: E402
 from tests.security.hostile import grey_png  # noqa: E402
 
 
@@ -73,19 +74,8 @@ def _cpu_s(pid: int) -> float:
 
 
 def _tree(pid: int) -> list[int]:
-    """The process and its descendants."""
-    parents: dict[int, int] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                parents[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
-            except (OSError, ValueError, IndexError):
-                continue
-    found, frontier = [pid], [pid]
-    while frontier:
-        frontier = [child for child, parent in parents.items() if parent in frontier]
-        found += frontier
-    return found
+    """The process and its descendants (fronts, and their decoding workers)."""
+    return [pid, *(d for child in children(pid) for d in _tree(child))]
 
 
 def _cpu(pid: int) -> tuple[float, dict[int, float]]:

@@ -37,15 +37,24 @@ def _wait_for(predicate, timeout: float, what: str) -> None:  # type: ignore[no-
         time.sleep(0.02)
 
 
-def established(server: Server) -> int:
-    """Server-side TCP connections in ESTABLISHED state on the server's port (from /proc/net/tcp)."""
+def _server_sockets(server: Server) -> list[int]:
+    """The receive queue (bytes not yet read by the server) of each server-side TCP connection in
+    ESTABLISHED state on the server's port (from /proc/net/tcp)."""
     port = address(server)[1]
-    count = 0
+    queues = []
     for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
         fields = line.split()
         if int(fields[1].split(":")[1], 16) == port and fields[3] == "01":
-            count += 1
-    return count
+            queues.append(int(fields[4].split(":")[1], 16))
+    return queues
+
+
+def all_read(server: Server, count: int) -> bool:
+    """`count` connections are established and the server has read every byte sent on them. A connection
+    still in the listen backlog, or one whose request the server has not read yet, has a non-empty receive
+    queue: SIGTERM then closes it unanswered (uvicorn closes connections with no request in progress)."""
+    queues = _server_sockets(server)
+    return len(queues) >= count and not any(queues)
 
 
 # ---- SIGTERM with 16 requests in flight -------------------------------------------------------------------
@@ -76,8 +85,10 @@ def test_sigterm_with_16_requests_in_flight(zoo: Zoo, serve: ServeFactory, fashi
     threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
     for t in threads:
         t.start()
-    _wait_for(lambda: established(server) >= 16, 10, "16 established connections")
-    time.sleep(0.3)  # the bodies are a few hundred bytes: read by now, the images queued
+    # The precondition is that the server has read all 16 requests, not a pause: on a loaded machine the
+    # front may take longer than any fixed sleep to read the last ones.
+    _wait_for(lambda: all_read(server, 16), 20, "16 requests read by the server")
+    time.sleep(0.3)  # a read request is parsed and preprocessed in the same turn of the event loop
     signalled = time.monotonic()
     server.process.send_signal(signal.SIGTERM)
     time.sleep(0.3)

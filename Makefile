@@ -12,7 +12,7 @@ export CONVZOO_HOST CONVZOO_PORT
 help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
 	@echo "make test   the default test suite"
-	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests, convzoo, scripts"
+	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests, convzoo, scripts; lint-imports (the rooms' rules)"
 	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML (docs/bench.md)"
 	@echo "make bench-cli  a folder of 2,000 photos through convzoo classify vs the server's own throughput (docs/bench-cli.md)"
 	@echo "make bench-rollout  versions swapped, canaried and shadowed under load (docs/bench-rollout.md)"
@@ -100,6 +100,7 @@ lint: $(VENV)/.lint-stamp
 	$(VENV)/bin/ruff check $(LINT_PATHS)
 	$(VENV)/bin/ruff format --check $(LINT_PATHS)
 	$(VENV)/bin/mypy --strict $(LINT_PATHS)
+	$(VENV)/bin/lint-imports
 
 # The client CLI against the server's own throughput at the same concurrency (docs/bench-cli.md).
 # BENCH_CLI_ARGS: e.g. --count 500 --rounds 1.

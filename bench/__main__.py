@@ -26,8 +26,8 @@ from bench.load import Body
 from bench.peers import PEERS, Peer, by_key
 from bench.peers import report as peer_report
 from bench.peers import run as peer_run
-from service.fronts.process import auto_count
-from service.settings import Settings
+from service.compute import cpus
+from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL, LARGE = workspace.SMALL, workspace.LARGE
@@ -76,7 +76,7 @@ def defaults() -> dict[str, Any]:
     ]
     found = {n: fields[n].default for n in names if n in fields}
     if found.get("front_processes") is None:  # the default: one per core
-        found["front_processes"] = auto_count()
+        found["front_processes"] = cpus.front_processes()
     return found
 
 

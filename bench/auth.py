@@ -28,8 +28,8 @@ from typing import Any
 import yaml
 
 from bench import images, load, servers
-from service.keys import digest, new_secret
-from service.registry import load_registry, save_registry
+from service.access.keys import digest, new_secret
+from service.core.registry import load_registry, save_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".cache" / "bench-auth"
@@ -144,9 +144,9 @@ def _flood(port: int, png: bytes, secret: str, stop: threading.Event, statuses: 
 def _in_process(keys_path: Path, secret: str, n: int = 20_000) -> float:
     """Microseconds the Guard adds to one request (admission, quota, fair share, the caller for the
     models), on this process's event loop: the same request through a do-nothing app, with and without it."""
-    from service import auth
-    from service.errors import problem_details, reply_of
-    from service.settings import Settings
+    from service.access import auth
+    from service.core.errors import problem_details, reply_of
+    from service.core.settings import Settings
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         auth._charge(MODEL, 1)  # what GuardedModels.infer adds

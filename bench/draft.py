@@ -23,9 +23,9 @@ import onnxruntime as ort
 from PIL import Image
 from skimage import data as photos
 
-from service.postprocess import softmax
-from service.preprocess import decode_upload, to_tensor
-from service.registry import ModelEntry, load_registry
+from service.core.registry import ModelEntry, load_registry
+from service.images.postprocess import softmax
+from service.images.preprocess import decode_upload, to_tensor
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "docs" / "examples"

@@ -23,9 +23,9 @@ import onnxruntime as ort
 from bench import load, servers, workspace
 from bench.images import photo_jpeg
 from bench.load import Body
-from service.registry import load_registry
-from service.runtime import CUDA, LoadedModel, load_model
-from service.settings import Settings
+from service.compute.runtime import CUDA, LoadedModel, load_model
+from service.core.registry import load_registry
+from service.core.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
 BATCHES = [1, 8, 32, 64]

@@ -39,12 +39,12 @@ from bench import load, servers
 from bench.load import Body
 from export import reference as export_reference
 from export.fashion.data import load_split
+from service.core.registry import ModelEntry, load_registry
+from service.images.preprocess import decode_upload, to_tensor
 from service.monitor import reference
 from service.monitor.live import Monitor
 from service.monitor.reference import References
 from service.monitor.signals import Seen, Signals
-from service.preprocess import decode_upload, to_tensor
-from service.registry import ModelEntry, load_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL = "fmnist-lenet5"
@@ -238,8 +238,8 @@ def cost_figures(rounds: int, seconds: float, concurrency: int) -> dict[str, Any
 
 
 async def _inprocess(blocks: int, per_block: int) -> dict[str, Any]:
+    from service.core.settings import Settings
     from service.main import create_app
-    from service.settings import Settings
 
     buf = io.BytesIO()
     Image.fromarray(load_split("test").images[0]).save(buf, "PNG")

@@ -18,9 +18,9 @@ from typing import Any
 
 import numpy as np
 
-from service.registry import load_registry
-from service.runtime import LoadedModel, load_model
-from service.settings import Settings
+from service.compute.runtime import LoadedModel, load_model
+from service.core.registry import load_registry
+from service.core.settings import Settings
 
 
 def _loop(model: LoadedModel, batch: np.ndarray, seconds: float, times: list[float]) -> None:

@@ -299,7 +299,7 @@ def markdown(r: Run) -> str:
         "## How the systems are run",
         "",
         (
-            "- (a) `bench/raw.py`: the service's own session code (`service.runtime.load_model`) with the same "
+            "- (a) `bench/raw.py`: the service's own session code (`service.compute.runtime.load_model`) with the same "
             "CONVZOO_* settings, in-process, no HTTP: per batch size, the service's inference threads run batches "
             "back to back for a fixed time; images/s is summed over them. Batch latency p50/p99 is under that load; "
             '"one run alone" is batch 1 with nothing else running, the figure the single-request target uses.'
@@ -323,7 +323,7 @@ def markdown(r: Run) -> str:
         "## GPU",
         "",
         (
-            "The GPU path (IOBinding on the CUDA provider, `service/runtime.py`; the export's float16 variant, "
+            "The GPU path (IOBinding on the CUDA provider, `service/compute/runtime.py`; the export's float16 variant, "
             "`python -m export build --zoo imagenet --fp16`) has a prepared benchmark, `bench/gpu_bench.sh`: "
             "resnet50 plain run() against IOBinding and FP32 against FP16 at batch 1/8/32/64, FP16 parity, and "
             "convzoo over HTTP on CUDA, written to docs/bench-gpu.md. It has **not been run**: no GPU machine was "
@@ -458,7 +458,7 @@ def worker_model_md(r: Run) -> str:
             "## The default",
             "",
             (
-                f"`service/settings.py`: `workers={s.workers}`, `intra_op_threads={s.intra_op_threads}` "
+                f"`service/core/settings.py`: `workers={s.workers}`, `intra_op_threads={s.intra_op_threads}` "
                 f"(automatic: one per usable core, {h.cores} here), `inference_threads={s.inference_threads}`, "
                 f"`intra_op_spinning={str(s.intra_op_spinning).lower()}`, batching on "
                 f"(`max_batch_size={s.max_batch_size}`, `max_queue_delay_us={s.max_queue_delay_us}`), "

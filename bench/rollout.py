@@ -35,7 +35,7 @@ import numpy as np
 from bench.images import fashion_png, photo_jpeg
 from bench.servers import ROOT, clean_env, free_port, serve
 from export import versions
-from service.registry import Registry, dump_registry, load_registry
+from service.core.registry import Registry, dump_registry, load_registry
 
 MODELS = ("fmnist-lenet5", "efficientnet_lite0")
 

@@ -37,9 +37,9 @@ from typing import Any
 import numpy as np
 
 from bench import images, servers
-from service import cpus, runtime, threads
-from service.registry import load_registry
-from service.settings import IntraOpPool, Settings
+from service.compute import cpus, runtime, threads
+from service.core.registry import load_registry
+from service.core.settings import IntraOpPool, Settings
 
 ROOT = servers.ROOT
 LOGS = ROOT / ".cache" / "bench" / "threads"

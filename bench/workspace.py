@@ -11,7 +11,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from service.registry import load_registry, save_registry, sha256_file
+from service.core.registry import load_registry, save_registry, sha256_file
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = ROOT / ".cache" / "bench"

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
-from service.registry import SCHEMA_VERSION, ModelEntry, Registry, load_registry, save_registry
+from service.core.registry import SCHEMA_VERSION, ModelEntry, Registry, load_registry, save_registry
 
 ROOT = Path(__file__).resolve().parents[1]
 REGISTRY_PATH = ROOT / "registry.yaml"

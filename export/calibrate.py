@@ -10,11 +10,11 @@ from pathlib import Path
 
 import numpy as np
 
-from service import host
-from service.models.artifacts import ArtifactProblem, checked_artifact
-from service.registry import Latency, ModelEntry, Registry, load_registry, save_registry
-from service.runtime import LoadedModel, RuntimeUnavailable, load_model
-from service.settings import Providers, Settings
+from service.compute import host
+from service.compute.runtime import LoadedModel, RuntimeUnavailable, load_model
+from service.core.artifacts import ArtifactProblem, checked_artifact
+from service.core.registry import Latency, ModelEntry, Registry, load_registry, save_registry
+from service.core.settings import Providers, Settings
 
 MIN_SINGLE_RUNS = 20
 MIN_BATCH_RUNS = 3

@@ -12,7 +12,7 @@ import typer
 from export import versions
 from export.build import MODELS_DIR, REGISTRY_PATH, locked, merge_into_registry
 from export.table import render
-from service.registry import ModelEntry, Registry, load_registry, save_registry
+from service.core.registry import ModelEntry, Registry, load_registry, save_registry
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Train, export and measure the convzoo models."

@@ -30,8 +30,7 @@ from export.build import MODELS_DIR, REDUCE_AT_DECODE, REGISTRY_PATH, library_ve
 from export.graph import gmacs, sort_topologically, weight_layer_depth
 from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency
 from export.weights import Checkpoint, WeightsUnavailable, hash_prefix, load_tensors, obtain, supplying
-from service.preprocess import to_tensor
-from service.registry import (
+from service.core.registry import (
     Artifact,
     InputSpec,
     Metrics,
@@ -42,6 +41,7 @@ from service.registry import (
     load_registry,
     sha256_file,
 )
+from service.images.preprocess import to_tensor
 
 __all__ = ["IMAGENET_LABELS", "NAMES", "WeightsUnavailable", "build", "catalog", "evaluate", "label_sets"]
 

@@ -17,7 +17,7 @@ import onnx
 import onnxruntime as ort
 import torch
 
-from service.registry import Host, Latency, Parity
+from service.core.registry import Host, Latency, Parity
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"

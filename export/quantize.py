@@ -31,8 +31,16 @@ from onnxruntime.quantization import (
 )
 
 from export.fashion.data import load_split, to_input
-from service import preprocess
-from service.registry import Artifact, ModelEntry, Parity, Provenance, Quantization, Registry, sha256_file
+from service.core.registry import (
+    Artifact,
+    ModelEntry,
+    Parity,
+    Provenance,
+    Quantization,
+    Registry,
+    sha256_file,
+)
+from service.images import preprocess
 
 SUFFIX = "-int8"
 CALIBRATION_SAMPLES = 1000
@@ -273,7 +281,7 @@ def measure_latency(entry: ModelEntry, models_dir: Path, *, seconds: float) -> M
     """The variant's host latency, measured as `python -m export calibrate` does (the service's
     loader, ONNX Runtime on the CPU, one intra-op thread, batch 1 and 32)."""
     from export.calibrate import calibrate_entry
-    from service.settings import Settings
+    from service.core.settings import Settings
 
     settings = Settings(models_dir=models_dir, intra_op_threads=1, providers="cpu")
     outcome = calibrate_entry(entry, models_dir, settings, seconds=seconds, batch_size=32)

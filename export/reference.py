@@ -15,12 +15,12 @@ import onnxruntime as ort
 from PIL import Image
 
 from export.fashion.data import load_split
+from service.core.registry import ModelEntry
+from service.images.postprocess import softmax
+from service.images.preprocess import decode_upload, to_tensor
 from service.monitor import reference
 from service.monitor.reference import Reference
 from service.monitor.signals import Signals, of_batch
-from service.postprocess import softmax
-from service.preprocess import decode_upload, to_tensor
-from service.registry import ModelEntry
 
 BATCH = 256
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.registry import ModelEntry, Registry
+from service.core.registry import ModelEntry, Registry
 
 COLUMNS = ("Model", "Size", "Top-1", "Top-5", "Parameters", "Depth", "GFLOPs", "Latency p50", "Source")
 _RIGHT = {"Size", "Top-1", "Top-5", "Parameters", "Depth", "GFLOPs", "Latency p50"}

@@ -8,7 +8,7 @@ import datetime as dt
 import shutil
 from pathlib import Path
 
-from service.registry import (
+from service.core.registry import (
     Artifact,
     ModelEntry,
     Provenance,

@@ -24,7 +24,7 @@ import torch
 import torchvision.models._api as tv_api
 from torchvision.models import WeightsEnum
 
-from service.registry import sha256_file
+from service.core.registry import sha256_file
 
 DOWNLOAD_TIMEOUT_S = 20.0
 _HASH_PREFIX = re.compile(r"-([a-f0-9]*)\.")  # torch hub's convention: name-<sha256 prefix>.pth

@@ -45,8 +45,8 @@ async def _measure(name: str, request: Callable[[], Awaitable[httpx.Response]], 
 
 
 async def main(tree: Path) -> None:
+    from service.core.settings import Settings
     from service.main import create_app
-    from service.settings import Settings
 
     settings = Settings(
         registry_path=tree / "registry.yaml",

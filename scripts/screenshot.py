@@ -18,7 +18,7 @@ from playwright.sync_api import FloatRect, Page, sync_playwright
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from service.registry import load_registry
+from service.core.registry import load_registry
 from tests.paths import REPO
 from tests.ui.live import fashion_test_image, launch_options, running_service, upload, zoo_root
 

@@ -13,17 +13,18 @@ from types import FrameType
 
 import uvicorn
 
-from service import auth
-from service.connections import (
+from service.access import auth
+from service.compute import cpus
+from service.core.settings import Settings, unknown_variables
+from service.fronts import process as front_processes
+from service.server.connections import (
     Limits,
     configure,
     raise_descriptor_limit,
     server_options,
     shared_port,
 )
-from service.fronts import process as front_processes
-from service.logging import configure_logging
-from service.settings import Settings, unknown_variables
+from service.telemetry.logging import configure_logging
 from service.usage import check_arguments
 
 
@@ -56,9 +57,7 @@ def main(argv: list[str] | None = None) -> None:
         log.warning("%s", exposed)
     # SIGHUP: the API keys file is read again here and in every front
     auth.reload_on_sighup(forward=front_processes.forward_running)
-    fronts = (
-        settings.front_processes if settings.front_processes is not None else front_processes.auto_count()
-    )
+    fronts = settings.front_processes if settings.front_processes is not None else cpus.front_processes()
     if settings.workers > 1 or fronts == 0:
         log.info(
             "HTTP on %s (uvicorn, %d worker(s))",

@@ -12,8 +12,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from service.batcher import InferTimings
-from service.registry import ModelEntry, Registry, Serving
+from service.core.registry import ModelEntry, Registry, Serving
+from service.models.batcher import InferTimings
 
 
 class Batching(Protocol):
@@ -133,7 +133,7 @@ class Models(Protocol):
         ...
 
     async def rollout(self, name: str) -> dict[str, Any]:
-        """The rollout's figures: requests per version, the shadow's comparisons (service/rollout.py)."""
+        """The rollout's figures: requests per version, the shadow's comparisons (service/rollouts/rollout.py)."""
         ...
 
     async def reload(self) -> dict[str, Any]:

@@ -12,12 +12,13 @@ from starlette.responses import Response
 from starlette.routing import Match
 from starlette.types import Scope
 
-from service import auth, observability, services
+from service import observability, services
+from service.access import auth
 from service.api.deps import serving_of
 from service.api.hot_path import HotClassify, find_route
 from service.api.limits import CloseUnread, UploadLimit
 from service.api.routes import classify, compare, health, metrics, models, monitor, pareto, ui, v2
-from service.errors import (
+from service.core.errors import (
     PROBLEM_CONTENT,
     PROBLEM_SCHEMA,
     ServiceError,
@@ -26,13 +27,13 @@ from service.errors import (
     problem_details,
     reply_of,
 )
+from service.core.settings import Settings
 from service.fronts import process as front_processes
 from service.grpc import server as grpc_server
-from service.logging import configure_logging
-from service.metrics import Metrics
-from service.settings import Settings
+from service.rollouts.versions import ClientId
+from service.telemetry.logging import configure_logging
+from service.telemetry.metrics import Metrics
 from service.v2.errors import error_body
-from service.versions import ClientId
 
 VERSION = "0.1.0"
 
@@ -104,7 +105,7 @@ def create_app(
     configure_logging(settings.log_level)
     # per app; the request log records into it before, during and after the lifespan
     metrics = metrics if metrics is not None else Metrics()
-    # API keys (service/auth.py): none without CONVZOO_API_KEYS_FILE, and then no cost at all
+    # API keys (service/access/auth.py): none without CONVZOO_API_KEYS_FILE, and then no cost at all
     # each process serving clients (fronts, or uvicorn workers) holds its share of every key's quota
     share = max(processes, settings.workers)
     access = auth.Access(settings, share=share) if settings.api_keys_file is not None else None
@@ -134,7 +135,7 @@ def create_app(
         summary="Classic convnets served through ONNX Runtime",
         version=VERSION,
         lifespan=lifespan,
-        # service/tracing.py makes the spans; FastAPI's own would double them and cost every request
+        # service/telemetry/tracing.py makes the spans; FastAPI's own would double them and cost every request
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     install_error_handlers(app, problem_details)

@@ -9,17 +9,19 @@ import signal
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from service import auth, catalog, preprocess
+from service.access import auth
+from service.core import catalog
+from service.core.settings import Settings
 from service.fronts import process as front_processes
-from service.lifecycle_metrics import LifecycleCollector
-from service.live_latency import RecentLatencies
-from service.manager import ModelManager
-from service.metrics import Metrics, ModelGauge
+from service.images import preprocess
+from service.models.live_latency import RecentLatencies
+from service.models.manager import ModelManager
 from service.monitor.live import Monitor
 from service.monitor.watch import LocalWatch, references_of, sampler_of
-from service.rollout_metrics import RolloutCollector
 from service.services import Services, preprocess_pool
-from service.settings import Settings
+from service.telemetry.lifecycle_metrics import LifecycleCollector
+from service.telemetry.metrics import Metrics, ModelGauge
+from service.telemetry.rollout_metrics import RolloutCollector
 from service.v2.statistics import Statistics
 
 log = logging.getLogger("convzoo")

@@ -7,11 +7,11 @@ from collections.abc import Container
 from fastapi import FastAPI
 from starlette.types import Scope
 
-from service import tracing
 from service.api.deps import services_of
-from service.logging import RequestLog
-from service.metrics import Metrics
-from service.settings import Settings
+from service.core.settings import Settings
+from service.telemetry import tracing
+from service.telemetry.logging import RequestLog
+from service.telemetry.metrics import Metrics
 
 
 def _known_models(scope: Scope) -> Container[str]:

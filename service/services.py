@@ -13,11 +13,11 @@ from concurrent.futures import Executor
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
+from service.core.settings import Settings
 from service.interfaces import LiveLatencies, Models, ModelStatistics
-from service.metrics import Metrics
 from service.monitor.watch import Watch
-from service.preprocess_pool import PreprocessPool
-from service.settings import Settings
+from service.server.preprocess_pool import PreprocessPool
+from service.telemetry.metrics import Metrics
 
 STATE_KEY = "services"  # its key in the lifespan state
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 import textwrap
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 SUMMARY = (
     "Serves the models of the registry over HTTP (POST /classify, GET /models, the Open Inference "

@@ -9,7 +9,7 @@ from pathlib import Path
 import onnx
 from onnx import TensorProto, helper
 
-from service.registry import ModelEntry, Registry
+from service.core.registry import ModelEntry, Registry
 from tests.service.conftest import Zoo
 
 

@@ -10,9 +10,9 @@ import httpx
 from fastapi import FastAPI
 from starlette.types import Receive, Scope, Send
 
+from service.access.auth import GuardedModels
 from service.api.deps import services_of
-from service.auth import GuardedModels
-from service.manager import ModelManager
+from service.models.manager import ModelManager
 from service.services import Services
 
 

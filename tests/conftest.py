@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service.registry import Registry, load_registry
+from service.core.registry import Registry, load_registry
 from tests.paths import FASHION_DIR, FASHION_TEST_IMAGES, REPO
 
 

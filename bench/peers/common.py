@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from service import preprocess
-from service.registry import load_registry
-from service.runtime import LoadedModel, load_model
-from service.settings import Settings
+from service.compute.runtime import LoadedModel, load_model
+from service.core.registry import load_registry
+from service.core.settings import Settings
+from service.images import preprocess
 
 # The batching every server is configured with (convzoo's defaults): at most 32 images, 1 ms queue delay.
 MAX_BATCH = 32

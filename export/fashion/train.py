@@ -10,7 +10,7 @@ from torch import nn
 from tqdm import tqdm
 
 from export.fashion.data import Split
-from service.registry import Recipe
+from service.core.registry import Recipe
 
 PAD = 2  # random-crop padding, in pixels
 AUGMENTATION = f"random crop {28}x{28} from a {PAD}-pixel zero-padded image, horizontal flip p=0.5"

@@ -17,7 +17,7 @@ from export.fashion.nets import build_net
 from export.fashion.train import TrainConfig, train
 from export.graph import gmacs, weight_layer_depth
 from export.onnx_export import check_parity, evaluate_onnx, export_onnx, measure_latency
-from service.registry import (
+from service.core.registry import (
     Artifact,
     InputSpec,
     Metrics,

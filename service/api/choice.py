@@ -8,12 +8,12 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
-from service import host
 from service.api.deps import ServicesDep
-from service.errors import InvalidParameter, ModelUnavailable
+from service.api.selection import AUTO, Candidate, Constraints, LatencySource, select
+from service.compute import host
+from service.core.errors import InvalidParameter, ModelUnavailable
+from service.core.settings import Settings
 from service.interfaces import LiveLatencies, Models, ModelStatus
-from service.selection import AUTO, Candidate, Constraints, LatencySource, select
-from service.settings import Settings
 
 
 def latency_here(

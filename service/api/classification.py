@@ -16,17 +16,18 @@ from typing import Any
 
 import numpy as np
 
-from service import tracing, versions
 from service.api.uploads import Upload
-from service.errors import DeadlineExceeded, ImageTooLarge, InferenceFailed, InvalidParameter
+from service.core.errors import DeadlineExceeded, ImageTooLarge, InferenceFailed, InvalidParameter
+from service.core.registry import ModelEntry
+from service.core.settings import Settings
+from service.images.postprocess import ranked_entries, softmax
+from service.images.preprocess import ROW_COST, decode_upload, draft_size, to_tensor
 from service.interfaces import Models
 from service.monitor.signals import Upload as Seen
 from service.monitor.watch import Watch
-from service.postprocess import ranked_entries, softmax
-from service.preprocess import ROW_COST, decode_upload, draft_size, to_tensor
-from service.preprocess_pool import header_size, inline
-from service.registry import ModelEntry
-from service.settings import Settings
+from service.rollouts import versions
+from service.server.preprocess_pool import header_size, inline
+from service.telemetry import tracing
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ answers only what it can answer exactly as the route would, and hands everything
 - `model` (not `auto`) and `top_k` as plain digits, each at most once, and no other query parameter;
 - a raw body of an accepted image type (multipart goes to the route).
 
-Errors are the route's: the same exceptions through the same table (service/errors.py).
+Errors are the route's: the same exceptions through the same table (service/core/errors.py).
 """
 
 from __future__ import annotations
@@ -30,14 +30,14 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from service.api import classification
 from service.api.limits import BodyTooLarge
+from service.api.selection import AUTO
 from service.api.uploads import Upload, media_type_of
-from service.errors import CLIENT_CLOSED, INTERNAL, ServiceError, logged_reply, problem_details
+from service.core.errors import CLIENT_CLOSED, INTERNAL, ServiceError, logged_reply, problem_details
+from service.core.registry import ModelEntry
+from service.core.settings import Settings
+from service.images.preprocess import ACCEPTED_MEDIA_TYPES
 from service.interfaces import Models
 from service.monitor.watch import Watch
-from service.preprocess import ACCEPTED_MEDIA_TYPES
-from service.registry import ModelEntry
-from service.selection import AUTO
-from service.settings import Settings
 
 log = logging.getLogger("convzoo.errors")
 

@@ -11,7 +11,8 @@ from collections.abc import Callable
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType, problem_details, reply_of
+from service.core.errors import PayloadTooLarge, ServiceError, UnsupportedMediaType, problem_details, reply_of
+from service.server.connections import content_length
 
 # The charsets a multipart body's part headers may be declared in. Others (utf-7, unicode_escape, ...)
 # decode a filename into text that no JSON encoder can write, such as a lone surrogate.
@@ -163,14 +164,3 @@ def safe_text(name: str | None) -> str | None:
     if name is None:
         return None
     return "".join("\ufffd" if unicodedata.category(c) in ("Cc", "Cs") else c for c in name[:MAX_NAME_CHARS])
-
-
-def content_length(scope: Scope) -> int | None:
-    """A request's declared Content-Length; None without one, or with one that is no number."""
-    for key, value in scope.get("headers", []):
-        if key == b"content-length":
-            try:
-                return int(value)
-            except ValueError:
-                return None
-    return None

@@ -10,8 +10,8 @@ from typing import Literal
 
 from pydantic import BaseModel
 
-from service.postprocess import Prediction
-from service.registry import (
+from service.api.selection import CostAxis, LatencySource
+from service.core.registry import (
     Artifact,
     Host,
     InputSpec,
@@ -22,7 +22,7 @@ from service.registry import (
     Quantization,
     Serving,
 )
-from service.selection import CostAxis, LatencySource
+from service.images.postprocess import Prediction
 
 __all__ = ["Prediction"]
 

@@ -9,9 +9,9 @@ from starlette.datastructures import UploadFile
 from starlette.types import Scope
 
 from service.api.limits import safe_text
-from service.errors import InvalidParameter, UnsupportedMediaType
-from service.preprocess import ACCEPTED_MEDIA_TYPES
-from service.settings import Settings
+from service.core.errors import InvalidParameter, UnsupportedMediaType
+from service.core.settings import Settings
+from service.images.preprocess import ACCEPTED_MEDIA_TYPES
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from service import versions
 from service.api.schemas import (
     AccuracyInfo,
     BatchingInfo,
@@ -13,6 +12,7 @@ from service.api.schemas import (
     ServingHost,
 )
 from service.interfaces import Models, ModelStatus
+from service.rollouts import versions
 
 
 def _summary_fields(state: ModelStatus) -> dict[str, object]:

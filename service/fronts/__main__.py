@@ -9,9 +9,12 @@ import signal
 
 import uvicorn
 
-from service import auth, tracing
-from service.children import die_with_parent
-from service.connections import (
+from service.access import auth
+from service.core.settings import Settings
+from service.fronts.remote import LinkedMetrics, linked
+from service.main import create_app
+from service.server.children import die_with_parent
+from service.server.connections import (
     BACKLOG,
     Limits,
     configure,
@@ -19,10 +22,8 @@ from service.connections import (
     server_options,
     shared_port,
 )
-from service.fronts.remote import LinkedMetrics, linked
-from service.logging import configure_logging
-from service.main import create_app
-from service.settings import Settings
+from service.telemetry import tracing
+from service.telemetry.logging import configure_logging
 
 
 def main() -> None:

@@ -10,12 +10,13 @@ from typing import Any
 
 import numpy as np
 
-from service import errors, versions
-from service.batcher import InferTimings
-from service.errors import DeadlineExceeded, NotReady, ServiceError
+from service.core import errors
+from service.core.errors import DeadlineExceeded, NotReady, ServiceError
+from service.core.registry import Registry
 from service.fronts import wire
+from service.models.batcher import InferTimings
 from service.monitor.signals import Seen
-from service.registry import Registry
+from service.rollouts import versions
 
 # A front's finished requests reach the service's metrics at most this late, in one frame.
 OBSERVE_EVERY_S = 0.05

@@ -15,7 +15,7 @@ from typing import Any, Protocol, cast
 
 import numpy as np
 
-from service.errors import ServiceError
+from service.core.errors import ServiceError
 from service.fronts import mirror, wire
 from service.monitor.signals import Seen
 from service.services import Services

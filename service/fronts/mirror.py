@@ -12,9 +12,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from service import versions
+from service.core.registry import ModelEntry, Registry, Serving, parse_registry
 from service.interfaces import LiveLatencies, Models, ModelStatistics, ModelStatus
-from service.registry import ModelEntry, Registry, Serving, parse_registry
+from service.rollouts import versions
 
 
 def _state(s: ModelStatus) -> dict[str, Any]:
@@ -64,7 +64,7 @@ def snapshot(
         "host": models.host_description(),
         "readiness": [ok, reason, lists],
         "states": [_state(s) for s in states],
-        # by version key: a version's batches are counted under it (service/versions.py)
+        # by version key: a version's batches are counted under it (service/rollouts/versions.py)
         "statistics": {
             k: statistics.model_stat(k, e.version) for k, e in versions.entries(models.registry).items()
         },

@@ -19,7 +19,6 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from service.cpus import cores
 from service.fronts.link_server import LinkServer
 from service.services import Services
 
@@ -36,12 +35,6 @@ class Plan:
 
 
 _running: Fronts | None = None
-
-
-def auto_count() -> int:
-    """One front per core, at most 4; none below two cores, where the service alone does everything."""
-    available = cores()
-    return 0 if available < 2 else min(int(available), 4)
 
 
 class Fronts:

@@ -15,16 +15,17 @@ from typing import Any
 
 import numpy as np
 
-from service import preprocess, versions
-from service.batcher import InferTimings
-from service.errors import unknown_model
+from service.core.errors import unknown_model
+from service.core.registry import ModelEntry, Registry, Serving, full_decoding, load_registry
+from service.core.settings import Settings
 from service.fronts.link import ModelLink
 from service.fronts.mirror import Mirror, State
-from service.metrics import Metrics
+from service.images import preprocess
+from service.models.batcher import InferTimings
 from service.monitor.watch import LinkedWatch, sampler_of
-from service.registry import ModelEntry, Registry, Serving, full_decoding, load_registry
+from service.rollouts import versions
 from service.services import Services, ServicesFrom, preprocess_pool
-from service.settings import Settings
+from service.telemetry.metrics import Metrics
 
 log = logging.getLogger("convzoo.fronts")
 

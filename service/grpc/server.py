@@ -10,12 +10,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from tritonclient.grpc import service_pb2_grpc
 
-from service.auth import Access
-from service.errors import ServiceError
+from service.access.auth import Access
+from service.core.errors import ServiceError
+from service.core.settings import Settings
 from service.grpc.servicer import SERVICE, InferenceServicer
 from service.interfaces import Models
 from service.services import Services
-from service.settings import Settings
 
 log = logging.getLogger("convzoo")
 
@@ -72,7 +72,7 @@ async def start(
     services: Services, version: str, *, shared: bool = False, access: Access | None = None
 ) -> grpc.aio.Server | None:
     """Serve gRPC on CONVZOO_HOST:CONVZOO_GRPC_PORT with the REST app's manager, statistics and metrics;
-    `access`: the API keys every call but the health checks needs (service/auth.py)."""
+    `access`: the API keys every call but the health checks needs (service/access/auth.py)."""
     settings = services.settings
     if settings.grpc_port is None:
         return None

@@ -25,15 +25,16 @@ from pydantic import BaseModel
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service import tracing, versions
-from service.auth import Access, Caller, Need, Refused, secret_of
-from service.errors import DeadlineExceeded, ServiceError, problem_of
+from service.access.auth import Access, Caller, Need, Refused, secret_of
+from service.access.keys import Scope as KeyScope
+from service.core.errors import DeadlineExceeded, ServiceError, problem_of
+from service.core.settings import Settings
 from service.grpc import tensors
 from service.interfaces import Models, ModelStatistics
-from service.keys import Scope as KeyScope
-from service.metrics import Metrics
 from service.monitor.watch import Watch
-from service.settings import Settings
+from service.rollouts import versions
+from service.telemetry import tracing
+from service.telemetry.metrics import Metrics
 from service.v2 import datatypes, handlers
 from service.v2.errors import V2Error
 
@@ -100,7 +101,7 @@ READS_STATE = frozenset(
 )
 
 
-# What a call needs of its key (service/auth.py): the probes are open, inference needs `infer`, the
+# What a call needs of its key (service/access/auth.py): the probes are open, inference needs `infer`, the
 # repository extension `admin`, the rest `read`.
 _OPEN = frozenset({"ServerLive", "ServerReady"})
 _NEEDS: dict[str, KeyScope] = {
@@ -224,7 +225,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
         return None  # type: ignore[return-value]
 
     def _admit(self, method: str, context: grpc.aio.ServicerContext, model: str) -> Caller | None:
-        """The call's caller, or Refused (service/auth.py); None for an open call or without keys."""
+        """The call's caller, or Refused (service/access/auth.py); None for an open call or without keys."""
         if self.access is None:
             return None
         metadata = [(k, v) for k, v in context.invocation_metadata() or () if isinstance(v, str)]

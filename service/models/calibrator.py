@@ -10,12 +10,12 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
-from service.memory import trim_heap
-from service.models.artifacts import ArtifactProblem
+from service.compute.memory import trim_heap
+from service.compute.runtime import Calibration, LoadedModel, RuntimeUnavailable, calibrate
+from service.core.artifacts import ArtifactProblem
+from service.core.settings import Settings
 from service.models.footprint import LoadMemory
 from service.models.state import LifecycleStats, ModelState
-from service.runtime import Calibration, LoadedModel, RuntimeUnavailable, calibrate
-from service.settings import Settings
 
 log = logging.getLogger("convzoo.manager")
 

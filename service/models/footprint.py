@@ -10,7 +10,7 @@ from typing import TypeVar
 
 import numpy as np
 
-from service.memory import peak_rss_bytes, reset_peak, rss_bytes
+from service.compute.memory import peak_rss_bytes, reset_peak, rss_bytes
 
 T = TypeVar("T")
 

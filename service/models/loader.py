@@ -8,13 +8,13 @@ import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from service.errors import DeadlineExceeded, ServiceError
-from service.models.artifacts import checked_artifact
+from service.compute.runtime import LoadedModel, load_model
+from service.core.artifacts import checked_artifact
+from service.core.errors import DeadlineExceeded, ServiceError
+from service.core.registry import ModelEntry
+from service.core.settings import Settings
 from service.models.footprint import LoadMemory, LoadMeter
 from service.models.state import ModelState
-from service.registry import ModelEntry
-from service.runtime import LoadedModel, load_model
-from service.settings import Settings
 
 log = logging.getLogger("convzoo.manager")
 

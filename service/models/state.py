@@ -9,15 +9,15 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from service import catalog
-from service.batcher import DynamicBatcher
-from service.errors import ModelUnavailable, unavailable_error
+from service.compute.runtime import Calibration, LoadedModel
+from service.core import catalog
+from service.core.artifacts import ArtifactMissing, file_bytes
+from service.core.errors import ModelUnavailable, unavailable_error
+from service.core.registry import ModelEntry
+from service.core.settings import Settings
 from service.models import footprint
-from service.models.artifacts import ArtifactMissing, file_bytes
+from service.models.batcher import DynamicBatcher
 from service.models.footprint import LoadMemory
-from service.registry import ModelEntry
-from service.runtime import Calibration, LoadedModel
-from service.settings import Settings
 
 log = logging.getLogger("convzoo.manager")
 
@@ -104,7 +104,7 @@ class ModelState:
         log.warning("model %s is unavailable: %s", self.entry.name, reason)
 
     def mark_not_built(self, what: str) -> None:
-        # One line at start-up sums these up (service.catalog.summary): a checkout without the ImageNet
+        # One line at start-up sums these up (service.core.catalog.summary): a checkout without the ImageNet
         # artifacts has two dozen of them, which is expected, not a warning each.
         self.build_command = catalog.build_command(self.entry)
         self.status = "unavailable"

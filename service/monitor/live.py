@@ -22,11 +22,11 @@ from prometheus_client.core import (
     Metric,
 )
 
-from service.errors import ServiceError
+from service.core.errors import ServiceError
+from service.core.registry import ModelEntry
 from service.monitor import drift, reference
 from service.monitor.reference import References
 from service.monitor.signals import Seen, Signals
-from service.registry import ModelEntry
 
 log = logging.getLogger("convzoo.monitor")
 

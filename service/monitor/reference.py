@@ -25,9 +25,9 @@ from pathlib import Path
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
+from service.core.registry import ModelEntry
 from service.monitor import statistics as st
 from service.monitor.signals import Signals
-from service.registry import ModelEntry
 
 REFERENCE_FPR = 0.05  # the share of reference-like images an answer may flag as unusual
 QUANTILE_POINTS = 501  # a sorted stand-in for each score's reference sample (KS, ranks): 0.2% steps

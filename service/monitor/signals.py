@@ -16,8 +16,8 @@ from typing import NamedTuple
 
 import numpy as np
 
+from service.core.registry import Preprocessing
 from service.monitor import statistics as st
-from service.registry import Preprocessing
 
 
 @dataclass(frozen=True)

@@ -12,12 +12,12 @@ from typing import Any
 
 import numpy as np
 
+from service.core.registry import ModelEntry
+from service.core.settings import Settings
 from service.monitor import signals
 from service.monitor.live import Monitor
 from service.monitor.reference import References
 from service.monitor.sampling import Sampler
-from service.registry import ModelEntry
-from service.settings import Settings
 
 log = logging.getLogger("convzoo.monitor")
 

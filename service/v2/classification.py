@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from service.postprocess import label_of, ranked, softmax
+from service.images.postprocess import label_of, ranked, softmax
 from service.v2 import datatypes
 from service.v2.codec import Tensor
 from service.v2.errors import bad_request

@@ -1,6 +1,6 @@
 """The errors of the `/v2` app and the one writer of its error body, `{"error": "..."}`.
 
-`V2Error` and its kinds are ServiceErrors (their statuses are in service.errors.PROBLEMS); whatever else
+`V2Error` and its kinds are ServiceErrors (their statuses are in service.core.errors.PROBLEMS); whatever else
 the service raises under /v2 (unknown route, overload, unavailable model) is written here as well.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from starlette.responses import JSONResponse, Response
 
-from service.errors import ErrorReply, V2BadRequest, V2Error, V2NotFound, V2Unavailable
+from service.core.errors import ErrorReply, V2BadRequest, V2Error, V2NotFound, V2Unavailable
 
 __all__ = ["V2Error", "bad_request", "error_body", "not_found", "unavailable"]
 

@@ -16,15 +16,16 @@ from typing import Any, Literal
 
 import numpy as np
 
-from service import tracing, versions
-from service.batcher import InferTimings
-from service.errors import UnknownModel, unavailable_error, unknown_model
+from service.core.errors import UnknownModel, unavailable_error, unknown_model
+from service.core.registry import NAME_PATTERN, ModelEntry
+from service.images.postprocess import softmax
 from service.interfaces import Models, ModelStatus
 from service.interfaces import ModelStatistics as StatisticsSource
+from service.models.batcher import InferTimings
 from service.monitor.signals import Upload
 from service.monitor.watch import Watch
-from service.postprocess import softmax
-from service.registry import NAME_PATTERN, ModelEntry
+from service.rollouts import versions
+from service.telemetry import tracing
 from service.v2 import datatypes
 from service.v2.classification import top_k
 from service.v2.codec import Output, Request, Tensor, decode_request, encode_response
@@ -174,7 +175,7 @@ async def control_model(
     manager: Models, name: str, action: Literal["load", "unload"], *, admin: bool
 ) -> None:
     """Triton's repository extension, `load` or `unload`: with API keys on, the request reaching here holds
-    the admin scope (service/auth.py) and it is done; without keys, refused, as models load on first use.
+    the admin scope (service/access/auth.py) and it is done; without keys, refused, as models load on first use.
 
     `load` of a loaded model is where a reload of its versions from the registry goes (model versions)."""
     if not admin:
@@ -196,7 +197,7 @@ def statistics(
 
 
 def _version_stat(manager: Models, stats: StatisticsSource, state: ModelStatus) -> dict[str, Any]:
-    """The statistics of the version `state` is, kept under its key (service/versions.py), named as the model."""
+    """The statistics of the version `state` is, kept under its key (service/rollouts/versions.py), named as the model."""
     model = versions.split(state.entry.name)[0]
     key = versions.key(manager.registry.get(model), state.entry.version)
     return {**stats.model_stat(key, state.entry.version), "name": model}

@@ -15,7 +15,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Any
 
-from service.batcher import BatchRecord
+from service.models.batcher import BatchRecord
 
 
 @dataclass

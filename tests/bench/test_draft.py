@@ -5,7 +5,7 @@ from __future__ import annotations
 import onnxruntime as ort
 
 from bench import draft
-from service.registry import load_registry
+from service.core.registry import load_registry
 from tests.paths import REPO
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import httpx
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.client.conftest import convzoo
 from tests.live import free_port
 from tests.paths import REPO

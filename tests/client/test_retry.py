@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 
-from service.registry import ModelEntry
+from service.core.registry import ModelEntry
 from tests.client.conftest import Photos, convzoo
 from tests.live import Server
 from tests.service.conftest import ServeFactory, Zoo

@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import yaml
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.paths import REPO
 
 BASE = REPO / "docker-compose.yml"

@@ -10,7 +10,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 K8S = Path(__file__).resolve().parents[2] / "deploy" / "k8s"
 # The oldest Kubernetes release still commonly run, and the newest the validator knows.

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import yaml
 
-from service.batcher import BatchRecord
-from service.metrics import Metrics, ModelGauge
+from service.core.registry import load_registry
+from service.models.batcher import BatchRecord
 from service.monitor import reference
 from service.monitor.live import Monitor
 from service.monitor.reference import References
 from service.monitor.signals import Seen, Signals
-from service.registry import load_registry
+from service.telemetry.metrics import Metrics, ModelGauge
 
 REPO = Path(__file__).resolve().parents[2]
 PROMETHEUS = REPO / "deploy" / "prometheus"

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from export.calibrate import calibrate
-from service import host
-from service.registry import Registry, load_registry, save_registry
+from service.compute import host
+from service.core.registry import Registry, load_registry, save_registry
 from tests.paths import REPO
 
 

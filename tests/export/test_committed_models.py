@@ -10,7 +10,7 @@ import pytest
 
 from export.fashion.data import load_split, to_input
 from export.onnx_export import evaluate_onnx
-from service.registry import Registry, sha256_file
+from service.core.registry import Registry, sha256_file
 
 FASHION = [
     "fmnist-lenet5", "fmnist-alexnet", "fmnist-vgg16", "fmnist-vgg19", "fmnist-googlenet",

@@ -12,7 +12,7 @@ import torch
 
 from export import efficientnet_lite, imagenet
 from export.weights import WeightsUnavailable, load_tensors
-from service.registry import Registry
+from service.core.registry import Registry
 
 
 @pytest.mark.parametrize("name", list(efficientnet_lite.VARIANTS))

@@ -18,8 +18,8 @@ from export import efficientnet_lite, imagenet
 from export.build import merge_into_registry
 from export.fashion import zoo as fashion_zoo
 from export.weights import WeightsUnavailable, download
-from service.preprocess import to_tensor
-from service.registry import ModelEntry, Registry, load_registry
+from service.core.registry import ModelEntry, Registry, load_registry
+from service.images.preprocess import to_tensor
 
 CATALOG_SAMPLE = ["alexnet", "resnet18"]
 

@@ -14,7 +14,7 @@ import torch
 
 from export.fashion.nets import build_net
 from export.onnx_export import check_parity, export_onnx
-from service.registry import sha256_file
+from service.core.registry import sha256_file
 
 ARCHITECTURES = [
     "fmnist-lenet5", "fmnist-alexnet", "fmnist-vgg16", "fmnist-googlenet",

@@ -14,7 +14,7 @@ import pytest
 from export.fashion.data import load_split, to_input
 from export.onnx_export import evaluate_onnx
 from export.quantize import SUFFIX, quantize_entry
-from service.registry import Quantization, Registry, load_registry, save_registry, sha256_file
+from service.core.registry import Quantization, Registry, load_registry, save_registry, sha256_file
 
 REPO = Path(__file__).resolve().parents[2]
 SMALL = "fmnist-lenet5"

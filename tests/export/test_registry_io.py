@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from export.build import merge_into_registry
 from export.cli import app
 from export.table import COLUMNS, render
-from service.registry import ModelEntry, Registry, load_registry, save_registry
+from service.core.registry import ModelEntry, Registry, load_registry, save_registry
 
 
 def _with(entry: ModelEntry, name: str, top1: float) -> ModelEntry:

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from service.registry import (
+from service.core.registry import (
     ModelEntry,
     Registry,
     RegistryError,

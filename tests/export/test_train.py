@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from export.cli import app
 from export.fashion.data import load_split, to_input
 from export.onnx_export import evaluate_onnx
-from service.registry import load_registry, sha256_file
+from service.core.registry import load_registry, sha256_file
 
 
 def test_a_tiny_build_writes_a_valid_entry_and_artifact(tmp_path: Path, fashion_dir: Path) -> None:

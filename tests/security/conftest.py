@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 from onnx import helper, numpy_helper
 
-from service.registry import ModelEntry, Registry
+from service.core.registry import ModelEntry, Registry
 from tests.artifacts import classifier_bytes
 from tests.live import Server
 from tests.service.conftest import (  # noqa: F401  (fixtures, re-exported for this directory)

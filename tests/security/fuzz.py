@@ -34,10 +34,10 @@ from types import FrameType
 import numpy as np
 from PIL import Image
 
-from service.errors import ServiceError, problem_of
-from service.preprocess import decode, to_tensor
-from service.registry import Preprocessing
-from service.settings import Settings
+from service.core.errors import ServiceError, problem_of
+from service.core.registry import Preprocessing
+from service.core.settings import Settings
+from service.images.preprocess import decode, to_tensor
 from tests.security import hostile
 
 CASES_DIR = Path(__file__).resolve().parent / "fuzz_cases"

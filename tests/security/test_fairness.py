@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.errors import ImageTooLarge
-from service.preprocess import decode
-from service.preprocess_pool import PreprocessPool
+from service.core.errors import ImageTooLarge
+from service.images.preprocess import decode
+from service.server.preprocess_pool import PreprocessPool
 from tests.live import Server
 from tests.security import hostile
 from tests.security.conftest import smallest

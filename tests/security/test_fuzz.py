@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.security.fuzz import CASES_DIR, run_case, run_grpc_case
 
 SECONDS = float(os.environ.get("FUZZ_SECONDS", "10"))

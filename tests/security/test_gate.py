@@ -1,4 +1,4 @@
-"""The signature gate in front of Pillow (service/image_gate.py) and the bounds it and the decoder put on
+"""The signature gate in front of Pillow (service/images/image_gate.py) and the bounds it and the decoder put on
 each image container and codec, in process: which plugin reads an upload, and what each class of the
 second hostile corpus gets."""
 
@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service import image_gate
 from service.api.classification import prepare_all
 from service.api.uploads import Upload
-from service.errors import BadImage, DeadlineExceeded, ImageTooLarge, ServiceError, UnsupportedMediaType
-from service.preprocess import decode, tensors_of
-from service.preprocess_pool import PreprocessPool, header_size
-from service.registry import ModelEntry, Preprocessing
+from service.core.errors import BadImage, DeadlineExceeded, ImageTooLarge, ServiceError, UnsupportedMediaType
+from service.core.registry import ModelEntry, Preprocessing
+from service.images import image_gate
+from service.images.preprocess import decode, tensors_of
+from service.server.preprocess_pool import PreprocessPool, header_size
 from tests.security import hostile
 from tests.service.conftest import encode
 
@@ -157,7 +157,7 @@ def test_every_second_pass_image_class_is_a_4xx_or_an_answer(case: hostile.Hosti
 
 
 def _entry() -> ModelEntry:
-    from service.registry import load_registry
+    from service.core.registry import load_registry
     from tests.paths import REPO
 
     registry = load_registry(REPO / "registry.yaml")

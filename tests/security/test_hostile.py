@@ -15,9 +15,9 @@ import pytest
 from PIL import Image
 
 from service.api.limits import safe_text
-from service.errors import ImageTooLarge
-from service.preprocess import MAX_JPEG_SCANS, decode, jpeg_scans, to_tensor
-from service.registry import Preprocessing
+from service.core.errors import ImageTooLarge
+from service.core.registry import Preprocessing
+from service.images.preprocess import MAX_JPEG_SCANS, decode, jpeg_scans, to_tensor
 from tests.security import hostile
 from tests.security.conftest import smallest
 from tests.service.conftest import ClientFactory, Zoo, encode
@@ -164,8 +164,8 @@ def test_jpeg_scans_are_counted_before_decoding() -> None:
 
 _PEAK = """
 import json, resource, sys, time
-from service.preprocess import decode, to_tensor
-from service.registry import Preprocessing
+from service.images.preprocess import decode, to_tensor
+from service.core.registry import Preprocessing
 from tests.security import hostile
 pp = Preprocessing(color_mode="L", resize=28, crop=28, interpolation="bilinear", mean=[0.5], std=[0.25])
 cases = {

@@ -19,9 +19,9 @@ from hypothesis import strategies as st
 from PIL import Image
 
 from service.api.classification import prepare as _prepare
-from service.errors import ServiceError, problem_of
-from service.registry import Preprocessing
-from service.settings import Settings
+from service.core.errors import ServiceError, problem_of
+from service.core.registry import Preprocessing
+from service.core.settings import Settings
 from tests.security.conftest import smallest
 from tests.service.conftest import ClientFactory, Zoo, encode
 
@@ -58,8 +58,8 @@ async def test_a_30000_square_png_bomb_is_413_before_decoding(zoo: Zoo, client_f
 
 _PEAK_RSS = """
 import resource, sys
-from service.errors import ImageTooLarge
-from service.preprocess import decode
+from service.core.errors import ImageTooLarge
+from service.images.preprocess import decode
 data = sys.stdin.buffer.read()
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 try:

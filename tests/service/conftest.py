@@ -18,9 +18,9 @@ import pytest
 from PIL import Image
 
 from export.fashion.data import read_idx
+from service.core.registry import Artifact, ModelEntry, Registry, load_registry, save_registry
+from service.core.settings import Settings
 from service.main import create_app
-from service.registry import Artifact, ModelEntry, Registry, load_registry, save_registry
-from service.settings import Settings
 from tests.asgi import serving
 from tests.live import Server, start_service, stop_service
 from tests.paths import FASHION_TEST_IMAGES, FASHION_TEST_LABELS, REPO

@@ -9,10 +9,10 @@ import runpy
 import time
 from pathlib import Path
 
+from service.compute.runtime import LoadedModel
+from service.core.registry import ModelEntry
 from service.models.footprint import LoadMemory
 from service.models.loader import Loader
-from service.registry import ModelEntry
-from service.runtime import LoadedModel
 
 HOLD_LIMIT_S = 120  # a test that never lets go fails on its own deadline, not this one
 

@@ -8,7 +8,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from service.registry import ModelEntry
+from service.core.registry import ModelEntry
 from tests.artifacts import classifier_bytes, install_artifact
 from tests.service.conftest import Zoo
 

@@ -1,4 +1,4 @@
-"""Which artifacts may load (service/models/artifacts.py), on small files: paths that stay inside the model
+"""Which artifacts may load (service/core/artifacts.py), on small files: paths that stay inside the model
 directory, the registry's sha256, and the checks made before any load. Through the HTTP API with real
 models: test_manager.py and tests/security/test_models.py."""
 
@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from service.models.artifacts import ArtifactProblem, checked_artifact, resolve_artifact, static_problem
-from service.registry import ModelEntry, Registry
-from service.settings import Settings
+from service.core.artifacts import ArtifactProblem, checked_artifact, resolve_artifact, static_problem
+from service.core.registry import ModelEntry, Registry
+from service.core.settings import Settings
 
 CONTENT = b"not really a graph, but the checks here never parse it"
 

@@ -25,13 +25,13 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from tritonclient.grpc import service_pb2 as pb
 from tritonclient.grpc import service_pb2_grpc
 
-from service import tracing
-from service.auth import Access, Need, scope_of
-from service.keys import KeyRing, KeysFile, digest, new_secret
-from service.keys import main as keys_main
-from service.quota import Quotas, TokenBucket
-from service.registry import ModelEntry
-from service.settings import Settings
+from service.access.auth import Access, Need, scope_of
+from service.access.keys import KeyRing, KeysFile, digest, new_secret
+from service.access.keys import main as keys_main
+from service.access.quota import Quotas, TokenBucket
+from service.core.registry import ModelEntry
+from service.core.settings import Settings
+from service.telemetry import tracing
 from tests.asgi import manager_of_client
 from tests.live import Server, free_port, start_service, stop_service
 from tests.service.conftest import ClientFactory, FashionSample, Zoo
@@ -133,7 +133,7 @@ def test_secrets_are_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) 
         calls.append((a, b))
         return real(a, b)
 
-    monkeypatch.setattr(hmac, "compare_digest", spy)  # the module service.keys calls it through
+    monkeypatch.setattr(hmac, "compare_digest", spy)  # the module service.access.keys calls it through
     secret = new_secret()
     ring = KeyRing(
         KeysFile.model_validate({"keys": [{"id": "a", "sha256": digest(secret), "scopes": ["infer"]}]}).keys

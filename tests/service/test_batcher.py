@@ -9,10 +9,10 @@ import time
 import numpy as np
 import pytest
 
-from service.batcher import BatchRecord, DynamicBatcher
-from service.errors import DeadlineExceeded, InferenceFailed, Overloaded
-from service.runtime import LoadedModel, load_model
-from service.settings import Settings
+from service.compute.runtime import LoadedModel, load_model
+from service.core.errors import DeadlineExceeded, InferenceFailed, Overloaded
+from service.core.settings import Settings
+from service.models.batcher import BatchRecord, DynamicBatcher
 from tests.service.conftest import FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio

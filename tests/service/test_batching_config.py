@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from service.manager import ModelManager
-from service.registry import Batching
+from service.core.registry import Batching
+from service.models.manager import ModelManager
 from tests.service.conftest import Zoo, settings_for
 
 pytestmark = pytest.mark.anyio
@@ -83,7 +83,7 @@ async def test_a_burst_is_shared_between_idle_inference_threads(
 ) -> None:
     import time
 
-    from service.batcher import DynamicBatcher
+    from service.models.batcher import DynamicBatcher
 
     name = zoo.registry.default
     manager = ModelManager.from_settings(settings_for(zoo, preload=[]))

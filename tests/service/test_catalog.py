@@ -9,9 +9,9 @@ import logging
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.catalog import build_command, closest, summary
-from service.manager import ModelState
-from service.registry import ModelEntry
+from service.core.catalog import build_command, closest, summary
+from service.core.registry import ModelEntry
+from service.models.manager import ModelState
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, classify
 from tests.service.test_manager import others
 
@@ -153,8 +153,8 @@ async def test_start_up_sums_the_catalog_up_in_one_line(
 
 
 def test_the_summary_counts_other_unavailable_models_apart(zoo: Zoo) -> None:
-    from service.manager import BatchingPolicy
-    from service.settings import Settings
+    from service.core.settings import Settings
+    from service.models.manager import BatchingPolicy
 
     registry = zoo.registry
     policy = BatchingPolicy.of(registry.models[0], Settings())

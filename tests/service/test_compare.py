@@ -8,7 +8,7 @@ import httpx
 import pytest
 
 from service.api.routes.compare import agreement as compare_agreement
-from service.postprocess import Prediction
+from service.images.postprocess import Prediction
 from tests.service.conftest import ClientFactory, FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from service import cpus
+from service.compute import cpus
 
 
 def _write(path: Path, text: str) -> None:

@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.live import Server, start_service, stop_service
 from tests.security.conftest import children
 from tests.service.conftest import FashionSample, Zoo, encode
@@ -380,10 +380,9 @@ def test_sigterm_stops_the_fronts_with_the_service(source_zoo: Zoo, tmp_path: An
 
 
 def test_the_default_plans_a_front_per_core() -> None:
-    from service.cpus import cores
-    from service.fronts.process import auto_count
+    from service.compute.cpus import cores, front_processes
 
-    assert auto_count() == (0 if cores() < 2 else min(int(cores()), 4))
+    assert front_processes() == (0 if cores() < 2 else min(int(cores()), 4))
 
 
 def test_a_front_does_not_load_onnx_runtime() -> None:

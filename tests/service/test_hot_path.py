@@ -132,7 +132,7 @@ def test_only_simple_queries_take_the_hot_path() -> None:
 
 
 def test_large_images_are_not_prepared_on_the_event_loop(fashion: FashionSample) -> None:
-    from service.preprocess_pool import INLINE_PIXELS, inline
+    from service.server.preprocess_pool import INLINE_PIXELS, inline
 
     assert inline(fashion.png(0))
     big = Image.new("L", (200, 200))

@@ -13,8 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.manager import ModelManager
-from service.registry import ModelEntry
+from service.core.registry import ModelEntry
+from service.models.manager import ModelManager
 from tests.asgi import manager_of_client
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, classify
 from tests.service.lifecycle_models import fat_model, install, slow_loading_model

@@ -8,8 +8,8 @@ import re
 
 import pytest
 
-from service.logging import JsonFormatter, configure_logging
 from service.main import create_app
+from service.telemetry.logging import JsonFormatter, configure_logging
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, settings_for
 
 pytestmark = pytest.mark.anyio

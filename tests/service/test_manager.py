@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
-from service.registry import ModelEntry, Registry
+from service.core.registry import ModelEntry, Registry
 from tests.asgi import manager_of_client
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, classify
 

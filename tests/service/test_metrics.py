@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from service.batcher import BatchRecord
-from service.metrics import Metrics, ModelGauge
+from service.models.batcher import BatchRecord
+from service.telemetry.metrics import Metrics, ModelGauge
 from tests.service.conftest import ClientFactory, FashionSample, Zoo
 
 pytestmark = pytest.mark.anyio

@@ -20,9 +20,9 @@ from skimage import data as photos
 
 from export import reference as export_reference
 from export.fashion.data import read_idx
+from service.images.preprocess import to_tensor
 from service.monitor import reference
 from service.monitor.sampling import Sampler
-from service.preprocess import to_tensor
 from tests.paths import FASHION_TEST_IMAGES, FASHION_TEST_LABELS
 from tests.service.conftest import ClientFactory, ServeFactory, Zoo, encode
 

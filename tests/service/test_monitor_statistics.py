@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from scipy import stats
 
+from service.core.registry import Preprocessing
+from service.images.postprocess import softmax
 from service.monitor import drift, signals
 from service.monitor import statistics as st
-from service.postprocess import softmax
-from service.registry import Preprocessing
 
 
 def test_psi_of_known_distributions() -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from service.core.settings import Settings
 from service.main import create_app
-from service.settings import Settings
 
 # Routes that answer with a status and no body, and the two that always refuse.
 NO_BODY = {

@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from service import preprocess
-from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
-from service.preprocess import decode, decode_upload, draft_size, to_base_mode, to_tensor
-from service.registry import Preprocessing
+from service.core.errors import BadImage, ImageTooLarge, UnsupportedMediaType
+from service.core.registry import Preprocessing
+from service.images import preprocess
+from service.images.preprocess import decode, decode_upload, draft_size, to_base_mode, to_tensor
 from tests.service.conftest import encode
 
 GREY = Preprocessing(color_mode="L", resize=28, crop=28, interpolation="bilinear", mean=[0.5], std=[0.25])

@@ -130,7 +130,7 @@ def test_the_service_never_imports_torch(zoo: Zoo, fashion: FashionSample) -> No
 import asyncio, sys
 import httpx
 from service.main import create_app
-from service.settings import Settings
+from service.core.settings import Settings
 from tests.asgi import serving
 
 async def main():

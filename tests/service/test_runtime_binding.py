@@ -6,8 +6,8 @@ import dataclasses
 
 import numpy as np
 
-from service.runtime import load_model
-from service.settings import Settings
+from service.compute.runtime import load_model
+from service.core.settings import Settings
 from tests.service.conftest import Zoo
 
 

@@ -10,12 +10,12 @@ from typing import Any
 import httpx
 import pytest
 
-from service import host
-from service.batcher import BatchRecord
-from service.errors import InvalidParameter, NoModelFits
-from service.live_latency import RecentLatencies
-from service.registry import Latency, ModelEntry, Registry
-from service.selection import Candidate, Constraints, pareto, select
+from service.api.selection import Candidate, Constraints, pareto, select
+from service.compute import host
+from service.core.errors import InvalidParameter, NoModelFits
+from service.core.registry import Latency, ModelEntry, Registry
+from service.models.batcher import BatchRecord
+from service.models.live_latency import RecentLatencies
 from tests.service.conftest import ClientFactory, FashionSample, Zoo
 
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from pydantic import ValidationError
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 
 def test_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -61,7 +61,7 @@ def test_bad_values_fail_loudly(monkeypatch: pytest.MonkeyPatch, var: str, value
 
 
 def test_unknown_preload_name_fails_start_up(tmp_path, source_zoo) -> None:  # type: ignore[no-untyped-def]
-    from service.manager import ModelManager
+    from service.models.manager import ModelManager
     from tests.service.conftest import settings_for
 
     manager = ModelManager.from_settings(settings_for(source_zoo, preload=["no-such-model"]))
@@ -82,7 +82,7 @@ def test_every_setting_is_documented() -> None:
 
 
 def test_unknown_variables_are_named() -> None:
-    from service.settings import unknown_variables
+    from service.core.settings import unknown_variables
 
     env = {"CONVZOO_PORT": "1", "CONVZOO_PROVIDER": "cuda", "HOME": "/root"}
     assert unknown_variables(env) == ["CONVZOO_PROVIDER"]

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from service import cpus, threads
+from service.compute import cpus, threads
 from tests.paths import REPO
 from tests.service.conftest import ClientFactory, Zoo
 

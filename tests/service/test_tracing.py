@@ -25,8 +25,8 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from tritonclient.utils import InferenceServerException
 
-from service import tracing
 from service.main import create_app
+from service.telemetry import tracing
 from tests.asgi import serving
 from tests.live import free_port, start_service, stop_service
 from tests.service.conftest import ClientFactory, FashionSample, Zoo, settings_for

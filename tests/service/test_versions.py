@@ -12,8 +12,8 @@ import httpx
 import pytest
 
 from export import versions as export_versions
-from service import versions
-from service.registry import RegistryError, Serving, Share, dump_registry, parse_registry
+from service.core.registry import RegistryError, Serving, Share, dump_registry, parse_registry
+from service.rollouts import versions
 from tests.asgi import manager_of_client
 from tests.service.conftest import ClientFactory, FashionSample, Zoo
 from tests.service.versioned import OWN_CLASS, V2_CLASS, set_policy, versioned_zoo

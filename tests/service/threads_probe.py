@@ -11,9 +11,9 @@ import json
 import os
 from pathlib import Path
 
-from service import runtime, threads
-from service.registry import load_registry
-from service.settings import Settings
+from service.compute import runtime, threads
+from service.core.registry import load_registry
+from service.core.settings import Settings
 
 
 def thread_count() -> int:

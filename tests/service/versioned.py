@@ -10,7 +10,7 @@ import numpy as np
 from onnx import helper, numpy_helper
 
 from export import versions
-from service.registry import ModelEntry, Registry
+from service.core.registry import ModelEntry, Registry
 from tests.artifacts import classifier_bytes, install_artifact
 from tests.service.conftest import Zoo
 

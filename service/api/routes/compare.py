@@ -29,11 +29,11 @@ from service.api.schemas import (
     Prediction,
 )
 from service.api.uploads import read_uploads
-from service.errors import InvalidParameter, ServiceError, problem_of
+from service.core.errors import InvalidParameter, ServiceError, problem_of
+from service.core.settings import Settings
+from service.images.postprocess import softmax, top_predictions
+from service.images.preprocess import Tensors, tensors_of
 from service.interfaces import Models
-from service.postprocess import softmax, top_predictions
-from service.preprocess import Tensors, tensors_of
-from service.settings import Settings
 
 router = APIRouter(tags=["compare"])
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from service.access.auth import exposure
 from service.api.deps import ServicesDep
 from service.api.schemas import Live, Ready
-from service.auth import exposure
-from service.errors import NotReady
+from service.core.errors import NotReady
 
 router = APIRouter(prefix="/health", tags=["health"])
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter
 from starlette.responses import Response
 
 from service.api.deps import ServicesDep
-from service.metrics import CONTENT_TYPE
+from service.telemetry.metrics import CONTENT_TYPE
 
 router = APIRouter(tags=["operations"])
 

@@ -9,11 +9,11 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Query
 from fastapi.responses import PlainTextResponse, Response
 
-from service import versions
 from service.api import views
 from service.api.deps import ManagerDep
 from service.api.schemas import LabelList, ModelDetail, ModelList, ModelSummary, RolloutReport
-from service.errors import InvalidParameter
+from service.core.errors import InvalidParameter
+from service.rollouts import versions
 
 router = APIRouter(prefix="/models", tags=["models"])
 

@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query
 from service.api.choice import candidates
 from service.api.deps import ServicesDep
 from service.api.schemas import FrontierPoint, ParetoResponse
-from service.selection import CostAxis, pareto, resolve_dataset
+from service.api.selection import CostAxis, pareto, resolve_dataset
 
 router = APIRouter(prefix="/models", tags=["models"])
 

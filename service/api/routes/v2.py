@@ -10,9 +10,9 @@ from starlette.responses import Response
 from starlette.routing import Match, Mount
 from starlette.types import Receive, Scope, Send
 
+from service.access.auth import CLIENT_STATE
 from service.api.deps import ServicesDep
-from service.auth import CLIENT_STATE
-from service.errors import ORIGINAL_PATH, document_errors, install_error_handlers
+from service.core.errors import ORIGINAL_PATH, document_errors, install_error_handlers
 from service.services import Services
 from service.v2 import handlers
 from service.v2.codec import HEADER_LENGTH
@@ -197,7 +197,7 @@ _CONTROL: dict[int | str, dict[str, Any]] = {
 
 
 def _admin(request: Request) -> bool:
-    # With API keys on, service/auth.py's Guard let this request through with the admin scope and named
+    # With API keys on, service/access/auth.py's Guard let this request through with the admin scope and named
     # its key; without keys, no request may control the models.
     return bool(request.scope.get("state", {}).get(CLIENT_STATE))
 

@@ -24,8 +24,8 @@ from PIL import Image
 from tritonclient.grpc import service_pb2, service_pb2_grpc
 from tritonclient.utils import InferenceServerException
 
-from service.catalog import build_command
-from service.errors import (
+from service.core.catalog import build_command
+from service.core.errors import (
     DeadlineExceeded,
     ModelNotBuilt,
     ModelUnavailable,
@@ -33,9 +33,9 @@ from service.errors import (
     PayloadTooLarge,
     UnknownModel,
 )
+from service.core.registry import ModelEntry
 from service.grpc.servicer import failure_of
-from service.preprocess import decode, to_tensor
-from service.registry import ModelEntry
+from service.images.preprocess import decode, to_tensor
 from service.v2.errors import bad_request
 from tests.live import Server, free_port, start_service, stop_service
 from tests.service.conftest import FashionSample, Zoo, encode

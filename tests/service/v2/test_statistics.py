@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from service.batcher import BatchRecord
+from service.models.batcher import BatchRecord
 from service.v2.statistics import Statistics
 
 

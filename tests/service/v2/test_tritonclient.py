@@ -13,8 +13,8 @@ import pytest
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from service.preprocess import decode, to_tensor
-from service.registry import ModelEntry
+from service.core.registry import ModelEntry
+from service.images.preprocess import decode, to_tensor
 from tests.live import Server
 from tests.service.conftest import FashionSample, Zoo
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from service.registry import ModelEntry, sha256_file
-from service.settings import Settings
+from service.core.registry import ModelEntry, sha256_file
+from service.core.settings import Settings
 
 
 class ArtifactProblem(Exception):

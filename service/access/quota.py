@@ -15,7 +15,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from service.keys import Key, Rate
+from service.access.keys import Key, Rate
 
 
 class TokenBucket:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from PIL import Image, PngImagePlugin
 
-from service.errors import BadImage, ImageTooLarge, UnsupportedMediaType
+from service.core.errors import BadImage, ImageTooLarge, UnsupportedMediaType
 
 ACCEPTED_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "GIF", "TIFF")
 _SEND = "send JPEG, PNG, WEBP, BMP, GIF or TIFF"

@@ -9,7 +9,7 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from service.batcher import BatchRecord
+from service.models.batcher import BatchRecord
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

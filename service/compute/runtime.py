@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from service import threads
-from service.registry import ModelEntry
-from service.settings import Settings
+from service.compute import threads
+from service.core.registry import ModelEntry
+from service.core.settings import Settings
 
 log = logging.getLogger("convzoo.runtime")
 

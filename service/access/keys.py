@@ -3,7 +3,7 @@
 The file holds no secret: each key's secret is stored as its SHA-256, which is enough for a key made of
 32 random bytes (a slow hash such as argon2 guards low-entropy passwords, and would cost tens of
 milliseconds per request). A presented secret is hashed and compared with `hmac.compare_digest`, in
-constant time. `python -m service.keys new ID --scopes infer,read` makes a key and prints its entry.
+constant time. `python -m service.access.keys new ID --scopes infer,read` makes a key and prints its entry.
 """
 
 from __future__ import annotations
@@ -135,7 +135,9 @@ def _new(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m service.keys", description="API keys (docs/auth.md)")
+    parser = argparse.ArgumentParser(
+        prog="python -m service.access.keys", description="API keys (docs/auth.md)"
+    )
     commands = parser.add_subparsers(required=True)
     new = commands.add_parser("new", help="make a key: the secret on stderr, its entry on stdout")
     new.add_argument("id")

@@ -8,7 +8,7 @@ from collections import deque
 
 import numpy as np
 
-from service.batcher import BatchRecord
+from service.models.batcher import BatchRecord
 
 WINDOW_S = 30.0  # only the last half minute speaks for "now"
 MIN_SAMPLES = 20  # fewer than this, and the calibration speaks instead

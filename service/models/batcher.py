@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from service.errors import DeadlineExceeded, InferenceFailed, ModelUnavailable, Overloaded, ServiceError
+from service.core.errors import DeadlineExceeded, InferenceFailed, ModelUnavailable, Overloaded, ServiceError
 
 log = logging.getLogger("convzoo.batcher")
 

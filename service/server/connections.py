@@ -17,9 +17,10 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
+from starlette.types import Scope
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from service.settings import Settings
+from service.core.settings import Settings
 
 log = logging.getLogger("convzoo.connections")
 
@@ -316,3 +317,14 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         # The next head is counted from its first byte (on_message_begin): a response may complete before
         # its request's body has arrived, and that body is no head.
         self._head_bytes = 0
+
+
+def content_length(scope: Scope) -> int | None:
+    """A request's declared Content-Length; None without one, or with one that is no number."""
+    for key, value in scope.get("headers", []):
+        if key == b"content-length":
+            try:
+                return int(value)
+            except ValueError:
+                return None
+    return None

@@ -115,6 +115,13 @@ def cores() -> float:
     return usable().cpus
 
 
+def front_processes() -> int:
+    """The front processes when `CONVZOO_FRONT_PROCESSES` is unset: one per usable CPU, at most 4; none
+    below two, where the service process alone does everything."""
+    available = cores()
+    return 0 if available < 2 else min(int(available), 4)
+
+
 def physical_cores(cpus: frozenset[int], sys_cpus: Path = SYS_CPUS) -> int:
     """How many physical cores `cpus` span: SMT siblings (hyper-threads) of one core count once, as
     ONNX Runtime's own default counts them. Their number where the topology cannot be read."""

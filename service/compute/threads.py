@@ -1,7 +1,7 @@
 """ONNX Runtime's intra-op threads: how many, in which pool, chosen once per process.
 
 `CONVZOO_INTRA_OP_THREADS=0` (automatic) is the physical cores among the CPUs this process may use
-(`service.cpus`: affinity and cgroup quota), not the host's: ONNX Runtime's own 0 counts the host's cores,
+(`service.compute.cpus`: affinity and cgroup quota), not the host's: ONNX Runtime's own 0 counts the host's cores,
 so a pod limited to 2 CPUs on a 64-core node ran 64 threads per loaded model. The preprocessing and the
 front processes share these CPUs with inference and are given none apart: with spinning off an idle
 intra-op thread sleeps and leaves its core to them, and a lone request gets every core (docs/threads.md).
@@ -23,8 +23,8 @@ from typing import Literal
 
 import onnxruntime as ort
 
-from service import cpus, host
-from service.settings import IntraOpPool, Settings
+from service.compute import cpus, host
+from service.core.settings import IntraOpPool, Settings
 
 log = logging.getLogger("convzoo.runtime")
 

@@ -30,8 +30,8 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 
-    from service.batcher import InferTimings
     from service.interfaces import Models
+    from service.models.batcher import InferTimings
 
 P = ParamSpec("P")
 R = TypeVar("R")

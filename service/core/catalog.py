@@ -7,7 +7,7 @@ import difflib
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from service.registry import ModelEntry
+from service.core.registry import ModelEntry
 
 # The export stage needs PyTorch, which only the development environment has (`make run`'s serving
 # environment has none): its commands name that environment's interpreter.
@@ -56,7 +56,7 @@ def closest(name: str, known: Iterable[str]) -> str | None:
 
 
 class Entry(Protocol):
-    """What the summary reads of a model's state (service.manager.ModelState)."""
+    """What the summary reads of a model's state (service.models.manager.ModelState)."""
 
     @property
     def entry(self) -> ModelEntry: ...

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from service.errors import InvalidParameter, NoModelFits
+from service.core.errors import InvalidParameter, NoModelFits
 
 LatencySource = Literal["live", "calibration", "registry"]
 CostAxis = Literal["latency", "size", "gflops"]

@@ -8,8 +8,8 @@ from typing import TypeVar
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from service.manager import ModelManager
-from service.memory import rss_bytes
+from service.compute.memory import rss_bytes
+from service.models.manager import ModelManager
 
 Labels = TypeVar("Labels", bound=tuple[str, ...])  # one label value per label name
 

@@ -25,16 +25,17 @@ import numpy as np
 from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from service import tracing, versions
-from service.api.limits import content_length
-from service.batcher import InferTimings
-from service.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
+from service.access.keys import Key, KeyRing
+from service.access.keys import Scope as KeyScope
+from service.access.quota import FailureLimit, KeyQuota, Quotas
+from service.core.errors import Forbidden, RateLimited, ServiceError, Unauthenticated
+from service.core.registry import ModelEntry, Registry, Serving
+from service.core.settings import Settings
 from service.interfaces import Models, ModelStatus
-from service.keys import Key, KeyRing
-from service.keys import Scope as KeyScope
-from service.quota import FailureLimit, KeyQuota, Quotas
-from service.registry import ModelEntry, Registry, Serving
-from service.settings import Settings
+from service.models.batcher import InferTimings
+from service.rollouts import versions
+from service.server.connections import content_length
+from service.telemetry import tracing
 
 log = logging.getLogger("convzoo.auth")
 

@@ -12,7 +12,7 @@ import random
 import zlib
 from contextvars import ContextVar
 
-from service.registry import ModelEntry, Registry, Serving
+from service.core.registry import ModelEntry, Registry, Serving
 
 SEPARATOR = "@"
 BUCKETS = 10_000  # a canary's percent is taken in hundredths: 10% is buckets 0..999

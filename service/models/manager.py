@@ -15,23 +15,37 @@ from typing import Any, cast
 
 import numpy as np
 
-from service import threads, versions
-from service.batcher import BatchRecord, DynamicBatcher, InferTimings
-from service.catalog import closest
-from service.errors import ModelUnavailable, NotReady, Overloaded, ServiceError, UnknownModel, unknown_model
-from service.memory import bound_heap, rss_bytes, trim_heap
+from service.compute import threads
+from service.compute.memory import bound_heap, rss_bytes, trim_heap
+from service.compute.runtime import (
+    CPU,
+    LoadedModel,
+    RuntimeUnavailable,
+    initialise_runtime,
+    requested_providers,
+)
+from service.core.artifacts import ArtifactProblem, missing, static_problem
+from service.core.catalog import closest
+from service.core.errors import (
+    ModelUnavailable,
+    NotReady,
+    Overloaded,
+    ServiceError,
+    UnknownModel,
+    unknown_model,
+)
+from service.core.registry import ModelEntry, Registry, RegistryError, Serving, full_decoding, load_registry
+from service.core.settings import Settings
 from service.models import budget
-from service.models.artifacts import ArtifactProblem, missing, static_problem
+from service.models.batcher import BatchRecord, DynamicBatcher, InferTimings
 from service.models.budget import EvictionReason, GreedyDual, Memory, Resident
 from service.models.calibrator import Calibrator
 from service.models.footprint import LoadMemory
 from service.models.loader import Loader, expected_load_remaining_s, wait_for_load
 from service.models.readiness import readiness
 from service.models.state import BatchingPolicy, LifecycleStats, ModelState, Named, Status
-from service.registry import ModelEntry, Registry, RegistryError, Serving, full_decoding, load_registry
-from service.rollout import Rollouts
-from service.runtime import CPU, LoadedModel, RuntimeUnavailable, initialise_runtime, requested_providers
-from service.settings import Settings
+from service.rollouts import versions
+from service.rollouts.rollout import Rollouts
 
 __all__ = ["BatchingPolicy", "LifecycleStats", "ModelManager", "ModelState", "Status"]
 
@@ -50,7 +64,7 @@ class ModelManager:
         self.registry = registry
         self.settings = settings
         self.models_dir = settings.models_dir
-        # Every version of every model, by key (service/versions.py): NAME for an entry's own version.
+        # Every version of every model, by key (service/rollouts/versions.py): NAME for an entry's own version.
         self._states: dict[str, ModelState] = {}
         self._entries = {m.name: m for m in registry.models}
         # The policy traffic follows now: a registry's policy once its versions have loaded (`reload`).
@@ -462,7 +476,7 @@ class ModelManager:
 
     def route(self, name: str, bucket: int | None = None) -> tuple[str, str | None]:
         """The key of the version that answers a request for `name`, and the model's name when the request
-        follows the policy (None when pinned). `bucket`: the client's (service/versions.py), else the one
+        follows the policy (None when pinned). `bucket`: the client's (service/rollouts/versions.py), else the one
         of the request in progress."""
         model, version = versions.split(name)
         policy = self._serving.get(model)

@@ -18,7 +18,7 @@ from urllib.parse import parse_qs
 from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from service import tracing
+from service.telemetry import tracing
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # A client's id is kept only when it is short and plain, so it is safe in headers and logs.
@@ -132,7 +132,7 @@ class RequestRecord:
     status: int
     seconds: float
     timings: dict[str, float] = field(default_factory=dict)
-    client: str = ""  # the API key id (service/auth.py), never its secret; "" without one
+    client: str = ""  # the API key id (service/access/auth.py), never its secret; "" without one
 
 
 def _header(scope: Scope, name: bytes) -> str | None:

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
-from service.manager import ModelManager
+from service.models.manager import ModelManager
 
 
 class RolloutCollector:

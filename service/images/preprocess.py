@@ -23,9 +23,9 @@ from typing import NamedTuple
 import numpy as np
 from PIL import ExifTags, Image, ImageOps
 
-from service.errors import BadImage, ImageTooLarge, ServiceError
-from service.image_gate import gate
-from service.registry import Preprocessing
+from service.core.errors import BadImage, ImageTooLarge, ServiceError
+from service.core.registry import Preprocessing
+from service.images.image_gate import gate
 
 log = logging.getLogger("convzoo.preprocess")
 

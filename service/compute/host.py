@@ -8,8 +8,8 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
-from service import cpus
-from service.registry import Host
+from service.compute import cpus
+from service.core.registry import Host
 
 CUDA = "CUDAExecutionProvider"
 

@@ -34,11 +34,11 @@ from typing import Any, Literal, TypeVar
 
 from PIL import Image
 
-from service.children import die_with_parent
-from service.errors import BadImage
-from service.image_gate import gate
-from service.logging import configure_logging
-from service.preprocess import ROW_COST
+from service.core.errors import BadImage
+from service.images.image_gate import gate
+from service.images.preprocess import ROW_COST
+from service.server.children import die_with_parent
+from service.telemetry.logging import configure_logging
 
 T = TypeVar("T")
 Lane = Literal["small", "large", "process"]

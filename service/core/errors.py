@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 from starlette.responses import JSONResponse, Response
 
-from service.catalog import Entry, closest
+from service.core.catalog import Entry, closest
 
 log = logging.getLogger("convzoo.errors")
 
@@ -99,7 +99,7 @@ class InferenceFailed(ServiceError): ...
 class NoModelFits(ServiceError): ...
 
 
-# Who is calling (service/auth.py): no valid key, a key without the right, a key over its quota.
+# Who is calling (service/access/auth.py): no valid key, a key without the right, a key over its quota.
 class Unauthenticated(ServiceError): ...
 
 

@@ -102,6 +102,12 @@ class Models(Protocol):
         """Bring the states up to date before a request reads them (a no-op in process)."""
         ...
 
+    async def learn(self, name: str) -> None:
+        """Before an inference request looks `name` up: where the states are a copy (a front's), one that
+        does not know the name is brought up to date first, as the service may have reloaded a registry
+        that has it; bounded in rate, as the names are the client's (a no-op in process)."""
+        ...
+
     @property
     def generation(self) -> int: ...  # counts the registries taken in (a reload adds one)
 

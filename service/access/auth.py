@@ -312,6 +312,9 @@ class GuardedModels:
     async def refresh(self) -> None:
         await self.models.refresh()
 
+    async def learn(self, name: str) -> None:
+        await self.models.learn(name)
+
     @property
     def generation(self) -> int:
         return self.models.generation

@@ -8,7 +8,7 @@ from typing import Annotated, Any
 
 from fastapi import Depends, Query
 
-from service.api.deps import ServicesDep
+from service.api.deps import InferenceDep
 from service.api.selection import AUTO, Candidate, Constraints, LatencySource, select
 from service.compute import host
 from service.core.errors import InvalidParameter, ModelUnavailable
@@ -68,7 +68,7 @@ class ModelChoice:
 
 
 async def choose_model(
-    services: ServicesDep,
+    services: InferenceDep,
     model: Annotated[
         str | None, Query(description="A registry model name, or `auto` to choose by the constraints below")
     ] = None,
@@ -90,7 +90,10 @@ async def choose_model(
             raise InvalidParameter(
                 "max_latency_ms, min_top1, max_size_mb and dataset apply only with model=auto."
             )
-        return ModelChoice(model or manager.default, None)
+        name = model or manager.default
+        await manager.learn(name)
+        return ModelChoice(name, None)
+    await manager.refresh()  # auto reads every model's state and latencies
     for _ in manager.states():
         selection = select(candidates(manager, settings, recent), constraints)
         try:

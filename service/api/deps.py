@@ -1,8 +1,11 @@
 """The one dependency of the routes: the app's Services, from the ASGI lifespan state.
 
 It is `async def` on purpose: FastAPI runs a plain `def` dependency on its thread pool, a thread hop per
-request for a mere lookup (measured: a large share of a small model's request cost). It also brings the
-models' states up to date for the route (a front process asks the service once per request).
+request for a mere lookup (measured: a large share of a small model's request cost). `ServicesDep` also
+brings the models' states up to date for a route that reads them (a front process asks the service once
+per request); `InferenceDep` does not: an inference route needs only the entry of the model it names, and
+the service process checks the model itself when the tensor reaches it (as the hot path and gRPC's
+ModelInfer do).
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ async def get_services(request: Request) -> Services:
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+
+
+async def get_inference_services(request: Request) -> Services:
+    return services_of(request.scope.get("state"))
+
+
+InferenceDep = Annotated[Services, Depends(get_inference_services)]
 
 
 async def get_manager(request: Request) -> Models:

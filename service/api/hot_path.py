@@ -125,6 +125,7 @@ class HotClassify:
             deadline = time.monotonic() + serving.settings.request_timeout_s
             name = model or serving.default
             state["model"] = name
+            await serving.models.learn(name)
             entry = serving.entry(name)
             classification.check_top_k(entry, top_k)
             data = await _body(receive)

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import Any
 
 import numpy as np
 
-from service.core.errors import unknown_model
+from service.core.errors import UnknownModel, unknown_model
 from service.core.registry import ModelEntry, Registry, Serving, full_decoding, load_registry
 from service.core.settings import Settings
 from service.fronts.link import ModelLink
@@ -31,6 +32,9 @@ log = logging.getLogger("convzoo.fronts")
 
 LINK_WAIT_S = 120.0  # a service whose start-up takes longer gets its fronts started again by its watch
 CALL_TIMEOUT_S = 10.0  # a call that reads state; loads wait for as long as a request may
+# Unknown names are the client's: at most one snapshot this often for them, so that a flood of unknown
+# names costs the service process no more than one state-reading request per second.
+LEARN_INTERVAL_S = 1.0
 
 
 class RemoteModels:
@@ -40,6 +44,7 @@ class RemoteModels:
         self.link = link
         self.settings = settings
         self.mirror = Mirror(registry)
+        self._learned_at = -LEARN_INTERVAL_S
 
     @property
     def registry(self) -> Registry:
@@ -66,6 +71,15 @@ class RemoteModels:
             await self.link.call("snapshot", CALL_TIMEOUT_S, generation=self.mirror.generation)
         )
         self.link.registry = self.mirror.registry
+
+    async def learn(self, name: str) -> None:
+        if name in self.mirror.states or time.monotonic() - self._learned_at < LEARN_INTERVAL_S:
+            return
+        try:
+            self.entry(name)  # a version of a known model, NAME@VERSION
+        except UnknownModel:
+            self._learned_at = time.monotonic()
+            await self.refresh()
 
     def states(self) -> Sequence[State]:
         return self.mirror.ordered()

@@ -316,6 +316,7 @@ class InferenceServicer(service_pb2_grpc.GRPCInferenceServiceServicer):  # type:
 
     async def ModelInfer(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
         async def answer() -> Any:
+            await self.manager.learn(versions.joined(request.model_name, request.model_version))
             state = self._resolve(request.model_name, request.model_version)
             # The model's datatype is known: an input of another is refused before its data is read.
             decode = functools.partial(

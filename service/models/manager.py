@@ -126,6 +126,9 @@ class ModelManager:
     async def refresh(self) -> None:
         """The states are this process's own: always current (a front's link fetches them)."""
 
+    async def learn(self, name: str) -> None:
+        """The registry is this process's own: a name unknown here is unknown."""
+
     def preload_names(self) -> list[str]:
         names = self.settings.preload if self.settings.preload is not None else [self.default]
         unknown = [n for n in names if n not in self._serving]

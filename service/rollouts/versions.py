@@ -28,6 +28,11 @@ def split(name: str) -> tuple[str, str | None]:
     return (model, version) if sep else (model, None)
 
 
+def joined(name: str, version: str | None) -> str:
+    """A model's name and a version it names (None or empty: none) as one name, `NAME@VERSION`."""
+    return f"{name}{SEPARATOR}{version}" if version else name
+
+
 def key(entry: ModelEntry, version: str) -> str:
     """The key of one version of `entry` (a registry entry with its versions)."""
     return entry.name if version == entry.version else f"{entry.name}{SEPARATOR}{version}"

@@ -231,7 +231,11 @@ async def test_full_queue_is_503_with_retry_after(
     async with client_for(zoo, max_queue_size=2, max_queue_delay_us=300_000, max_batch_size=64) as client:
         files = [("file", (f"{i}.png", fashion.png(i))) for i in range(2)]
         first = asyncio.create_task(client.post("/classify", files=files))
-        await asyncio.sleep(0.1)  # the first request's two images now fill the queue
+        state = manager_of_client(client).state(zoo.registry.default)
+        for _ in range(1000):  # until the first request's two images fill the queue (not a fixed pause)
+            if state.batcher is not None and state.batcher.queued >= 2:
+                break
+            await asyncio.sleep(0.01)
         second = await client.post("/classify", files={"file": ("x.png", fashion.png(5))})
         assert second.status_code == 503
         assert int(second.headers["retry-after"]) >= 1

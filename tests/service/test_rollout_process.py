@@ -144,3 +144,42 @@ def test_versions_roll_out_on_sighup_under_load(
             assert rollout["served"][own] > 0 and rollout["served"]["v2"] > 0
     finally:
         stop_service(server)
+
+
+@pytest.mark.parametrize("fronts", ["2", "0"], ids=["fronts", "one-process"])
+def test_a_version_added_on_sighup_is_served_to_inference_requests_alone(
+    fronts: str, zoo: Zoo, fashion: FashionSample, tmp_path: Path
+) -> None:
+    """Inference routes read no snapshot of the models' state (the service checks the model itself), so
+    with nothing but inference traffic a front still learns a name the service's reloaded registry has:
+    the hot path and the multipart route both serve a version added by SIGHUP."""
+    name, image = zoo.registry.default, fashion.png(0)
+    server = start_service(
+        registry_path=zoo.registry_path,
+        models_dir=zoo.models_dir,
+        log_path=tmp_path / "service.log",
+        env={"CONVZOO_FRONT_PROCESSES": fronts, "CONVZOO_WORKERS": "1"},
+    )
+    try:
+        with httpx.Client(base_url=server.url, timeout=30) as client:
+
+            def raw() -> httpx.Response:
+                return client.post(
+                    "/classify",
+                    params={"model": f"{name}@v2"},
+                    content=image,
+                    headers={"Content-Type": "image/png"},
+                )
+
+            assert raw().status_code == 404
+            versioned_zoo(zoo, tmp_path)
+            _hup(server)
+            _until(lambda: raw().status_code == 200)
+            assert raw().json()["version"] == "v2"
+            multipart = client.post(
+                "/classify", params={"model": f"{name}@v2"}, files={"file": ("x.png", image, "image/png")}
+            )
+            assert multipart.status_code == 200, multipart.text
+            assert multipart.json()["version"] == "v2"
+    finally:
+        stop_service(server)

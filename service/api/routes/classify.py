@@ -13,7 +13,7 @@ from fastapi import APIRouter, Query, Request
 
 from service.api import classification
 from service.api.choice import ModelChoiceDep
-from service.api.deps import ServicesDep
+from service.api.deps import InferenceDep
 from service.api.schemas import ClassifyResponse
 from service.api.uploads import read_uploads
 
@@ -23,7 +23,7 @@ router = APIRouter(tags=["classify"])
 @router.post("/classify", summary="Classify one or more images", response_model_exclude_unset=True)
 async def classify(
     request: Request,
-    services: ServicesDep,
+    services: InferenceDep,
     choice: ModelChoiceDep,
     top_k: Annotated[int, Query(ge=1, description="Predictions per image, 1..num_classes")] = 5,
 ) -> ClassifyResponse:

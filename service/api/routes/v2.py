@@ -11,8 +11,9 @@ from starlette.routing import Match, Mount
 from starlette.types import Receive, Scope, Send
 
 from service.access.auth import CLIENT_STATE
-from service.api.deps import ServicesDep
+from service.api.deps import InferenceDep, ServicesDep
 from service.core.errors import ORIGINAL_PATH, document_errors, install_error_handlers
+from service.rollouts import versions
 from service.services import Services
 from service.v2 import handlers
 from service.v2.codec import HEADER_LENGTH
@@ -120,6 +121,7 @@ async def version_ready(name: str, version: str, services: ServicesDep) -> Respo
 
 async def _infer(request: Request, services: Services, name: str, version: str | None) -> Response:
     manager, settings = services.manager, services.settings
+    await manager.learn(versions.joined(name, version))
     state = handlers.resolve(manager, name, version)
     request.state.model = state.entry.name
     body = handlers.read_body(
@@ -165,7 +167,7 @@ _INFERENCE: dict[int | str, dict[str, Any]] = {
     response_class=Response,
     responses=_INFERENCE,
 )
-async def model_infer(request: Request, name: str, services: ServicesDep) -> Response:
+async def model_infer(request: Request, name: str, services: InferenceDep) -> Response:
     return await _infer(request, services, name, None)
 
 
@@ -175,7 +177,7 @@ async def model_infer(request: Request, name: str, services: ServicesDep) -> Res
     response_class=Response,
     responses=_INFERENCE,
 )
-async def version_infer(request: Request, name: str, version: str, services: ServicesDep) -> Response:
+async def version_infer(request: Request, name: str, version: str, services: InferenceDep) -> Response:
     return await _infer(request, services, name, version)
 
 

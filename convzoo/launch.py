@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, BinaryIO
 
 import httpx
 
@@ -164,7 +164,7 @@ def _popen(launch: Launch, env: Mapping[str, str]) -> subprocess.Popen[bytes]:
         return _spawn(launch, env, out)
 
 
-def _spawn(launch: Launch, env: Mapping[str, str], out: Any) -> subprocess.Popen[bytes]:
+def _spawn(launch: Launch, env: Mapping[str, str], out: BinaryIO | None) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         list(launch.command),
         cwd=launch.cwd,

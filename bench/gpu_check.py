@@ -1,6 +1,7 @@
 """Start `python -m service` with CONVZOO_PROVIDERS=cuda, classify one image, print the providers in use.
 
-Standard library plus Pillow and numpy (the serving dependencies); exits non-zero when CUDA is not used.
+The serving dependencies only (the standard library, Pillow, numpy, and httpx through convzoo/launch.py);
+exits non-zero when CUDA is not used.
 """
 
 from __future__ import annotations
@@ -9,27 +10,23 @@ import gzip
 import io
 import json
 import os
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
 from typing import Any
 
+import httpx
 import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # run as a script (bench/gpu_check.sh)
+
+from convzoo.launch import Launch, LaunchError, Probe, start  # noqa: E402
+
 FASHION = Path("/usr/share/datasets/fashion-mnist/t10k-images-idx3-ubyte.gz")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def get(url: str) -> tuple[int, dict[str, Any]]:
@@ -52,28 +49,27 @@ def image_png() -> bytes:
     return buf.getvalue()
 
 
+def unavailable(answer: httpx.Response) -> str | None:
+    """The readiness's reason when a provider the service was told to use is unavailable: it will not
+    become ready, no need to wait for the timeout."""
+    try:
+        detail = str(answer.json().get("detail", "")) if answer.status_code == 503 else ""
+    except ValueError:  # not JSON: not the service's readiness
+        return None
+    return detail if "unavailable" in detail else None
+
+
 def main() -> int:
     print(f"onnxruntime {ort.__version__}; available providers: {ort.get_available_providers()}")
-    port = free_port()
-    env = {**os.environ, "CONVZOO_PROVIDERS": "cuda", "CONVZOO_PORT": str(port), "CONVZOO_HOST": "127.0.0.1"}
-    server = subprocess.Popen([sys.executable, "-m", "service"], cwd=ROOT, env=env)
-    base = f"http://127.0.0.1:{port}"
+    env = {**os.environ, "CONVZOO_PROVIDERS": "cuda"}
+    probe = Probe(timeout_s=180, every_s=0.5, request_timeout_s=10, give_up=unavailable)
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            try:
-                status, body = get(base + "/health/ready")
-            except (urllib.error.URLError, ConnectionError):
-                status, body = 0, {}
-            if status == 200:
-                break
-            if server.poll() is not None or time.monotonic() > deadline:
-                print(f"NOT READY: {body.get('detail', 'server exited')}")
-                return 1
-            if status == 503 and "unavailable" in body.get("detail", ""):
-                print(f"NOT READY: {body['detail']}")
-                return 1
-            time.sleep(0.5)
+        server = start(Launch(env=env, cwd=ROOT, probe=probe, stop_timeout_s=30))
+    except LaunchError as exc:
+        print(f"NOT READY: {exc}")
+        return 1
+    with server:
+        base = server.url
         request = urllib.request.Request(
             base + "/classify?top_k=3", data=image_png(), headers={"Content-Type": "image/png"}, method="POST"
         )
@@ -89,9 +85,6 @@ def main() -> int:
                 f"{c['throughput_ips']:.0f} images/s at batch {c['batch_size']}"
             )
         return 0 if detail["providers"] and detail["providers"][0] == "CUDAExecutionProvider" else 1
-    finally:
-        server.terminate()
-        server.wait(30)
 
 
 if __name__ == "__main__":

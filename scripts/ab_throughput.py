@@ -16,25 +16,20 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
-import httpx
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from scripts.hostile import _free_port  # noqa: E402  (run as a script: the repository on the path first)
-from tests.security.conftest import children  # noqa: E402
+from convzoo.launch import Launch, LaunchError, Probe, Running, cpu_seconds, start  # noqa: E402  (run as a script: the repository on the path first)
 from tests.security.hostile import grey_png  # noqa: E402
 
 
-def _start(repo: Path, model: str) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+def _start(repo: Path, model: str, log: Path) -> Running:
     env = {
         **os.environ,
-        "CONVZOO_PORT": str(port),
         "CONVZOO_REGISTRY_PATH": str(repo / "registry.yaml"),  # each checkout its own schema
         "CONVZOO_MODELS_DIR": str(repo / "models"),
         "CONVZOO_PRELOAD": model,
@@ -42,44 +37,11 @@ def _start(repo: Path, model: str) -> tuple[subprocess.Popen[bytes], str]:
         "CONVZOO_LOG_LEVEL": "warning",
         "PYTHONPATH": str(repo),
     }
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "service"],
-        cwd=repo,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(600):
-        try:
-            if httpx.get(f"{url}/v2/models/{model}/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise SystemExit(f"{repo}: the server did not start")
-
-
-TICK = os.sysconf("SC_CLK_TCK")
-
-
-def _cpu_s(pid: int) -> float:
-    """User and system CPU seconds of one process (0 once it has gone)."""
+    probe = Probe(f"/v2/models/{model}/ready", timeout_s=60, every_s=0.1)
     try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / TICK
-
-
-def _tree(pid: int) -> list[int]:
-    """The process and its descendants (fronts, and their decoding workers)."""
-    return [pid, *(d for child in children(pid) for d in _tree(child))]
-
-
-def _cpu(pid: int) -> tuple[float, dict[int, float]]:
-    return _cpu_s(pid), {p: _cpu_s(p) for p in _tree(pid)}
+        return start(Launch(env=env, cwd=repo, log=log, probe=probe))
+    except LaunchError as exc:
+        raise SystemExit(f"{repo}: {exc}") from exc
 
 
 def _wrk(url: str, body: Path, seconds: float, content_type: str = "image/png") -> dict[str, object]:
@@ -112,18 +74,14 @@ def main() -> int:
             kind = "image/png"
         for round_ in range(args.rounds):
             for label, repo in (("a", args.a), ("b", args.b)):
-                proc, url = _start(repo.resolve(), args.model)
-                try:
-                    target = f"{url}/classify?model={args.model}"
+                with _start(repo.resolve(), args.model, Path(tmp) / f"{label}.log") as server:
+                    target = f"{server.url}/classify?model={args.model}"
                     _wrk(target, body, 2, kind)  # warm-up
-                    own_before, all_before = _cpu(proc.pid)
+                    own_before, all_before = cpu_seconds(server.pid), server.cpu_s()
                     r = _wrk(target, body, args.seconds, kind)
-                    own_after, all_after = _cpu(proc.pid)
-                finally:
-                    proc.terminate()
-                    proc.wait(10)
+                    own_after, all_after = cpu_seconds(server.pid), server.cpu_s()
                 count = max(int(r["requests"]), 1)  # type: ignore[call-overload]
-                spent = sum(all_after.values()) - sum(all_before.get(p, 0.0) for p in all_after)
+                spent = all_after - all_before
                 cpu_ms[label].append(((own_after - own_before) * 1e3 / count, spent * 1e3 / count))
                 rate = float(r["requests"]) / (float(r["duration_us"]) / 1e6)  # type: ignore[arg-type]
                 rates[label].append(rate)

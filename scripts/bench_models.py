@@ -33,6 +33,10 @@ import numpy as np
 from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from convzoo.launch import Launch, LaunchError, Probe, Running, start  # noqa: E402  (run as a script)
+
 DOCS = REPO / "docs"
 DEFAULT_MODELS = "mobilenet_v2,efficientnet_b0,googlenet,densenet121,resnet18,resnet34,resnet50"
 PROBE_MODEL = "fmnist-lenet5"
@@ -129,35 +133,21 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def start_server(
-    code: Path, scratch: Path, port: int, budget_mb: float, log: Path
-) -> subprocess.Popen[bytes]:
+def start_server(code: Path, scratch: Path, port: int, budget_mb: float, log: Path) -> Running:
     env = {
         **os.environ,
         "PYTHONPATH": str(code),
-        "CONVZOO_PORT": str(port),
         "CONVZOO_REGISTRY_PATH": str(scratch / "registry.yaml"),
         "CONVZOO_MODELS_DIR": str(scratch / "models"),
         "CONVZOO_MEMORY_BUDGET_MB": str(budget_mb),
         "CONVZOO_ALLOW_RANDOM_WEIGHTS": "true",
     }
-    with log.open("wb") as fh:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=code, env=env, stdout=fh, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"server exited:\n{log.read_text()}")
-        try:
-            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                return proc
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit(f"server not ready in 120 s:\n{log.read_text()}")
+    probe = Probe(timeout_s=120, every_s=0.2, request_timeout_s=2)
+    launch = Launch(env=env, cwd=code, log=log, port=port, probe=probe, stop_timeout_s=30, tail_chars=None)
+    try:
+        return start(launch)
+    except LaunchError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def count_lifecycle(metrics: str, log_text: str) -> tuple[int, int]:
@@ -315,19 +305,15 @@ def summarise(
 
 def run_workload(args: argparse.Namespace, workload: str, models: list[str], port: int) -> WorkloadResult:
     log = args.scratch / f"server-{args.label}-{workload}.log"
-    proc = start_server(args.code, args.scratch, port, args.budget_mb, log)
-    url = f"http://127.0.0.1:{port}"
-    try:
+    with start_server(args.code, args.scratch, port, args.budget_mb, log) as server:
+        url, pid = server.url, server.pid
         time.sleep(args.settle_s)  # start-up work (background calibration where the server has it)
-        baseline = rss_mb(proc.pid)
+        baseline = rss_mb(pid)
         metrics0 = httpx.get(url + "/metrics").text
         loads0, evictions0 = count_lifecycle(metrics0, log.read_text(errors="replace"))
-        run = asyncio.run(drive(url, proc.pid, workload, models, args.seconds, args.clients))
+        run = asyncio.run(drive(url, pid, workload, models, args.seconds, args.clients))
         metrics1 = httpx.get(url + "/metrics").text
         loads1, evictions1 = count_lifecycle(metrics1, log.read_text(errors="replace"))
-    finally:
-        proc.terminate()
-        proc.wait(30)
     return summarise(
         workload,
         run,

@@ -18,8 +18,6 @@ import argparse
 import json
 import os
 import resource
-import socket
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -29,6 +27,7 @@ import httpx
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from convzoo.launch import Launch, Probe, Running, cpu_seconds, free_port, start  # noqa: E402
 from tests.security.hostile import CLASSES, SECOND_PASS, Hostile  # noqa: E402
 
 MIB = 1 << 20
@@ -39,11 +38,6 @@ def _proc_kib(pid: int, key: str) -> int:
         if line.startswith(key + ":"):
             return int(line.split()[1])
     raise RuntimeError(f"no {key} for pid {pid}")
-
-
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _children(pid: int) -> list[int]:
@@ -59,24 +53,16 @@ def _snapshot(pid: int) -> dict[int, tuple[int, float]]:
     snapshot = {}
     for p in [pid, *_children(pid)]:
         Path(f"/proc/{p}/clear_refs").write_text("5")  # Linux: VmHWM := VmRSS
-        snapshot[p] = (_proc_kib(p, "VmRSS"), _cpu_s(p))
+        snapshot[p] = (_proc_kib(p, "VmRSS"), cpu_seconds(p))
     return snapshot
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = _free_port()
+def _start(args: argparse.Namespace, log: Path) -> Running:
+    port = free_port()
     while port == args.grpc_port:  # two free ports asked one after the other can be the same
-        port = _free_port()
+        port = free_port()
     env = {
         **os.environ,
-        "CONVZOO_PORT": str(port),
-        "CONVZOO_HOST": "127.0.0.1",
         "CONVZOO_REGISTRY_PATH": str(args.registry),
         "CONVZOO_MODELS_DIR": str(args.models_dir),
         "CONVZOO_PRELOAD": args.model,
@@ -89,26 +75,11 @@ def _start(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes]
     def limit_memory() -> None:
         resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
 
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service"],
-            cwd=args.repo,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            preexec_fn=limit_memory,  # this script starts no threads
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url + f"/v2/models/{args.model}/ready", timeout=1).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    proc.kill()
-    raise RuntimeError(f"server did not start:\n{log.read_text()[-3000:]}")
+    probe = Probe(f"/v2/models/{args.model}/ready", timeout_s=60, every_s=0.1)
+    launch = Launch(
+        env=env, cwd=args.repo, log=log, port=port, probe=probe, tail_chars=3000, preexec=limit_memory
+    )
+    return start(launch)  # this script starts no threads: limit_memory may run between fork and exec
 
 
 def _send(args: argparse.Namespace, url: str, hostile: Hostile, body: bytes) -> object:
@@ -162,8 +133,9 @@ def measure(args: argparse.Namespace, hostile: Hostile, log: Path) -> dict[str, 
         if message.model_name == "{model}":
             message.model_name = args.model
         body = message.SerializeToString()
-    args.grpc_port = _free_port()
-    proc, url = _start(args, log)
+    args.grpc_port = free_port()
+    server = _start(args, log)
+    url, pid = server.url, server.pid
     try:
         params = {"model": args.model}
         for warm in (_tiny(), _large()):  # the large one starts the decoding workers, where there are any
@@ -174,20 +146,20 @@ def measure(args: argparse.Namespace, hostile: Hostile, log: Path) -> dict[str, 
                 headers={"content-type": "image/png"},
                 timeout=120,
             )
-        before = _snapshot(proc.pid)
+        before = _snapshot(pid)
         started = time.perf_counter()
         status = _send(args, url, hostile, body)
         wall = time.perf_counter() - started
-        alive = proc.poll() is None
+        alive = server.process.poll() is None
         cpu = rise = held = None
         if alive:
             # CPU of the server and its workers together; the peak RSS rise of the one that rose most (a
             # worker started by this request counts from zero).
-            after = {p: (_proc_kib(p, "VmHWM"), _cpu_s(p)) for p in [proc.pid, *_children(proc.pid)]}
+            after = {p: (_proc_kib(p, "VmHWM"), cpu_seconds(p)) for p in [pid, *_children(pid)]}
             cpu = sum(c - before.get(p, (0, 0.0))[1] for p, (_, c) in after.items())
             rise = max((hwm - before.get(p, (0, 0.0))[0]) / 1024 for p, (hwm, _) in after.items())
             time.sleep(1.0)  # what the server still holds a second after answering
-            held = (_proc_kib(proc.pid, "VmRSS") - before[proc.pid][0]) / 1024
+            held = (_proc_kib(pid, "VmRSS") - before[pid][0]) / 1024
         row = {
             "class": hostile.name,
             "bytes": len(body),
@@ -198,11 +170,7 @@ def measure(args: argparse.Namespace, hostile: Hostile, log: Path) -> dict[str, 
             "held_after_1s_mib": round(held, 1) if held is not None else None,
         }
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        server.stop()
         row_log_ok = _log_ok(log)
     return {**row, "log_json": row_log_ok}
 

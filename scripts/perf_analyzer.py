@@ -31,6 +31,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from bench.report import PERF_ANALYZER_BEGIN, PERF_ANALYZER_END  # noqa: E402  (run as a script: the repository on the path first)
+from convzoo.launch import cpu_seconds  # noqa: E402
 from tests.live import Server, free_port, start_service, stop_service  # noqa: E402
 
 CACHE = REPO / ".cache" / "perf_analyzer"
@@ -109,11 +110,6 @@ class Row:
     server_cpu_ms: float  # the server process's CPU time per inference request, over the whole run
 
 
-def _cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
-
-
 def _served(server: Server, model: str) -> int:
     stats = httpx.get(f"{server.url}/v2/models/{model}/stats", timeout=10).json()
     return int(stats["model_stats"][0]["inference_count"])
@@ -125,7 +121,7 @@ def measure(cmd: list[str], server: Server, grpc_port: int, model: str, protocol
     rows: list[Row] = []
     for concurrency in (int(c) for c in args.concurrency.split(",")):
         # Server CPU per request is steadier than throughput on a shared host: measured around each run.
-        cpu, served = _cpu_s(server.process.pid), _served(server, model)
+        cpu, served = cpu_seconds(server.pid), _served(server, model)
         with tempfile.TemporaryDirectory() as tmp:
             report = Path(tmp) / "report.csv"
             run = [
@@ -137,7 +133,7 @@ def measure(cmd: list[str], server: Server, grpc_port: int, model: str, protocol
             if done.returncode != 0:
                 raise SystemExit(f"perf_analyzer failed ({done.returncode}):\n{done.stdout}\n{done.stderr}")
             (r,) = list(csv.DictReader(io.StringIO(report.read_text())))
-        cpu_ms = (_cpu_s(server.process.pid) - cpu) * 1e3 / max(1, _served(server, model) - served - 1)
+        cpu_ms = (cpu_seconds(server.pid) - cpu) * 1e3 / max(1, _served(server, model) - served - 1)
         rows.append(
             Row(
                 model=model,

@@ -20,7 +20,6 @@ import io
 import json
 import os
 import random
-import socket
 import struct
 import subprocess
 import sys
@@ -39,6 +38,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 MIB = 1 << 20
 
+from convzoo.launch import Launch, LaunchError, Probe, Running, start  # noqa: E402
 from tests.security.hostile import CLASSES, SECOND_PASS, Hostile, deep_v2_body  # noqa: E402
 
 
@@ -47,12 +47,6 @@ def rss_bytes(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) * 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # ---- traffic --------------------------------------------------------------------------------------------
@@ -222,34 +216,20 @@ async def drive(url: str, traffic: Traffic, seconds: float, concurrency: int, ta
 # ---- the server -----------------------------------------------------------------------------------------
 
 
-def start_server(args: argparse.Namespace, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    port = free_port()
+def start_server(args: argparse.Namespace, log: Path) -> Running:
     env = {
         **os.environ,
-        "CONVZOO_HOST": "127.0.0.1",
-        "CONVZOO_PORT": str(port),
         "CONVZOO_REGISTRY_PATH": str(args.registry),
         "CONVZOO_MODELS_DIR": str(args.models_dir),
         "CONVZOO_MAX_UPLOAD_MB": str(args.max_upload_mb),
         "CONVZOO_LOG_LEVEL": "warning",
     }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "service"], cwd=REPO, env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise SystemExit(f"the server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-        try:
-            if httpx.get(url + "/health/ready", timeout=2).status_code == 200:
-                return proc, url
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    proc.kill()
-    raise SystemExit("the server did not become ready within 120 s")
+    probe = Probe(timeout_s=120, every_s=0.2, request_timeout_s=2)
+    launch = Launch(env=env, cwd=REPO, log=log, probe=probe, stop_timeout_s=30, tail_chars=3000)
+    try:
+        return start(launch)
+    except LaunchError as exc:
+        raise SystemExit(str(exc)) from exc
 
 
 def _loaded_model(url: str) -> str:
@@ -365,15 +345,8 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         log = Path(tmp) / "server.log"
-        proc, url = start_server(args, log)
-        try:
-            report = asyncio.run(soak(args, proc, url))
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+        with start_server(args, log) as server:
+            report = asyncio.run(soak(args, server.process, server.url))
         server_log = log.read_text(errors="replace")
     if "Traceback" in server_log:
         report["passed"] = False

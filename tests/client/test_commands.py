@@ -6,14 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
 
+from convzoo.launch import Launch, Probe, free_port, start
 from service.core.settings import Settings
 from tests.client.conftest import convzoo
-from tests.live import free_port
 from tests.paths import REPO
 from tests.service.conftest import Zoo
 
@@ -70,28 +69,13 @@ def test_serve_starts_the_service(source_zoo: Zoo, tmp_path: Path) -> None:
         "--models-dir",
         str(source_zoo.models_dir),
     ]
-    with (tmp_path / "serve.log").open("wb") as log:
-        process = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            assert process.poll() is None and time.monotonic() < deadline, (
-                tmp_path / "serve.log"
-            ).read_text()
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.1)
-        listing = httpx.get(f"http://127.0.0.1:{port}/models", timeout=10).json()
+    # The port only on the command line: the test shows that `--port` is the one served.
+    log, probe = tmp_path / "serve.log", Probe(every_s=0.1)
+    launch = Launch(
+        cmd, env=env, cwd=REPO, log=log, port=port, port_in_env=False, probe=probe, stop_timeout_s=20
+    )
+    with start(launch) as server:
+        listing = httpx.get(f"{server.url}/models", timeout=10).json()
         assert listing["default"] == source_zoo.registry.default
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
     # uvicorn raises the signal again once it has shut down: the exit of `python -m service` on SIGTERM.
-    assert process.returncode in (0, -signal.SIGTERM)
+    assert server.process.returncode in (0, -signal.SIGTERM)

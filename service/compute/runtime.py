@@ -12,6 +12,7 @@ import numpy as np
 import onnxruntime as ort
 
 from service.compute import threads
+from service.compute.calibration import Calibration
 from service.core.registry import ModelEntry
 from service.core.settings import Settings
 
@@ -29,18 +30,6 @@ _OPT_LEVELS = {
 
 class RuntimeUnavailable(Exception):
     """The model cannot run here; the message is safe to show to clients."""
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Measured on this host by the service itself; never estimated."""
-
-    p50_ms: float
-    p99_ms: float
-    throughput_ips: float
-    batch_size: int
-    samples: int
-    provider: str
 
 
 @dataclass

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from service.compute.calibration import Calibration
 from service.core.registry import ModelEntry, Registry, Serving, parse_registry
 from service.interfaces import LiveLatencies, Models, ModelStatistics, ModelStatus
 from service.rollouts import versions
@@ -83,16 +84,6 @@ class Policy:
 class Session:
     providers: list[str]
     max_batch_size: int
-
-
-@dataclass(frozen=True)
-class Calibration:
-    p50_ms: float
-    p99_ms: float
-    throughput_ips: float
-    batch_size: int
-    samples: int
-    provider: str
 
 
 @dataclass(frozen=True)

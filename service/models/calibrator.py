@@ -10,8 +10,9 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 
+from service.compute.calibration import Calibration
 from service.compute.memory import trim_heap
-from service.compute.runtime import Calibration, LoadedModel, RuntimeUnavailable, calibrate
+from service.compute.runtime import LoadedModel, RuntimeUnavailable, calibrate
 from service.core.artifacts import ArtifactProblem
 from service.core.settings import Settings
 from service.models.footprint import LoadMemory

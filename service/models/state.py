@@ -9,7 +9,8 @@ from collections import Counter, deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from service.compute.runtime import Calibration, LoadedModel
+from service.compute.calibration import Calibration
+from service.compute.runtime import LoadedModel
 from service.core import catalog
 from service.core.artifacts import ArtifactMissing, file_bytes
 from service.core.errors import ModelUnavailable, unavailable_error

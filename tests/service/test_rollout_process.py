@@ -146,19 +146,19 @@ def test_versions_roll_out_on_sighup_under_load(
         stop_service(server)
 
 
-@pytest.mark.parametrize("fronts", ["2", "0"], ids=["fronts", "one-process"])
 def test_a_version_added_on_sighup_is_served_to_inference_requests_alone(
-    fronts: str, zoo: Zoo, fashion: FashionSample, tmp_path: Path
+    zoo: Zoo, fashion: FashionSample, tmp_path: Path
 ) -> None:
     """Inference routes read no snapshot of the models' state (the service checks the model itself), so
     with nothing but inference traffic a front still learns a name the service's reloaded registry has:
-    the hot path and the multipart route both serve a version added by SIGHUP."""
+    the hot path and the multipart route both serve a version added by SIGHUP. (In one process there is
+    no copy of the registry to bring up to date: the test above covers that layout's reload.)"""
     name, image = zoo.registry.default, fashion.png(0)
     server = start_service(
         registry_path=zoo.registry_path,
         models_dir=zoo.models_dir,
         log_path=tmp_path / "service.log",
-        env={"CONVZOO_FRONT_PROCESSES": fronts, "CONVZOO_WORKERS": "1"},
+        env={"CONVZOO_FRONT_PROCESSES": "2", "CONVZOO_WORKERS": "1"},
     )
     try:
         with httpx.Client(base_url=server.url, timeout=30) as client:

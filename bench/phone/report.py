@@ -1,0 +1,269 @@
+"""The phone-photo section of docs/bench.md, from the section's results (bench.json's "phone"), typed.
+
+It sits between its markers, so `python -m bench --only phone` replaces it in place and a full run that
+skips it keeps the one already there (bench/report.py).
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+from bench.phone import CONCURRENCIES
+
+BEGIN, END = "<!-- bench-phone:begin -->", "<!-- bench-phone:end -->"
+HOW = "## How the systems are run"  # the heading of bench.md the section goes before
+
+
+class _Result(BaseModel):
+    model_config = ConfigDict(extra="allow")  # what a later run adds is kept in bench.json, unread here
+
+
+class PhonePoint(_Result):
+    concurrency: int
+    images_per_s: float
+    p50_ms: float
+    p99_ms: float
+    server_cpu_ms_per_request: float
+    requests: int
+    failed: int = 0
+
+
+class Limit(_Result):
+    """Raw ONNX Runtime in-process (bench/phone/limit.py)."""
+
+    decode_ms: dict[str, float]  # "full", "reduced"
+    prepare_ms: dict[str, float]  # "full", "reduced", "usual"
+    points: dict[str, list[PhonePoint]]  # "full", "reduced"
+
+
+class PeerRow(_Result):
+    key: str
+    peer: str
+    image_path: str
+    version: str | None
+    status: str
+    points: list[PhonePoint]
+
+
+class ModelResult(_Result):
+    convzoo: list[PhonePoint]
+    convzoo_after: list[PhonePoint]
+    limit: Limit
+    peers: list[PeerRow]
+
+    def convzoo_at(self, concurrency: int) -> float:
+        """convzoo's images/s at `concurrency`: the mean of its runs before and after the peers."""
+        rates = [_at(run, concurrency).images_per_s for run in (self.convzoo, self.convzoo_after)]
+        return sum(rates) / len(rates)
+
+    def convzoo_cpu(self, concurrency: int) -> float:
+        cpu = [_at(run, concurrency).server_cpu_ms_per_request for run in (self.convzoo, self.convzoo_after)]
+        return sum(cpu) / len(cpu)
+
+
+class Photo(_Result):
+    name: str
+    bytes: int
+    size: list[int]
+    orientation: int
+
+
+class PhoneHost(_Result):
+    cpu: str
+    cores: int
+    load_average_at_start: list[float]
+    load_average_at_end: list[float]
+
+
+class PhoneRun(_Result):
+    date: str
+    host: PhoneHost
+    photos: list[Photo]
+    images_per_point: int
+    models: dict[str, ModelResult]
+    wall_s: float
+
+
+def _at(points: list[PhonePoint], concurrency: int) -> PhonePoint:
+    return next(p for p in points if p.concurrency == concurrency)
+
+
+def _cells(points: list[PhonePoint], ref: dict[int, float] | None) -> str:
+    """images/s (this / convzoo), p50 / p99 ms and server CPU ms per image at each concurrency."""
+    if not points:
+        return " | ".join("—" for _ in CONCURRENCIES for _ in range(3))
+    cells = []
+    for c in CONCURRENCIES:
+        p = _at(points, c)
+        rate = f"{p.images_per_s:.2f}"
+        if ref is not None:
+            rate += f" ({p.images_per_s / ref[c]:.2f}x)"
+        cells += [rate, f"{p.p50_ms:,.0f} / {p.p99_ms:,.0f}", f"{p.server_cpu_ms_per_request:,.0f}"]
+    return " | ".join(cells)
+
+
+def table(model: str, m: ModelResult) -> list[str]:
+    heads = " | ".join(f"c{c} images/s | c{c} p50 / p99 ms | c{c} CPU ms/image" for c in CONCURRENCIES)
+    ref = {c: m.convzoo_at(c) for c in CONCURRENCIES}
+    lines = [
+        f"| {model} | image path | version | {heads} | status |",
+        "|---|---|---|" + "---:|" * 3 * len(CONCURRENCIES) + "---|",
+        f"| convzoo /classify, before the peers | its own (reduced-size decode) | | {_cells(m.convzoo, None)} | ok |",
+        f"| convzoo /classify, after the peers | its own (reduced-size decode) | | {_cells(m.convzoo_after, None)} | ok |",
+        (
+            "| raw ONNX Runtime, in-process | full decode + convzoo's preprocessing | | "
+            f"{_cells(m.limit.points['full'], ref)} | ok |"
+        ),
+        (
+            "| raw ONNX Runtime, in-process | convzoo's (reduced-size decode) | | "
+            f"{_cells(m.limit.points['reduced'], ref)} | ok |"
+        ),
+    ]
+    for p in m.peers:
+        lines.append(
+            f"| {p.peer} | {p.image_path} | {p.version or '—'} | {_cells(p.points, ref)} | {p.status} |"
+        )
+    return lines
+
+
+def _costs(r: PhoneRun) -> list[str]:
+    lines = [
+        (
+            "| model | full decode | convzoo's reduced decode | full decode + convzoo's preprocessing "
+            "| convzoo's path, to the tensor | PIL + torchvision (Resize(256) ...), to the tensor |"
+        ),
+        "|---|---:|---:|---:|---:|---:|",
+    ]
+    for model, m in r.models.items():
+        d, p = m.limit.decode_ms, m.limit.prepare_ms
+        lines.append(
+            f"| {model} | {d['full']:.0f} | {d['reduced']:.0f} | {p['full']:.0f} | {p['reduced']:.0f} "
+            f"| {p['usual']:.0f} |"
+        )
+    return lines
+
+
+def _span(values: list[float]) -> str:
+    lo, hi = min(values), max(values)
+    return f"{lo:.1f}x" if round(lo, 1) == round(hi, 1) else f"{lo:.1f}x to {hi:.1f}x"
+
+
+def ratios(model: str, m: ModelResult) -> list[str]:
+    """The ratios of this model's table, in words."""
+    c = max(CONCURRENCIES)
+    ours, ours_cpu = m.convzoo_at(c), m.convzoo_cpu(c)
+    full, reduced = _at(m.limit.points["full"], c), _at(m.limit.points["reduced"], c)
+    out = [
+        (
+            f"- **{model}, c{c}**: convzoo answers {ours:.1f} photos/s for {ours_cpu:.0f} ms of server CPU "
+            f"each: {ours / full.images_per_s:.1f}x raw ONNX Runtime in-process with a full decode "
+            f"({full.images_per_s:.1f} photos/s, {full.server_cpu_ms_per_request:.0f} ms of CPU each), and "
+            f"{ours / reduced.images_per_s:.0%} of the same with convzoo's reduced decode, its own limit "
+            f"({reduced.images_per_s:.1f} photos/s)."
+        )
+    ]
+    ran = [p for p in m.peers if p.points]
+    usual = [p for p in ran if p.image_path != "convzoo's preprocessing"]
+    if usual:
+        each = ", ".join(f"{p.peer} {ours / _at(p.points, c).images_per_s:.1f}x" for p in usual)
+        cpu = [_at(p.points, c).server_cpu_ms_per_request / ours_cpu for p in usual]
+        out.append(
+            f"  Against the peers as their users deploy them: convzoo serves "
+            f"{_span([ours / _at(p.points, c).images_per_s for p in usual])} their photos/s ({each}), "
+            f"and they spend {_span(cpu)} its CPU per photo."
+        )
+    pairs = [
+        (u, p) for u in usual for p in ran if p.image_path == "convzoo's preprocessing" and p.peer == u.peer
+    ]
+    if pairs:
+        each = ", ".join(
+            f"{p.peer} {_at(p.points, c).images_per_s / _at(u.points, c).images_per_s:.1f}x" for u, p in pairs
+        )
+        reach = [_at(p.points, c).images_per_s / ours for _, p in pairs]
+        out.append(
+            f"  With convzoo's preprocessing instead, the same peers serve more photos/s ({each}) and reach "
+            f"{_span(reach)} convzoo's rate."
+        )
+    missing = [p for p in m.peers if not p.points]
+    if missing:
+        out.append(
+            "  Not measured: " + "; ".join(f"{p.peer}, {p.image_path}: {p.status}" for p in missing) + "."
+        )
+    return out
+
+
+def section(r: PhoneRun) -> str:
+    h = r.host
+    sizes = [p.bytes / 1e6 for p in r.photos]
+    portraits = sum(p.orientation == 6 for p in r.photos)
+    width, height = r.photos[0].size if r.photos else (0, 0)
+    out = [
+        BEGIN,
+        "## Phone photos (12 MP JPEGs)",
+        "",
+        (
+            f"Generated by `python -m bench --only phone` (also part of `make bench`), one run on {r.date}, "
+            f"{h.cores} vCPU ({h.cpu}), load average before/after {h.load_average_at_start[0]:.2f} / "
+            f"{h.load_average_at_end[0]:.2f}: the host is shared with other work, so the ratios measured "
+            f"side by side are the result, not the rates. {len(r.photos)} photos of {width}x{height} "
+            f"(bench/phone/photos.py: the repository's photos scaled up, sensor-like noise, JPEG quality 90, "
+            f"4:2:0; {min(sizes):.1f} to {max(sizes):.1f} MB; {portraits} tagged EXIF orientation 6, a "
+            f"portrait shot), sent in turn, one per request, {r.images_per_point} per point at each "
+            "concurrency after a warm-up that sends each once; a point ends when every photo is answered, so "
+            "server CPU per photo (user + system time of the server's processes over the point) counts no "
+            "request left in flight. The photo model is the default, efficientnet_lite0 (its real weights); "
+            "resnet50 has random weights, as above."
+        ),
+        "",
+        (
+            "In brackets: images/s as a multiple of convzoo's (the mean of its runs before and after the "
+            "peers). The peers run twice: with their users' usual image path (TorchServe's stock "
+            "`image_classifier` handler; PIL.Image.open + torchvision Resize(256)/CenterCrop(224)/ToTensor/"
+            "Normalize in the others: each decodes the full 12 MP) and with convzoo's preprocessing "
+            "(`service.preprocess`, its reduced-size decode), each with the batching of the table above."
+        ),
+        "",
+    ]
+    for model, m in r.models.items():
+        out += [*table(model, m), ""]
+    out += ["What the rows say:", ""]
+    for model, m in r.models.items():
+        out += ratios(model, m)
+    out += [
+        "",
+        "One core's time per photo, alone (median over the photos, ms; bench/phone/limit.py):",
+        "",
+        *_costs(r),
+        "",
+        (
+            "TorchServe's stock handler opens the ONNX file as an ONNX Runtime session itself (one intra-op "
+            "thread per core) but would call it like a torch module: the one method TorchServe's "
+            "documentation has ONNX users write, inference(), runs it (bench/peers/torchserve_stock.py); "
+            "its preprocessing normalises with ImageNet's mean and std, which the photo model does not use "
+            "(the cost is the same). The PIL + torchvision path does not apply EXIF orientation, as its "
+            "tutorials do not: the portrait photos reach those models on their side. "
+            f"Wall time of the section: {r.wall_s:.0f} s."
+        ),
+        END,
+    ]
+    return "\n".join(out)
+
+
+def replace_section(text: str, new: str) -> str:
+    """`text` with its phone section replaced by `new` (a whole section, markers included), or with `new`
+    added where a full run puts it (before the systems' description), else before the perf_analyzer
+    section, else at the end."""
+    if BEGIN in text and END in text:
+        head, rest = text.split(BEGIN, 1)
+        return head + new + rest.split(END, 1)[1]
+    for marker in (HOW, "<!-- perf_analyzer: begin -->"):
+        if marker in text:
+            head, tail = text.split(marker, 1)
+            return f"{head.rstrip()}\n\n{new}\n\n{marker}{tail}"
+    return f"{text.rstrip()}\n\n{new}\n"
+
+
+def old_section(text: str) -> str | None:
+    if BEGIN in text and END in text:
+        return BEGIN + text.split(BEGIN, 1)[1].split(END, 1)[0] + END
+    return None

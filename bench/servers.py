@@ -47,16 +47,28 @@ class Running:
     pid: int  # also the process group of the server and its workers
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system) used so far by every process of the server's group."""
-        total = 0
+        """CPU seconds (user + system) used so far by every process of the server's group and by every
+        descendant of the server (BentoML's workers leave its process group)."""
+        stats: dict[int, tuple[int, int, int]] = {}  # pid: parent, group, CPU ticks
         for stat in Path("/proc").glob("[0-9]*/stat"):
             try:
                 fields = stat.read_text().rsplit(")", 1)[1].split()
             except OSError:
                 continue
-            if int(fields[2]) == self.pid:  # fields[2]: the process group
-                total += int(fields[11]) + int(fields[12])
-        return total / os.sysconf("SC_CLK_TCK")
+            # fields[1]: the parent, [2]: the process group, [11] and [12]: user and system ticks
+            stats[int(stat.parent.name)] = (int(fields[1]), int(fields[2]), int(fields[11]) + int(fields[12]))
+
+        def ours(pid: int) -> bool:
+            seen = set()
+            while pid in stats and pid not in seen:
+                parent, group, _ = stats[pid]
+                if pid == self.pid or group == self.pid:
+                    return True
+                seen.add(pid)
+                pid = parent
+            return False
+
+        return sum(ticks for pid, (_, _, ticks) in stats.items() if ours(pid)) / os.sysconf("SC_CLK_TCK")
 
 
 @contextmanager

@@ -220,7 +220,10 @@ def section(r: PhoneRun) -> str:
             "peers). The peers run twice: with their users' usual image path (TorchServe's stock "
             "`image_classifier` handler; PIL.Image.open + torchvision Resize(256)/CenterCrop(224)/ToTensor/"
             "Normalize in the others: each decodes the full 12 MP) and with convzoo's preprocessing "
-            "(`service.preprocess`, its reduced-size decode), each with the batching of the table above."
+            "(`service.preprocess`, its reduced-size decode), each configured as in docs/bench-peers.md "
+            "(max batch 32, 1 ms queue delay where it has one, one inference worker); convzoo runs its "
+            "defaults. Raw ONNX Runtime runs in the bench's own process: C threads, each a photo at a time "
+            "from its bytes to the logits, batch 1."
         ),
         "",
     ]

@@ -128,7 +128,9 @@ class Section:
     def peer(self, peer: Peer, image_path: str, model: str) -> dict[str, Any]:
         work = workspace.WORK / "peers" / peer.key
         work.mkdir(parents=True, exist_ok=True)
-        bodies = [peer_run.body_for(peer, b, work) for b in self.raw]
+        framed = work / "phone"  # not beside the one body measure() frames itself: a new multipart boundary
+        framed.mkdir(exist_ok=True)
+        bodies = [peer_run.body_for(peer, b, framed) for b in self.raw]
 
         def load_point(srv: servers.Running, url: str, c: int, _: Body) -> dict[str, Any]:
             return self.point(srv, url, c, bodies)

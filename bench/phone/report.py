@@ -234,7 +234,10 @@ def section(r: PhoneRun) -> str:
         out += ratios(model, m)
     out += [
         "",
-        "One core's time per photo, alone (median over the photos, ms; bench/phone/limit.py):",
+        (
+            "One core's time per photo, alone (ms; the median over the photos of each one's fastest of 3 "
+            "runs; bench/phone/limit.py):"
+        ),
         "",
         *_costs(r),
         "",

@@ -14,3 +14,4 @@ CONCURRENCIES = (1, 4)
 # Photos per load point: a few dozen keeps a point to seconds even at ~3 photos/s, and every photo of
 # photos.py is sent the same number of times.
 IMAGES_PER_POINT = 24
+OURS = "convzoo's preprocessing"  # the image path of a peer's second row

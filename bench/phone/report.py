@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict
 
-from bench.phone import CONCURRENCIES
+from bench.phone import CONCURRENCIES, OURS
 
 BEGIN, END = "<!-- bench-phone:begin -->", "<!-- bench-phone:end -->"
 HOW = "## How the systems are run"  # the heading of bench.md the section goes before
@@ -43,22 +43,43 @@ class PeerRow(_Result):
     version: str | None
     status: str
     points: list[PhonePoint]
+    bracket: int  # convzoo's run just before this row; the one after it is the next
 
 
 class ModelResult(_Result):
-    convzoo: list[PhonePoint]
-    convzoo_after: list[PhonePoint]
+    convzoo_runs: list[list[PhonePoint]]  # the first before everything, then one after each peer
     limit: Limit
     peers: list[PeerRow]
 
-    def convzoo_at(self, concurrency: int) -> float:
-        """convzoo's images/s at `concurrency`: the mean of its runs before and after the peers."""
-        rates = [_at(run, concurrency).images_per_s for run in (self.convzoo, self.convzoo_after)]
+    def _runs(self, bracket: int | None) -> list[list[PhonePoint]]:
+        """convzoo's runs around `bracket` (the in-process rows: around 0), or all of them (None)."""
+        if bracket is None:
+            return self.convzoo_runs
+        return self.convzoo_runs[bracket : bracket + 2]
+
+    def convzoo_at(self, concurrency: int, bracket: int | None = None) -> float:
+        """convzoo's images/s at `concurrency`: the mean of its runs around `bracket`, or of all."""
+        rates = [_at(run, concurrency).images_per_s for run in self._runs(bracket)]
         return sum(rates) / len(rates)
 
-    def convzoo_cpu(self, concurrency: int) -> float:
-        cpu = [_at(run, concurrency).server_cpu_ms_per_request for run in (self.convzoo, self.convzoo_after)]
+    def convzoo_cpu(self, concurrency: int, bracket: int | None = None) -> float:
+        cpu = [_at(run, concurrency).server_cpu_ms_per_request for run in self._runs(bracket)]
         return sum(cpu) / len(cpu)
+
+    def convzoo_mean(self) -> list[PhonePoint]:
+        """convzoo's rows, the mean over its runs."""
+        runs = self.convzoo_runs
+        return [
+            PhonePoint(
+                concurrency=c,
+                images_per_s=self.convzoo_at(c),
+                p50_ms=sum(_at(r, c).p50_ms for r in runs) / len(runs),
+                p99_ms=sum(_at(r, c).p99_ms for r in runs) / len(runs),
+                server_cpu_ms_per_request=self.convzoo_cpu(c),
+                requests=sum(_at(r, c).requests for r in runs),
+            )
+            for c in CONCURRENCIES
+        ]
 
 
 class Photo(_Result):
@@ -104,12 +125,19 @@ def _cells(points: list[PhonePoint], ref: dict[int, float] | None) -> str:
 
 def table(model: str, m: ModelResult) -> list[str]:
     heads = " | ".join(f"c{c} images/s | c{c} p50 / p99 ms | c{c} CPU ms/image" for c in CONCURRENCIES)
-    ref = {c: m.convzoo_at(c) for c in CONCURRENCIES}
+    ref = {c: m.convzoo_at(c, 0) for c in CONCURRENCIES}
+    spans = ", ".join(
+        f"c{c} {min(_at(r, c).images_per_s for r in m.convzoo_runs):.2f} to "
+        f"{max(_at(r, c).images_per_s for r in m.convzoo_runs):.2f}"
+        for c in CONCURRENCIES
+    )
     lines = [
         f"| {model} | image path | version | {heads} | status |",
         "|---|---|---|" + "---:|" * 3 * len(CONCURRENCIES) + "---|",
-        f"| convzoo /classify, before the peers | its own (reduced-size decode) | | {_cells(m.convzoo, None)} | ok |",
-        f"| convzoo /classify, after the peers | its own (reduced-size decode) | | {_cells(m.convzoo_after, None)} | ok |",
+        (
+            f"| convzoo /classify, the mean of its {len(m.convzoo_runs)} runs ({spans} images/s) "
+            f"| its own (reduced-size decode) | | {_cells(m.convzoo_mean(), None)} | ok |"
+        ),
         (
             "| raw ONNX Runtime, in-process | full decode + convzoo's preprocessing | | "
             f"{_cells(m.limit.points['full'], ref)} | ok |"
@@ -120,8 +148,9 @@ def table(model: str, m: ModelResult) -> list[str]:
         ),
     ]
     for p in m.peers:
+        around = {c: m.convzoo_at(c, p.bracket) for c in CONCURRENCIES}
         lines.append(
-            f"| {p.peer} | {p.image_path} | {p.version or '—'} | {_cells(p.points, ref)} | {p.status} |"
+            f"| {p.peer} | {p.image_path} | {p.version or '—'} | {_cells(p.points, around)} | {p.status} |"
         )
     return lines
 
@@ -149,37 +178,39 @@ def _span(values: list[float]) -> str:
 
 
 def ratios(model: str, m: ModelResult) -> list[str]:
-    """The ratios of this model's table, in words."""
+    """The ratios of this model's table, in words (at the highest concurrency)."""
     c = max(CONCURRENCIES)
     ours, ours_cpu = m.convzoo_at(c), m.convzoo_cpu(c)
+    first = m.convzoo_at(c, 0)
     full, reduced = _at(m.limit.points["full"], c), _at(m.limit.points["reduced"], c)
     out = [
         (
-            f"- **{model}, c{c}**: convzoo answers {ours:.1f} photos/s for {ours_cpu:.0f} ms of server CPU "
-            f"each: {ours / full.images_per_s:.1f}x raw ONNX Runtime in-process with a full decode "
-            f"({full.images_per_s:.1f} photos/s, {full.server_cpu_ms_per_request:.0f} ms of CPU each), and "
-            f"{ours / reduced.images_per_s:.0%} of the same with convzoo's reduced decode, its own limit "
-            f"({reduced.images_per_s:.1f} photos/s)."
+            f"- **{model}, c{c}**: convzoo answers {ours:.1f} photos/s (the mean of its runs) for "
+            f"{ours_cpu:.0f} ms of server CPU each; beside raw ONNX Runtime in-process, "
+            f"{first / full.images_per_s:.1f}x its rate with a full decode ({full.images_per_s:.1f} "
+            f"photos/s, {full.server_cpu_ms_per_request:.0f} ms of CPU each) and "
+            f"{first / reduced.images_per_s:.0%} of its rate with convzoo's reduced decode, convzoo's own "
+            f"limit ({reduced.images_per_s:.1f} photos/s)."
         )
     ]
+
+    def rate(p: PeerRow) -> float:
+        return _at(p.points, c).images_per_s
+
     ran = [p for p in m.peers if p.points]
-    usual = [p for p in ran if p.image_path != "convzoo's preprocessing"]
+    usual = [p for p in ran if p.image_path != OURS]
     if usual:
-        each = ", ".join(f"{p.peer} {ours / _at(p.points, c).images_per_s:.1f}x" for p in usual)
-        cpu = [_at(p.points, c).server_cpu_ms_per_request / ours_cpu for p in usual]
+        times = [m.convzoo_at(c, p.bracket) / rate(p) for p in usual]
+        each = ", ".join(f"{p.peer} {t:.1f}x" for p, t in zip(usual, times, strict=True))
+        cpu = [_at(p.points, c).server_cpu_ms_per_request / m.convzoo_cpu(c, p.bracket) for p in usual]
         out.append(
-            f"  Against the peers as their users deploy them: convzoo serves "
-            f"{_span([ours / _at(p.points, c).images_per_s for p in usual])} their photos/s ({each}), "
-            f"and they spend {_span(cpu)} its CPU per photo."
+            f"  Against the peers as their users deploy them: convzoo serves {_span(times)} their photos/s "
+            f"({each}), and they spend {_span(cpu)} its server CPU per photo."
         )
-    pairs = [
-        (u, p) for u in usual for p in ran if p.image_path == "convzoo's preprocessing" and p.peer == u.peer
-    ]
+    pairs = [(u, p) for u in usual for p in ran if p.image_path == OURS and p.peer == u.peer]
     if pairs:
-        each = ", ".join(
-            f"{p.peer} {_at(p.points, c).images_per_s / _at(u.points, c).images_per_s:.1f}x" for u, p in pairs
-        )
-        reach = [_at(p.points, c).images_per_s / ours for _, p in pairs]
+        each = ", ".join(f"{p.peer} {rate(p) / rate(u):.1f}x" for u, p in pairs)
+        reach = [rate(p) / m.convzoo_at(c, p.bracket) for _, p in pairs]
         out.append(
             f"  With convzoo's preprocessing instead, the same peers serve more photos/s ({each}) and reach "
             f"{_span(reach)} convzoo's rate."
@@ -216,8 +247,8 @@ def section(r: PhoneRun) -> str:
         ),
         "",
         (
-            "In brackets: images/s as a multiple of convzoo's (the mean of its runs before and after the "
-            "peers). The peers run twice: with their users' usual image path (TorchServe's stock "
+            "In brackets: images/s as a multiple of convzoo's, the mean of its runs just before and just "
+            "after that row (one after each peer's two rows; for the in-process rows, its first two). The peers run twice: with their users' usual image path (TorchServe's stock "
             "`image_classifier` handler; PIL.Image.open + torchvision Resize(256)/CenterCrop(224)/ToTensor/"
             "Normalize in the others: each decodes the full 12 MP) and with convzoo's preprocessing "
             "(`service.preprocess`, its reduced-size decode), each configured as in docs/bench-peers.md "

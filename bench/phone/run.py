@@ -1,8 +1,10 @@
-"""The phone-photo section: per model, convzoo, the in-process limits, every peer with its users' usual
-image path and with convzoo's preprocessing, then convzoo again; each at c1 and c4 with the same photos.
+"""The phone-photo section: per model, convzoo, the in-process limits, then each peer with its users'
+usual image path and with convzoo's preprocessing followed by convzoo again; each at c1 and c4 with the
+same photos.
 
-A peer's ratio is to the mean of convzoo's two runs (before the peers, after them), so a drift of the
-shared host shows and is halved. A peer that is not installed or does not start keeps its row, with why.
+A peer's ratio is to the mean of convzoo's runs just before and just after it (its `bracket`: the index
+of the run before it), so a drift of the shared host shows and is halved; the in-process rows are
+compared with the first two runs. A peer that is not installed or does not start keeps its row, with why.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from bench.load import Body
 from bench.peers import Peer
 from bench.peers import run as peer_run
 from bench.peers.common import IMAGE_PATH
-from bench.phone import CONCURRENCIES, IMAGES_PER_POINT, MODELS, PHOTO, client, photos
+from bench.phone import CONCURRENCIES, IMAGES_PER_POINT, MODELS, OURS, PHOTO, client, photos
 from service.registry import load_registry, save_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +58,7 @@ def variants(chosen: list[Peer]) -> list[tuple[Peer, str]]:
         else:
             usual = dataclasses.replace(p, key=f"{p.key}-usual", env=((IMAGE_PATH, "usual"),))
             out.append((usual, "PIL + torchvision"))
-        out.append((p, "convzoo's preprocessing"))
+        out.append((p, OURS))
     return out
 
 
@@ -173,18 +175,21 @@ def run(chosen: list[Peer], host: dict[str, Any]) -> dict[str, Any]:
     }
     for model in MODELS:
         print(f"(phone) convzoo, {model}", flush=True)
-        result: dict[str, Any] = {"convzoo": section.convzoo(model)}
+        result: dict[str, Any] = {"convzoo_runs": [section.convzoo(model)], "peers": []}
         print(f"(phone) raw ONNX Runtime in-process, {model}", flush=True)
         result["limit"] = section.limit(model)
-        result["peers"] = []
-        for peer, image_path in variants(chosen):
-            print(f"(phone) {peer.label}, {image_path}, {model}", flush=True)
-            entry = section.peer(peer, image_path, model)
-            if not entry["points"]:
-                print(f"    {entry['status']}", flush=True)
-            result["peers"].append(entry)
-        print(f"(phone) convzoo again, {model}", flush=True)
-        result["convzoo_after"] = section.convzoo(model)
+        for peer in chosen:  # each peer's two rows, then convzoo again
+            entries = []
+            for variant, image_path in variants([peer]):
+                print(f"(phone) {variant.label}, {image_path}, {model}", flush=True)
+                entry = section.peer(variant, image_path, model)
+                if not entry["points"]:
+                    print(f"    {entry['status']}", flush=True)
+                entries.append({**entry, "bracket": len(result["convzoo_runs"]) - 1})
+            result["peers"] += entries
+            if any(e["points"] for e in entries):
+                print(f"(phone) convzoo again, after {peer.label}, {model}", flush=True)
+                result["convzoo_runs"].append(section.convzoo(model))
         out["models"][model] = result
     out["host"]["load_average_at_end"] = list(os.getloadavg())
     out["wall_s"] = round(time.monotonic() - started, 1)

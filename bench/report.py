@@ -396,8 +396,14 @@ def keeping_other_sections(new: str, old: str) -> str:
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    """The run's raw results (kept as measured in bench.json, with the targets) and everything rendered."""
+    """The run's raw results (kept as measured in bench.json, with the targets) and everything rendered;
+    a run without the phone-photo section keeps the last one's."""
     out.mkdir(parents=True, exist_ok=True)
+    previous = out / "bench.json"
+    if "phone" not in results and previous.is_file():
+        phone = json.loads(previous.read_text()).get("phone")
+        if phone is not None:
+            results["phone"] = phone
     run = Run.model_validate(results)
     run.targets = targets(run)
     results["targets"] = [t.model_dump() for t in run.targets]

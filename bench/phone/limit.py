@@ -10,7 +10,8 @@
 - `points`: per decode ("full": decoded at 12 MP, then convzoo's preprocessing; "reduced": convzoo's own
   decode) and per concurrency C, C threads each taking the next photo, decoding, preprocessing and running
   it as a batch of one through the service's session code and settings: images/s, p50/p99 of one photo's
-  decode-to-logits time, and the process's CPU per image.
+  decode-to-logits time, and the process's CPU per image; as many photos as the servers' points get
+  (`bench.phone.images_for`).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from typing import Any
 import numpy as np
 
 from bench.peers.common import usual_tensor
+from bench.phone import images_for
 from service import preprocess
 from service.registry import ModelEntry, load_registry
 from service.runtime import load_model
@@ -96,7 +98,7 @@ def _point(run: Callable[[bytes], Any], photos: list[bytes], concurrency: int, i
 
 
 def measure(
-    registry: Path, name: str, paths: list[Path], concurrencies: list[int], images: int
+    registry: Path, name: str, paths: list[Path], concurrencies: list[int], images: int, seconds: float
 ) -> dict[str, Any]:
     settings = Settings(registry_path=registry, calibration_s=0)
     entry = load_registry(registry).get(name)
@@ -118,7 +120,12 @@ def measure(
             return model.run(tensor(data)[None])
 
         run(photos[0])  # warm-up
-        out["points"][decode] = [_point(run, photos, c, images) for c in concurrencies]
+        points = out["points"][decode] = []
+        for c in concurrencies:
+            warm = _point(run, photos, c, max(c, len(photos)))  # as the servers' warm-up: every photo once
+            points.append(
+                _point(run, photos, c, images_for(warm["images_per_s"], len(photos), images, seconds))
+            )
     return out
 
 
@@ -127,11 +134,14 @@ def main() -> None:
     parser.add_argument("--registry", type=Path, required=True)
     parser.add_argument("--model", required=True)
     parser.add_argument("--concurrencies", default="1,4")
-    parser.add_argument("--images", type=int, default=24)
+    parser.add_argument("--images", type=int, default=24, help="photos per point, at least")
+    parser.add_argument(
+        "--min-seconds", type=float, default=4.0, help="and at least this long at the warm-up's rate"
+    )
     parser.add_argument("photos", type=Path, nargs="+")
     a = parser.parse_args()
     concurrencies = [int(c) for c in a.concurrencies.split(",")]
-    print(json.dumps(measure(a.registry, a.model, a.photos, concurrencies, a.images)))
+    print(json.dumps(measure(a.registry, a.model, a.photos, concurrencies, a.images, a.min_seconds)))
 
 
 if __name__ == "__main__":

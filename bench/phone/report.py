@@ -100,7 +100,8 @@ class PhoneRun(_Result):
     date: str
     host: PhoneHost
     photos: list[Photo]
-    images_per_point: int
+    images_per_point: int  # at least
+    min_point_s: float = 0.0  # and at least this long at the warm-up's rate
     models: dict[str, ModelResult]
     wall_s: float
 
@@ -239,8 +240,9 @@ def section(r: PhoneRun) -> str:
             f"side by side are the result, not the rates. {len(r.photos)} photos of {width}x{height} "
             f"(bench/phone/photos.py: the repository's photos scaled up, sensor-like noise, JPEG quality 90, "
             f"4:2:0; {min(sizes):.1f} to {max(sizes):.1f} MB; {portraits} tagged EXIF orientation 6, a "
-            f"portrait shot), sent in turn, one per request, {r.images_per_point} per point at each "
-            "concurrency after a warm-up that sends each once; a point ends when every photo is answered, so "
+            f"portrait shot), sent in turn, one per request, at each concurrency after a warm-up that sends "
+            f"each once: {r.images_per_point} per point, or {r.min_point_s:g} s of them at the warm-up's rate "
+            "where that is more (whole rounds of the photos); a point ends when every photo is answered, so "
             "server CPU per photo (user + system time of the server's processes over the point) counts no "
             "request left in flight. The photo model is the default, efficientnet_lite0 (its real weights); "
             "resnet50 has random weights, as above."

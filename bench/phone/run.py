@@ -25,7 +25,17 @@ from bench.load import Body
 from bench.peers import Peer
 from bench.peers import run as peer_run
 from bench.peers.common import IMAGE_PATH
-from bench.phone import CONCURRENCIES, IMAGES_PER_POINT, MODELS, OURS, PHOTO, client, photos
+from bench.phone import (
+    CONCURRENCIES,
+    IMAGES_PER_POINT,
+    MIN_POINT_S,
+    MODELS,
+    OURS,
+    PHOTO,
+    client,
+    images_for,
+    photos,
+)
 from service.registry import load_registry, save_registry
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -88,10 +98,11 @@ class Section:
 
     def point(self, srv: servers.Running, url: str, concurrency: int, bodies: list[Body]) -> dict[str, Any]:
         listing = client.write_bodies(bodies, WORK / f"bodies-{srv.pid}.json")
-        self._send(url, concurrency, max(concurrency, len(bodies)), listing)  # warm-up: every photo once
+        warm = self._send(url, concurrency, max(concurrency, len(bodies)), listing)  # every photo once
+        count = images_for(warm["images_per_s"], len(bodies))
         cpu0 = srv.cpu_s()
-        result = self._send(url, concurrency, IMAGES_PER_POINT, listing)
-        result["server_cpu_ms_per_request"] = (srv.cpu_s() - cpu0) * 1e3 / IMAGES_PER_POINT
+        result = self._send(url, concurrency, count, listing)
+        result["server_cpu_ms_per_request"] = (srv.cpu_s() - cpu0) * 1e3 / count
         print(
             f"    c={concurrency:<2} {result['images_per_s']:7.2f} images/s  p50 {result['p50_ms']:8.1f} ms  "
             f"p99 {result['p99_ms']:8.1f} ms  server CPU {result['server_cpu_ms_per_request']:7.1f} ms/image  "
@@ -119,6 +130,7 @@ class Section:
             model,
         ]
         cmd += ["--concurrencies", ",".join(map(str, CONCURRENCIES)), "--images", str(IMAGES_PER_POINT)]
+        cmd += ["--min-seconds", str(MIN_POINT_S)]
         env = servers.clean_env(**self._paths(model))
         done = subprocess.run(
             [*cmd, *map(str, self.photos)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900
@@ -171,6 +183,7 @@ def run(chosen: list[Peer], host: dict[str, Any]) -> dict[str, Any]:
         "host": {**host, "load_average_at_start": list(os.getloadavg())},
         "photos": [_photo(p) for p in section.photos],
         "images_per_point": IMAGES_PER_POINT,
+        "min_point_s": MIN_POINT_S,
         "models": {},
     }
     for model in MODELS:

@@ -205,3 +205,11 @@ def test_the_phone_section_alone_replaces_only_its_part(tmp_path: Path) -> None:
     kept = report.keeping_other_sections(f"# Benchmark\nnew\n\n{phone_report.HOW}\nhow\n", again)
     assert phone_report.old_section(kept) == phone_report.old_section(again)
     assert kept.count("<!-- perf_analyzer: begin -->") == 1
+
+
+def test_a_point_has_its_least_photos_or_its_seconds_of_them_in_whole_rounds() -> None:
+    from bench.phone import images_for
+
+    assert images_for(2.0, 4) == 24  # 12 s at the slowest rows' rate: the least count
+    assert images_for(20.0, 4) == 80  # 24 would be 1.2 s of a fast row
+    assert images_for(20.5, 4) == 84  # 82 photos, rounded up to whole rounds of the 4

@@ -275,6 +275,13 @@ def section(r: PhoneRun) -> str:
         *_costs(r),
         "",
         (
+            "A full decode is the same work for every model, and so is the reduced one here (JPEG's own "
+            "1/8 scale, 504x378, for a resize of 232 or 256): where the models' rows differ, they were "
+            "measured minutes apart on the shared host. PIL + torchvision resizes the 12 MP image with "
+            "antialiasing; convzoo's preprocessing resizes the reduced one."
+        ),
+        "",
+        (
             "TorchServe's stock handler opens the ONNX file as an ONNX Runtime session itself (one intra-op "
             "thread per core) but would call it like a torch module: the one method TorchServe's "
             "documentation has ONNX users write, inference(), runs it (bench/peers/torchserve_stock.py); "

@@ -13,7 +13,7 @@ help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
 	@echo "make test   the default test suite"
 	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests, convzoo, scripts; lint-imports (the rooms' rules)"
-	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML (docs/bench.md)"
+	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML, and 12 MP phone photos (docs/bench.md)"
 	@echo "make bench-cli  a folder of 2,000 photos through convzoo classify vs the server's own throughput (docs/bench-cli.md)"
 	@echo "make bench-rollout  versions swapped, canaried and shadowed under load (docs/bench-rollout.md)"
 	@echo "make bench-models  many random-weight ImageNet models under one memory budget (docs/bench-models.md)"
@@ -77,8 +77,10 @@ bench-auth: $(VENV)/.stamp
 # their pins never move the project's; the same onnxruntime as the development environment. A peer that
 # fails to install is reported by the bench as such and the others still run. TorchServe's Python worker
 # imports torch for its wire protocol (our handler does not use it): a .pth line, after the peers' own
-# packages, lends it the development environment's torch instead of a second multi-GB download.
-PEER_PACKAGES := "torchserve torch-model-archiver" nvidia-pytriton "litserve python-multipart" bentoml
+# packages, lends it the development environment's torch instead of a second multi-GB download (and
+# torchvision, which the phone photos' "PIL + torchvision" rows and TorchServe's stock image_classifier
+# handler use; that handler's module also imports captum).
+PEER_PACKAGES := "torchserve torch-model-archiver captum" nvidia-pytriton "litserve python-multipart" bentoml
 $(PEERS_VENV)/.stamp: $(VENV)/.stamp bench/peers/__init__.py
 	$(PYTHON) -m venv $(PEERS_VENV)
 	$(PEERS_VENV)/bin/pip install -q --upgrade pip

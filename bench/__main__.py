@@ -3,7 +3,8 @@
 (a) raw ONNX Runtime in-process, (b) convzoo over HTTP at concurrency 1, 8 and 32, (c) a naive FastAPI +
 PyTorch eager endpoint, (d) a bare FastAPI route, (e) the peers (bench/peers/: TorchServe, PyTriton,
 LitServe, BentoML) serving the same ONNX the same way, then convzoo again; then the worker-model sweep (processes x intra-op threads,
-batching on/off) for a small and a large model. Loopback only; every measurement has a fixed duration.
+batching on/off) for a small and a large model; then 12 MP phone photos through convzoo, raw ONNX Runtime and the peers
+(bench/phone/; alone: `--only phone`). Loopback only; every measurement has a fixed duration or a fixed count.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from bench.load import Body
 from bench.peers import PEERS, Peer, by_key
 from bench.peers import report as peer_report
 from bench.peers import run as peer_run
+from bench.phone import report as phone_report
+from bench.phone import run as phone_run
 from service.compute import cpus
 from service.core.settings import Settings
 
@@ -302,8 +305,21 @@ def main() -> None:
         default=",".join(p.key for p in PEERS),
         help="comma-separated peers to run side by side (bench/peers/), or 'none'",
     )
+    parser.add_argument("--no-phone", action="store_true", help="skip the phone-photo section")
+    parser.add_argument(
+        "--only", choices=["phone"], help="run one section alone and replace only its part of bench.json/md"
+    )
     a = parser.parse_args()
     chosen = [] if a.peers == "none" else by_key([k.strip() for k in a.peers.split(",") if k.strip()])
+    if a.only == "phone":
+        phone = phone_run.run(chosen, host())
+        report.write_phone(phone, a.out)
+        print(phone_report.section(phone_report.PhoneRun.model_validate(phone)), flush=True)
+        print(
+            f"bench: phone photos done in {phone['wall_s']:.0f} s; wrote {a.out}/bench.json, bench.md",
+            flush=True,
+        )
+        return
     started = time.monotonic()
     print("bench: preparing the workspace", flush=True)
     workspace.prepare()
@@ -347,6 +363,12 @@ def main() -> None:
             # The side-by-side figures above still get written; the failure is named in the output.
             print(f"bench: the worker-model sweep failed: {exc}", file=sys.stderr, flush=True)
             results["worker_model_error"] = str(exc)
+    if not a.no_phone:
+        try:
+            results["phone"] = phone_run.run(chosen, results["host"])
+        except (RuntimeError, subprocess.SubprocessError, OSError) as exc:
+            print(f"bench: the phone-photo section failed: {exc}", file=sys.stderr, flush=True)
+            results["phone_error"] = str(exc)
     results["host"]["load_average_at_end"] = list(os.getloadavg())
     results["wall_s"] = round(time.monotonic() - started, 1)
     report.write(results, a.out)

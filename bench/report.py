@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from bench.phone import report as phone_report
+
 SMALL, LARGE = "fmnist-lenet5", "resnet50"
 
 
@@ -118,6 +120,7 @@ class Run(Systems):
     wall_s: float
     bare_python_loadgen: list[Point] | None = None
     worker_model: list[SweepPoint] | None = None
+    phone: phone_report.PhoneRun | None = None
     targets: list[Target] = []
 
 
@@ -295,6 +298,8 @@ def markdown(r: Run) -> str:
             *sweep_table(r.worker_model),
             "",
         ]
+    if r.phone:
+        out += [phone_report.section(r.phone), ""]
     out += [
         "## How the systems are run",
         "",
@@ -378,8 +383,12 @@ PERF_ANALYZER_BEGIN, PERF_ANALYZER_END = "<!-- perf_analyzer: begin -->", "<!-- 
 
 
 def keeping_other_sections(new: str, old: str) -> str:
-    """The new bench.md text, with the section another tool wrote into the old one appended again."""
+    """The new bench.md text, with the section another tool wrote into the old one appended again, and
+    the old phone-photo section where this run has none."""
     new = new.rstrip("\n") + "\n"
+    phone = phone_report.old_section(old)
+    if phone is not None and phone_report.old_section(new) is None:
+        new = phone_report.replace_section(new, phone)
     if PERF_ANALYZER_BEGIN not in old or PERF_ANALYZER_END not in old:
         return new
     section = old[old.index(PERF_ANALYZER_BEGIN) : old.index(PERF_ANALYZER_END) + len(PERF_ANALYZER_END)]
@@ -387,8 +396,14 @@ def keeping_other_sections(new: str, old: str) -> str:
 
 
 def write(results: dict[str, Any], out: Path) -> None:
-    """The run's raw results (kept as measured in bench.json, with the targets) and everything rendered."""
+    """The run's raw results (kept as measured in bench.json, with the targets) and everything rendered;
+    a run without the phone-photo section keeps the last one's."""
     out.mkdir(parents=True, exist_ok=True)
+    previous = out / "bench.json"
+    if "phone" not in results and previous.is_file():
+        phone = json.loads(previous.read_text()).get("phone")
+        if phone is not None:
+            results["phone"] = phone
     run = Run.model_validate(results)
     run.targets = targets(run)
     results["targets"] = [t.model_dump() for t in run.targets]
@@ -398,6 +413,19 @@ def write(results: dict[str, Any], out: Path) -> None:
     plot(run, out / "bench.png")
     if run.worker_model:
         (out / "worker-model.md").write_text(worker_model_md(run))
+
+
+def write_phone(phone: dict[str, Any], out: Path) -> None:
+    """The phone-photo section alone (`python -m bench --only phone`): bench.json's "phone" and its
+    section of bench.md replaced, the rest of both left as the last full run wrote them."""
+    out.mkdir(parents=True, exist_ok=True)
+    section = phone_report.section(phone_report.PhoneRun.model_validate(phone))
+    data = out / "bench.json"
+    results = json.loads(data.read_text()) if data.is_file() else {}
+    results["phone"] = phone
+    data.write_text(json.dumps(results, indent=2) + "\n")
+    md = out / "bench.md"
+    md.write_text(phone_report.replace_section(md.read_text() if md.is_file() else "# Benchmark\n", section))
 
 
 def _label(x: SweepPoint) -> str:

@@ -84,9 +84,20 @@ def cpu_seconds(pid: int) -> float:
 
 
 def group_cpu_seconds(pgid: int) -> float:
-    """User and system CPU seconds so far of every live process of a process group."""
-    stats = (_stat(path) for path in Path("/proc").glob("[0-9]*/stat"))
-    return sum(s[11] + s[12] for s in stats if s and s[2] == pgid) / TICKS
+    """User and system CPU seconds so far of every live process of a process group, and of every
+    descendant of its leader that left the group (BentoML's workers start sessions of their own)."""
+    stats = {int(path.parent.name): s for path in Path("/proc").glob("[0-9]*/stat") if (s := _stat(path))}
+
+    def ours(pid: int) -> bool:
+        seen: set[int] = set()
+        while pid in stats and pid not in seen:
+            if pid == pgid or stats[pid][2] == pgid:  # [2]: the process group
+                return True
+            seen.add(pid)
+            pid = stats[pid][1]  # [1]: the parent
+        return False
+
+    return sum(s[11] + s[12] for pid, s in stats.items() if ours(pid)) / TICKS
 
 
 def _stat(path: Path) -> list[int]:
@@ -123,7 +134,8 @@ class Running:
         return self.log_path.read_text(errors="replace")
 
     def cpu_s(self) -> float:
-        """CPU seconds (user + system) used so far by every live process of the command's group."""
+        """CPU seconds (user + system) used so far by every live process of the command's group, and by
+        its descendants that left it."""
         return group_cpu_seconds(self.pid)
 
     def stop(self, timeout_s: float | None = None) -> int:

@@ -31,6 +31,7 @@ class Peer:
     ready: str  # answers 200 once the model is loaded
     start: tuple[str, ...]  # the command after the peers' interpreter directory; {port} {work} filled in
     ports: int = 1  # consecutive ports it binds
+    env: tuple[tuple[str, str], ...] = ()  # variables of its process besides the bench's
 
     def command(self, port: int, work: Path) -> list[str]:
         bindir = VENV / "bin"

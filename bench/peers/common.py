@@ -7,13 +7,16 @@ model as CONVZOO_PRELOAD), so every server classifies with exactly the same mode
 
 from __future__ import annotations
 
+import io
 import os
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from service.compute.runtime import LoadedModel, load_model
-from service.core.registry import load_registry
+from service.core.registry import ModelEntry, load_registry
 from service.core.settings import Settings
 from service.images import preprocess
 
@@ -21,6 +24,30 @@ from service.images import preprocess
 MAX_BATCH = 32
 MAX_DELAY_US = 1000
 TOP_K = 5
+# BENCH_PEER_IMAGE_PATH=usual: the peer prepares images the way its users usually do (`usual_tensor`)
+# instead of with convzoo's preprocessing.
+IMAGE_PATH = "BENCH_PEER_IMAGE_PATH"
+
+
+def usual_tensor(entry: ModelEntry) -> Callable[[bytes], np.ndarray]:
+    """The image path of the frameworks' tutorials: PIL.Image.open, convert("RGB") (a full decode) and
+    torchvision's Resize(256)/CenterCrop(224)/ToTensor/Normalize, with the model's mean and std."""
+    from torchvision import transforms
+
+    steps = transforms.Compose(
+        [
+            transforms.Resize(256),
+            transforms.CenterCrop(224),
+            transforms.ToTensor(),
+            transforms.Normalize(mean=entry.preprocessing.mean, std=entry.preprocessing.std),
+        ]
+    )
+
+    def tensor(data: bytes) -> np.ndarray:
+        image = Image.open(io.BytesIO(data)).convert("RGB")
+        return np.asarray(steps(image).numpy())
+
+    return tensor
 
 
 class Classifier:
@@ -34,9 +61,14 @@ class Classifier:
         self.labels = registry.labels_of(self.name)
         path = self.settings.models_dir / self.entry.artifact.path
         self.model: LoadedModel = load_model(path, self.entry, self.settings, max_batch_size=MAX_BATCH)
+        self.usual = usual_tensor(self.entry) if os.environ.get(IMAGE_PATH) == "usual" else None
 
     def tensor(self, data: bytes) -> np.ndarray:
-        image = preprocess.decode(data, max_pixels=self.settings.max_image_pixels)
+        if self.usual is not None:
+            return self.usual(data)
+        # convzoo's decode: reduced in size where the entry allows it, as /classify does
+        draft = preprocess.draft_size(self.entry.preprocessing)
+        image = preprocess.decode(data, max_pixels=self.settings.max_image_pixels, draft_size=draft)
         return preprocess.to_tensor(image, self.entry.preprocessing)
 
     def logits(self, batch: np.ndarray) -> np.ndarray:

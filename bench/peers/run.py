@@ -40,8 +40,8 @@ def body_for(peer: Peer, image: Body, directory: Path) -> Body:
     return Body(path, content_type, headers)
 
 
-def _env(paths: dict[str, str], work: Path) -> dict[str, str]:
-    env = servers.clean_env(**paths)
+def _env(paths: dict[str, str], work: Path, extra: tuple[tuple[str, str], ...] = ()) -> dict[str, str]:
+    env = servers.clean_env(**paths, **dict(extra))
     env.update(
         PYTHONPATH=str(ROOT),
         PATH=f"{VENV / 'bin'}:{env.get('PATH', '')}",
@@ -89,9 +89,9 @@ def measure(
     port = servers.free_port()
     try:
         with servers.serve(
-            peer.command(port, work), _env(paths, work), peer.ready, port, log, whole_group=True
+            peer.command(port, work), _env(paths, work, peer.env), peer.ready, port, log, whole_group=True
         ) as srv:
-            if peer.key == "torchserve":
+            if peer.key.startswith("torchserve"):
                 _torchserve_worker_ready(port)
             points = [load_point(srv, f"{srv.url}{peer.path}", c, body) for c in concurrencies]
     except (RuntimeError, OSError, subprocess.SubprocessError) as exc:

@@ -2,7 +2,8 @@
 maxBatchDelay 1 ms. The handler classifies with convzoo's registry entry, session and preprocessing.
 
 `python -m bench.peers.torchserve_peer --port P --work DIR` (in the peers' virtualenv) archives the handler
-and runs `torchserve --foreground` until it is stopped.
+and runs `torchserve --foreground` until it is stopped. `--handler stock`: TorchServe's own
+`image_classifier` handler instead (bench/peers/torchserve_stock.py), with the model's ONNX file and labels.
 """
 
 from __future__ import annotations
@@ -70,18 +71,32 @@ def _config(work: Path, port: int) -> Path:
     return path
 
 
+def _stock_files(work: Path) -> list[str]:
+    """The stock handler's archive: the model's ONNX file and its labels (index_to_name.json)."""
+    from service.core.registry import load_registry
+    from service.core.settings import Settings
+
+    settings, name = Settings(), os.environ["CONVZOO_PRELOAD"]
+    registry = load_registry(settings.registry_path)
+    labels = work / "index_to_name.json"
+    labels.write_text(json.dumps(dict(enumerate(registry.labels_of(name)))))
+    model = settings.models_dir / registry.get(name).artifact.path
+    handler = Path(__file__).with_name("torchserve_stock.py")  # imported by TorchServe's worker, not here
+    return ["--handler", str(handler), "--serialized-file", str(model), "--extra-files", str(labels)]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--port", type=int, required=True)  # and the next two: management, metrics
     parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--handler", choices=["convzoo", "stock"], default="convzoo")
     a = parser.parse_args()
     store = a.work / "store"
     store.mkdir(parents=True, exist_ok=True)
     bindir = Path(sys.executable).parent
     archiver = [str(bindir / "torch-model-archiver"), "--model-name", MODEL, "--version", "1.0"]
+    archiver += _stock_files(a.work) if a.handler == "stock" else ["--handler", __file__]
     archiver += [
-        "--handler",
-        __file__,
         "--export-path",
         str(store),
         "--archive-format",

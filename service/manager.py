@@ -5,6 +5,7 @@ requests, preloading, in-flight counts and inference (docs/model-lifecycle.md)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -22,6 +23,7 @@ from service.errors import ModelUnavailable, NotReady, Overloaded, ServiceError,
 from service.memory import bound_heap, rss_bytes, trim_heap
 from service.models import budget
 from service.models.artifacts import ArtifactProblem, missing, static_problem
+from service.models.batch_memory import BatchMemory, Grant
 from service.models.budget import EvictionReason, GreedyDual, Memory, Resident
 from service.models.calibrator import Calibrator
 from service.models.footprint import LoadMemory
@@ -63,7 +65,18 @@ class ModelManager:
         self._reload_lock = asyncio.Lock()
         self.stats = LifecycleStats()
         self._loader = Loader(settings)
-        self._calibrator = Calibrator(settings, self.stats, self._load_blocking, self._fits)
+        # The running batches' activations, beside the models as `_memory()` last counted them.
+        self.batch_memory = BatchMemory(settings.memory_budget_bytes, enabled=settings.batch_memory)
+        self._models_bytes = 0
+        self._calibrator = Calibrator(
+            settings,
+            self.stats,
+            self._load_blocking,
+            self._fits,
+            meter=self._loader.meter,
+            batches=self.batch_memory,
+        )
+        self.batch_memory.others = lambda: self._models_bytes + self._calibrator.reserved_bytes
         self._priorities = GreedyDual()
         self._loads: dict[str, asyncio.Task[ServiceError | None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -140,6 +153,13 @@ class ModelManager:
         initialise_runtime(self.settings)
         trim_heap()
         self.baseline_rss_bytes = rss_bytes()
+        loop = asyncio.get_running_loop()
+
+        def short(need: int) -> None:  # from a batcher thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: the service is stopping
+                loop.call_soon_threadsafe(self._evict_for_batch, need)
+
+        self.batch_memory.short = short
         self._preload_task = asyncio.create_task(self._preload(self.required_names()))
         if self.settings.background_calibration and self.settings.calibration_s > 0:
             self._spawn(self._calibrate_all())
@@ -295,6 +315,8 @@ class ModelManager:
         task = asyncio.create_task(self._load(state), name=f"load-{name}")
         self._loads[name] = task
         task.add_done_callback(lambda _: self._loads.pop(name, None))
+        task.add_done_callback(lambda _: self._memory())  # a failed load no longer counts for the batches
+        self._memory()
         return task
 
     async def _load(self, state: ModelState) -> ServiceError | None:
@@ -340,6 +362,7 @@ class ModelManager:
             threads=self.settings.inference_threads,
             hooks=self.batch_hooks,
             when_idle=self.settings.batch_when_idle,
+            admit=lambda images, deadline: self._admit(state, images, deadline),
         )
         state.model = model
         model.calibration = state.calibration
@@ -367,8 +390,13 @@ class ModelManager:
 
     # ---- memory budget -------------------------------------------------------------------------------
 
+    def _admit(self, state: ModelState, images: int, deadline: float) -> Grant | None:
+        """On a batcher thread: how many of a batch's images its activations let run now."""
+        return self.batch_memory.admit(state.entry.name, state.activation_figures, images, deadline)
+
     def _memory(self) -> Memory:
-        """What the budget policy sees: the loaded and loading models, and background calibration's sessions."""
+        """What the budget policy sees: the loaded and loading models, background calibration's sessions and
+        the running batches; the models' part is handed to the batches, which run beside it."""
         pinned = set(self._required_keys())
         residents = [
             Resident(
@@ -384,11 +412,18 @@ class ModelManager:
             for s in self._states.values()
             if s.status in ("loaded", "loading")
         ]
-        return Memory(self.settings.memory_budget_bytes, residents, self._calibrator.reserved_bytes)
+        memory = Memory(
+            self.settings.memory_budget_bytes,
+            residents,
+            self._calibrator.reserved_bytes,
+            self.batch_memory.reserved_bytes,
+        )
+        self._models_bytes = memory.models_bytes
+        return memory
 
     def loaded_bytes(self) -> int:
         """The memory the budget counts: loaded models, loading ones at their load peak, and background
-        calibration's sessions."""
+        calibration's sessions (the running batches' activations come on top: `batch_memory`)."""
         return self._memory().accounted
 
     def _fits(self, need: int) -> bool:
@@ -415,6 +450,19 @@ class ModelManager:
         victim.unload()
         self.stats.evictions[(victim.entry.name, reason)] += 1
         trim_heap()
+        self._memory()
+        self.batch_memory.changed()
+
+    def _evict_for_batch(self, need: int) -> None:
+        """A batch waits for `need` bytes of activations (one image's): evict idle models of lowest priority
+        until they fit beside what the budget counts (running batches included)."""
+        memory = self._memory()
+        over = memory.with_batches + need - memory.budget
+        for victim in memory.victims():
+            if over <= 0 or self._stopping:
+                return
+            self._evict(self._states[victim.name], "batches")
+            over -= victim.steady_bytes
 
     def _make_room(self, incoming: ModelState) -> None:
         """Evict the idle models of lowest priority until `incoming` fits the budget."""

@@ -74,6 +74,9 @@ class Settings(BaseSettings):
     cpu_mem_arena: bool = False  # ORT's CPU arena keeps every run's peak activations for good
     calibration_batch_size: int = Field(default=8, ge=1)  # the throughput run's batch: bounds its memory
     background_calibration: bool = True  # after start-up, calibrate every available model, one at a time
+    # running batches' activations count against the memory budget: a batch that would overrun it is cut
+    # smaller or waits (docs/model-lifecycle.md); false: they are not counted
+    batch_memory: bool = True
 
     # Hostile inputs and connections (docs/security.md)
     preprocess_large_threads: int = Field(default=1, ge=1)  # processes for images over the next setting

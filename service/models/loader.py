@@ -28,13 +28,13 @@ class Loader:
         self._threads = ThreadPoolExecutor(
             max_workers=settings.load_threads, thread_name_prefix="model-loader"
         )
-        self._meter = LoadMeter()
+        self.meter = LoadMeter()  # shared with the activations' measurement: one peak RSS
 
     def load_blocking(self, entry: ModelEntry, max_batch_size: int) -> tuple[LoadedModel, LoadMemory | None]:
         """Check, load and warm up the artifact here, measuring the RSS it took (None: overlapped a load)."""
         path = checked_artifact(entry, self._settings.models_dir)
         started = time.perf_counter()
-        model, growth = self._meter.run(
+        model, growth = self.meter.run(
             lambda: load_model(path, entry, self._settings, max_batch_size=max_batch_size)
         )
         measured = None if growth is None else growth.at_least(entry.artifact.bytes or 0)

@@ -14,6 +14,7 @@ from service.batcher import DynamicBatcher
 from service.errors import ModelUnavailable, unavailable_error
 from service.models import footprint
 from service.models.artifacts import ArtifactMissing, file_bytes
+from service.models.budget import Activations
 from service.models.footprint import LoadMemory
 from service.registry import ModelEntry
 from service.runtime import Calibration, LoadedModel
@@ -59,6 +60,7 @@ class ModelState:
     measurements: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
     load_peak_bytes: int | None = None  # measured: the median of the most RSS grew during recent loads
     peak_measurements: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
+    activations: Activations | None = None  # measured at calibration: a batch's fixed + per-image memory
     load_s: float | None = None  # the last load, measured: checksum, session, warm-up
     loaded_at: dt.datetime | None = None  # wall clock of the last completed load
     load_started: float | None = None  # time.monotonic() of the load in progress
@@ -83,6 +85,28 @@ class ModelState:
     def load_estimate_bytes(self) -> int:
         """What the model costs while it loads: its measured peak, else estimated from its file."""
         return footprint.load_estimate(self.size_bytes, self.memory_estimate_bytes, self.load_peak_bytes)
+
+    @property
+    def activation_figures(self) -> Activations:
+        """What a batch's activations cost: measured when they were, else estimated from the input."""
+        if self.activations is not None:
+            return self.activations
+        input_bytes = 4  # float32, as the batch is fed
+        for dim in self.entry.input.shape[1:]:
+            input_bytes *= dim if isinstance(dim, int) else 1
+        return footprint.activation_estimate(input_bytes)
+
+    @property
+    def activation_fixed_bytes(self) -> int:
+        return self.activation_figures.fixed
+
+    @property
+    def activation_per_image_bytes(self) -> int:
+        return self.activation_figures.per_image
+
+    @property
+    def activation_source(self) -> Literal["measured", "estimated"]:
+        return "measured" if self.activations is not None else "estimated"
 
     @property
     def idle(self) -> bool:

@@ -1,0 +1,111 @@
+"""The activations of the batches running now, held against the memory budget: a model's batcher asks before
+it runs a batch and gives the bytes back after it. A batch that would overrun the budget is cut smaller or
+waits for a running batch to end, within its deadline (the policy: `budget.admit_batch`)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from service.models.budget import Activations, RunBatch, admit_batch
+
+log = logging.getLogger("convzoo.manager")
+
+Event = str  # "cut": fewer images than asked; "wait": waited for room; "alone": ran over the budget alone
+
+
+@dataclass
+class Grant:
+    """Leave to run `images` images, holding `bytes` of the budget until `release`."""
+
+    images: int
+    bytes: int
+    _memory: BatchMemory | None = None
+
+    def release(self) -> None:
+        if self._memory is not None:
+            self._memory.release(self)
+            self._memory = None
+
+
+class BatchMemory:
+    """Thread-safe: batcher threads `admit` and `release`; the manager, on the event loop, keeps `others`
+    (the bytes its models and calibration sessions count) current and calls `changed` after evictions.
+    `short` is told, from a batcher thread, the bytes of one image of a batch that lacks room: the manager
+    then evicts idle models until they fit beside what it counts.
+    Disabled (CONVZOO_BATCH_MEMORY=false), every batch runs whole and nothing is counted."""
+
+    def __init__(self, budget: int, *, enabled: bool = True) -> None:
+        self.budget = budget
+        self.enabled = enabled
+        self.others: Callable[[], int] = lambda: 0
+        self.short: Callable[[int], None] = lambda need: None
+        self.events: Counter[tuple[str, Event]] = Counter()  # (model, event)
+        self._cond = threading.Condition()
+        self._reserved = 0
+        self._running = 0
+        self._alone_logged: set[str] = set()
+
+    @property
+    def reserved_bytes(self) -> int:
+        """The activations of the batches running now, as the budget counts them."""
+        return self._reserved
+
+    def admit(self, model: str, activations: Activations, wanted: int, deadline: float) -> Grant | None:
+        """Leave to run `wanted` images of `model`, or fewer; blocks while not one fits beside the running
+        batches. None when `deadline` (time.monotonic()) passes first."""
+        if not self.enabled:
+            return Grant(wanted, 0)
+        with self._cond:
+            waited = False
+            while True:
+                room = self.budget - self.others() - self._reserved
+                decision = admit_batch(room, activations, wanted, self._running)
+                if isinstance(decision, RunBatch):
+                    break
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                if not waited:
+                    self.events[(model, "wait")] += 1
+                    self.short(activations.bytes_for(1))
+                    waited = True
+                self._cond.wait(left)
+            need = activations.bytes_for(decision.images)
+            self._reserved += need
+            self._running += 1
+            self._count(model, decision, wanted, need, room)
+        return Grant(decision.images, need, self)
+
+    def _count(self, model: str, decision: RunBatch, wanted: int, need: int, room: int) -> None:
+        """The counters and the log line of one admission (lock held)."""
+        if decision.images < wanted:
+            self.events[(model, "cut")] += 1
+        if not decision.alone:
+            return
+        self.events[(model, "alone")] += 1
+        self.short(need)
+        level = logging.DEBUG if model in self._alone_logged else logging.WARNING
+        self._alone_logged.add(model)
+        log.log(
+            level,
+            "one image of model %s needs %.1f MB of activations beyond the memory budget; it runs alone, "
+            "and idle models are evicted to make room",
+            model,
+            (need - room) / 1e6,
+        )
+
+    def release(self, grant: Grant) -> None:
+        with self._cond:
+            self._reserved -= grant.bytes
+            self._running -= 1
+            self._cond.notify_all()
+
+    def changed(self) -> None:
+        """The models' memory went down (an eviction): waiting batches look again."""
+        with self._cond:
+            self._cond.notify_all()

@@ -195,6 +195,7 @@ class ModelManager:
 
     async def stop(self) -> None:
         self._stopping = self._calibrator.stopping = True
+        self.batch_memory.close()
         for task in [self._preload_task, *self._background, *self._loads.values()]:
             if task is not None and not task.done():
                 task.cancel()
@@ -453,6 +454,13 @@ class ModelManager:
         self._memory()
         self.batch_memory.changed()
 
+    def _batch_headroom(self, memory: Memory, incoming: ModelState) -> int:
+        """What a load leaves for activations: the batches running now and one image of the model loaded
+        for a request (with models packed to the budget, every batch would wait for one to end)."""
+        if not self.batch_memory.enabled:
+            return 0
+        return memory.batches_bytes + incoming.activation_figures.bytes_for(1)
+
     def _evict_for_batch(self, need: int) -> None:
         """A batch waits for `need` bytes of activations (one image's): evict idle models of lowest priority
         until they fit beside what the budget counts (running batches included)."""
@@ -467,8 +475,13 @@ class ModelManager:
     def _make_room(self, incoming: ModelState) -> None:
         """Evict the idle models of lowest priority until `incoming` fits the budget."""
         name = incoming.entry.name
+        memory = self._memory()
         decision = budget.room_for(
-            self._memory(), name, load_bytes=incoming.load_estimate_bytes, measured=incoming.memory_bytes
+            memory,
+            name,
+            load_bytes=incoming.load_estimate_bytes,
+            measured=incoming.memory_bytes,
+            headroom=self._batch_headroom(memory, incoming),
         )
         if isinstance(decision, budget.TooLarge):
             incoming.mark_unavailable(

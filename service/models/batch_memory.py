@@ -49,6 +49,7 @@ class BatchMemory:
         self._reserved = 0
         self._running = 0
         self._alone_logged: set[str] = set()
+        self._closed = False
 
     @property
     def reserved_bytes(self) -> int:
@@ -57,7 +58,7 @@ class BatchMemory:
 
     def admit(self, model: str, activations: Activations, wanted: int, deadline: float) -> Grant | None:
         """Leave to run `wanted` images of `model`, or fewer; blocks while not one fits beside the running
-        batches. None when `deadline` (time.monotonic()) passes first."""
+        batches. None when `deadline` (time.monotonic()) passes first, or the service stops."""
         if not self.enabled:
             return Grant(wanted, 0)
         with self._cond:
@@ -68,7 +69,7 @@ class BatchMemory:
                 if isinstance(decision, RunBatch):
                     break
                 left = deadline - time.monotonic()
-                if left <= 0:
+                if left <= 0 or self._closed:
                     return None
                 if not waited:
                     self.events[(model, "wait")] += 1
@@ -108,4 +109,10 @@ class BatchMemory:
     def changed(self) -> None:
         """The models' memory went down (an eviction): waiting batches look again."""
         with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        """The service is stopping: batches waiting for room give up (their requests are answered)."""
+        with self._cond:
+            self._closed = True
             self._cond.notify_all()

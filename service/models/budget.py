@@ -99,26 +99,28 @@ class NoRoomNow:
 
 
 def room_for(
-    memory: Memory, name: str, *, load_bytes: int, measured: int | None
+    memory: Memory, name: str, *, load_bytes: int, measured: int | None, headroom: int = 0
 ) -> Evict | TooLarge | NoRoomNow:
     """What to evict so that model `name`, not resident, can load: `load_bytes` while it loads, `measured`
-    its steady figure where known."""
+    its steady figure where known. `headroom`: room for activations beside it (the batches running now and
+    one image of its own), made where idle models allow, never a reason to refuse the load."""
     room = memory.budget - memory.pinned_bytes(exclude=name)  # what eviction can ever make free
     if measured is not None and measured > room:
         return TooLarge(measured, max(room, 0))
     need = min(load_bytes, max(room, 0))  # an estimate may be too high: try with what there is
     over = memory.accounted + need - memory.budget
-    if over <= 0:
+    wanted = over + max(headroom, 0)
+    if wanted <= 0:
         return Evict(())
     candidates = memory.victims(exclude=name)
     if sum(c.steady_bytes for c in candidates) < over:
         return NoRoomNow()
     chosen: list[str] = []
     for victim in candidates:
-        if over <= 0:
+        if wanted <= 0:
             break
         chosen.append(victim.name)
-        over -= victim.steady_bytes
+        wanted -= victim.steady_bytes
     return Evict(tuple(chosen))
 
 

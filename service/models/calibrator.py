@@ -116,6 +116,14 @@ class Calibrator:
                 self._meter,
                 grant.images,
             )
+            if activations is not None:
+                log.info(
+                    "model %s: activations %.1f MB + %.2f MB per image (measured at batch 1 and %d)",
+                    state.entry.name,
+                    activations.fixed / 1e6,
+                    activations.per_image / 1e6,
+                    grant.images,
+                )
             return cal, activations
         finally:
             grant.release()

@@ -196,3 +196,17 @@ def test_batches_are_cut_in_the_service_process_behind_fronts(
     cut = ("convzoo_batch_memory_events_total", frozenset({("model", name), ("event", "cut")}))
     assert metrics[cut] >= 1
     assert metrics[("convzoo_batch_memory_reserved_bytes", frozenset())] == 0
+
+
+def test_a_batch_waiting_for_room_gives_up_when_the_service_stops() -> None:
+    gate = BatchMemory(50 * MB)
+    running = gate.admit("a", ACTS, 5, later())
+    got: list[Grant | None] = []
+    thread = threading.Thread(target=lambda: got.append(gate.admit("b", ACTS, 1, later())))
+    thread.start()
+    until_true(lambda: gate.events[("b", "wait")] == 1)
+    gate.close()
+    thread.join(10)
+    assert got == [None]
+    assert running is not None
+    running.release()

@@ -319,3 +319,16 @@ def test_running_batches_come_on_top_of_what_loads_make_room_for() -> None:
     mem = Memory(100 * MB, [idle("a", 40, 1.0), idle("b", 30, 2.0)], batches_bytes=20 * MB)
     assert mem.models_bytes == 70 * MB and mem.accounted == 70 * MB and mem.with_batches == 90 * MB
     assert room_for(mem, "incoming", load_bytes=20 * MB, measured=None) == Evict(())
+
+
+def test_a_load_makes_headroom_for_activations_where_idle_models_allow() -> None:
+    mem = memory(100, idle("cold", 30, 1.0), idle("warm", 30, 2.0))
+    assert room(mem, load_mb=40) == Evict(())
+    assert room_for(mem, "incoming", load_bytes=40 * MB, measured=None, headroom=5 * MB) == Evict(("cold",))
+
+
+def test_headroom_never_refuses_a_load() -> None:
+    pinned = Resident("default", steady_bytes=30 * MB, pinned=True)
+    mem = memory(100, pinned, idle("cold", 30, 1.0))
+    # 40 MB fit once "cold" goes; the 50 MB of headroom cannot be made, and the load goes ahead
+    assert room_for(mem, "incoming", load_bytes=40 * MB, measured=None, headroom=50 * MB) == Evict(("cold",))

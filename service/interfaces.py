@@ -87,7 +87,7 @@ class ModelStatus(Protocol):
     @property
     def activation_per_image_bytes(self) -> int: ...
     @property
-    def activation_source(self) -> str: ...  # measured (at calibration) or estimated (from the input)
+    def activation_source(self) -> str: ...  # measured (calibration), first-run (after a load), estimated
 
 
 class Models(Protocol):

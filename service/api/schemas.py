@@ -216,7 +216,8 @@ class ModelSummary(BaseModel):
     # a running batch's activations, counted against the memory budget: fixed + per image
     activation_fixed_bytes: int
     activation_per_image_bytes: int
-    activation_source: Literal["measured", "estimated"]  # measured at calibration, else from the input
+    # measured (fixed + per image, at calibration), first-run (one batch-1 run after the load), estimated
+    activation_source: Literal["measured", "first-run", "estimated"]
     last_load_s: float | None
     last_loaded_at: str | None  # ISO 8601, UTC
     loads: int

@@ -24,12 +24,13 @@ ESTIMATE_FACTOR = 2.0
 ESTIMATE_OVERHEAD_BYTES = 8_000_000
 LOAD_PEAK_FACTOR = 3.0  # while loading: the serialized graph, the weights and their pre-packed copies
 RECENT_LOADS = 5  # measurements a model's figure is the median of
-# Until a model's activations have been measured, a batch is estimated at this many times its input's bytes
-# per image. Measured with the CPU arena off (peak RSS growth of one run, heap trimmed): 12x the input for
-# resnet50, 19x densenet121, 21x efficientnet_b0, 48x fmnist-resnet20 (0.15 MB an image); linear in the
-# batch from 1 to 32 within 1%, with no fixed part above 0.5 MB.
+# Until a model's activations have been measured, an image's are estimated at this many times its input's
+# bytes, plus a constant. Measured with the CPU arena off (peak RSS growth of one run, heap trimmed): 7x the
+# input for resnet18, 12x resnet50, 19x densenet121, 21x efficientnet_b0 (12.9 MB an image); 22x
+# fmnist-lenet5 to 77x fmnist-resnet-v1 (0.24 MB), which the constant covers. Linear in the batch from 1 to
+# 32 within 1%, with no fixed part above 0.5 MB.
 ACTIVATION_INPUT_FACTOR = 64
-ACTIVATION_FIXED_BYTES = 1_000_000
+ACTIVATION_IMAGE_BYTES = 512 * 1024
 ACTIVATION_REPEATS = 3  # runs at each batch size; their median is taken
 ACTIVATION_RETRY_S = 0.2  # after a run that a load overlapped
 
@@ -41,12 +42,13 @@ class LoadMemory:
 
     steady: int
     peak: int | None  # None where the peak RSS cannot be reset (not Linux)
+    first_image: int | None = None  # the most one batch-1 run after the load grew the RSS: its activations
 
     def at_least(self, file_bytes: int) -> LoadMemory:
         """RSS growth misses memory the heap had already touched and freed; the weights are held at least
         once."""
         peak = None if self.peak is None else max(self.peak, file_bytes)
-        return LoadMemory(max(self.steady, file_bytes), peak)
+        return LoadMemory(max(self.steady, file_bytes), peak, self.first_image)
 
 
 class LoadMeter:
@@ -116,9 +118,9 @@ def load_estimate(file_bytes: int, steady: int, measured_peak: int | None) -> in
 
 
 def activation_estimate(input_bytes_per_image: int) -> Activations:
-    """A batch's activations before they were measured: a multiple of the input that exceeded every
-    model measured (ACTIVATION_INPUT_FACTOR)."""
-    return Activations(ACTIVATION_FIXED_BYTES, ACTIVATION_INPUT_FACTOR * input_bytes_per_image)
+    """A batch's activations before anything was measured: per image, a multiple of the input and a
+    constant that exceeded every model measured (ACTIVATION_INPUT_FACTOR)."""
+    return Activations(0, ACTIVATION_INPUT_FACTOR * input_bytes_per_image + ACTIVATION_IMAGE_BYTES)
 
 
 def measure_activations(run: Callable[[int], object], meter: LoadMeter, largest: int) -> Activations | None:

@@ -7,6 +7,9 @@ import asyncio
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
 
 from service.errors import DeadlineExceeded, ServiceError
 from service.models.artifacts import checked_artifact
@@ -38,6 +41,9 @@ class Loader:
             lambda: load_model(path, entry, self._settings, max_batch_size=max_batch_size)
         )
         measured = None if growth is None else growth.at_least(entry.artifact.bytes or 0)
+        if measured is not None:  # one image's activations, until calibration fits fixed + per image
+            one = np.zeros((1, *model.sample_shape), dtype=np.float32)
+            measured = replace(measured, first_image=self.meter.probe(lambda: model.run(one)))
         log.info(
             "model %s loaded in %.2f s on %s, %s",
             entry.name,

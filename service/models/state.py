@@ -23,6 +23,8 @@ from service.settings import Settings
 log = logging.getLogger("convzoo.manager")
 
 Status = Literal["available", "loading", "loaded", "unavailable"]
+# measured: fixed + per image, at calibration; first-run: one batch-1 run after the load; estimated: the input
+ActivationSource = Literal["measured", "first-run", "estimated"]
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class ModelState:
     load_peak_bytes: int | None = None  # measured: the median of the most RSS grew during recent loads
     peak_measurements: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
     activations: Activations | None = None  # measured at calibration: a batch's fixed + per-image memory
+    first_image_bytes: int | None = None  # measured after the last load: one batch-1 run's activations
     load_s: float | None = None  # the last load, measured: checksum, session, warm-up
     loaded_at: dt.datetime | None = None  # wall clock of the last completed load
     load_started: float | None = None  # time.monotonic() of the load in progress
@@ -91,6 +94,8 @@ class ModelState:
         """What a batch's activations cost: measured when they were, else estimated from the input."""
         if self.activations is not None:
             return self.activations
+        if self.first_image_bytes is not None:  # one run: its fixed part counted for every image
+            return Activations(0, self.first_image_bytes)
         input_bytes = 4  # float32, as the batch is fed
         for dim in self.entry.input.shape[1:]:
             input_bytes *= dim if isinstance(dim, int) else 1
@@ -105,8 +110,10 @@ class ModelState:
         return self.activation_figures.per_image
 
     @property
-    def activation_source(self) -> Literal["measured", "estimated"]:
-        return "measured" if self.activations is not None else "estimated"
+    def activation_source(self) -> ActivationSource:
+        if self.activations is not None:
+            return "measured"
+        return "first-run" if self.first_image_bytes is not None else "estimated"
 
     @property
     def idle(self) -> bool:
@@ -117,6 +124,8 @@ class ModelState:
         """Take a load's measurement into the model's figures (the medians of its recent loads)."""
         if measured is None:
             return
+        if measured.first_image is not None:
+            self.first_image_bytes = measured.first_image
         self.measurements.append(measured.steady)
         self.memory_bytes = footprint.median_bytes(self.measurements)
         if measured.peak is not None:

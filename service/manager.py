@@ -324,7 +324,9 @@ class ModelManager:
         """One load on the loader threads; the outcome is recorded on the state, also when nobody waits."""
         name = state.entry.name
         try:
-            model, measured, seconds = await self._loader.load(state.entry, state.policy.max_batch_size)
+            model, measured, seconds = await self._loader.load(
+                state.entry, state.policy.max_batch_size, first=self.batch_memory.drain
+            )
         except (ArtifactProblem, RuntimeUnavailable) as exc:
             return self._load_failed(state, exc)
         except Exception:

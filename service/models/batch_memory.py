@@ -15,6 +15,7 @@ from service.models.budget import Activations, RunBatch, admit_batch
 
 log = logging.getLogger("convzoo.manager")
 
+DRAIN_S = 2.0  # a load waits at most this long for running batches to end (a slow batch: resnet50 at 32)
 Event = str  # "cut": fewer images than asked; "wait": waited for room; "alone": ran over the budget alone
 
 
@@ -110,6 +111,20 @@ class BatchMemory:
         """The models' memory went down (an eviction): waiting batches look again."""
         with self._cond:
             self._cond.notify_all()
+
+    def drain(self, timeout_s: float = DRAIN_S) -> None:
+        """Before a load, whose peak the models now count: wait until the batches running beside it fit the
+        budget with it (no new batch is admitted beyond it, and a batch lasts milliseconds), at most
+        `timeout_s`."""
+        if not self.enabled:
+            return
+        deadline = time.monotonic() + timeout_s
+        with self._cond:
+            while self._running and self.others() + self._reserved > self.budget and not self._closed:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return
+                self._cond.wait(left)
 
     def close(self) -> None:
         """The service is stopping: batches waiting for room give up (their requests are answered)."""

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -57,12 +58,18 @@ class Loader:
         return model, measured
 
     async def load(
-        self, entry: ModelEntry, max_batch_size: int
+        self, entry: ModelEntry, max_batch_size: int, *, first: Callable[[], object] = lambda: None
     ) -> tuple[LoadedModel, LoadMemory | None, float]:
-        """`load_blocking` on a loader thread; also the seconds it took, waiting for a thread included."""
+        """`load_blocking` on a loader thread, after `first` there (blocking: room for the load's peak); also
+        the seconds it took, waiting for a thread included."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        model, measured = await loop.run_in_executor(self._threads, self.load_blocking, entry, max_batch_size)
+
+        def work() -> tuple[LoadedModel, LoadMemory | None]:
+            first()
+            return self.load_blocking(entry, max_batch_size)
+
+        model, measured = await loop.run_in_executor(self._threads, work)
         return model, measured, time.perf_counter() - started
 
     def shutdown(self) -> None:

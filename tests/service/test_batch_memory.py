@@ -210,3 +210,26 @@ def test_a_batch_waiting_for_room_gives_up_when_the_service_stops() -> None:
     assert got == [None]
     assert running is not None
     running.release()
+
+
+def test_a_load_waits_for_the_batches_running_beside_its_peak_to_end() -> None:
+    gate = BatchMemory(50 * MB)
+    models = [0]
+    gate.others = lambda: models[0]
+    running = gate.admit("a", ACTS, 4, later())  # 40 MB
+    assert running is not None
+    models[0] = 30 * MB  # a load starts: its peak counts, 20 MB over with the running batch
+    released = threading.Event()
+    drained: list[bool] = []
+
+    def load() -> None:
+        gate.drain(30)
+        drained.append(released.is_set())
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    released.set()
+    running.release()
+    thread.join(10)
+    assert drained == [True]
+    gate.drain(30)  # nothing running: at once

@@ -152,7 +152,7 @@ class ModelManager:
         bound_heap()
         initialise_runtime(self.settings)
         trim_heap()
-        self.baseline_rss_bytes = rss_bytes()
+        self.baseline_rss_bytes = self.batch_memory.baseline = rss_bytes()
         loop = asyncio.get_running_loop()
 
         def short(need: int) -> None:  # from a batcher thread
@@ -465,9 +465,10 @@ class ModelManager:
 
     def _evict_for_batch(self, need: int) -> None:
         """A batch waits for `need` bytes of activations (one image's): evict idle models of lowest priority
-        until they fit beside what the budget counts (running batches included)."""
+        until they fit beside what the budget counts (running batches included) or, when more, the
+        process's RSS above its baseline."""
         memory = self._memory()
-        over = memory.with_batches + need - memory.budget
+        over = max(memory.with_batches, self.process_bytes()) + need - memory.budget
         for victim in memory.victims():
             if over <= 0 or self._stopping:
                 return

@@ -11,10 +11,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from service.memory import rss_bytes
 from service.models.budget import Activations, RunBatch, admit_batch
 
 log = logging.getLogger("convzoo.manager")
 
+RECHECK_S = 0.05  # a waiting batch looks again this often: the RSS falls without telling anyone
 DRAIN_S = 2.0  # a load waits at most this long for running batches to end (a slow batch: resnet50 at 32)
 Event = str  # "cut": fewer images than asked; "wait": waited for room; "alone": ran over the budget alone
 
@@ -43,6 +45,7 @@ class BatchMemory:
     def __init__(self, budget: int, *, enabled: bool = True) -> None:
         self.budget = budget
         self.enabled = enabled
+        self.baseline = 0  # the process's RSS before any model (0: not known, the RSS is not read)
         self.others: Callable[[], int] = lambda: 0
         self.short: Callable[[int], None] = lambda need: None
         self.events: Counter[tuple[str, Event]] = Counter()  # (model, event)
@@ -57,17 +60,29 @@ class BatchMemory:
         """The activations of the batches running now, as the budget counts them."""
         return self._reserved
 
-    def admit(self, model: str, activations: Activations, wanted: int, deadline: float) -> Grant | None:
+    def room(self) -> int:
+        """What the budget leaves for one more batch (lock held): beside the running batches and the models,
+        these at what the manager counts or, when more, at the process's RSS above its baseline less the
+        running batches' part (memory no figure has: a load measured low, buffers, the heap)."""
+        models = self.others()
+        if self.baseline > 0:
+            models = max(models, rss_bytes() - self.baseline - self._reserved)
+        return self.budget - models - self._reserved
+
+    def admit(
+        self, model: str, activations: Activations, wanted: int, deadline: float, *, urgent: bool = True
+    ) -> Grant | None:
         """Leave to run `wanted` images of `model`, or fewer; blocks while not one fits beside the running
-        batches. None when `deadline` (time.monotonic()) passes first, or the service stops."""
+        batches. None when `deadline` (time.monotonic()) passes first, or the service stops; and, when not
+        `urgent` (calibration), rather than run one image alone over the budget."""
         if not self.enabled:
             return Grant(wanted, 0)
         with self._cond:
             waited = False
             while True:
-                room = self.budget - self.others() - self._reserved
+                room = self.room()
                 decision = admit_batch(room, activations, wanted, self._running)
-                if isinstance(decision, RunBatch):
+                if isinstance(decision, RunBatch) and (urgent or not decision.alone):
                     break
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
@@ -76,7 +91,7 @@ class BatchMemory:
                     self.events[(model, "wait")] += 1
                     self.short(activations.bytes_for(1))
                     waited = True
-                self._cond.wait(left)
+                self._cond.wait(min(left, RECHECK_S))
             need = activations.bytes_for(decision.images)
             self._reserved += need
             self._running += 1
@@ -120,11 +135,11 @@ class BatchMemory:
             return
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self._running and self.others() + self._reserved > self.budget and not self._closed:
+            while self._running and self.room() < 0 and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return
-                self._cond.wait(left)
+                self._cond.wait(min(left, RECHECK_S))
 
     def close(self) -> None:
         """The service is stopping: batches waiting for room give up (their requests are answered)."""

@@ -98,9 +98,11 @@ class Calibrator:
         """Latency and throughput (unless measured already), then the activations: within the memory
         budget, at a batch cut smaller where the budget leaves no room for the configured one."""
         size = min(self._settings.calibration_batch_size, model.max_batch_size)
-        deadline = time.monotonic() + self._settings.request_timeout_s
-        grant = self._batches.admit(state.entry.name, state.activation_figures, size, deadline)
-        if grant is None:
+        # No wait: a calibration waiting for room would hold the session, which an eviction could not free.
+        grant = self._batches.admit(
+            state.entry.name, state.activation_figures, size, time.monotonic(), urgent=False
+        )
+        if grant is None:  # no room now: a later pass (background calibration) tries again
             return None, None
         try:
             cal = state.calibration or calibrate(

@@ -52,6 +52,7 @@ class Loader:
             model.providers[0],
             f"{measured.steady / 1e6:.1f} MB measured"
             + (f", {measured.peak / 1e6:.1f} MB at its peak" if measured.peak else "")
+            + (f", {measured.first_image / 1e6:.1f} MB for one image" if measured.first_image else "")
             if measured is not None
             else "memory not measured (parallel load)",
         )

@@ -63,7 +63,8 @@ class ModelState:
     load_peak_bytes: int | None = None  # measured: the median of the most RSS grew during recent loads
     peak_measurements: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
     activations: Activations | None = None  # measured at calibration: a batch's fixed + per-image memory
-    first_image_bytes: int | None = None  # measured after the last load: one batch-1 run's activations
+    first_image_bytes: int | None = None  # measured after loads: the most of one batch-1 run's activations
+    first_images: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
     load_s: float | None = None  # the last load, measured: checksum, session, warm-up
     loaded_at: dt.datetime | None = None  # wall clock of the last completed load
     load_started: float | None = None  # time.monotonic() of the load in progress
@@ -124,8 +125,9 @@ class ModelState:
         """Take a load's measurement into the model's figures (the medians of its recent loads)."""
         if measured is None:
             return
-        if measured.first_image is not None:
-            self.first_image_bytes = measured.first_image
+        if measured.first_image is not None:  # one run each: the most, as memory freed meanwhile lowers one
+            self.first_images.append(measured.first_image)
+            self.first_image_bytes = max(self.first_images)
         self.measurements.append(measured.steady)
         self.memory_bytes = footprint.median_bytes(self.measurements)
         if measured.peak is not None:

@@ -457,11 +457,14 @@ class ModelManager:
         self.batch_memory.changed()
 
     def _batch_headroom(self, memory: Memory, incoming: ModelState) -> int:
-        """What a load leaves for activations: the batches running now and one image of the model loaded
-        for a request (with models packed to the budget, every batch would wait for one to end)."""
+        """What a load leaves beside it, where idle models allow: room for the batches running now and one
+        image of the model loaded for a request (with models packed to the budget, every batch would wait for
+        one to end), and for the memory the process holds that the figures miss."""
         if not self.batch_memory.enabled:
             return 0
-        return memory.batches_bytes + incoming.activation_figures.bytes_for(1)
+        # the RSS above the baseline that no figure accounts for (loads measured low or not at all)
+        untracked = self.process_bytes() - memory.batches_bytes - memory.accounted
+        return memory.batches_bytes + incoming.activation_figures.bytes_for(1) + max(untracked, 0)
 
     def _evict_for_batch(self, need: int) -> None:
         """A batch waits for `need` bytes of activations (one image's): evict idle models of lowest priority

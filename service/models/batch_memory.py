@@ -82,7 +82,9 @@ class BatchMemory:
             while True:
                 room = self.room()
                 decision = admit_batch(room, activations, wanted, self._running)
-                if isinstance(decision, RunBatch) and (urgent or not decision.alone):
+                # Alone over the budget only once idle models had the chance to be evicted for it.
+                alone = isinstance(decision, RunBatch) and decision.alone
+                if isinstance(decision, RunBatch) and (not alone or (urgent and waited)):
                     break
                 left = deadline - time.monotonic()
                 if left <= 0 or self._closed:
@@ -105,13 +107,12 @@ class BatchMemory:
         if not decision.alone:
             return
         self.events[(model, "alone")] += 1
-        self.short(need)
         level = logging.DEBUG if model in self._alone_logged else logging.WARNING
         self._alone_logged.add(model)
         log.log(
             level,
-            "one image of model %s needs %.1f MB of activations beyond the memory budget; it runs alone, "
-            "and idle models are evicted to make room",
+            "one image of model %s needs %.1f MB of activations beyond the memory budget, and no idle model "
+            "was left to evict: it runs alone",
             model,
             (need - room) / 1e6,
         )

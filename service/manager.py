@@ -325,7 +325,9 @@ class ModelManager:
         name = state.entry.name
         try:
             model, measured, seconds = await self._loader.load(
-                state.entry, state.policy.max_batch_size, first=self.batch_memory.drain
+                state.entry,
+                state.policy.max_batch_size,
+                first=lambda: self.batch_memory.drain(loading=lambda: self._loader.meter.loading),
             )
         except (ArtifactProblem, RuntimeUnavailable) as exc:
             return self._load_failed(state, exc)

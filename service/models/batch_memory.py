@@ -17,7 +17,7 @@ from service.models.budget import Activations, RunBatch, admit_batch
 log = logging.getLogger("convzoo.manager")
 
 RECHECK_S = 0.05  # a waiting batch looks again this often: the RSS falls without telling anyone
-DRAIN_S = 2.0  # a load waits at most this long for running batches to end (a slow batch: resnet50 at 32)
+DRAIN_S = 2.0  # a load waits at most this long for running batches and loads (resnet34 loaded in 1.2 s)
 Event = str  # "cut": fewer images than asked; "wait": waited for room; "alone": ran over the budget alone
 
 
@@ -128,15 +128,15 @@ class BatchMemory:
         with self._cond:
             self._cond.notify_all()
 
-    def drain(self, timeout_s: float = DRAIN_S) -> None:
-        """Before a load, whose peak the models now count: wait until the batches running beside it fit the
-        budget with it (no new batch is admitted beyond it, and a batch lasts milliseconds), at most
-        `timeout_s`."""
+    def drain(self, timeout_s: float = DRAIN_S, *, loading: Callable[[], bool] = lambda: False) -> None:
+        """Before a load, whose peak the models now count: while that leaves no room, wait for the running
+        batches (a batch lasts milliseconds, and no new one is admitted beyond it) and for the other loads
+        (`loading`: their peaks pass) to end, at most `timeout_s`; then the load goes ahead."""
         if not self.enabled:
             return
         deadline = time.monotonic() + timeout_s
         with self._cond:
-            while self._running and self.room() < 0 and not self._closed:
+            while (self._running or loading()) and self.room() < 0 and not self._closed:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     return

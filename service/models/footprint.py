@@ -78,6 +78,11 @@ class LoadMeter:
         steady = max(after - before, 0)
         return result, LoadMemory(steady, max(peak - before, steady) if peak_known else None)
 
+    @property
+    def loading(self) -> bool:
+        """A load is being measured now."""
+        return self._running > 0
+
     def probe(self, work: Callable[[], object]) -> int | None:
         """The most the RSS grew while `work` ran (a batch's activations), or None without running it while
         a load is measured. Loads come first: the peak is reset only while none runs (under the lock loads

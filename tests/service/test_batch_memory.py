@@ -233,3 +233,22 @@ def test_a_load_waits_for_the_batches_running_beside_its_peak_to_end() -> None:
     thread.join(10)
     assert drained == [True]
     gate.drain(30)  # nothing running: at once
+
+
+def test_a_load_waits_for_another_load_while_the_budget_has_no_room() -> None:
+    gate = BatchMemory(50 * MB)
+    gate.others = lambda: 60 * MB  # two loads counted at their peaks: over the budget
+    other_load = [True]
+    finished = threading.Event()
+    drained: list[bool] = []
+
+    def load() -> None:
+        gate.drain(30, loading=lambda: other_load[0])
+        drained.append(finished.is_set())
+
+    thread = threading.Thread(target=load)
+    thread.start()
+    finished.set()
+    other_load[0] = False  # the other load ends (its peak passes): nothing left to wait for
+    thread.join(10)
+    assert drained == [True]

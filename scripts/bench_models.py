@@ -428,8 +428,12 @@ def main() -> None:
     results = [run_workload(args, w, models, args.port) for w in args.workloads.split(",")]
     for r in results:
         print(json.dumps(asdict(r)), flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=args.code, capture_output=True, text=True, check=False
+    commit = subprocess.run(  # a plain copy of a checkout (no .git of its own) has no commit to name
+        ["git", "rev-parse", "--short", "HEAD"] if (args.code / ".git").exists() else ["true"],
+        cwd=args.code,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     doc["runs"][args.label] = {

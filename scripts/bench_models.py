@@ -77,6 +77,8 @@ class WorkloadResult:
     evictions_per_min: float
     baseline_rss_mb: float
     peak_rss_mb: float
+    process_baseline_mb: float | None  # the server's own baseline: its RSS at start-up, before any model
+    over_target_mb: float | None  # peak RSS - (budget + process baseline); <= 0 meets the target
     probe_requests: int
     probe_p50_ms: float | None
     probe_p99_ms: float | None
@@ -148,6 +150,12 @@ def start_server(code: Path, scratch: Path, port: int, budget_mb: float, log: Pa
         return start(launch)
     except LaunchError as exc:
         raise SystemExit(str(exc)) from exc
+
+
+def process_baseline_mb(metrics: str) -> float | None:
+    """The RSS the server took as its baseline before any model (None: a server without the metric)."""
+    found = re.search(r"^convzoo_process_baseline_bytes (\S+)", metrics, re.MULTILINE)
+    return round(float(found.group(1)) / 2**20, 1) if found else None
 
 
 def count_lifecycle(metrics: str, log_text: str) -> tuple[int, int]:
@@ -266,8 +274,12 @@ def summarise(
     baseline: float,
     loads: int,
     evictions: int,
+    process_baseline: float | None,
 ) -> WorkloadResult:
     results, probe = run.results, run.probe
+    # RSS is read in MiB, the budget is set in MB (10^6 bytes): compared in MiB.
+    target = None if process_baseline is None else budget_mb * 1e6 / 2**20 + process_baseline
+    over = None if target is None else round(run.peak_rss_mb - target, 1)
     ok = [o.seconds for _, o in results if o.status == 200]
     rejected = [o.seconds for _, o in results if o.status == 503]
     per_model: dict[str, int] = {}
@@ -295,6 +307,8 @@ def summarise(
         evictions_per_min=round(evictions * 60 / seconds, 1),
         baseline_rss_mb=round(baseline, 1),
         peak_rss_mb=round(run.peak_rss_mb, 1),
+        process_baseline_mb=process_baseline,
+        over_target_mb=over,
         probe_requests=len(probe),
         probe_p50_ms=pct(probe_ok, 50),
         probe_p99_ms=pct(probe_ok, 99),
@@ -323,6 +337,7 @@ def run_workload(args: argparse.Namespace, workload: str, models: list[str], por
         baseline,
         loads1 - loads0,
         evictions1 - evictions0,
+        process_baseline_mb(metrics0),
     )
 
 
@@ -342,6 +357,8 @@ COLUMNS = [
     ("baseline_rss_mb", "RSS start MB"),
     ("peak_rss_mb", "peak RSS MB"),
     ("budget_mb", "budget MB"),
+    ("process_baseline_mb", "baseline MB"),
+    ("over_target_mb", "peak - (budget + baseline) MB"),
     ("probe_p50_ms", "small model p50 ms"),
     ("probe_p99_ms", "small model p99 ms"),
     ("probe_503", "small model 503s"),
@@ -397,8 +414,12 @@ def main() -> None:
     results = [run_workload(args, w, models, args.port) for w in args.workloads.split(",")]
     for r in results:
         print(json.dumps(asdict(r)), flush=True)
-    commit = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], cwd=args.code, capture_output=True, text=True, check=False
+    commit = subprocess.run(  # a plain copy of a checkout (no .git of its own) has no commit to name
+        ["git", "rev-parse", "--short", "HEAD"] if (args.code / ".git").exists() else ["true"],
+        cwd=args.code,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     doc: dict[str, Any] = json.loads(args.out.read_text()) if args.out.exists() else {"runs": {}}
     doc["runs"][args.label] = {

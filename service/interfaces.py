@@ -82,6 +82,12 @@ class ModelStatus(Protocol):
     def load_peak_bytes(self) -> int | None: ...
     @property
     def memory_estimate_bytes(self) -> int: ...
+    @property
+    def activation_fixed_bytes(self) -> int: ...  # a batch's activations: fixed + per image
+    @property
+    def activation_per_image_bytes(self) -> int: ...
+    @property
+    def activation_source(self) -> str: ...  # measured (calibration), first-run (after a load), estimated
 
 
 class Models(Protocol):

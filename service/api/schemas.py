@@ -213,6 +213,11 @@ class ModelSummary(BaseModel):
     memory_source: Literal["measured", "estimated"]
     memory_estimate_bytes: int  # what the memory budget counts: measured, else estimated from the file
     load_peak_bytes: int | None  # the process's growth at its peak while the model loaded
+    # a running batch's activations, counted against the memory budget: fixed + per image
+    activation_fixed_bytes: int
+    activation_per_image_bytes: int
+    # measured (fixed + per image, at calibration), first-run (one batch-1 run after the load), estimated
+    activation_source: Literal["measured", "first-run", "estimated"]
     last_load_s: float | None
     last_loaded_at: str | None  # ISO 8601, UTC
     loads: int

@@ -38,6 +38,7 @@ def _state(s: ModelStatus) -> dict[str, Any]:
         "memory_bytes": s.memory_bytes,
         "load_peak_bytes": s.load_peak_bytes,
         "memory_estimate_bytes": s.memory_estimate_bytes,
+        "activations": [s.activation_fixed_bytes, s.activation_per_image_bytes, s.activation_source],
     }
 
 
@@ -103,6 +104,9 @@ class State:
     memory_bytes: int | None
     load_peak_bytes: int | None
     memory_estimate_bytes: int
+    activation_fixed_bytes: int
+    activation_per_image_bytes: int
+    activation_source: str
 
     @classmethod
     def read(cls, entry: ModelEntry, raw: dict[str, Any]) -> State:
@@ -121,6 +125,9 @@ class State:
             memory_bytes=raw["memory_bytes"],
             load_peak_bytes=raw["load_peak_bytes"],
             memory_estimate_bytes=raw["memory_estimate_bytes"],
+            activation_fixed_bytes=raw["activations"][0],
+            activation_per_image_bytes=raw["activations"][1],
+            activation_source=raw["activations"][2],
         )
 
     @property

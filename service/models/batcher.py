@@ -10,6 +10,7 @@ import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import numpy as np
 
@@ -18,6 +19,17 @@ from service.core.errors import DeadlineExceeded, InferenceFailed, ModelUnavaila
 log = logging.getLogger("convzoo.batcher")
 
 RunFn = Callable[[np.ndarray], np.ndarray]
+
+
+class Admission(Protocol):
+    images: int
+
+    def release(self) -> None: ...
+
+
+# Before a batch runs: how many of its images may run now (the memory budget, service/models/batch_memory.py),
+# given the batch's size and its earliest deadline; None when the deadline passed first.
+AdmitFn = Callable[[int, float], Admission | None]
 
 
 @dataclass(frozen=True)
@@ -120,6 +132,7 @@ class DynamicBatcher:
         threads: int = 1,
         hooks: Sequence[Callable[[BatchRecord], None]] = (),
         when_idle: bool = False,
+        admit: AdmitFn | None = None,
     ) -> None:
         if max_batch_size < 1 or max_queue_size < 1 or max_queue_delay_us < 0 or threads < 1:
             raise ValueError("batcher sizes must be positive")
@@ -131,6 +144,7 @@ class DynamicBatcher:
         self.when_idle = when_idle
         self.stats = BatcherStats()
         self.hooks = tuple(hooks)  # called on the inference thread after every batch
+        self._admit = admit
         self._queue: deque[_Item] = deque()
         self._cond = threading.Condition()
         self._busy = 0  # batches executing now
@@ -223,9 +237,13 @@ class DynamicBatcher:
             if batch is None:
                 return
             answers: list[tuple[_Item, Outcome]] = []
+            admission = None
             try:
-                answers = self._execute(batch)
+                batch, admission = self._admitted(batch)
+                answers = self._execute(batch) if batch else []
             finally:
+                if admission is not None:
+                    admission.release()
                 with self._cond:
                     self._busy -= 1
                     self._cond.notify_all()
@@ -256,6 +274,24 @@ class DynamicBatcher:
                         self._cond.notify_all()  # another worker may cut the next batch
                     return batch
                 self._cond.wait(wait)
+
+    def _admitted(self, batch: list[_Item]) -> tuple[list[_Item], Admission | None]:
+        """The part of the batch the memory budget lets run now; the rest goes back to the head of the
+        queue (all of it when the earliest deadline passed first: the queue then answers it expired)."""
+        if self._admit is None:
+            return batch, None
+        admission = self._admit(len(batch), min(item.deadline for item in batch))
+        images = 0 if admission is None else admission.images
+        if images < len(batch):
+            rest = batch[images:]
+            with self._cond:
+                if not self._stopping:
+                    self._queue.extendleft(reversed(rest))
+                    self._cond.notify_all()
+                    rest = []
+            unloaded = ModelUnavailable(f"Model {self.name} was unloaded; retry.", retry_after_s=1)
+            _answer([(item, unloaded) for item in rest])
+        return batch[:images], admission
 
     def _share(self, queued: int) -> int:
         """This worker's part of the queue, split evenly between the idle workers (lock held).

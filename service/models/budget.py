@@ -1,6 +1,7 @@
 """The memory budget's policy, on plain data: which idle models to evict so that a load fits, whether a model
 can never fit beside the pinned ones, which model to evict after a load left the process over the budget,
-and greedy-dual-size-frequency's priorities. No ONNX Runtime, no threads, no clock: tests/service/test_budget.py."""
+how many images of a batch fit beside the models and the batches running, and greedy-dual-size-frequency's
+priorities. No ONNX Runtime, no threads, no clock: tests/service/test_budget.py."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-EvictionReason = Literal["budget", "rss", "manual", "retired"]  # retired: no policy serves it
+# retired: no policy serves it; batches: room for the activations of a batch that could not run
+EvictionReason = Literal["budget", "rss", "manual", "retired", "batches"]
 
 
 @dataclass(frozen=True)
@@ -35,15 +37,29 @@ class Resident:
 
 @dataclass(frozen=True)
 class Memory:
-    """What the budget counts: the residents, and the private sessions background calibration holds."""
+    """What the budget counts: the residents and the private sessions background calibration holds, what
+    loads make room for; and the activations of the batches running now, which come on top of them
+    (each batch is admitted within what the rest leaves, `admit_batch`; a load does not wait for running
+    batches to end, they last milliseconds)."""
 
     budget: int
     residents: Sequence[Resident]
     reserved_bytes: int = 0
+    batches_bytes: int = 0
+
+    @property
+    def models_bytes(self) -> int:
+        """The residents alone."""
+        return sum(r.counted_bytes for r in self.residents)
 
     @property
     def accounted(self) -> int:
-        return sum(r.counted_bytes for r in self.residents) + self.reserved_bytes
+        """The models and background calibration's sessions: what loads and evictions go by."""
+        return self.models_bytes + self.reserved_bytes
+
+    @property
+    def with_batches(self) -> int:
+        return self.accounted + self.batches_bytes
 
     def fits(self, need: int) -> bool:
         return self.accounted + need <= self.budget
@@ -83,26 +99,28 @@ class NoRoomNow:
 
 
 def room_for(
-    memory: Memory, name: str, *, load_bytes: int, measured: int | None
+    memory: Memory, name: str, *, load_bytes: int, measured: int | None, headroom: int = 0
 ) -> Evict | TooLarge | NoRoomNow:
     """What to evict so that model `name`, not resident, can load: `load_bytes` while it loads, `measured`
-    its steady figure where known."""
+    its steady figure where known. `headroom`: room for activations beside it (the batches running now and
+    one image of its own), made where idle models allow, never a reason to refuse the load."""
     room = memory.budget - memory.pinned_bytes(exclude=name)  # what eviction can ever make free
     if measured is not None and measured > room:
         return TooLarge(measured, max(room, 0))
     need = min(load_bytes, max(room, 0))  # an estimate may be too high: try with what there is
     over = memory.accounted + need - memory.budget
-    if over <= 0:
+    wanted = over + max(headroom, 0)
+    if wanted <= 0:
         return Evict(())
     candidates = memory.victims(exclude=name)
     if sum(c.steady_bytes for c in candidates) < over:
         return NoRoomNow()
     chosen: list[str] = []
     for victim in candidates:
-        if over <= 0:
+        if wanted <= 0:
             break
         chosen.append(victim.name)
-        over -= victim.steady_bytes
+        wanted -= victim.steady_bytes
     return Evict(tuple(chosen))
 
 
@@ -135,6 +153,44 @@ def next_eviction(memory: Memory, keep: str, rss_above_baseline: int | None) -> 
     if sum(c.steady_bytes for c in candidates) < over:
         return Stuck(reason, over)
     return Eviction(candidates[0].name, reason)
+
+
+@dataclass(frozen=True)
+class Activations:
+    """A model's activation memory while a batch runs: `fixed` plus `per_image` for each image."""
+
+    fixed: int
+    per_image: int
+
+    def bytes_for(self, images: int) -> int:
+        return self.fixed + self.per_image * images
+
+
+@dataclass(frozen=True)
+class RunBatch:
+    """Run this many images of the batch now (the rest stays queued); `alone`: even one image overruns the
+    budget, and no other batch runs whose end would make room, so it runs anyway."""
+
+    images: int
+    alone: bool = False
+
+
+@dataclass(frozen=True)
+class WaitForRoom:
+    """Not one image fits beside the batches running now: wait until one ends (or models are evicted)."""
+
+
+def admit_batch(room: int, activations: Activations, wanted: int, running: int) -> RunBatch | WaitForRoom:
+    """How much of a batch of `wanted` images runs now, with `room` bytes left in the budget beside the
+    models and the `running` batches: all of it when it fits, else the most images that fit, else a wait
+    for a running batch to end; one image alone when nothing runs (it could wait forever otherwise)."""
+    if activations.bytes_for(wanted) <= room:
+        return RunBatch(wanted)
+    if activations.per_image > 0 and room >= activations.bytes_for(1):
+        return RunBatch(min(wanted, (room - activations.fixed) // activations.per_image))
+    if running > 0:
+        return WaitForRoom()
+    return RunBatch(1, alone=activations.bytes_for(1) > room)
 
 
 class GreedyDual:

@@ -6,7 +6,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+import numpy as np
 
 from service.compute.runtime import LoadedModel, load_model
 from service.core.artifacts import checked_artifact
@@ -28,16 +32,19 @@ class Loader:
         self._threads = ThreadPoolExecutor(
             max_workers=settings.load_threads, thread_name_prefix="model-loader"
         )
-        self._meter = LoadMeter()
+        self.meter = LoadMeter()  # shared with the activations' measurement: one peak RSS
 
     def load_blocking(self, entry: ModelEntry, max_batch_size: int) -> tuple[LoadedModel, LoadMemory | None]:
         """Check, load and warm up the artifact here, measuring the RSS it took (None: overlapped a load)."""
         path = checked_artifact(entry, self._settings.models_dir)
         started = time.perf_counter()
-        model, growth = self._meter.run(
+        model, growth = self.meter.run(
             lambda: load_model(path, entry, self._settings, max_batch_size=max_batch_size)
         )
         measured = None if growth is None else growth.at_least(entry.artifact.bytes or 0)
+        if measured is not None and self._settings.batch_memory:  # one image's activations, until calibration
+            one = np.zeros((1, *model.sample_shape), dtype=np.float32)
+            measured = replace(measured, first_image=self.meter.probe(lambda: model.run(one)))
         log.info(
             "model %s loaded in %.2f s on %s, %s",
             entry.name,
@@ -45,18 +52,25 @@ class Loader:
             model.providers[0],
             f"{measured.steady / 1e6:.1f} MB measured"
             + (f", {measured.peak / 1e6:.1f} MB at its peak" if measured.peak else "")
+            + (f", {measured.first_image / 1e6:.1f} MB for one image" if measured.first_image else "")
             if measured is not None
             else "memory not measured (parallel load)",
         )
         return model, measured
 
     async def load(
-        self, entry: ModelEntry, max_batch_size: int
+        self, entry: ModelEntry, max_batch_size: int, *, first: Callable[[], object] = lambda: None
     ) -> tuple[LoadedModel, LoadMemory | None, float]:
-        """`load_blocking` on a loader thread; also the seconds it took, waiting for a thread included."""
+        """`load_blocking` on a loader thread, after `first` there (blocking: room for the load's peak); also
+        the seconds it took, waiting for a thread included."""
         started = time.perf_counter()
         loop = asyncio.get_running_loop()
-        model, measured = await loop.run_in_executor(self._threads, self.load_blocking, entry, max_batch_size)
+
+        def work() -> tuple[LoadedModel, LoadMemory | None]:
+            first()
+            return self.load_blocking(entry, max_batch_size)
+
+        model, measured = await loop.run_in_executor(self._threads, work)
         return model, measured, time.perf_counter() - started
 
     def shutdown(self) -> None:

@@ -5,6 +5,7 @@ requests, preloading, in-flight counts and inference (docs/model-lifecycle.md)."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime as dt
 import logging
 import random
@@ -37,6 +38,7 @@ from service.core.errors import (
 from service.core.registry import ModelEntry, Registry, RegistryError, Serving, full_decoding, load_registry
 from service.core.settings import Settings
 from service.models import budget
+from service.models.batch_memory import BatchMemory, Grant
 from service.models.batcher import BatchRecord, DynamicBatcher, InferTimings
 from service.models.budget import EvictionReason, GreedyDual, Memory, Resident
 from service.models.calibrator import Calibrator
@@ -77,7 +79,18 @@ class ModelManager:
         self._reload_lock = asyncio.Lock()
         self.stats = LifecycleStats()
         self._loader = Loader(settings)
-        self._calibrator = Calibrator(settings, self.stats, self._load_blocking, self._fits)
+        # The running batches' activations, beside the models as `_memory()` last counted them.
+        self.batch_memory = BatchMemory(settings.memory_budget_bytes, enabled=settings.batch_memory)
+        self._models_bytes = 0
+        self._calibrator = Calibrator(
+            settings,
+            self.stats,
+            self._load_blocking,
+            self._fits,
+            meter=self._loader.meter,
+            batches=self.batch_memory,
+        )
+        self.batch_memory.others = lambda: self._models_bytes + self._calibrator.reserved_bytes
         self._priorities = GreedyDual()
         self._loads: dict[str, asyncio.Task[ServiceError | None]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -156,7 +169,14 @@ class ModelManager:
         bound_heap()
         initialise_runtime(self.settings)
         trim_heap()
-        self.baseline_rss_bytes = rss_bytes()
+        self.baseline_rss_bytes = self.batch_memory.baseline = rss_bytes()
+        loop = asyncio.get_running_loop()
+
+        def short(need: int) -> None:  # from a batcher thread
+            with contextlib.suppress(RuntimeError):  # the loop closed: the service is stopping
+                loop.call_soon_threadsafe(self._evict_for_batch, need)
+
+        self.batch_memory.short = short
         self._preload_task = asyncio.create_task(self._preload(self.required_names()))
         if self.settings.background_calibration and self.settings.calibration_s > 0:
             self._spawn(self._calibrate_all())
@@ -192,6 +212,7 @@ class ModelManager:
 
     async def stop(self) -> None:
         self._stopping = self._calibrator.stopping = True
+        self.batch_memory.close()
         for task in [self._preload_task, *self._background, *self._loads.values()]:
             if task is not None and not task.done():
                 task.cancel()
@@ -312,13 +333,19 @@ class ModelManager:
         task = asyncio.create_task(self._load(state), name=f"load-{name}")
         self._loads[name] = task
         task.add_done_callback(lambda _: self._loads.pop(name, None))
+        task.add_done_callback(lambda _: self._memory())  # a failed load no longer counts for the batches
+        self._memory()
         return task
 
     async def _load(self, state: ModelState) -> ServiceError | None:
         """One load on the loader threads; the outcome is recorded on the state, also when nobody waits."""
         name = state.entry.name
         try:
-            model, measured, seconds = await self._loader.load(state.entry, state.policy.max_batch_size)
+            model, measured, seconds = await self._loader.load(
+                state.entry,
+                state.policy.max_batch_size,
+                first=lambda: self.batch_memory.drain(loading=lambda: self._loader.meter.loading),
+            )
         except (ArtifactProblem, RuntimeUnavailable) as exc:
             return self._load_failed(state, exc)
         except Exception:
@@ -357,6 +384,7 @@ class ModelManager:
             threads=self.settings.inference_threads,
             hooks=self.batch_hooks,
             when_idle=self.settings.batch_when_idle,
+            admit=lambda images, deadline: self._admit(state, images, deadline),
         )
         state.model = model
         model.calibration = state.calibration
@@ -384,8 +412,13 @@ class ModelManager:
 
     # ---- memory budget -------------------------------------------------------------------------------
 
+    def _admit(self, state: ModelState, images: int, deadline: float) -> Grant | None:
+        """On a batcher thread: how many of a batch's images its activations let run now."""
+        return self.batch_memory.admit(state.entry.name, state.activation_figures, images, deadline)
+
     def _memory(self) -> Memory:
-        """What the budget policy sees: the loaded and loading models, and background calibration's sessions."""
+        """What the budget policy sees: the loaded and loading models, background calibration's sessions and
+        the running batches; the models' part is handed to the batches, which run beside it."""
         pinned = set(self._required_keys())
         residents = [
             Resident(
@@ -401,11 +434,18 @@ class ModelManager:
             for s in self._states.values()
             if s.status in ("loaded", "loading")
         ]
-        return Memory(self.settings.memory_budget_bytes, residents, self._calibrator.reserved_bytes)
+        memory = Memory(
+            self.settings.memory_budget_bytes,
+            residents,
+            self._calibrator.reserved_bytes,
+            self.batch_memory.reserved_bytes,
+        )
+        self._models_bytes = memory.models_bytes
+        return memory
 
     def loaded_bytes(self) -> int:
         """The memory the budget counts: loaded models, loading ones at their load peak, and background
-        calibration's sessions."""
+        calibration's sessions (the running batches' activations come on top: `batch_memory`)."""
         return self._memory().accounted
 
     def _fits(self, need: int) -> bool:
@@ -432,12 +472,41 @@ class ModelManager:
         victim.unload()
         self.stats.evictions[(victim.entry.name, reason)] += 1
         trim_heap()
+        self._memory()
+        self.batch_memory.changed()
+
+    def _batch_headroom(self, memory: Memory, incoming: ModelState) -> int:
+        """What a load leaves beside it, where idle models allow: room for the batches running now and one
+        image of the model loaded for a request (with models packed to the budget, every batch would wait for
+        one to end), and for the memory the process holds that the figures miss."""
+        if not self.batch_memory.enabled:
+            return 0
+        # the RSS above the baseline that no figure accounts for (loads measured low or not at all)
+        untracked = self.process_bytes() - memory.batches_bytes - memory.accounted
+        return memory.batches_bytes + incoming.activation_figures.bytes_for(1) + max(untracked, 0)
+
+    def _evict_for_batch(self, need: int) -> None:
+        """A batch waits for `need` bytes of activations (one image's): evict idle models of lowest priority
+        until they fit beside what the budget counts (running batches included) or, when more, the
+        process's RSS above its baseline."""
+        memory = self._memory()
+        over = max(memory.with_batches, self.process_bytes()) + need - memory.budget
+        for victim in memory.victims():
+            if over <= 0 or self._stopping:
+                return
+            self._evict(self._states[victim.name], "batches")
+            over -= victim.steady_bytes
 
     def _make_room(self, incoming: ModelState) -> None:
         """Evict the idle models of lowest priority until `incoming` fits the budget."""
         name = incoming.entry.name
+        memory = self._memory()
         decision = budget.room_for(
-            self._memory(), name, load_bytes=incoming.load_estimate_bytes, measured=incoming.memory_bytes
+            memory,
+            name,
+            load_bytes=incoming.load_estimate_bytes,
+            measured=incoming.memory_bytes,
+            headroom=self._batch_headroom(memory, incoming),
         )
         if isinstance(decision, budget.TooLarge):
             incoming.mark_unavailable(

@@ -18,11 +18,14 @@ from service.core.registry import ModelEntry
 from service.core.settings import Settings
 from service.models import footprint
 from service.models.batcher import DynamicBatcher
+from service.models.budget import Activations
 from service.models.footprint import LoadMemory
 
 log = logging.getLogger("convzoo.manager")
 
 Status = Literal["available", "loading", "loaded", "unavailable"]
+# measured: fixed + per image, at calibration; first-run: one batch-1 run after the load; estimated: the input
+ActivationSource = Literal["measured", "first-run", "estimated"]
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,9 @@ class ModelState:
     measurements: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
     load_peak_bytes: int | None = None  # measured: the median of the most RSS grew during recent loads
     peak_measurements: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
+    activations: Activations | None = None  # measured at calibration: a batch's fixed + per-image memory
+    first_image_bytes: int | None = None  # measured after loads: the most of one batch-1 run's activations
+    first_images: deque[int] = field(default_factory=lambda: deque(maxlen=footprint.RECENT_LOADS))
     load_s: float | None = None  # the last load, measured: checksum, session, warm-up
     loaded_at: dt.datetime | None = None  # wall clock of the last completed load
     load_started: float | None = None  # time.monotonic() of the load in progress
@@ -86,6 +92,32 @@ class ModelState:
         return footprint.load_estimate(self.size_bytes, self.memory_estimate_bytes, self.load_peak_bytes)
 
     @property
+    def activation_figures(self) -> Activations:
+        """What a batch's activations cost: measured when they were, else estimated from the input."""
+        if self.activations is not None:
+            return self.activations
+        if self.first_image_bytes is not None:  # one run: its fixed part counted for every image
+            return Activations(0, self.first_image_bytes)
+        input_bytes = 4  # float32, as the batch is fed
+        for dim in self.entry.input.shape[1:]:
+            input_bytes *= dim if isinstance(dim, int) else 1
+        return footprint.activation_estimate(input_bytes)
+
+    @property
+    def activation_fixed_bytes(self) -> int:
+        return self.activation_figures.fixed
+
+    @property
+    def activation_per_image_bytes(self) -> int:
+        return self.activation_figures.per_image
+
+    @property
+    def activation_source(self) -> ActivationSource:
+        if self.activations is not None:
+            return "measured"
+        return "first-run" if self.first_image_bytes is not None else "estimated"
+
+    @property
     def idle(self) -> bool:
         """No request uses or waits for it and its batcher has nothing queued or running."""
         return self.in_flight == 0 and (self.batcher is None or self.batcher.idle)
@@ -94,6 +126,9 @@ class ModelState:
         """Take a load's measurement into the model's figures (the medians of its recent loads)."""
         if measured is None:
             return
+        if measured.first_image is not None:  # one run each: the most, as memory freed meanwhile lowers one
+            self.first_images.append(measured.first_image)
+            self.first_image_bytes = max(self.first_images)
         self.measurements.append(measured.steady)
         self.memory_bytes = footprint.median_bytes(self.measurements)
         if measured.peak is not None:

@@ -52,7 +52,7 @@ class LifecycleCollector:
         yield _family(
             CounterMetricFamily,
             "convzoo_model_evictions",
-            "Models unloaded: reason budget (room for another load), rss (process over budget), manual, or retired (a version no policy serves).",
+            "Models unloaded: reason budget (room for another load), rss (process over budget), batches (room for a running batch's activations), manual, or retired (a version no policy serves).",
             ["model", "reason"],
             stats.evictions,
         )
@@ -84,6 +84,26 @@ class LifecycleCollector:
             "convzoo_memory_accounted_bytes",
             "Memory the budget counts now: loaded and loading models, background calibration.",
             m.loaded_bytes(),
+        )
+        yield GaugeMetricFamily(
+            "convzoo_batch_memory_reserved_bytes",
+            "Activations of the batches running now, counted against the memory budget.",
+            m.batch_memory.reserved_bytes,
+        )
+        yield _family(
+            CounterMetricFamily,
+            "convzoo_batch_memory_events",
+            "Batches the memory budget held back: cut (fewer images ran), wait (waited for room), alone (one "
+            "image over the budget, run with no other batch running).",
+            ["model", "event"],
+            dict(m.batch_memory.events),
+        )
+        yield _family(
+            GaugeMetricFamily,
+            "convzoo_model_activation_per_image_bytes",
+            "A batch's activation memory per image: measured at calibration, else estimated from the input.",
+            ["model", "source"],
+            {(st.entry.name, st.activation_source): st.activation_per_image_bytes for st in states},
         )
         yield GaugeMetricFamily(
             "convzoo_process_resident_bytes", "The process's resident set size.", rss_bytes()

@@ -64,3 +64,24 @@ def slow_loading_model(entry: ModelEntry, *, matmuls: int, n: int = 1024) -> byt
 def install(zoo: Zoo, name: str, data: bytes) -> None:
     """Write `data` as entry `name`'s artifact, size and checksum recorded in the registry."""
     install_artifact(zoo, name, data, f"{name}.lifecycle.onnx")
+
+
+def wide_activations_model(entry: ModelEntry, *, megabytes_per_image: int) -> bytes:
+    """A small file whose run holds about `megabytes_per_image` MB of activations for each image: the
+    image tiled into one wide tensor, summed back, then the usual head."""
+    features = int(np.prod([int(d) for d in entry.input.shape[1:]]))
+    copies = megabytes_per_image * 1_000_000 // (4 * features)
+    nodes = [
+        helper.make_node("Flatten", [entry.input.name], ["flat0"]),
+        helper.make_node("Tile", ["flat0", "repeats"], ["wide"]),  # batch x (copies * features)
+        helper.make_node("Reshape", ["wide", "wide_shape"], ["stacked"]),  # batch x copies x features
+        helper.make_node("ReduceSum", ["stacked", "axis1"], ["summed"], keepdims=0),
+        helper.make_node("MatMul", ["summed", "head"], ["logits"]),
+    ]
+    inits = [
+        numpy_helper.from_array(np.array([1, copies], np.int64), "repeats"),
+        numpy_helper.from_array(np.array([-1, copies, features], np.int64), "wide_shape"),
+        numpy_helper.from_array(np.array([1], np.int64), "axis1"),
+        numpy_helper.from_array(np.full((features, entry.num_classes), 0.001, np.float32), "head"),
+    ]
+    return classifier_bytes(entry, nodes, inits, "wide-activations")

@@ -10,14 +10,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from service.models.budget import (
+    Activations,
     Evict,
     Eviction,
     GreedyDual,
     Memory,
     NoRoomNow,
     Resident,
+    RunBatch,
     Stuck,
     TooLarge,
+    WaitForRoom,
+    admit_batch,
     next_eviction,
     room_for,
 )
@@ -254,3 +258,77 @@ def test_evicting_after_a_load_ends_within_the_budget_or_stuck(mem: Memory, rss:
 def test_the_policy_needs_no_onnx_runtime() -> None:
     code = "import sys, service.models.budget; assert 'onnxruntime' not in sys.modules, 'imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- the activations of running batches ----------------------------------------------------------------
+
+ACTS = Activations(fixed=2 * MB, per_image=10 * MB)
+
+
+def test_a_batch_that_fits_runs_whole() -> None:
+    assert admit_batch(room=100 * MB, activations=ACTS, wanted=8, running=0) == RunBatch(8)
+
+
+def test_a_batch_that_does_not_fit_is_cut_to_the_images_that_do() -> None:
+    # 2 + 10 per image in 45 MB: 4 images (42 MB)
+    assert admit_batch(room=45 * MB, activations=ACTS, wanted=8, running=1) == RunBatch(4)
+
+
+def test_not_one_image_fits_beside_running_batches_it_waits() -> None:
+    assert admit_batch(room=11 * MB, activations=ACTS, wanted=8, running=2) == WaitForRoom()
+
+
+def test_not_one_image_fits_and_nothing_runs_one_image_runs_alone() -> None:
+    # nothing running will free memory: waiting could last forever
+    assert admit_batch(room=0, activations=ACTS, wanted=8, running=0) == RunBatch(1, alone=True)
+    assert admit_batch(room=-50 * MB, activations=ACTS, wanted=1, running=0) == RunBatch(1, alone=True)
+
+
+def test_a_model_with_only_a_fixed_part_runs_whole_or_waits() -> None:
+    fixed = Activations(fixed=20 * MB, per_image=0)
+    assert admit_batch(room=20 * MB, activations=fixed, wanted=32, running=3) == RunBatch(32)
+    assert admit_batch(room=19 * MB, activations=fixed, wanted=32, running=3) == WaitForRoom()
+
+
+@given(
+    room=st.integers(-100, 1000),
+    fixed=st.integers(0, 50),
+    per_image=st.integers(0, 50),
+    wanted=st.integers(1, 64),
+    running=st.integers(0, 4),
+)
+def test_an_admitted_batch_fits_unless_it_runs_alone(
+    room: int, fixed: int, per_image: int, wanted: int, running: int
+) -> None:
+    acts = Activations(fixed * MB, per_image * MB)
+    decision = admit_batch(room * MB, acts, wanted, running)
+    if isinstance(decision, WaitForRoom):
+        assert running > 0 and acts.bytes_for(1) > room * MB
+        return
+    assert 1 <= decision.images <= wanted
+    if decision.alone:
+        assert running == 0 and decision.images == 1 and acts.bytes_for(1) > room * MB
+    else:
+        assert acts.bytes_for(decision.images) <= room * MB
+        # the most that fit: one more image would not (or the whole batch runs)
+        assert decision.images == wanted or acts.bytes_for(decision.images + 1) > room * MB
+
+
+def test_running_batches_come_on_top_of_what_loads_make_room_for() -> None:
+    # a running batch ends within milliseconds: a load does not evict for it, new batches wait instead
+    mem = Memory(100 * MB, [idle("a", 40, 1.0), idle("b", 30, 2.0)], batches_bytes=20 * MB)
+    assert mem.models_bytes == 70 * MB and mem.accounted == 70 * MB and mem.with_batches == 90 * MB
+    assert room_for(mem, "incoming", load_bytes=20 * MB, measured=None) == Evict(())
+
+
+def test_a_load_makes_headroom_for_activations_where_idle_models_allow() -> None:
+    mem = memory(100, idle("cold", 30, 1.0), idle("warm", 30, 2.0))
+    assert room(mem, load_mb=40) == Evict(())
+    assert room_for(mem, "incoming", load_bytes=40 * MB, measured=None, headroom=5 * MB) == Evict(("cold",))
+
+
+def test_headroom_never_refuses_a_load() -> None:
+    pinned = Resident("default", steady_bytes=30 * MB, pinned=True)
+    mem = memory(100, pinned, idle("cold", 30, 1.0))
+    # 40 MB fit once "cold" goes; the 50 MB of headroom cannot be made, and the load goes ahead
+    assert room_for(mem, "incoming", load_bytes=40 * MB, measured=None, headroom=50 * MB) == Evict(("cold",))

@@ -89,10 +89,12 @@ def test_expensive_uploads_do_not_starve_cheap_ones(
     )
     print(figures)
     assert len(statuses) >= 4 and all(s < 500 for s in statuses), statuses
-    assert p99 < 0.250, figures
-    # The p99, not the maximum: on a shared 2-core host one probe in hundreds can wait for the scheduler
-    # whatever the service does (both figures are in the message and in docs/security.md).
-    assert health_p99 < 0.100, figures
+    # Starved, a cheap request waits for an expensive upload's decoding: seconds. The bounds sit well above
+    # what a loaded 2-core host adds to a lone small request (a health probe's p99 reached 137 ms there
+    # with other work running), so that the test asserts no starvation rather than this machine's timing;
+    # the figures themselves are in the message and in docs/security.md. The p99, not the maximum.
+    assert p99 < 0.5, figures
+    assert health_p99 < 0.5, figures
 
     # The decoding workers die with the service, even when it is killed: no orphan keeps decoding.
     workers = [

@@ -7,11 +7,12 @@ CONVZOO_HOST ?= 127.0.0.1
 CONVZOO_PORT ?= 8000
 export CONVZOO_HOST CONVZOO_PORT
 
-.PHONY: run test models data browser bench bench-rollout soak audit test-docker lint clean help
+.PHONY: run test test-long models data browser bench bench-rollout soak audit test-docker lint clean help
 
 help:
 	@echo "make run    serve the bundled models on $$CONVZOO_HOST:$$CONVZOO_PORT (serving deps only, no torch)"
-	@echo "make test   the default test suite"
+	@echo "make test   the default test suite (under 15 min)"
+	@echo "make test-long  the slow tests: export against PyTorch, the fuzzers, overload (CI runs them too)"
 	@echo "make lint   ruff check, ruff format --check and mypy --strict on service, export, bench, tests, convzoo, scripts; lint-imports (the rooms' rules)"
 	@echo "make bench  benchmark against raw ONNX Runtime, a naive PyTorch endpoint and TorchServe, PyTriton, LitServe, BentoML, and 12 MP phone photos (docs/bench.md)"
 	@echo "make bench-cli  a folder of 2,000 photos through convzoo classify vs the server's own throughput (docs/bench-cli.md)"
@@ -54,6 +55,11 @@ run: $(SERVE_VENV)/.stamp
 
 test: $(VENV)/.stamp data browser promtool
 	$(VENV)/bin/python -m pytest -q
+
+# The slow tests (marker `slow`, out of `make test`): export against PyTorch and torchvision, the fuzzers,
+# twice the capacity's load. CI runs them after `make test`.
+test-long: $(VENV)/.stamp data browser promtool
+	$(VENV)/bin/python -m pytest -q -m slow
 
 models: $(VENV)/.stamp data
 	$(VENV)/bin/python -m export build --zoo fashion

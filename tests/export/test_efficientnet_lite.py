@@ -14,6 +14,9 @@ from export import efficientnet_lite, imagenet
 from export.weights import WeightsUnavailable, load_tensors
 from service.core.registry import Registry
 
+# Minutes of exports and fuzzing: `make test-long` (CI runs it; docs in the README).
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("name", list(efficientnet_lite.VARIANTS))
 def test_every_packaged_checkpoint_fits_the_network_exactly(name: str) -> None:
@@ -55,7 +58,6 @@ def test_unknown_variant_is_refused() -> None:
         efficientnet_lite.variant("efficientnet_lite9")
 
 
-@pytest.mark.slow
 def test_export_from_the_package_reproduces_the_bundled_model(
     tmp_path: Path, committed_registry: Registry, models_dir: Path
 ) -> None:

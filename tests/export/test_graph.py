@@ -15,6 +15,9 @@ from export.fashion.nets import build_net
 from export.graph import gmacs, weight_layer_depth
 from export.onnx_export import export_onnx
 
+# Minutes of exports and fuzzing: `make test-long` (CI runs it; docs in the README).
+pytestmark = pytest.mark.slow
+
 # The layer counts the architectures are named after (weight layers on the longest path).
 PAPER_DEPTHS = {
     "alexnet": 8,

@@ -21,6 +21,9 @@ from export.weights import WeightsUnavailable, download
 from service.core.registry import ModelEntry, Registry, load_registry
 from service.images.preprocess import to_tensor
 
+# Minutes of exports and fuzzing: `make test-long` (CI runs it; docs in the README).
+pytestmark = pytest.mark.slow
+
 CATALOG_SAMPLE = ["alexnet", "resnet18"]
 
 

@@ -16,6 +16,9 @@ from export.fashion.nets import build_net
 from export.onnx_export import check_parity, export_onnx
 from service.core.registry import sha256_file
 
+# Minutes of exports and fuzzing: `make test-long` (CI runs it; docs in the README).
+pytestmark = pytest.mark.slow
+
 ARCHITECTURES = [
     "fmnist-lenet5", "fmnist-alexnet", "fmnist-vgg16", "fmnist-googlenet",
     "fmnist-resnet-v1", "fmnist-resnet-v2", "fmnist-resnet20",

@@ -15,6 +15,9 @@ import pytest
 from service.core.settings import Settings
 from tests.security.fuzz import CASES_DIR, run_case, run_grpc_case
 
+# Minutes of exports and fuzzing: `make test-long` (CI runs it; docs in the README).
+pytestmark = pytest.mark.slow
+
 SECONDS = float(os.environ.get("FUZZ_SECONDS", "10"))
 SEED = int(os.environ.get("FUZZ_SEED", "0"))
 

@@ -3,12 +3,16 @@ forbids gives a 5xx other than 503, and every response conforms to the schema.""
 
 from __future__ import annotations
 
+import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi import checks as oc
 
 from tests.live import Server
 from tests.service.conftest import ServeFactory, Zoo
+
+# Minutes of exports and fuzzing: `make test-long` (CI runs it; docs in the README).
+pytestmark = pytest.mark.slow
 
 EXAMPLES = 12  # per operation: the whole run stays well under a minute on two shared cores
 

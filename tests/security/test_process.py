@@ -305,6 +305,7 @@ def _measure(url: str, png: bytes) -> Overload:
     return Overload(at_capacity, overload, sum(len(p.samples) for p in at_capacity) / (3 * PHASE_S))
 
 
+@pytest.mark.slow  # about 20 s of load: make test-long
 def test_overload_at_twice_capacity(zoo: Zoo, serve: ServeFactory, fashion: FashionSample) -> None:
     # A default model whose convolutions take tens of milliseconds per image, so that inference, not HTTP,
     # is the bottleneck even at twice capacity on two shared cores, as with ImageNet-sized models on a

@@ -96,11 +96,18 @@ class UploadLimit:
 _CLOSE = (b"connection", b"close")
 
 
+# A body declared this small is read and dropped before an early answer, which then keeps its connection:
+# closed with the body unread in its receive buffer, the socket sends a reset, and a client still sending or
+# not yet reading loses the answer (the soak's 400s and 404s on small uploads came back as ReadError).
+DRAIN_BYTES = 256 * 1024
+
+
 class CloseUnread:
     """ASGI middleware: an answer that starts before the request's body was read in full ends its
-    connection (an error mid-upload, or before it). Kept open, the
-    connection would read and drop the rest of the body first, for as long as the client cares to send it:
-    a chunked body has no end of its own."""
+    connection (an error mid-upload, or before it). Kept open, the connection would read and drop the rest
+    of the body first, for as long as the client cares to send it: a chunked body has no end of its own.
+    A body of a declared length up to DRAIN_BYTES is read and dropped first instead, so that its answer
+    reaches the client and the connection is kept."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -110,15 +117,20 @@ class CloseUnread:
             await self.app(scope, receive, send)
             return
         read = False
+        declared = content_length(scope)
+        small = declared is not None and declared <= DRAIN_BYTES
 
         async def tracked_receive() -> Message:
             nonlocal read
             message = await receive()
-            if message["type"] == "http.request" and not message.get("more_body", False):
-                read = True
+            if message["type"] != "http.request" or not message.get("more_body", False):
+                read = True  # the whole body, or the client gone
             return message
 
         async def closing_send(message: Message) -> None:
+            if message["type"] == "http.response.start" and not read and small:
+                while not read:  # at most `declared` bytes, within the connection's body timeout
+                    await tracked_receive()
             if message["type"] == "http.response.start" and not read:
                 headers = message.get("headers", [])
                 if not any(key == b"connection" for key, _ in headers):

@@ -232,3 +232,19 @@ def test_junk_before_the_first_boundary_is_400_and_does_not_stall_others(
     # Not delayed: the worst good request stays within a second of the baseline's worst.
     assert max(during) < max(baseline) + 1.0, (statistics.median(baseline), max(baseline), max(during))
     assert "Traceback" not in server.log()
+
+
+def test_an_early_answer_to_a_small_upload_keeps_its_connection(
+    zoo: Zoo, serve: ServeFactory, fashion: FashionSample
+) -> None:
+    """Answered before its body is read (an unknown model, a bad top_k), a small upload's body is read and
+    dropped first: the answer is not lost to the reset a socket closed with unread data sends, and the
+    connection serves the next request. (A large or chunked one still ends its connection: the test above.)"""
+    server: Server = serve(zoo, CONVZOO_FRONT_PROCESSES="2")
+    files = {"file": ("x.png", fashion.png(0), "image/png")}
+    with httpx.Client(base_url=server.url, timeout=30) as client:
+        for params, status in [({"model": "../registry.yaml"}, 404), ({"top_k": "0"}, 422)] * 20:
+            r = client.post("/classify", params=params, files=files)
+            assert r.status_code == status, r.text
+            assert r.headers.get("connection") != "close"
+        assert client.post("/classify", files=files).status_code == 200  # on the same kept connection

@@ -92,9 +92,7 @@ class RemoteModels:
 
     def version_states(self, model: str) -> list[State]:
         entry = self.entry(model)
-        return [
-            self.state(f"{model}{versions.SEPARATOR}{v}") for v in self.registry.get(entry.name).version_names
-        ]
+        return [self.state(versions.joined(model, v)) for v in self.registry.get(entry.name).version_names]
 
     def entry(self, name: str) -> ModelEntry:
         state = self.mirror.states.get(name)

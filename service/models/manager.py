@@ -283,7 +283,7 @@ class ModelManager:
         entry = self._entries.get(model)
         if entry is None:
             raise unknown_model(model, self._serving)
-        return [self.state(f"{model}{versions.SEPARATOR}{v}") for v in entry.version_names]
+        return [self.state(versions.joined(model, v)) for v in entry.version_names]
 
     def max_batch_size_of(self, entry: ModelEntry) -> int:
         return self.state(entry.name).policy.max_batch_size

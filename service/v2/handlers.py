@@ -82,7 +82,7 @@ def resolve(manager: Models, name: str, version: str | None = None) -> ModelStat
             raise not_found(
                 f"Model {shown(name)} has no version {shown(version)}; its versions: {', '.join(versions_of)}"
             )
-        return manager.state(f"{name}{versions.SEPARATOR}{version}")  # that version, pinned
+        return manager.state(versions.joined(name, version))  # that version, pinned
     return state
 
 

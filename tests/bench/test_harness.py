@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -11,14 +10,6 @@ import pytest
 from bench import load, report, servers
 from bench.images import fashion_png, photo_jpeg
 from bench.load import Body
-
-
-@pytest.fixture(scope="module")
-def bare() -> Iterator[servers.Running]:
-    port = servers.free_port()
-    cmd = servers.uvicorn_app("bench.bare_app:create_app", port, workers=1, log_level="warning")
-    with servers.serve(cmd, servers.clean_env(), "/health", port, Path("/dev/null")) as srv:
-        yield srv
 
 
 def test_bodies_are_the_stated_images() -> None:

@@ -7,12 +7,10 @@ import io
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import pytest
 from PIL import Image, ImageOps
 
 from bench import report, servers
@@ -58,14 +56,6 @@ def test_every_peer_runs_twice_its_users_path_then_convzoos() -> None:
             assert usual.start[-2:] == ("--handler", "stock") and usual.env == ()
         else:
             assert usual_path == "PIL + torchvision" and dict(usual.env) == {IMAGE_PATH: "usual"}
-
-
-@pytest.fixture(scope="module")
-def bare() -> Iterator[servers.Running]:
-    port = servers.free_port()
-    cmd = servers.uvicorn_app("bench.bare_app:create_app", port, workers=1, log_level="warning")
-    with servers.serve(cmd, servers.clean_env(), "/health", port, Path("/dev/null")) as srv:
-        yield srv
 
 
 def test_the_client_sends_exactly_the_photos_asked_for_and_waits_for_each(
